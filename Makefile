@@ -1,0 +1,42 @@
+# Picture: `make dev` runs the local stack, `make test` tests everything.
+SHELL := /bin/bash
+VENV ?= $(HOME)/.cache/picture-venv
+PORT ?= 3006
+export PORT
+DEV_TOOL := target/debug/picture-dev
+# Runs a command with the local stack's settings.
+WITH_ENV := set -a && . ./.dev/local.env && set +a &&
+
+.PHONY: dev stop test token migrate setup build-dev
+
+## dev: start the background services, migrate, seed, serve every function on 127.0.0.1:$(PORT)
+dev: build-dev
+	bash infra/scripts/stack.sh up
+	$(WITH_ENV) $(DEV_TOOL) migrate && $(DEV_TOOL) setup
+	$(WITH_ENV) exec $(DEV_TOOL) serve
+
+## stop: stop the background services started by dev/test
+stop:
+	bash infra/scripts/stack.sh down
+
+build-dev:
+	cargo build -q -p picture-dev
+
+## migrate: apply pending migrations to DATABASE_URL (local: .dev/local.env)
+migrate: build-dev
+	@[ -f .dev/local.env ] || bash infra/scripts/stack.sh up
+	$(WITH_ENV) $(DEV_TOOL) migrate
+
+## token USER_ID=<uuid>: print a token signed by the local dev key (last line)
+token: build-dev
+	@[ -n "$(USER_ID)" ] || { echo "usage: make token USER_ID=<uuid>" >&2; exit 2; }
+	@[ -f .dev/local.env ] || bash infra/scripts/stack.sh up
+	@$(WITH_ENV) $(DEV_TOOL) token $(USER_ID)
+
+## test: unit + integration tests (real PostgreSQL, moto, simulator), simulator tests, template lint
+test: build-dev
+	bash infra/scripts/stack.sh up
+	$(WITH_ENV) DATABASE_URL=$$TEST_DATABASE_URL $(DEV_TOOL) migrate && $(DEV_TOOL) setup
+	$(WITH_ENV) DATABASE_URL=$$TEST_DATABASE_URL cargo test --workspace
+	$(VENV)/bin/python -m pytest -q infra/replicate-sim
+	PATH=$(VENV)/bin:$$PATH AWS_DEFAULT_REGION=eu-central-1 sam validate --lint

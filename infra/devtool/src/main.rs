@@ -1,0 +1,141 @@
+//! `picture-dev`: the local stack's own tool.
+//!
+//! - `serve`: every function's routes on one port (the dev gateway), plus the
+//!   dev key set at `/dev/jwks.json`;
+//! - `migrate`: applies pending migrations to `DATABASE_URL`;
+//! - `setup`: creates the images bucket in the AWS emulator;
+//! - `token USER_ID`: prints a token signed by the local dev key (made on first use).
+//!
+//! Settings come from the environment (`make` loads `.dev/local.env`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use picture::{AppState, auth::devkey::DevKey};
+
+const KID: &str = "picture-dev";
+
+fn dev_dir() -> PathBuf {
+    PathBuf::from(std::env::var("DEV_DIR").unwrap_or_else(|_| ".dev".into()))
+}
+
+/// Loads the dev signing key, making it (and its JWKS file) on first use.
+fn dev_key(dir: &Path) -> Result<DevKey> {
+    let key_file = dir.join("jwt-dev.key");
+    let key = match std::fs::read_to_string(&key_file) {
+        Ok(b64) => {
+            DevKey::from_pkcs8(STANDARD.decode(b64.trim())?, KID).map_err(anyhow::Error::msg)?
+        }
+        Err(_) => {
+            std::fs::create_dir_all(dir)?;
+            let key = DevKey::generate(KID);
+            std::fs::write(&key_file, STANDARD.encode(key.pkcs8()))?;
+            key
+        }
+    };
+    std::fs::write(dir.join("jwks.json"), key.jwks().to_string())?;
+    Ok(key)
+}
+
+async fn serve() -> Result<()> {
+    picture::runtime::init_logging();
+    let state = AppState::from_env()?;
+    let dir = dev_dir();
+    dev_key(&dir)?;
+    let jwks_file = dir.join("jwks.json");
+    let app = picture::api::all(state).route(
+        "/dev/jwks.json",
+        axum::routing::get(move || {
+            let file = jwks_file.clone();
+            async move {
+                let body = tokio::fs::read_to_string(file)
+                    .await
+                    .unwrap_or_else(|_| r#"{"keys":[]}"#.into());
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    body,
+                )
+            }
+        }),
+    );
+    let port = std::env::var("PORT").unwrap_or_else(|_| "3006".into());
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
+        .await
+        .with_context(|| format!("port {port}"))?;
+    eprintln!("picture: serving every function on http://127.0.0.1:{port}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            tokio::signal::ctrl_c().await.ok();
+        })
+        .await?;
+    Ok(())
+}
+
+async fn setup() -> Result<()> {
+    let state = AppState::from_env()?;
+    let s3 = state.storage.client().await;
+    let bucket = &state.cfg.images_bucket;
+    if s3.head_bucket().bucket(bucket).send().await.is_err() {
+        let region = s3
+            .config()
+            .region()
+            .map(|r| r.to_string())
+            .unwrap_or_default();
+        let mut req = s3.create_bucket().bucket(bucket);
+        if region != "us-east-1" && !region.is_empty() {
+            let location = aws_sdk_s3::types::BucketLocationConstraint::from(region.as_str());
+            req = req.create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(location)
+                    .build(),
+            );
+        }
+        req.send()
+            .await
+            .map_err(|e| anyhow::anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
+        eprintln!("setup: created bucket {bucket}");
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["serve"] => serve().await,
+        ["migrate"] => {
+            let url = std::env::var("DATABASE_URL").context("DATABASE_URL is required")?;
+            let applied = picture::db::migrate(&url).await?;
+            eprintln!(
+                "migrate: {} applied ({})",
+                applied.len(),
+                applied.join(", ")
+            );
+            Ok(())
+        }
+        ["setup"] => setup().await,
+        ["token", user] => {
+            let user = uuid::Uuid::parse_str(user).context("USER_ID must be a uuid")?;
+            let issuer = std::env::var("JWT_ISSUER").unwrap_or_else(|_| "picture-dev".into());
+            let audience = std::env::var("JWT_AUDIENCE").unwrap_or_else(|_| "manacore".into());
+            let key = dev_key(&dev_dir())?;
+            println!(
+                "{}",
+                key.token(
+                    user,
+                    issuer.split(',').next().unwrap_or_default(),
+                    &audience,
+                    24 * 3600
+                )
+            );
+            Ok(())
+        }
+        _ => bail!("usage: picture-dev serve | migrate | setup | token USER_ID"),
+    }
+}

@@ -1,0 +1,853 @@
+#!/usr/bin/env python3
+"""Local simulator of the Replicate HTTP API (predictions, webhooks, output files).
+
+Standard library plus Pillow only. See README.md for configuration, prompt markers
+and the test-only control endpoints.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import hashlib
+import hmac
+import io
+import json
+import os
+import queue
+import random
+import re
+import secrets
+import signal
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from PIL import Image, ImageDraw, ImageOps
+
+# Official models known to the simulator: "owner/name" -> version id.
+MODELS = {
+    "black-forest-labs/flux-schnell": "c846a69991daf4c0e5d016514849d14ee5b2e6846ce6b9d6f21369e564cfe51e",
+    "bytedance/seedream-3": "ed344813bc9f4996be6de4febd8b9c14c7849ad7b21ab047572e3620ee374ee7",
+    "google/nano-banana": "d05a591283da31be3eea28d5634ef9e26989b351718b6489bd308426ebd0a3e8",
+}
+VERSIONS = {version: model for model, version in MODELS.items()}
+
+TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+EVENTS = frozenset({"start", "output", "logs", "completed"})
+DEFAULT_EVENTS = ("output", "completed")
+CREATE_FIELDS = frozenset({"version", "input", "webhook", "webhook_events_filter", "stream"})
+MODEL_CREATE_FIELDS = frozenset({"input", "webhook", "webhook_events_filter"})
+
+ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+PREFER_WAIT = re.compile(r"^wait(?:=([1-9]|[1-9][0-9]))?$")
+MAX_WAIT_S = 60
+MAX_SIDE = 4096
+DEFAULT_SECRET = "whsec_" + base64.b64encode(b"picture-local-replicate-simulator"[:32]).decode()
+
+# output_format -> (Pillow format, file extension, MIME type, save options)
+FORMATS = {
+    "png": ("PNG", "png", "image/png", {}),
+    "webp": ("WEBP", "webp", "image/webp", {"quality": 80, "method": 0}),
+    "jpg": ("JPEG", "jpg", "image/jpeg", {"quality": 90}),
+    "jpeg": ("JPEG", "jpg", "image/jpeg", {"quality": 90}),
+}
+
+_log_lock = threading.Lock()
+
+
+def log(message: str) -> None:
+    """Write one timestamped line to stderr."""
+    with _log_lock:
+        sys.stderr.write(f"{rfc3339(utcnow())} {message}\n")
+        sys.stderr.flush()
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def rfc3339(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 5100
+    api_token: str = "r8_sim_token"
+    webhook_secret: str = DEFAULT_SECRET
+    predict_ms: int = 1000
+    public_url: str | None = None  # None: derived from the bound address
+    retry_delays: tuple[float, ...] = (0.5, 1, 2, 4, 8, 15, 30)
+
+    def signing_key(self) -> bytes:
+        return secret_key(self.webhook_secret)
+
+
+def secret_key(secret: str) -> bytes:
+    """HMAC key of a `whsec_<base64>` secret (Standard Webhooks)."""
+    prefix, _, encoded = secret.partition("_")
+    if prefix != "whsec" or not encoded:
+        raise ValueError("webhook secret must look like whsec_<base64>")
+    return base64.b64decode(encoded, validate=True)
+
+
+def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Config:
+    """Build the configuration from environment variables, overridden by CLI flags."""
+    env = os.environ if env is None else env
+    parser = argparse.ArgumentParser(description="Replicate HTTP API simulator")
+    parser.add_argument("--host", default=env.get("SIM_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=env.get("SIM_PORT", "5100"))
+    args = parser.parse_args(argv)
+    try:
+        config = Config(
+            host=args.host,
+            port=args.port,
+            api_token=env.get("SIM_API_TOKEN", "r8_sim_token"),
+            webhook_secret=env.get("SIM_WEBHOOK_SECRET", DEFAULT_SECRET),
+            predict_ms=int(env.get("SIM_PREDICT_MS", "1000")),
+            public_url=env.get("SIM_PUBLIC_URL") or None,
+            retry_delays=tuple(
+                float(part) for part in env.get("SIM_WEBHOOK_RETRY_DELAYS", "0.5,1,2,4,8,15,30").split(",") if part.strip()
+            ),
+        )
+        config.signing_key()
+    except (ValueError, binascii.Error) as exc:
+        parser.error(str(exc))
+    if config.predict_ms < 0 or any(delay < 0 for delay in config.retry_delays):
+        parser.error("SIM_PREDICT_MS and SIM_WEBHOOK_RETRY_DELAYS must not be negative")
+    return config
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ApiError(Exception):
+    """An error answered as an RFC 7807 problem+json document."""
+
+    def __init__(self, status: int, title: str, detail: str, **extra: Any):
+        super().__init__(detail)
+        self.status = status
+        self.body = {"title": title, "detail": detail, "status": status, **extra}
+
+
+def unauthenticated() -> ApiError:
+    return ApiError(401, "Unauthenticated", "You did not pass a valid authentication token")
+
+
+def invalid_version() -> ApiError:
+    return ApiError(
+        422,
+        "Invalid version or not permitted",
+        "The specified version does not exist (or perhaps you don't have permission to use it?)",
+    )
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "Not found", f"{what} does not exist")
+
+
+def invalid_input(fields: list[dict[str, str]]) -> ApiError:
+    detail = "".join(f"- {item['field']}: {item['description']}\n" for item in fields)
+    return ApiError(422, "Input validation failed", detail, invalid_fields=fields)
+
+
+def field_error(kind: str, name: str, description: str) -> dict[str, str]:
+    return {"type": kind, "field": name, "description": description}
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True)
+class Markers:
+    """Behaviour switches embedded in the prompt, e.g. `[sim:fail]`."""
+
+    fail: bool
+    hang: bool
+    no_webhook: bool
+    bad_output: bool
+    data_uri: bool
+    slow_ms: int | None
+
+    @classmethod
+    def parse(cls, prompt: str) -> Markers:
+        slow = re.search(r"\[sim:slow=(\d+)\]", prompt)
+        return cls(
+            fail="[sim:fail]" in prompt,
+            hang="[sim:hang]" in prompt,
+            no_webhook="[sim:no-webhook]" in prompt,
+            bad_output="[sim:bad-output]" in prompt,
+            data_uri="[sim:data-uri]" in prompt,
+            slow_ms=int(slow.group(1)) if slow else None,
+        )
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    width: int
+    height: int
+    output_format: str  # key of FORMATS
+
+    @property
+    def pil_format(self) -> str:
+        return FORMATS[self.output_format][0]
+
+    @property
+    def ext(self) -> str:
+        return FORMATS[self.output_format][1]
+
+    @property
+    def mime(self) -> str:
+        return FORMATS[self.output_format][2]
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """A validated create-prediction request."""
+
+    model: str
+    version: str  # 64-hex id or "hidden"
+    input: dict[str, Any]
+    webhook: str | None
+    events: frozenset[str]
+    image: ImageSpec
+    markers: Markers
+
+
+def resolve_version(version: Any) -> tuple[str, str]:
+    """Map a `version` field to (model, version shown in the prediction)."""
+    if not isinstance(version, str):
+        raise invalid_version()
+    if HEX64.match(version) and version in VERSIONS:
+        return VERSIONS[version], version
+    model, sep, version_id = version.partition(":")
+    if model not in MODELS:
+        raise invalid_version()
+    if not sep:
+        return model, "hidden"
+    if version_id != MODELS[model]:
+        raise invalid_version()
+    return model, version_id
+
+
+def parse_create(body: Any, allowed: frozenset[str], model: str, version: str) -> CreateRequest:
+    """Validate the body shared by both create routes (version already resolved)."""
+    errors = [
+        field_error("additional_property_not_allowed", name, f"Additional property {name} is not allowed")
+        for name in sorted(set(body) - allowed)
+    ]
+    inp = body.get("input")
+    if not isinstance(inp, dict):
+        raise invalid_input(errors + [field_error("required", "input", "input is required and must be an object")])
+    prompt = inp.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        errors.append(field_error("required", "input", "prompt is required"))
+    webhook = body.get("webhook")
+    if webhook is not None and not valid_webhook_url(webhook):
+        errors.append(field_error("format", "webhook", "webhook must be an http(s) URL"))
+    events = body.get("webhook_events_filter")
+    if events is None:
+        events = list(DEFAULT_EVENTS)
+    elif not isinstance(events, list) or not all(isinstance(e, str) and e in EVENTS for e in events):
+        errors.append(field_error("enum", "webhook_events_filter", f"items must be one of {sorted(EVENTS)}"))
+    image, image_errors = image_spec(inp)
+    errors += image_errors
+    if errors:
+        raise invalid_input(errors)
+    return CreateRequest(model, version, inp, webhook, frozenset(events), image, Markers.parse(prompt))
+
+
+def valid_webhook_url(url: Any) -> bool:
+    if not isinstance(url, str):
+        return False
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def image_spec(inp: dict[str, Any]) -> tuple[ImageSpec, list[dict[str, str]]]:
+    """Output size and format from the model input, plus any validation errors."""
+    errors = []
+    output_format = inp.get("output_format", "webp")
+    if not isinstance(output_format, str) or output_format not in FORMATS:
+        errors.append(field_error("enum", "input.output_format", f"must be one of {sorted(FORMATS)}"))
+        output_format = "webp"
+    size, size_error = image_size(inp)
+    if size_error:
+        errors.append(field_error("range", size_error, f"sides must be integers from 1 to {MAX_SIDE}"))
+    return ImageSpec(size[0], size[1], output_format), errors
+
+
+def image_size(inp: dict[str, Any]) -> tuple[tuple[int, int], str | None]:
+    """(width, height) from width/height, aspect_ratio "W:H" or size "WxH"; else 1024².
+
+    The second value names the offending field when the size is out of range.
+    Non-numeric aspect_ratio/size values (e.g. "match_input_image", "2K") are ignored.
+    """
+    width, height = inp.get("width"), inp.get("height")
+    ratio = re.match(r"^(\d+):(\d+)$", str(inp.get("aspect_ratio", "")))
+    size = re.match(r"^(\d+)x(\d+)$", str(inp.get("size", "")))
+    if width is not None and height is not None:
+        source, dims = "input.width/height", (width, height)
+    elif ratio and int(ratio.group(1)) > 0 and int(ratio.group(2)) > 0:
+        w, h = int(ratio.group(1)), int(ratio.group(2))
+        source, dims = "input.aspect_ratio", (round(1024 * w / h), 1024) if w >= h else (1024, round(1024 * h / w))
+    elif size:
+        source, dims = "input.size", (int(size.group(1)), int(size.group(2)))
+    else:
+        return (1024, 1024), None
+    if all(type(side) is int and 1 <= side <= MAX_SIDE for side in dims):
+        return dims, None
+    return (1024, 1024), source
+
+
+# --------------------------------------------------------------------------- images
+
+
+def render_image(prompt: str, seed: Any, spec: ImageSpec) -> bytes:
+    """Deterministic picture for a prompt (and seed): gradient background plus shapes."""
+    material = prompt if seed is None else f"{prompt}\0{json.dumps(seed)}"
+    rng = random.Random(hashlib.sha256(material.encode()).digest())
+
+    def color() -> tuple[int, int, int]:
+        return rng.randrange(256), rng.randrange(256), rng.randrange(256)
+
+    gradient = rng.choice([Image.linear_gradient, Image.radial_gradient])("L")
+    if rng.random() < 0.5:
+        gradient = gradient.transpose(Image.Transpose.ROTATE_90)
+    canvas = ImageOps.colorize(gradient, color(), color()).resize(
+        (spec.width, spec.height), Image.Resampling.BILINEAR
+    )
+    draw = ImageDraw.Draw(canvas)
+    w, h = spec.width, spec.height
+    for _ in range(rng.randint(3, 7)):
+        x0, y0 = rng.randrange(w), rng.randrange(h)
+        x1, y1 = x0 + rng.randint(w // 10, w // 2), y0 + rng.randint(h // 10, h // 2)
+        shape = rng.choice(["ellipse", "rectangle", "polygon"])
+        outline, width = color(), max(1, min(w, h) // 200)
+        if shape == "ellipse":
+            draw.ellipse((x0, y0, x1, y1), fill=color(), outline=outline, width=width)
+        elif shape == "rectangle":
+            draw.rectangle((x0, y0, x1, y1), fill=color(), outline=outline, width=width)
+        else:
+            points = [(rng.randrange(w), rng.randrange(h)) for _ in range(rng.randint(3, 6))]
+            draw.polygon(points, fill=color(), outline=outline)
+    buffer = io.BytesIO()
+    canvas.save(buffer, spec.pil_format, **FORMATS[spec.output_format][3])
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+@dataclass
+class Delivery:
+    event: str
+    webhook_id: str
+    status: int | None
+
+
+@dataclass
+class Prediction:
+    """Mutable prediction state; always read and written under Simulator.cond."""
+
+    id: str
+    request: CreateRequest
+    created_at: datetime
+    status: str = "starting"
+    output: Any = None
+    error: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    final_webhook: tuple[str, bytes] | None = None  # (webhook-id, body) of the completed event
+    deliveries: list[Delivery] = field(default_factory=list)
+    outbox: queue.Queue | None = None  # pending webhook events, when webhooks are sent
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_json(self, public_url: str) -> dict[str, Any]:
+        get_url = f"{public_url}/v1/predictions/{self.id}"
+        body = {
+            "id": self.id,
+            "model": self.request.model,
+            "version": self.request.version,
+            "input": self.request.input,
+            "output": self.output,
+            "error": self.error,
+            "logs": "",
+            "status": self.status,
+            "created_at": rfc3339(self.created_at),
+            "started_at": rfc3339(self.started_at),
+            "completed_at": rfc3339(self.completed_at),
+            "data_removed": False,
+            "source": "api",
+            "urls": {"get": get_url, "cancel": f"{get_url}/cancel", "web": f"https://replicate.com/p/{self.id}"},
+        }
+        if self.terminal:
+            predict = (self.completed_at - self.started_at).total_seconds() if self.started_at else 0.0
+            body["metrics"] = {
+                "predict_time": predict,
+                "total_time": (self.completed_at - self.created_at).total_seconds(),
+            }
+        return body
+
+
+class WebhookSender:
+    """Signs and posts webhook events (Standard Webhooks format)."""
+
+    def __init__(self, key: bytes, retry_delays: tuple[float, ...], record: Callable[[Prediction, Delivery], None]):
+        self.key = key
+        self.retry_delays = retry_delays
+        self.record = record
+        # Replicate does not follow redirects: surface 3xx as errors.
+        self.opener = urllib.request.build_opener(_NoRedirect)
+
+    def run_outbox(self, pred: Prediction, url: str) -> None:
+        """Deliver queued (event, webhook-id, body) items in order; None ends the queue."""
+        while (item := pred.outbox.get()) is not None:
+            event, webhook_id, body = item
+            if event == "completed":
+                self.deliver_with_retries(pred, url, webhook_id, body)
+            else:
+                self.deliver(pred, url, event, webhook_id, body)
+
+    def deliver_with_retries(self, pred: Prediction, url: str, webhook_id: str, body: bytes) -> None:
+        for delay in (0.0, *self.retry_delays):
+            time.sleep(delay)
+            status = self.deliver(pred, url, "completed", webhook_id, body)
+            if status is not None and 200 <= status < 300:
+                return
+
+    def deliver(self, pred: Prediction, url: str, event: str, webhook_id: str, body: bytes) -> int | None:
+        """One signed POST; returns the receiver's status or None if it was unreachable."""
+        timestamp = str(int(time.time()))
+        signed = f"{webhook_id}.{timestamp}.".encode() + body
+        signature = base64.b64encode(hmac.new(self.key, signed, hashlib.sha256).digest()).decode()
+        request = urllib.request.Request(url, data=body, method="POST", headers={
+            "Content-Type": "application/json",
+            "User-Agent": "replicate-sim",
+            "webhook-id": webhook_id,
+            "webhook-timestamp": timestamp,
+            "webhook-signature": f"v1,{signature}",
+        })
+        try:
+            with self.opener.open(request, timeout=10) as response:
+                status, outcome = response.status, str(response.status)
+        except urllib.error.HTTPError as exc:
+            status, outcome = exc.code, str(exc.code)
+            exc.close()
+        except (OSError, ValueError) as exc:
+            status, outcome = None, f"unreachable ({exc})"
+        log(f"webhook {pred.id} {event} {webhook_id} -> {url} {outcome}")
+        self.record(pred, Delivery(event, webhook_id, status))
+        return status
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse every redirect, so a 3xx answer counts as a failed delivery."""
+
+    def redirect_request(self, *args: Any) -> None:
+        return None
+
+
+class Simulator:
+    """In-memory prediction store and lifecycle driver."""
+
+    def __init__(self, config: Config, public_url: str):
+        self.config = config
+        self.public_url = public_url.rstrip("/")
+        self.cond = threading.Condition()
+        self.predictions: dict[str, Prediction] = {}
+        self.ordered: list[Prediction] = []  # creation order; list cursors are indexes into it
+        self.files: dict[str, tuple[bytes, str]] = {}  # name -> (bytes, MIME type)
+        self.webhooks = WebhookSender(config.signing_key(), config.retry_delays, self._record_delivery)
+
+    # ---- queries
+
+    def view(self, pred: Prediction) -> dict[str, Any]:
+        with self.cond:
+            return pred.to_json(self.public_url)
+
+    def find(self, prediction_id: str) -> Prediction:
+        with self.cond:
+            pred = self.predictions.get(prediction_id)
+        if pred is None:
+            raise not_found(f"Prediction {prediction_id}")
+        return pred
+
+    def file(self, name: str) -> tuple[bytes, str] | None:
+        with self.cond:
+            return self.files.get(name)
+
+    def page(self, start: int | None, size: int) -> tuple[list[dict[str, Any]], int | None, int | None]:
+        """Newest-first page starting at index `start`; returns (items, next, previous) starts."""
+        with self.cond:
+            newest = len(self.ordered) - 1
+            start = newest if start is None else min(start, newest)
+            items = [self.ordered[i].to_json(self.public_url) for i in range(start, max(start - size, -1), -1)]
+        next_start = start - size if start - size >= 0 else None
+        previous_start = min(start + size, newest) if start < newest else None
+        return items, next_start, previous_start
+
+    def deliveries(self, pred: Prediction) -> list[dict[str, Any]]:
+        with self.cond:
+            return [vars(delivery).copy() for delivery in pred.deliveries]
+
+    def wait(self, pred: Prediction, timeout: float) -> None:
+        """Block until the prediction is terminal (output only appears then) or the timeout passes."""
+        with self.cond:
+            self.cond.wait_for(lambda: pred.terminal, timeout)
+
+    # ---- commands
+
+    def create(self, request: CreateRequest) -> Prediction:
+        with self.cond:
+            pred = Prediction(new_id(), request, utcnow())
+            self.predictions[pred.id] = pred
+            self.ordered.append(pred)
+            if request.webhook and not request.markers.no_webhook:
+                pred.outbox = queue.Queue()
+                threading.Thread(target=self.webhooks.run_outbox, args=(pred, request.webhook), daemon=True).start()
+            self._emit(pred, ["start"])
+        threading.Thread(target=self._run, args=(pred,), daemon=True, name=f"predict-{pred.id}").start()
+        return pred
+
+    def cancel(self, pred: Prediction) -> dict[str, Any]:
+        with self.cond:
+            self._finish(pred, "canceled")
+            return pred.to_json(self.public_url)
+
+    def redeliver(self, pred: Prediction) -> int | None:
+        """Re-send the completed webhook once, synchronously, with its original id and body."""
+        with self.cond:
+            final = pred.final_webhook
+        if final is None:
+            raise ApiError(409, "Conflict", "Prediction has no completed webhook to redeliver")
+        return self.webhooks.deliver(pred, pred.request.webhook, "completed", *final)
+
+    # ---- lifecycle
+
+    def _run(self, pred: Prediction) -> None:
+        """Worker: starting -> processing -> succeeded/failed, unless canceled meanwhile."""
+        request = pred.request
+        markers = request.markers
+        predict_s = (markers.slow_ms if markers.slow_ms is not None else self.config.predict_ms) / 1000
+        if not self._sleep(pred, predict_s * 0.1):
+            return
+        with self.cond:
+            if pred.terminal:
+                return
+            pred.status, pred.started_at = "processing", utcnow()
+            self.cond.notify_all()
+        if markers.hang:
+            with self.cond:
+                self.cond.wait_for(lambda: pred.terminal)
+            return
+        if not self._sleep(pred, predict_s * 0.9):
+            return
+        if markers.fail:
+            with self.cond:
+                self._finish(pred, "failed", error="Simulated failure")
+            return
+        output, stored = self._produce_output(pred)
+        with self.cond:
+            if stored and not pred.terminal:
+                self.files[stored[0]] = stored[1]
+            self._finish(pred, "succeeded", output=[output])
+
+    def _produce_output(self, pred: Prediction) -> tuple[str, tuple[str, tuple[bytes, str]] | None]:
+        """Output string plus the file to serve for it (if any)."""
+        request = pred.request
+        spec, markers = request.image, request.markers
+        if markers.bad_output:
+            return f"{self.public_url}/files/missing-{pred.id}.png", None
+        data = render_image(request.input["prompt"], request.input.get("seed"), spec)
+        if markers.data_uri:
+            return f"data:{spec.mime};base64,{base64.b64encode(data).decode()}", None
+        name = f"{pred.id}.{spec.ext}"
+        return f"{self.public_url}/files/{name}", (name, (data, spec.mime))
+
+    def _sleep(self, pred: Prediction, seconds: float) -> bool:
+        """Sleep unless canceled; True when the prediction is still running afterwards."""
+        with self.cond:
+            return not self.cond.wait_for(lambda: pred.terminal, seconds)
+
+    def _finish(self, pred: Prediction, status: str, output: Any = None, error: str | None = None) -> bool:
+        """Move to a terminal state (caller holds the lock); False if already terminal."""
+        if pred.terminal:
+            return False
+        pred.status, pred.output, pred.error, pred.completed_at = status, output, error, utcnow()
+        self.cond.notify_all()
+        self._emit(pred, ["output", "completed"] if status == "succeeded" else ["completed"])
+        if pred.outbox is not None:
+            pred.outbox.put(None)
+        return True
+
+    def _emit(self, pred: Prediction, events: list[str]) -> None:
+        """Queue webhook events allowed by the filter (caller holds the lock)."""
+        if pred.outbox is None:
+            return
+        body = json.dumps(pred.to_json(self.public_url)).encode()
+        for event in events:
+            if event not in pred.request.events:
+                continue
+            webhook_id = "msg_" + secrets.token_hex(12)
+            if event == "completed":
+                pred.final_webhook = (webhook_id, body)
+            pred.outbox.put((event, webhook_id, body))
+
+    def _record_delivery(self, pred: Prediction, delivery: Delivery) -> None:
+        with self.cond:
+            pred.deliveries.append(delivery)
+
+
+def new_id() -> str:
+    return "".join(secrets.choice(ID_ALPHABET) for _ in range(26))
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_response(status: int, payload: Any, **headers: str) -> Response:
+    return Response(status, json.dumps(payload).encode(), headers=headers)
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Routes requests to `route_*` methods; every route returns a Response."""
+
+    server_version = "replicate-sim"
+    # (method, path pattern, handler name, requires auth)
+    ROUTES = [
+        ("GET", r"/health", "route_health", False),
+        ("GET", r"/files/(?P<name>[^/]+)", "route_file", False),
+        ("POST", r"/_sim/predictions/(?P<prediction_id>[^/]+)/redeliver", "route_redeliver", False),
+        ("GET", r"/_sim/predictions/(?P<prediction_id>[^/]+)/deliveries", "route_deliveries", False),
+        ("POST", r"/v1/predictions", "route_create", True),
+        ("GET", r"/v1/predictions", "route_list", True),
+        ("GET", r"/v1/predictions/(?P<prediction_id>[^/]+)", "route_get", True),
+        ("POST", r"/v1/predictions/(?P<prediction_id>[^/]+)/cancel", "route_cancel", True),
+        ("POST", r"/v1/models/(?P<owner>[^/]+)/(?P<name>[^/]+)/predictions", "route_create_for_model", True),
+        ("GET", r"/v1/webhooks/default/secret", "route_secret", True),
+    ]
+
+    @property
+    def sim(self) -> Simulator:
+        return self.server.sim
+
+    def do_GET(self) -> None:
+        self.dispatch("GET")
+
+    def do_POST(self) -> None:
+        self.dispatch("POST")
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        log(f"{self.client_address[0]} {format % args}")
+
+    def dispatch(self, method: str) -> None:
+        url = urlsplit(self.path)
+        self.query = parse_qs(url.query)
+        try:
+            self.raw_body = self.read_body()
+            self.send(self.route(method, url.path))
+        except ApiError as exc:
+            self.send(Response(exc.status, json.dumps(exc.body).encode(), "application/problem+json"))
+
+    def route(self, method: str, path: str) -> Response:
+        path_known = False
+        for route_method, pattern, name, needs_auth in self.ROUTES:
+            match = re.fullmatch(pattern, path)
+            if not match:
+                continue
+            path_known = True
+            if route_method != method:
+                continue
+            if needs_auth and not self.authorized():
+                raise unauthenticated()
+            return getattr(self, name)(**match.groupdict())
+        if path_known:
+            raise ApiError(405, "Method not allowed", f"{method} is not allowed on {path}")
+        raise not_found(f"Path {path}")
+
+    def read_body(self) -> bytes:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            raise ApiError(400, "Bad request", "Invalid Content-Length") from None
+        return self.rfile.read(length)
+
+    def authorized(self) -> bool:
+        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+        return scheme in ("Bearer", "Token") and hmac.compare_digest(token.strip(), self.sim.config.api_token)
+
+    def send(self, response: Response) -> None:
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(response.body)
+
+    def json_body(self) -> dict[str, Any]:
+        try:
+            body = json.loads(self.raw_body)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "Bad request", "Request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "Bad request", "Request body must be a JSON object")
+        return body
+
+    # ---- routes
+
+    def route_health(self) -> Response:
+        return json_response(200, {"ok": True})
+
+    def route_file(self, name: str) -> Response:
+        found = self.sim.file(name)
+        if found is None:
+            raise not_found(f"File {name}")
+        return Response(200, found[0], found[1])
+
+    def route_create(self) -> Response:
+        body = self.json_body()
+        if "version" not in body:
+            raise invalid_input([field_error("required", "version", "version is required")])
+        model, version = resolve_version(body["version"])
+        return self.start(parse_create(body, CREATE_FIELDS, model, version))
+
+    def route_create_for_model(self, owner: str, name: str) -> Response:
+        model = f"{owner}/{name}"
+        if model not in MODELS:
+            raise not_found(f"Model {model}")
+        return self.start(parse_create(self.json_body(), MODEL_CREATE_FIELDS, model, "hidden"))
+
+    def start(self, request: CreateRequest) -> Response:
+        """Create the prediction and honour `Prefer: wait[=N]`."""
+        pred = self.sim.create(request)
+        wait_s = self.prefer_wait()
+        headers = {}
+        if wait_s is not None:
+            self.sim.wait(pred, wait_s)
+            headers["Preference-Applied"] = f"wait={wait_s}"
+        body = self.sim.view(pred)
+        status = 201 if wait_s is None or body["status"] in TERMINAL else 202
+        return json_response(status, body, Location=body["urls"]["get"], **headers)
+
+    def prefer_wait(self) -> int | None:
+        """Seconds requested by a valid `Prefer: wait[=N]` preference, else None."""
+        for preference in self.headers.get("Prefer", "").split(","):
+            match = PREFER_WAIT.match(preference.strip())
+            if match:
+                return min(int(match.group(1) or MAX_WAIT_S), MAX_WAIT_S)
+        return None
+
+    def route_list(self) -> Response:
+        size = self.int_query("page_size", 100)
+        start = self.int_query("cursor", None, decode=decode_cursor)
+        items, next_start, previous_start = self.sim.page(start, max(size, 1))
+        return json_response(200, {
+            "previous": self.page_url(previous_start),
+            "next": self.page_url(next_start),
+            "results": items,
+        })
+
+    def int_query(self, name: str, default: int | None, decode: Callable[[str], int] = int) -> int | None:
+        values = self.query.get(name)
+        if not values:
+            return default
+        try:
+            return decode(values[0])
+        except ValueError:
+            raise ApiError(400, "Bad request", f"Invalid {name}") from None
+
+    def page_url(self, start: int | None) -> str | None:
+        """Absolute URL of the list page starting at `start` (keeps page_size)."""
+        if start is None:
+            return None
+        params = {"cursor": encode_cursor(start)}
+        if "page_size" in self.query:
+            params["page_size"] = self.query["page_size"][0]
+        return f"{self.sim.public_url}/v1/predictions?{urlencode(params)}"
+
+    def route_get(self, prediction_id: str) -> Response:
+        return json_response(200, self.sim.view(self.sim.find(prediction_id)))
+
+    def route_cancel(self, prediction_id: str) -> Response:
+        return json_response(200, self.sim.cancel(self.sim.find(prediction_id)))
+
+    def route_secret(self) -> Response:
+        return json_response(200, {"key": self.sim.config.webhook_secret})
+
+    def route_redeliver(self, prediction_id: str) -> Response:
+        return json_response(200, {"status": self.sim.redeliver(self.sim.find(prediction_id))})
+
+    def route_deliveries(self, prediction_id: str) -> Response:
+        return json_response(200, self.sim.deliveries(self.sim.find(prediction_id)))
+
+
+def encode_cursor(start: int) -> str:
+    return base64.urlsafe_b64encode(f"seq:{start}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        prefix, _, number = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise ValueError(cursor) from None
+    if prefix != "seq":
+        raise ValueError(cursor)
+    return int(number)
+
+
+class SimServer(ThreadingHTTPServer):
+    daemon_threads = True
+    sim: Simulator
+
+
+def make_server(config: Config) -> SimServer:
+    """Bind the HTTP server (port 0 picks a free port) and attach a fresh simulator."""
+    server = SimServer((config.host, config.port), Handler)
+    port = server.server_address[1]
+    server.sim = Simulator(config, config.public_url or f"http://{config.host}:{port}")
+    return server
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_config(argv)
+    server = make_server(config)
+    # shutdown() blocks until serve_forever() returns, so call it from another thread.
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+    print(f"replicate-sim listening on http://{config.host}:{server.server_address[1]}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        log("replicate-sim stopped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,366 @@
+"""Black-box tests of the Replicate simulator over real HTTP.
+
+Run: $HOME/.cache/picture-venv/bin/python -m pytest infra/replicate-sim/test_sim.py
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+import sim  # noqa: E402
+
+TOKEN = "r8_test_token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+FLUX = "black-forest-labs/flux-schnell"
+FLUX_VERSION = sim.MODELS[FLUX]
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    config = sim.Config(host="127.0.0.1", port=0, api_token=TOKEN, predict_ms=100, retry_delays=(0.05, 0.05, 0.05))
+    server = sim.make_server(config)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.sim.public_url
+    server.shutdown()
+    server.server_close()
+
+
+class Receiver:
+    """Webhook receiver; a `?fail=N` query answers 500 to the first N requests on that URL."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.counts: dict[str, int] = {}
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                fail = int(parse_qs(urlsplit(self.path).query).get("fail", ["0"])[0])
+                with receiver.cond:
+                    seen = receiver.counts.get(self.path, 0)
+                    receiver.counts[self.path] = seen + 1
+                    receiver.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                    receiver.cond.notify_all()
+                self.send_response(500 if seen < fail else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, query: str = "") -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook/{uuid.uuid4().hex}{query}"
+
+    def wait_for(self, url: str, count: int, timeout: float = 5.0) -> list[tuple[dict[str, str], bytes]]:
+        path = url.split(str(self.server.server_address[1]), 1)[1]
+
+        def matching():
+            return [(headers, body) for p, headers, body in self.requests if p == path]
+
+        with self.cond:
+            self.cond.wait_for(lambda: len(matching()) >= count, timeout)
+            return matching()
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    instance = Receiver()
+    yield instance
+    instance.server.shutdown()
+    instance.server.server_close()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def call(method: str, url: str, body=None, headers=None, raw: bytes | None = None):
+    """Return (status, headers, parsed JSON or raw bytes)."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, head, payload = response.status, response.headers, response.read()
+    except urllib.error.HTTPError as exc:
+        status, head, payload = exc.code, exc.headers, exc.read()
+    if head.get_content_type() in ("application/json", "application/problem+json"):
+        payload = json.loads(payload)
+    return status, head, payload
+
+
+def create(base_url, input, prefer=None, **fields):
+    headers = dict(AUTH, **({"Prefer": prefer} if prefer else {}))
+    return call("POST", f"{base_url}/v1/predictions", {"version": FLUX, "input": input, **fields}, headers)
+
+
+def wait_terminal(base_url, prediction_id, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, _, body = call("GET", f"{base_url}/v1/predictions/{prediction_id}", headers=AUTH)
+        if body["status"] in sim.TERMINAL:
+            return body
+        time.sleep(0.02)
+    raise AssertionError(f"prediction {prediction_id} did not finish")
+
+
+def verify_signature(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    key = base64.b64decode(secret.split("_")[1])
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = hmac.new(key, signed, hashlib.sha256).digest()
+    return any(
+        hmac.compare_digest(base64.b64decode(sig.split(",", 1)[1]), expected)
+        for sig in headers["webhook-signature"].split()
+    )
+
+
+def deliveries(base_url, prediction_id, count=0, timeout=5.0):
+    """Delivery records, waiting until at least `count` exist (records follow the receiver's answer)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = call("GET", f"{base_url}/_sim/predictions/{prediction_id}/deliveries")[2]
+        if len(records) >= count or time.monotonic() > deadline:
+            return records
+        time.sleep(0.02)
+
+
+# --------------------------------------------------------------------------- auth and validation
+
+
+def test_health_needs_no_auth(base_url):
+    assert call("GET", f"{base_url}/health")[::2] == (200, {"ok": True})
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}])
+def test_missing_or_wrong_token_is_401(base_url, headers):
+    status, head, body = call("GET", f"{base_url}/v1/predictions", headers=headers)
+    assert status == 401
+    assert head.get_content_type() == "application/problem+json"
+    assert body == {"title": "Unauthenticated", "detail": "You did not pass a valid authentication token", "status": 401}
+
+
+def test_token_scheme_is_accepted(base_url):
+    assert call("GET", f"{base_url}/v1/predictions", headers={"Authorization": f"Token {TOKEN}"})[0] == 200
+
+
+@pytest.mark.parametrize("version", [
+    "a" * 64,
+    "acme/unknown",
+    f"{FLUX}:latest",
+    f"{FLUX}:{sim.MODELS['google/nano-banana']}",
+])
+def test_unknown_version_is_422(base_url, version):
+    status, _, body = call("POST", f"{base_url}/v1/predictions", {"version": version, "input": {"prompt": "x"}}, AUTH)
+    assert status == 422
+    assert body["title"] == "Invalid version or not permitted"
+
+
+def test_input_validation(base_url):
+    status, _, body = create(base_url, {"seed": 1})
+    assert status == 422 and body["title"] == "Input validation failed"
+    assert body["invalid_fields"] == [{"type": "required", "field": "input", "description": "prompt is required"}]
+    status, _, body = create(base_url, {"prompt": "x"}, extra=1)
+    assert status == 422 and body["invalid_fields"][0]["field"] == "extra"
+    status, head, body = call("POST", f"{base_url}/v1/predictions", headers=AUTH, raw=b"{not json")
+    assert status == 400 and head.get_content_type() == "application/problem+json"
+
+
+def test_unknown_prediction_and_file_are_404(base_url):
+    assert call("GET", f"{base_url}/v1/predictions/nope", headers=AUTH)[0] == 404
+    assert call("GET", f"{base_url}/files/nope.png")[0] == 404
+
+
+# --------------------------------------------------------------------------- create routes and lifecycle
+
+
+@pytest.mark.parametrize("version,shown", [(f"{FLUX}:{FLUX_VERSION}", FLUX_VERSION), (FLUX_VERSION, FLUX_VERSION)])
+def test_create_by_version_then_poll(base_url, version, shown):
+    status, head, body = call("POST", f"{base_url}/v1/predictions", {"version": version, "input": {"prompt": "p"}}, AUTH)
+    assert status == 201 and body["status"] == "starting"
+    assert head["Location"] == body["urls"]["get"]
+    assert len(body["id"]) == 26 and body["model"] == FLUX and body["version"] == shown
+    assert body["output"] is None and "metrics" not in body
+    final = wait_terminal(base_url, body["id"])
+    assert final["status"] == "succeeded" and final["completed_at"].endswith("Z")
+    assert set(final["metrics"]) == {"predict_time", "total_time"}
+
+
+def test_models_route(base_url):
+    status, head, body = call("POST", f"{base_url}/v1/models/{FLUX}/predictions", {"input": {"prompt": "p"}}, AUTH)
+    assert status == 201 and body["version"] == "hidden" and body["model"] == FLUX
+    assert call("POST", f"{base_url}/v1/models/acme/none/predictions", {"input": {"prompt": "p"}}, AUTH)[0] == 404
+
+
+@pytest.mark.parametrize("input,size,fmt,mime", [
+    ({"output_format": "png"}, (1024, 1024), "PNG", "image/png"),
+    ({}, (1024, 1024), "WEBP", "image/webp"),
+    ({"output_format": "jpg", "width": 640, "height": 480}, (640, 480), "JPEG", "image/jpeg"),
+    ({"aspect_ratio": "16:9"}, (1820, 1024), "WEBP", "image/webp"),
+    ({"aspect_ratio": "2:3", "output_format": "png"}, (1024, 1536), "PNG", "image/png"),
+    ({"size": "512x768"}, (512, 768), "WEBP", "image/webp"),
+])
+def test_prefer_wait_returns_decodable_output(base_url, input, size, fmt, mime):
+    status, head, body = create(base_url, {"prompt": "a lighthouse", **input}, prefer="wait=10")
+    assert status == 201 and body["status"] == "succeeded"
+    assert head["Preference-Applied"] == "wait=10"
+    (url,) = body["output"]
+    status, file_head, data = call("GET", url)
+    assert status == 200 and file_head["Content-Type"] == mime and int(file_head["Content-Length"]) == len(data)
+    image = Image.open(io.BytesIO(data))
+    assert (image.size, image.format) == (size, fmt)
+
+
+def test_images_are_deterministic(base_url):
+    def image_bytes(input):
+        return call("GET", create(base_url, input, prefer="wait")[2]["output"][0])[2]
+
+    first = image_bytes({"prompt": "same prompt"})
+    assert image_bytes({"prompt": "same prompt"}) == first
+    assert image_bytes({"prompt": "same prompt", "seed": 7}) != first
+
+
+def test_fail_marker(base_url):
+    body = create(base_url, {"prompt": "boom [sim:fail]"}, prefer="wait")[2]
+    assert body["status"] == "failed" and body["error"] == "Simulated failure" and body["output"] is None
+
+
+def test_hang_then_cancel(base_url):
+    status, _, body = create(base_url, {"prompt": "stuck [sim:hang]"}, prefer="wait=1")
+    assert status == 202 and body["status"] == "processing"
+    status, _, canceled = call("POST", body["urls"]["cancel"], headers=AUTH)
+    assert status == 200 and canceled["status"] == "canceled"
+    assert canceled["completed_at"] and "metrics" in canceled
+    assert call("POST", body["urls"]["cancel"], headers=AUTH)[::2] == (200, canceled)
+
+
+def test_bad_output_marker(base_url):
+    body = create(base_url, {"prompt": "x [sim:bad-output]"}, prefer="wait")[2]
+    assert body["status"] == "succeeded" and f"/files/missing-{body['id']}.png" in body["output"][0]
+    assert call("GET", body["output"][0])[0] == 404
+
+
+def test_data_uri_marker(base_url):
+    body = create(base_url, {"prompt": "x [sim:data-uri]", "output_format": "png"}, prefer="wait")[2]
+    header, encoded = body["output"][0].split(",", 1)
+    assert header == "data:image/png;base64"
+    assert Image.open(io.BytesIO(base64.b64decode(encoded))).format == "PNG"
+
+
+def test_slow_marker(base_url):
+    status, _, body = create(base_url, {"prompt": "x [sim:slow=1500]"}, prefer="wait=1")
+    assert status == 202 and body["status"] in ("starting", "processing")
+    assert wait_terminal(base_url, body["id"])["status"] == "succeeded"
+
+
+def test_list_pagination_newest_first(base_url):
+    ids = [create(base_url, {"prompt": f"list {i}"})[2]["id"] for i in range(3)]
+    status, _, page = call("GET", f"{base_url}/v1/predictions?page_size=2", headers=AUTH)
+    assert status == 200 and page["previous"] is None
+    assert [item["id"] for item in page["results"]] == ids[::-1][:2]
+    second = call("GET", page["next"], headers=AUTH)[2]
+    assert second["results"][0]["id"] == ids[0] and "cursor=" in second["previous"]
+    assert call("GET", second["previous"], headers=AUTH)[2]["results"][0]["id"] == ids[2]
+
+
+# --------------------------------------------------------------------------- webhooks
+
+
+def test_webhook_signature_and_default_events(base_url, receiver):
+    secret = call("GET", f"{base_url}/v1/webhooks/default/secret", headers=AUTH)[2]["key"]
+    assert secret.startswith("whsec_")
+    url = receiver.url("?customId=1")
+    body = create(base_url, {"prompt": "hooked"}, webhook=url)[2]
+    received = receiver.wait_for(url, 2)
+    assert [json.loads(raw)["status"] for _, raw in received] == ["succeeded", "succeeded"]
+    assert [d["event"] for d in deliveries(base_url, body["id"], 2)] == ["output", "completed"]
+    for headers, raw in received:
+        assert headers["content-type"] == "application/json"
+        assert verify_signature(secret, headers, raw)
+    assert received[0][0]["webhook-id"] != received[1][0]["webhook-id"]
+    assert json.loads(received[1][1]) == call("GET", body["urls"]["get"], headers=AUTH)[2]
+
+
+def test_webhook_events_filter_start_and_cancel(base_url, receiver):
+    url = receiver.url()
+    body = create(base_url, {"prompt": "x [sim:hang]"}, webhook=url, webhook_events_filter=["start", "completed"])[2]
+    call("POST", body["urls"]["cancel"], headers=AUTH)
+    received = receiver.wait_for(url, 2)
+    assert [json.loads(raw)["status"] for _, raw in received] == ["starting", "canceled"]
+
+
+def test_completed_webhook_is_retried(base_url, receiver):
+    url = receiver.url("?fail=2")
+    body = create(base_url, {"prompt": "retry me"}, webhook=url, webhook_events_filter=["completed"])[2]
+    received = receiver.wait_for(url, 3)
+    assert len({headers["webhook-id"] for headers, _ in received}) == 1
+    assert [d["status"] for d in deliveries(base_url, body["id"], 3)] == [500, 500, 200]
+
+
+def test_no_webhook_marker(base_url, receiver):
+    url = receiver.url()
+    body = create(base_url, {"prompt": "quiet [sim:no-webhook]"}, prefer="wait", webhook=url)[2]
+    assert body["status"] == "succeeded"
+    time.sleep(0.2)
+    assert receiver.wait_for(url, 1, timeout=0.1) == [] and deliveries(base_url, body["id"]) == []
+    assert call("POST", f"{base_url}/_sim/predictions/{body['id']}/redeliver")[0] == 409
+
+
+def test_redeliver_keeps_webhook_id_and_body(base_url, receiver):
+    secret = call("GET", f"{base_url}/v1/webhooks/default/secret", headers=AUTH)[2]["key"]
+    url = receiver.url()
+    body = create(base_url, {"prompt": "again"}, webhook=url, webhook_events_filter=["completed"])[2]
+    (original,) = receiver.wait_for(url, 1)
+    deliveries(base_url, body["id"], 1)
+    assert call("POST", f"{base_url}/_sim/predictions/{body['id']}/redeliver")[::2] == (200, {"status": 200})
+    again = receiver.wait_for(url, 2)[1]
+    assert again[0]["webhook-id"] == original[0]["webhook-id"] and again[1] == original[1]
+    assert verify_signature(secret, again[0], again[1])
+    assert [(d["event"], d["webhook_id"]) for d in deliveries(base_url, body["id"])] == [
+        ("completed", original[0]["webhook-id"])
+    ] * 2
+
+
+# --------------------------------------------------------------------------- process
+
+
+def test_cli_prints_ready_line_and_stops_on_sigterm():
+    env = dict(os.environ, SIM_PREDICT_MS="100")
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "sim.py"), "--host", "127.0.0.1", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+    )
+    try:
+        line = process.stdout.readline().strip()
+        assert line.startswith("replicate-sim listening on http://127.0.0.1:")
+        assert call("GET", f"{line.rsplit(' ', 1)[1]}/health")[0] == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=5) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()

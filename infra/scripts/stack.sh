@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# The local stack's background services: PostgreSQL, moto (S3 + DynamoDB) and
+# the Replicate simulator. `up` installs what is missing, starts what is not
+# running (reusing what is), creates the databases and writes .dev/local.env;
+# `down` stops what `up` started.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+DEV=$ROOT/.dev
+VENV="${PICTURE_VENV:-$HOME/.cache/picture-venv}"
+PORT="${PORT:-3006}"
+MOTO_PORT="${MOTO_PORT:-5000}"
+SIM_PORT="${SIM_PORT:-5100}"
+SIM_TOKEN=r8_sim_token
+SIM_SECRET=whsec_cGljdHVyZS1sb2NhbC1yZXBsaWNhdGUtc2ltdWxhdG8=
+mkdir -p "$DEV/pids" "$DEV/logs"
+
+log() { echo "stack: $*" >&2; }
+
+wait_for() { # URL, name
+  for _ in $(seq 1 100); do
+    curl -s -o /dev/null "$1" && return 0
+    sleep 0.1
+  done
+  log "$2 did not start; see $DEV/logs/$2.log"; return 1
+}
+
+start_bg() { # name, command...
+  local name=$1; shift
+  nohup "$@" >"$DEV/logs/$name.log" 2>&1 &
+  echo $! >"$DEV/pids/$name.pid"
+}
+
+pg_ok() { psql "postgres://postgres@127.0.0.1:$1/postgres" -Atqc 'select 1' >/dev/null 2>&1; }
+
+# Prints the port of a PostgreSQL server with trust auth for postgres on 127.0.0.1.
+postgres_up() {
+  if command -v psql >/dev/null && pg_ok 5432; then echo 5432; return; fi
+  if [ -d /etc/postgresql ] && command -v pg_ctlcluster >/dev/null; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start >&2 2>/dev/null || true
+    for _ in $(seq 1 30); do pg_ok 5432 && { echo 5432; return; }; sleep 0.2; done
+  fi
+  # No usable server: run a throwaway cluster of our own (trust auth, port 5433).
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    log "installing PostgreSQL"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-client) >&2
+  fi
+  local bin data=$DEV/pgdata
+  bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  if ! pg_ok 5433; then
+    if [ ! -f "$data/PG_VERSION" ]; then
+      mkdir -p "$data" && chown postgres "$data"
+      su postgres -c "$bin/initdb -U postgres -A trust -D $data" >&2
+    fi
+    su postgres -c "$bin/pg_ctl -D $data -l $data/server.log -o '-p 5433 -k $data -c listen_addresses=127.0.0.1 -c fsync=off' -w start" >&2
+  fi
+  echo 5433
+}
+
+create_db() { # port, name
+  local exists
+  exists=$(psql "postgres://postgres@127.0.0.1:$1/postgres" -Atqc "select 1 from pg_database where datname = '$2'")
+  [ "$exists" = 1 ] || psql "postgres://postgres@127.0.0.1:$1/postgres" -qc "CREATE DATABASE $2" >&2
+}
+
+up() {
+  bash infra/scripts/tools.sh
+  command -v curl >/dev/null || (apt-get update -qq && apt-get install -y -qq curl) >&2
+  local pg_port
+  pg_port=$(postgres_up)
+  create_db "$pg_port" picture
+  create_db "$pg_port" picture_test
+
+  if ! curl -s -o /dev/null "http://127.0.0.1:$MOTO_PORT/moto-api/"; then
+    log "starting moto on :$MOTO_PORT"
+    start_bg moto "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
+    wait_for "http://127.0.0.1:$MOTO_PORT/moto-api/" moto
+  fi
+
+  local api_url=http://127.0.0.1:$PORT replicate_url token secret allowed
+  if [ -n "${REPLICATE_API_TOKEN:-}" ] && [ "${REPLICATE_API_TOKEN}" != "$SIM_TOKEN" ] && [ -z "${REPLICATE_API_BASE_URL:-}" ]; then
+    log "REPLICATE_API_TOKEN is set: talking to Replicate itself"
+    replicate_url=https://api.replicate.com token=$REPLICATE_API_TOKEN secret=${REPLICATE_WEBHOOK_SECRET:-} allowed=
+  else
+    replicate_url=${REPLICATE_API_BASE_URL:-http://127.0.0.1:$SIM_PORT} token=$SIM_TOKEN secret=$SIM_SECRET allowed=127.0.0.1:$SIM_PORT
+    if ! curl -s -o /dev/null "http://127.0.0.1:$SIM_PORT/health"; then
+      log "starting the Replicate simulator on :$SIM_PORT"
+      SIM_API_TOKEN=$SIM_TOKEN SIM_WEBHOOK_SECRET=$SIM_SECRET start_bg replicate-sim \
+        "$VENV/bin/python" infra/replicate-sim/sim.py --host 127.0.0.1 --port "$SIM_PORT"
+      wait_for "http://127.0.0.1:$SIM_PORT/health" replicate-sim
+    fi
+  fi
+
+  cat >"$DEV/local.env" <<ENV
+APP_ENV=${APP_ENV:-development}
+PORT=$PORT
+API_URL=$api_url
+DATABASE_URL=postgres://postgres@127.0.0.1:$pg_port/picture
+TEST_DATABASE_URL=postgres://postgres@127.0.0.1:$pg_port/picture_test
+AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT
+AWS_ACCESS_KEY_ID=test
+AWS_SECRET_ACCESS_KEY=test
+AWS_REGION=eu-central-1
+IMAGES_BUCKET=picture-images
+RUNTIME_TABLE=picture-runtime
+REPLICATE_API_BASE_URL=$replicate_url
+REPLICATE_API_TOKEN=$token
+REPLICATE_WEBHOOK_SECRET=$secret
+WEBHOOK_BASE_URL=$api_url
+OUTPUT_ALLOWED_HOSTS=$allowed
+JWKS_URL=$api_url/dev/jwks.json
+JWT_ISSUER=picture-dev
+JWT_AUDIENCE=manacore
+ENV
+  log "settings in .dev/local.env"
+}
+
+down() {
+  for f in "$DEV"/pids/*.pid; do
+    [ -e "$f" ] || continue
+    kill "$(cat "$f")" 2>/dev/null && log "stopped $(basename "$f" .pid)"
+    rm -f "$f"
+  done
+  if [ -f "$DEV/pgdata/postmaster.pid" ]; then
+    su postgres -c "$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)/pg_ctl -D $DEV/pgdata -w stop" >&2 && log "stopped PostgreSQL (.dev/pgdata)"
+  fi
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  *) echo "usage: stack.sh up|down" >&2; exit 2 ;;
+esac

@@ -1,0 +1,376 @@
+//! `generate` function: `POST /generate`. Validates the request against
+//! DESIGN §5 and the model's own limits, takes a credit hold and starts the
+//! prediction; with `waitForResult` it answers when done (or 202 before API
+//! Gateway's 30 s limit).
+
+use std::time::Instant;
+
+use axum::{Router, extract::State, response::Response, routing::post};
+use http::StatusCode;
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::{
+    AppState, Problem,
+    db::{
+        generations::{NewGeneration, Status},
+        models::Model,
+    },
+    lifecycle,
+    problem::FieldError,
+    web::{self, AuthUser, JsonBody},
+};
+
+/// The routes of this function.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/v1/generate", post(generate))
+}
+
+/// What the `generate` binary serves.
+pub fn router(state: AppState) -> Router {
+    web::serve(routes(), state)
+}
+
+const FIELDS: [&str; 13] = [
+    "prompt",
+    "modelId",
+    "modelVersion",
+    "negativePrompt",
+    "width",
+    "height",
+    "steps",
+    "guidanceScale",
+    "seed",
+    "sourceImageUrl",
+    "generationStrength",
+    "style",
+    "waitForResult",
+];
+
+/// A request that passed the checks that do not need the model.
+#[derive(Debug, Default)]
+struct Request {
+    prompt: String,
+    model_id: Option<Uuid>,
+    model_version: Option<String>,
+    negative_prompt: Option<String>,
+    width: Option<i32>,
+    height: Option<i32>,
+    steps: Option<i32>,
+    guidance_scale: Option<f64>,
+    seed: Option<i64>,
+    source_image_url: Option<String>,
+    generation_strength: Option<f64>,
+    style: Option<String>,
+    wait_for_result: bool,
+}
+
+/// Collects every problem of a body at once.
+struct Checker<'a> {
+    body: &'a Map<String, Value>,
+    errors: Vec<FieldError>,
+}
+
+impl<'a> Checker<'a> {
+    fn fail(&mut self, field: &str, message: impl Into<String>) {
+        self.errors.push(FieldError::new(field, message));
+    }
+
+    fn string(&mut self, field: &str, min: usize, max: usize) -> Option<String> {
+        match self.body.get(field)? {
+            Value::Null => None,
+            Value::String(s) if (min..=max).contains(&s.chars().count()) => Some(s.clone()),
+            Value::String(_) => {
+                self.fail(field, format!("must be {min} to {max} characters"));
+                None
+            }
+            _ => {
+                self.fail(field, "must be a string");
+                None
+            }
+        }
+    }
+
+    fn int(&mut self, field: &str, min: i64, max: i64) -> Option<i64> {
+        match self.body.get(field)? {
+            Value::Null => None,
+            Value::Number(n) => match n.as_i64().filter(|v| (min..=max).contains(v)) {
+                Some(v) => Some(v),
+                None => {
+                    self.fail(field, format!("must be an integer from {min} to {max}"));
+                    None
+                }
+            },
+            _ => {
+                self.fail(field, "must be an integer");
+                None
+            }
+        }
+    }
+
+    fn number(&mut self, field: &str, min: f64, max: f64) -> Option<f64> {
+        match self.body.get(field)? {
+            Value::Null => None,
+            Value::Number(n) => match n.as_f64().filter(|v| (min..=max).contains(v)) {
+                Some(v) => Some(v),
+                None => {
+                    self.fail(field, format!("must be a number from {min} to {max}"));
+                    None
+                }
+            },
+            _ => {
+                self.fail(field, "must be a number");
+                None
+            }
+        }
+    }
+}
+
+/// Checks the body's shape and bounds (DESIGN §5).
+fn parse(body: &Value) -> Result<Request, Problem> {
+    let Value::Object(map) = body else {
+        return Err(Problem::validation(vec![FieldError::new(
+            "body",
+            "must be a JSON object",
+        )]));
+    };
+    let mut c = Checker {
+        body: map,
+        errors: Vec::new(),
+    };
+    for key in map.keys().filter(|k| !FIELDS.contains(&k.as_str())) {
+        c.errors
+            .push(FieldError::new(key.clone(), "is not a known field"));
+    }
+    let prompt = c.string("prompt", 1, 10_000);
+    if !map.contains_key("prompt") {
+        c.fail("prompt", "is required");
+    } else if prompt.as_deref().is_some_and(|p| p.trim().is_empty()) {
+        c.fail("prompt", "must not be blank");
+    }
+    let model_id = c
+        .string("modelId", 1, 64)
+        .and_then(|s| match Uuid::parse_str(&s) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                c.fail("modelId", "must be a uuid");
+                None
+            }
+        });
+    let source_image_url = c.string("sourceImageUrl", 1, 2048);
+    if let Some(u) = &source_image_url {
+        if url::Url::parse(u)
+            .map(|u| u.scheme() != "https" || u.host_str().is_none())
+            .unwrap_or(true)
+        {
+            c.fail("sourceImageUrl", "must be an https URL");
+        }
+    }
+    let wait_for_result = match map.get("waitForResult") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            c.fail("waitForResult", "must be a boolean");
+            false
+        }
+    };
+    let req = Request {
+        model_id,
+        model_version: c.string("modelVersion", 1, 200),
+        negative_prompt: c.string("negativePrompt", 0, 10_000),
+        width: c.int("width", 256, 2048).map(|v| v as i32),
+        height: c.int("height", 256, 2048).map(|v| v as i32),
+        steps: c.int("steps", 1, 150).map(|v| v as i32),
+        guidance_scale: c.number("guidanceScale", 0.0, 30.0),
+        seed: c.int("seed", 0, i64::from(u32::MAX)),
+        generation_strength: c.number("generationStrength", 0.0, 1.0),
+        style: c.string("style", 0, 200),
+        source_image_url,
+        wait_for_result,
+        prompt: prompt.unwrap_or_default(),
+    };
+    if c.errors.is_empty() {
+        Ok(req)
+    } else {
+        Err(Problem::validation(c.errors))
+    }
+}
+
+/// Checks the request against the model's limits and fills in its defaults.
+fn apply_model(req: &Request, model: &Model, user_id: Uuid) -> Result<NewGeneration, Problem> {
+    let mut errors = Vec::new();
+    let width = req.width.unwrap_or(model.default_width);
+    let height = req.height.unwrap_or(model.default_height);
+    if !(model.min_width..=model.max_width).contains(&width) {
+        errors.push(FieldError::new(
+            "width",
+            format!(
+                "must be from {} to {} for this model",
+                model.min_width, model.max_width
+            ),
+        ));
+    }
+    if !(model.min_height..=model.max_height).contains(&height) {
+        errors.push(FieldError::new(
+            "height",
+            format!(
+                "must be from {} to {} for this model",
+                model.min_height, model.max_height
+            ),
+        ));
+    }
+    if req.steps.is_some_and(|s| s > model.max_steps) {
+        errors.push(FieldError::new(
+            "steps",
+            format!("must be at most {} for this model", model.max_steps),
+        ));
+    }
+    if req
+        .negative_prompt
+        .as_deref()
+        .is_some_and(|n| !n.is_empty())
+        && !model.supports_negative_prompt
+    {
+        errors.push(FieldError::new(
+            "negativePrompt",
+            "is not supported by this model",
+        ));
+    }
+    if req.source_image_url.is_some() && !model.supports_img2img {
+        errors.push(FieldError::new(
+            "sourceImageUrl",
+            "is not supported by this model",
+        ));
+    }
+    if req.seed.is_some() && !model.supports_seed {
+        errors.push(FieldError::new("seed", "is not supported by this model"));
+    }
+    if !errors.is_empty() {
+        return Err(Problem::validation(errors));
+    }
+    let prompt = match req.style.as_deref().filter(|s| !s.trim().is_empty()) {
+        Some(style) => format!("{}, {style}", req.prompt),
+        None => req.prompt.clone(),
+    };
+    Ok(NewGeneration {
+        id: Uuid::new_v4(),
+        user_id,
+        model_id: model.id,
+        prompt,
+        negative_prompt: req.negative_prompt.clone().filter(|n| !n.is_empty()),
+        width,
+        height,
+        steps: req.steps.unwrap_or(model.default_steps),
+        guidance_scale: req.guidance_scale.unwrap_or(model.default_guidance_scale),
+        seed: req.seed,
+        source_image_url: req.source_image_url.clone(),
+        generation_strength: req.generation_strength,
+        style: req.style.clone(),
+    })
+}
+
+async fn generate(
+    State(st): State<AppState>,
+    AuthUser(user_id): AuthUser,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem> {
+    let began = Instant::now();
+    let req = parse(&body)?;
+    let models = st.models().await?;
+    let model = match req.model_id {
+        Some(id) => models.iter().find(|m| m.id == id),
+        None => models.iter().find(|m| m.is_default).or(models.first()),
+    }
+    .ok_or_else(|| Problem::not_found("MODEL_NOT_FOUND", "Model"))?;
+    let mut model = model.clone();
+    if let Some(v) = &req.model_version {
+        model.version = Some(v.clone());
+    }
+    let new = apply_model(&req, &model, user_id)?;
+
+    let wait = req.wait_for_result.then_some(st.cfg.sync_wait);
+    let started = lifecycle::start(&st, new, &model, wait).await?;
+    let mut g = started.generation;
+    if req.wait_for_result && !g.status.is_terminal() {
+        g = lifecycle::wait_until(&st, g.id, began + st.cfg.sync_wait).await?;
+    }
+    let view = super::views::generation(&st, &g).await?;
+    let status = match g.status {
+        Status::Completed => StatusCode::CREATED,
+        Status::Pending | Status::Processing => StatusCode::ACCEPTED,
+        Status::Failed | Status::Cancelled => StatusCode::OK,
+    };
+    let mut out = json!({
+        "generationId": g.id,
+        "status": if status == StatusCode::ACCEPTED { json!("processing") } else { json!(g.status) },
+        "charge": view["charge"],
+        "creditsUsed": view["creditsUsed"],
+        "freeGenerationsRemaining": view["freeGenerationsRemaining"],
+    });
+    for key in ["image", "error"] {
+        if let Some(v) = view.get(key) {
+            out[key] = v.clone();
+        }
+    }
+    Ok(web::json(status, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(p: Problem) -> Vec<String> {
+        p.body()["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn lists_every_problem_at_once() {
+        let body = json!({"prompt": "", "modelId": "nope", "width": 99999, "steps": 0, "guidanceScale": 31,
+                          "sourceImageUrl": "http://example.com/a.png", "waitForResult": "yes", "bogus": 1});
+        let mut got = fields(parse(&body).unwrap_err());
+        got.sort();
+        let mut want = [
+            "bogus",
+            "guidanceScale",
+            "modelId",
+            "prompt",
+            "sourceImageUrl",
+            "steps",
+            "waitForResult",
+            "width",
+        ];
+        want.sort();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn missing_and_overlong_prompt() {
+        assert_eq!(fields(parse(&json!({})).unwrap_err()), ["prompt"]);
+        assert_eq!(
+            fields(parse(&json!({"prompt": "x".repeat(10_001)})).unwrap_err()),
+            ["prompt"]
+        );
+        assert_eq!(
+            fields(parse(&json!({"prompt": "   "})).unwrap_err()),
+            ["prompt"]
+        );
+        assert_eq!(fields(parse(&json!([1])).unwrap_err()), ["body"]);
+    }
+
+    #[test]
+    fn accepts_a_full_request() {
+        let r = parse(&json!({"prompt": "a cat", "modelId": Uuid::nil(), "width": 512, "height": 768, "steps": 4,
+                              "guidanceScale": 3.5, "seed": 42, "generationStrength": 0.5, "style": "oil",
+                              "waitForResult": true}))
+        .unwrap();
+        assert_eq!(
+            (r.width, r.height, r.seed, r.wait_for_result),
+            (Some(512), Some(768), Some(42), true)
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! `images` function: the caller's gallery. `GET /images` (newest first,
+//! `?limit=&cursor=&favorites=true` → `{data, nextCursor}`), `GET`, `PATCH`
+//! (`{isFavorite}`) and `DELETE /images/{id}` (row and S3 object).
+
+use axum::{
+    Router,
+    extract::{Path, Query, State},
+    response::Response,
+    routing::get,
+};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::{
+    AppState, Problem,
+    db::images::{self, Cursor},
+    problem::FieldError,
+    web::{self, AuthUser, JsonBody},
+};
+
+/// The routes of this function.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/images", get(list))
+        .route("/api/v1/images/{id}", get(one).patch(update).delete(remove))
+}
+
+/// What the `images` binary serves.
+pub fn router(state: AppState) -> Router {
+    web::serve(routes(), state)
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+    favorites: Option<String>,
+}
+
+fn encode_cursor((at, id): Cursor) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}|{id}", at.timestamp_micros()))
+}
+
+fn decode_cursor(raw: &str) -> Option<Cursor> {
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
+    let (micros, id) = text.split_once('|')?;
+    Some((
+        DateTime::<Utc>::from_timestamp_micros(micros.parse().ok()?)?,
+        Uuid::parse_str(id).ok()?,
+    ))
+}
+
+async fn list(
+    State(st): State<AppState>,
+    AuthUser(user): AuthUser,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, Problem> {
+    let mut errors = Vec::new();
+    let limit = match q.limit.as_deref().map(str::parse::<i64>) {
+        None => 20,
+        Some(Ok(n)) if (1..=100).contains(&n) => n,
+        Some(_) => {
+            errors.push(FieldError::new("limit", "must be an integer from 1 to 100"));
+            20
+        }
+    };
+    let cursor = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => None,
+        Some(raw) => decode_cursor(raw).or_else(|| {
+            errors.push(FieldError::new(
+                "cursor",
+                "is not a cursor from a previous page",
+            ));
+            None
+        }),
+    };
+    let favorites = match q.favorites.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            errors.push(FieldError::new("favorites", "must be true or false"));
+            false
+        }
+    };
+    if !errors.is_empty() {
+        return Err(Problem::validation(errors));
+    }
+    let db = st.db.get().await.map_err(crate::Error::from)?;
+    let mut rows = images::list(&**db, user, favorites, cursor, limit + 1).await?;
+    drop(db);
+    let next = (rows.len() as i64 > limit).then(|| {
+        rows.truncate(limit as usize);
+        rows.last().map(|i| encode_cursor((i.created_at, i.id)))
+    });
+    let mut data = Vec::with_capacity(rows.len());
+    for img in &rows {
+        data.push(super::views::image(&st, img).await?);
+    }
+    Ok(web::json(
+        StatusCode::OK,
+        json!({"data": data, "nextCursor": next.flatten()}),
+    ))
+}
+
+fn image_id(raw: &str) -> Result<Uuid, Problem> {
+    web::path_id(raw, "IMAGE_NOT_FOUND", "Image")
+}
+
+fn missing() -> Problem {
+    Problem::not_found("IMAGE_NOT_FOUND", "Image")
+}
+
+async fn one(
+    State(st): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let id = image_id(&id)?;
+    let db = st.db.get().await.map_err(crate::Error::from)?;
+    let img = images::get_owned(&**db, id, user)
+        .await?
+        .ok_or_else(missing)?;
+    Ok(web::json(
+        StatusCode::OK,
+        super::views::image(&st, &img).await?,
+    ))
+}
+
+async fn update(
+    State(st): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem> {
+    let id = image_id(&id)?;
+    let favorite = match &body {
+        Value::Object(m) if m.len() == 1 => m.get("isFavorite").and_then(Value::as_bool),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        Problem::validation(vec![FieldError::new(
+            "isFavorite",
+            "the body must be {\"isFavorite\": true|false}",
+        )])
+    })?;
+    let db = st.db.get().await.map_err(crate::Error::from)?;
+    if !images::set_favorite(&**db, id, user, favorite).await? {
+        return Err(missing());
+    }
+    let img = images::get_owned(&**db, id, user)
+        .await?
+        .ok_or_else(missing)?;
+    Ok(web::json(
+        StatusCode::OK,
+        super::views::image(&st, &img).await?,
+    ))
+}
+
+async fn remove(
+    State(st): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let id = image_id(&id)?;
+    let db = st.db.get().await.map_err(crate::Error::from)?;
+    let key = images::delete(&**db, id, user).await?.ok_or_else(missing)?;
+    drop(db);
+    st.storage.delete(&key).await?;
+    Ok(axum::response::IntoResponse::into_response(
+        StatusCode::NO_CONTENT,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let c = (
+            DateTime::<Utc>::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+            Uuid::new_v4(),
+        );
+        assert_eq!(decode_cursor(&encode_cursor(c)), Some(c));
+        assert_eq!(decode_cursor("not-a-cursor"), None);
+    }
+}

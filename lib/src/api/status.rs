@@ -1,0 +1,57 @@
+//! `status` function: `GET /generate/{id}/status`. An open generation is
+//! checked with Replicate (at most once a second), so polling clients see it
+//! finish even when the webhook is late or lost.
+
+use axum::{
+    Router,
+    extract::{Path, State},
+    response::Response,
+    routing::get,
+};
+use http::StatusCode;
+
+use crate::{
+    AppState, Problem,
+    db::generations,
+    lifecycle,
+    web::{self, AuthUser},
+};
+
+/// The routes of this function.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/v1/generate/{id}/status", get(status))
+}
+
+/// What the `status` binary serves.
+pub fn router(state: AppState) -> Router {
+    web::serve(routes(), state)
+}
+
+/// The caller's generation, or 404 (also for another user's).
+pub(crate) async fn owned(
+    st: &AppState,
+    raw_id: &str,
+    user_id: uuid::Uuid,
+) -> Result<generations::Generation, Problem> {
+    let id = web::path_id(raw_id, "GENERATION_NOT_FOUND", "Generation")?;
+    let db = st.db.get().await.map_err(crate::Error::from)?;
+    generations::get_owned(&**db, id, user_id)
+        .await?
+        .ok_or_else(|| Problem::not_found("GENERATION_NOT_FOUND", "Generation"))
+}
+
+async fn status(
+    State(st): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let mut g = owned(&st, &id, user).await?;
+    if !g.status.is_terminal() {
+        lifecycle::poll(&st, &g).await?;
+        g = lifecycle::load(&st, g.id).await?;
+    }
+    Ok(web::json(
+        StatusCode::OK,
+        super::views::generation(&st, &g).await?,
+    ))
+}

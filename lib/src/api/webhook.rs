@@ -1,0 +1,80 @@
+//! `webhook` function: `POST /generate/webhook`, called by Replicate when a
+//! prediction finishes. Verifies the signature, then settles the generation
+//! through the same exactly-once path as every other completion. Unknown
+//! predictions are acknowledged so that Replicate stops retrying; failures on
+//! our side answer 5xx so that it retries.
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{Query, State},
+    response::Response,
+    routing::post,
+};
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::{
+    AppState, Problem, lifecycle,
+    replicate::{Prediction, signature},
+    web,
+};
+
+/// The routes of this function.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/v1/generate/webhook", post(webhook))
+}
+
+/// What the `webhook` binary serves.
+pub fn router(state: AppState) -> Router {
+    web::serve(routes(), state)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Params {
+    generation_id: Option<String>,
+}
+
+async fn webhook(
+    State(st): State<AppState>,
+    Query(q): Query<Params>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    if body.len() > web::BODY_LIMIT {
+        return Err(Problem::payload_too_large(web::BODY_LIMIT));
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let secret = st.webhook_secret().await?;
+    let now = chrono::Utc::now().timestamp();
+    if let Err(e) = signature::verify(
+        secret,
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header("webhook-signature"),
+        &body,
+        now,
+    ) {
+        tracing::warn!(reason = %e, "webhook rejected");
+        return Err(Problem::invalid_signature());
+    }
+    let prediction: Prediction = serde_json::from_slice(&body)
+        .map_err(|_| Problem::malformed_json("The body is not a prediction."))?;
+    let hint = q
+        .generation_id
+        .as_deref()
+        .and_then(|s| Uuid::parse_str(s).ok());
+    let db = st.db.get().await.map_err(crate::Error::from)?;
+    let found = lifecycle::find_for_prediction(&**db, &prediction.id, hint).await?;
+    drop(db);
+    let Some(g) = found else {
+        tracing::warn!(prediction_id = %prediction.id, "webhook for an unknown prediction acknowledged");
+        return Ok(web::json(StatusCode::OK, json!({"received": true})));
+    };
+    tracing::info!(generation_id = %g.id, prediction_id = %prediction.id, status = %prediction.status, "webhook received");
+    lifecycle::settle(&st, g.id, &prediction).await?;
+    Ok(web::json(StatusCode::OK, json!({"received": true})))
+}

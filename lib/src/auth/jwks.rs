@@ -1,0 +1,162 @@
+//! JWT verification against a JWKS: EdDSA, RS256 and ES256; `exp`/`nbf` with
+//! a small leeway, audience and issuer checked; the key set is cached per
+//! instance and refetched on an unknown `kid` at most once a minute.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header, jwk::JwkSet};
+use serde::Deserialize;
+use tokio::sync::{Mutex, RwLock};
+use uuid::Uuid;
+
+const REFETCH_GAP: Duration = Duration::from_secs(60);
+const LEEWAY_SECS: u64 = 30;
+const ALLOWED: [Algorithm; 3] = [Algorithm::EdDSA, Algorithm::RS256, Algorithm::ES256];
+
+/// Why a token was refused (all answer 401 `UNAUTHENTICATED`; the reason is logged).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no bearer token")]
+    Missing,
+    #[error("token rejected: {0}")]
+    Invalid(String),
+    #[error("no key for kid {0:?}")]
+    UnknownKey(Option<String>),
+    #[error("key set unavailable: {0}")]
+    KeySet(String),
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+}
+
+#[derive(Default)]
+struct Cache {
+    keys: HashMap<String, DecodingKey>,
+    /// Keys without a `kid`, usable when the token has none either.
+    anonymous: Vec<DecodingKey>,
+    fetched_at: Option<Instant>,
+}
+
+/// Verifies user tokens; one per instance, shared by all requests.
+pub struct Verifier {
+    http: reqwest::Client,
+    url: String,
+    audience: String,
+    issuers: Vec<String>,
+    cache: RwLock<Cache>,
+    refetch: Mutex<()>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    pub fn new(http: reqwest::Client, url: &str, audience: &str, issuers: &[String]) -> Self {
+        Verifier {
+            http,
+            url: url.to_string(),
+            audience: audience.to_string(),
+            issuers: issuers.to_vec(),
+            cache: RwLock::default(),
+            refetch: Mutex::new(()),
+        }
+    }
+
+    /// Verifies a token and returns the user id (`sub`).
+    pub async fn verify(&self, token: &str) -> Result<Uuid, AuthError> {
+        let header = decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        if !ALLOWED.contains(&header.alg) {
+            return Err(AuthError::Invalid(format!(
+                "algorithm {:?} not accepted",
+                header.alg
+            )));
+        }
+        let key = match self.key(header.kid.as_deref()).await? {
+            Some(k) => k,
+            None => {
+                self.refresh().await?;
+                self.key(header.kid.as_deref())
+                    .await?
+                    .ok_or(AuthError::UnknownKey(header.kid.clone()))?
+            }
+        };
+        let mut v = Validation::new(header.alg);
+        v.leeway = LEEWAY_SECS;
+        v.validate_nbf = true;
+        v.set_audience(&[&self.audience]);
+        v.set_issuer(&self.issuers);
+        v.set_required_spec_claims(&["exp", "sub", "aud", "iss"]);
+        let data =
+            decode::<Claims>(token, &key, &v).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        Uuid::parse_str(&data.claims.sub)
+            .map_err(|_| AuthError::Invalid("sub is not a uuid".into()))
+    }
+
+    /// The cached key for `kid`, loading the set on first use.
+    async fn key(&self, kid: Option<&str>) -> Result<Option<DecodingKey>, AuthError> {
+        if self.cache.read().await.fetched_at.is_none() {
+            self.refresh().await?;
+        }
+        let cache = self.cache.read().await;
+        Ok(match kid {
+            Some(k) => cache.keys.get(k).cloned(),
+            None => match (cache.anonymous.as_slice(), cache.keys.len()) {
+                ([only], 0) => Some(only.clone()),
+                ([], 1) => cache.keys.values().next().cloned(),
+                _ => None,
+            },
+        })
+    }
+
+    /// Refetches the key set unless it was fetched within the last minute.
+    async fn refresh(&self) -> Result<(), AuthError> {
+        let _one_at_a_time = self.refetch.lock().await;
+        if self
+            .cache
+            .read()
+            .await
+            .fetched_at
+            .is_some_and(|t| t.elapsed() < REFETCH_GAP)
+        {
+            return Ok(());
+        }
+        let set: JwkSet = self
+            .http
+            .get(&self.url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| AuthError::KeySet(e.to_string()))?
+            .json()
+            .await
+            .map_err(|e| AuthError::KeySet(e.to_string()))?;
+        let mut fresh = Cache {
+            fetched_at: Some(Instant::now()),
+            ..Cache::default()
+        };
+        for jwk in &set.keys {
+            let Ok(key) = DecodingKey::from_jwk(jwk) else {
+                continue;
+            };
+            match &jwk.common.key_id {
+                Some(kid) => {
+                    fresh.keys.insert(kid.clone(), key);
+                }
+                None => fresh.anonymous.push(key),
+            }
+        }
+        *self.cache.write().await = fresh;
+        Ok(())
+    }
+}

@@ -1,0 +1,245 @@
+//! Settings from the environment, read and validated once per cold start.
+//!
+//! Every other module takes what it needs from [`Config`]; nothing else reads
+//! environment variables (the AWS SDK reads its own standard ones).
+
+use std::{collections::HashMap, time::Duration};
+
+/// Where the service runs; decides whether credits are enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Staging,
+    Production,
+}
+
+impl AppEnv {
+    /// Staging and production enforce credits; development fails open.
+    pub fn enforces_credits(self) -> bool {
+        !matches!(self, AppEnv::Development)
+    }
+}
+
+/// A setting that is missing or malformed.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+/// All settings of the service.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub app_env: AppEnv,
+    pub database_url: String,
+    pub database_pool_size: usize,
+    pub images_bucket: String,
+    /// Path-style S3 addressing (`S3_FORCE_PATH_STYLE=true`), for S3-compatible endpoints by host name.
+    pub s3_force_path_style: bool,
+    /// CDN base for image URLs; presigned S3 URLs when unset.
+    pub images_public_base_url: Option<String>,
+    pub presign_ttl: Duration,
+    pub replicate_api_base_url: String,
+    pub replicate_api_token: String,
+    /// `whsec_…`; fetched from Replicate's default-secret endpoint when unset.
+    pub replicate_webhook_secret: Option<String>,
+    /// Public base URL of this API; the webhook URL is derived from it.
+    pub webhook_base_url: Option<String>,
+    /// Hosts (with optional `:port`) outputs may be downloaded from, besides `replicate.delivery`.
+    pub output_allowed_hosts: Vec<String>,
+    pub max_output_bytes: usize,
+    pub sync_wait: Duration,
+    pub free_generations: i32,
+    pub credits_per_generation: i32,
+    pub jwks_url: String,
+    pub jwt_audience: String,
+    pub jwt_issuers: Vec<String>,
+    pub cors_origins: Vec<String>,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_map(&std::env::vars().collect())
+    }
+
+    /// Reads settings from a map of variables (the environment, or a test's own).
+    pub fn from_map(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| {
+            vars.get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let required = |k: &str| get(k).ok_or_else(|| ConfigError(format!("{k} is required")));
+        let list = |k: &str| -> Vec<String> {
+            get(k)
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        fn number<T: std::str::FromStr>(
+            k: &str,
+            v: Option<String>,
+            default: T,
+        ) -> Result<T, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| ConfigError(format!("{k} must be a number, got {v:?}"))),
+            }
+        }
+
+        let app_env = match get("APP_ENV").as_deref().unwrap_or("development") {
+            "development" => AppEnv::Development,
+            "staging" => AppEnv::Staging,
+            "production" => AppEnv::Production,
+            other => {
+                return Err(ConfigError(format!(
+                    "APP_ENV must be development, staging or production, got {other:?}"
+                )));
+            }
+        };
+        let auth_url = get("MANA_CORE_AUTH_URL").map(|u| u.trim_end_matches('/').to_string());
+        let jwks_url = get("JWKS_URL")
+            .or_else(|| auth_url.as_ref().map(|u| format!("{u}/api/v1/auth/jwks")))
+            .ok_or_else(|| ConfigError("JWKS_URL or MANA_CORE_AUTH_URL is required".into()))?;
+        let mut jwt_issuers = list("JWT_ISSUER");
+        jwt_issuers.extend(auth_url);
+        if jwt_issuers.is_empty() {
+            return Err(ConfigError(
+                "JWT_ISSUER or MANA_CORE_AUTH_URL is required".into(),
+            ));
+        }
+        let webhook_base_url = get("WEBHOOK_BASE_URL").map(|u| u.trim_end_matches('/').to_string());
+        let webhook_secret = get("REPLICATE_WEBHOOK_SECRET");
+        if let Some(s) = &webhook_secret {
+            if !s.starts_with("whsec_") {
+                return Err(ConfigError(
+                    "REPLICATE_WEBHOOK_SECRET must start with whsec_".into(),
+                ));
+            }
+        }
+
+        Ok(Config {
+            app_env,
+            database_url: required("DATABASE_URL")?,
+            database_pool_size: number("DATABASE_POOL_SIZE", get("DATABASE_POOL_SIZE"), 4)?,
+            images_bucket: required("IMAGES_BUCKET")?,
+            s3_force_path_style: get("S3_FORCE_PATH_STYLE")
+                .is_some_and(|v| v == "true" || v == "1"),
+            images_public_base_url: get("IMAGES_PUBLIC_BASE_URL")
+                .map(|u| u.trim_end_matches('/').to_string()),
+            presign_ttl: Duration::from_secs(number(
+                "IMAGE_URL_TTL_SECONDS",
+                get("IMAGE_URL_TTL_SECONDS"),
+                3600,
+            )?),
+            replicate_api_base_url: get("REPLICATE_API_BASE_URL")
+                .unwrap_or_else(|| "https://api.replicate.com".into())
+                .trim_end_matches('/')
+                .to_string(),
+            replicate_api_token: required("REPLICATE_API_TOKEN")?,
+            replicate_webhook_secret: webhook_secret,
+            webhook_base_url,
+            output_allowed_hosts: list("OUTPUT_ALLOWED_HOSTS"),
+            max_output_bytes: number(
+                "MAX_OUTPUT_BYTES",
+                get("MAX_OUTPUT_BYTES"),
+                25 * 1024 * 1024,
+            )?,
+            sync_wait: Duration::from_secs(number(
+                "SYNC_WAIT_SECONDS",
+                get("SYNC_WAIT_SECONDS"),
+                25,
+            )?),
+            free_generations: number("FREE_GENERATIONS", get("FREE_GENERATIONS"), 3)?,
+            credits_per_generation: number(
+                "CREDITS_PER_GENERATION",
+                get("CREDITS_PER_GENERATION"),
+                10,
+            )?,
+            jwks_url,
+            jwt_audience: get("JWT_AUDIENCE").unwrap_or_else(|| "manacore".into()),
+            jwt_issuers,
+            cors_origins: list("CORS_ORIGINS"),
+        })
+    }
+
+    /// The URL Replicate should call when a prediction finishes, if it can be given one:
+    /// Replicate only accepts https, while a simulator (any other API base) takes http too.
+    pub fn webhook_url(&self, generation_id: uuid::Uuid) -> Option<String> {
+        let base = self.webhook_base_url.as_deref()?;
+        let talks_to_replicate = self.replicate_api_base_url == "https://api.replicate.com";
+        if talks_to_replicate && !base.starts_with("https://") {
+            return None;
+        }
+        Some(format!(
+            "{base}/api/v1/generate/webhook?generationId={generation_id}"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> HashMap<String, String> {
+        [
+            ("DATABASE_URL", "postgres://localhost/x"),
+            ("IMAGES_BUCKET", "b"),
+            ("REPLICATE_API_TOKEN", "t"),
+            ("JWKS_URL", "http://127.0.0.1/jwks"),
+            ("JWT_ISSUER", "dev"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    #[test]
+    fn defaults_follow_the_design() {
+        let c = Config::from_map(&base()).unwrap();
+        assert_eq!(c.app_env, AppEnv::Development);
+        assert!(!c.app_env.enforces_credits());
+        assert_eq!((c.free_generations, c.credits_per_generation), (3, 10));
+        assert_eq!(c.sync_wait, Duration::from_secs(25));
+        assert_eq!(c.jwt_audience, "manacore");
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let mut m = base();
+        m.insert("APP_ENV".into(), "prod".into());
+        assert!(Config::from_map(&m).is_err());
+        let mut m = base();
+        m.insert("FREE_GENERATIONS".into(), "three".into());
+        assert!(Config::from_map(&m).is_err());
+        let mut m = base();
+        m.remove("DATABASE_URL");
+        assert!(
+            Config::from_map(&m)
+                .unwrap_err()
+                .to_string()
+                .contains("DATABASE_URL")
+        );
+    }
+
+    #[test]
+    fn webhook_url_needs_https_for_real_replicate_only() {
+        let mut m = base();
+        m.insert("WEBHOOK_BASE_URL".into(), "http://127.0.0.1:3006/".into());
+        let id = uuid::Uuid::nil();
+        assert_eq!(Config::from_map(&m).unwrap().webhook_url(id), None);
+        m.insert(
+            "REPLICATE_API_BASE_URL".into(),
+            "http://127.0.0.1:5100".into(),
+        );
+        assert_eq!(
+            Config::from_map(&m).unwrap().webhook_url(id).unwrap(),
+            format!("http://127.0.0.1:3006/api/v1/generate/webhook?generationId={id}")
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! Generations (`generations` table): one row per requested image, from
+//! `pending` to a terminal status. State changes go through
+//! [`crate::lifecycle`]; this module only reads and writes rows.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::{GenericClient, Row};
+use uuid::Uuid;
+
+use crate::Result;
+
+/// Where a generation is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Processing,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Processing => "processing",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    fn parse(s: &str) -> Status {
+        match s {
+            "pending" => Status::Pending,
+            "processing" => Status::Processing,
+            "completed" => Status::Completed,
+            "failed" => Status::Failed,
+            _ => Status::Cancelled,
+        }
+    }
+
+    /// Completed, failed and cancelled are final.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Completed | Status::Failed | Status::Cancelled)
+    }
+}
+
+/// A generation row.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub model_id: Uuid,
+    pub prompt: String,
+    pub negative_prompt: Option<String>,
+    pub width: i32,
+    pub height: i32,
+    pub steps: i32,
+    pub guidance_scale: f64,
+    pub seed: Option<i64>,
+    pub source_image_url: Option<String>,
+    pub generation_strength: Option<f64>,
+    pub style: Option<String>,
+    pub status: Status,
+    pub prediction_id: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub charge: String,
+    pub credits_used: i32,
+    pub last_polled_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Row> for Generation {
+    fn from(r: &Row) -> Self {
+        Generation {
+            id: r.get("id"),
+            user_id: r.get("user_id"),
+            model_id: r.get("model_id"),
+            prompt: r.get("prompt"),
+            negative_prompt: r.get("negative_prompt"),
+            width: r.get("width"),
+            height: r.get("height"),
+            steps: r.get("steps"),
+            guidance_scale: r.get("guidance_scale"),
+            seed: r.get("seed"),
+            source_image_url: r.get("source_image_url"),
+            generation_strength: r.get("generation_strength"),
+            style: r.get("style"),
+            status: Status::parse(r.get("status")),
+            prediction_id: r.get("prediction_id"),
+            error_code: r.get("error_code"),
+            error_message: r.get("error_message"),
+            charge: r.get("charge"),
+            credits_used: r.get("credits_used"),
+            last_polled_at: r.get("last_polled_at"),
+            created_at: r.get("created_at"),
+            completed_at: r.get("completed_at"),
+        }
+    }
+}
+
+/// What a new generation is asked to make (validated request, model defaults applied).
+#[derive(Debug, Clone)]
+pub struct NewGeneration {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub model_id: Uuid,
+    pub prompt: String,
+    pub negative_prompt: Option<String>,
+    pub width: i32,
+    pub height: i32,
+    pub steps: i32,
+    pub guidance_scale: f64,
+    pub seed: Option<i64>,
+    pub source_image_url: Option<String>,
+    pub generation_strength: Option<f64>,
+    pub style: Option<String>,
+}
+
+/// Inserts a `pending` generation with its charge kind.
+pub async fn insert(db: &impl GenericClient, g: &NewGeneration, charge: &str) -> Result<()> {
+    db.execute(
+        "INSERT INTO generations (id, user_id, model_id, prompt, negative_prompt, width, height, steps,
+                                  guidance_scale, seed, source_image_url, generation_strength, style, charge)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        &[
+            &g.id,
+            &g.user_id,
+            &g.model_id,
+            &g.prompt,
+            &g.negative_prompt,
+            &g.width,
+            &g.height,
+            &g.steps,
+            &g.guidance_scale,
+            &g.seed,
+            &g.source_image_url,
+            &g.generation_strength,
+            &g.style,
+            &charge,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A generation by id, whoever owns it.
+pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<Generation>> {
+    Ok(db
+        .query_opt("SELECT * FROM generations WHERE id = $1", &[&id])
+        .await?
+        .as_ref()
+        .map(Generation::from))
+}
+
+/// A generation by id, only if `user_id` owns it.
+pub async fn get_owned(
+    db: &impl GenericClient,
+    id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<Generation>> {
+    Ok(db
+        .query_opt(
+            "SELECT * FROM generations WHERE id = $1 AND user_id = $2",
+            &[&id, &user_id],
+        )
+        .await?
+        .as_ref()
+        .map(Generation::from))
+}
+
+/// The generation a Replicate prediction belongs to.
+pub async fn get_by_prediction(
+    db: &impl GenericClient,
+    prediction_id: &str,
+) -> Result<Option<Generation>> {
+    Ok(db
+        .query_opt(
+            "SELECT * FROM generations WHERE prediction_id = $1",
+            &[&prediction_id],
+        )
+        .await?
+        .as_ref()
+        .map(Generation::from))
+}
+
+/// Locks the row for the rest of the transaction and returns it.
+pub async fn lock(db: &impl GenericClient, id: Uuid) -> Result<Option<Generation>> {
+    Ok(db
+        .query_opt("SELECT * FROM generations WHERE id = $1 FOR UPDATE", &[&id])
+        .await?
+        .as_ref()
+        .map(Generation::from))
+}
+
+/// Records the prediction id; a `pending` generation becomes `processing`
+/// (one that already finished, e.g. through an early webhook, keeps its status).
+pub async fn set_prediction(db: &impl GenericClient, id: Uuid, prediction_id: &str) -> Result<()> {
+    db.execute(
+        "UPDATE generations
+            SET prediction_id = $2,
+                status = CASE WHEN status = 'pending' THEN 'processing' ELSE status END,
+                updated_at = now()
+          WHERE id = $1",
+        &[&id, &prediction_id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Takes the completion lease if the generation is still open and nobody holds
+/// a live lease. Returns whether this caller now owns the copy step.
+pub async fn try_lease(
+    db: &impl GenericClient,
+    id: Uuid,
+    owner: Uuid,
+    seconds: i32,
+) -> Result<bool> {
+    let n = db
+        .execute(
+            "UPDATE generations
+                SET lease_owner = $2, lease_until = now() + make_interval(secs => $3), updated_at = now()
+              WHERE id = $1 AND status IN ('pending', 'processing')
+                AND (lease_until IS NULL OR lease_until < now())",
+            &[&id, &owner, &(seconds as f64)],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Marks the time of a provider poll; returns false if another poll ran within `min_gap_ms`.
+pub async fn claim_poll(db: &impl GenericClient, id: Uuid, min_gap_ms: i32) -> Result<bool> {
+    let n = db
+        .execute(
+            "UPDATE generations SET last_polled_at = now()
+              WHERE id = $1 AND status IN ('pending', 'processing')
+                AND (last_polled_at IS NULL OR last_polled_at < now() - make_interval(secs => $2))",
+            &[&id, &(min_gap_ms as f64 / 1000.0)],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Moves an open generation (already locked by the caller) to a terminal status.
+pub async fn finish(
+    db: &impl GenericClient,
+    id: Uuid,
+    status: Status,
+    credits_used: i32,
+    error: Option<(&str, &str)>,
+) -> Result<()> {
+    let (code, message) = error.unzip();
+    db.execute(
+        "UPDATE generations
+            SET status = $2, credits_used = $3, error_code = $4, error_message = $5,
+                lease_owner = NULL, lease_until = NULL, completed_at = now(), updated_at = now()
+          WHERE id = $1",
+        &[&id, &status.as_str(), &credits_used, &code, &message],
+    )
+    .await?;
+    Ok(())
+}

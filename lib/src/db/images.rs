@@ -1,0 +1,156 @@
+//! Images (`images` table): one per completed generation, owned by its user.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::{GenericClient, Row};
+use uuid::Uuid;
+
+use crate::Result;
+
+/// An image with the generation facts clients show next to it.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub id: Uuid,
+    pub generation_id: Uuid,
+    pub user_id: Uuid,
+    pub storage_key: String,
+    pub format: String,
+    pub file_size: i64,
+    pub width: i32,
+    pub height: i32,
+    pub is_favorite: bool,
+    pub created_at: DateTime<Utc>,
+    pub prompt: String,
+    pub negative_prompt: Option<String>,
+    pub model: String,
+}
+
+impl From<&Row> for Image {
+    fn from(r: &Row) -> Self {
+        Image {
+            id: r.get("id"),
+            generation_id: r.get("generation_id"),
+            user_id: r.get("user_id"),
+            storage_key: r.get("storage_key"),
+            format: r.get("format"),
+            file_size: r.get("file_size"),
+            width: r.get("width"),
+            height: r.get("height"),
+            is_favorite: r.get("is_favorite"),
+            created_at: r.get("created_at"),
+            prompt: r.get("prompt"),
+            negative_prompt: r.get("negative_prompt"),
+            model: r.get("model"),
+        }
+    }
+}
+
+const SELECT: &str = "SELECT i.*, g.prompt, g.negative_prompt, m.name AS model
+                        FROM images i
+                        JOIN generations g ON g.id = i.generation_id
+                        JOIN models m ON m.id = g.model_id";
+
+/// The stored object of a new image.
+#[derive(Debug, Clone)]
+pub struct NewImage {
+    pub generation_id: Uuid,
+    pub user_id: Uuid,
+    pub storage_key: String,
+    pub format: String,
+    pub file_size: i64,
+    pub width: i32,
+    pub height: i32,
+}
+
+/// Inserts the image of a generation; a second insert for the same generation does nothing.
+pub async fn insert(db: &impl GenericClient, img: &NewImage) -> Result<()> {
+    db.execute(
+        "INSERT INTO images (id, generation_id, user_id, storage_key, format, file_size, width, height)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (generation_id) DO NOTHING",
+        &[
+            &Uuid::new_v4(),
+            &img.generation_id,
+            &img.user_id,
+            &img.storage_key,
+            &img.format,
+            &img.file_size,
+            &img.width,
+            &img.height,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// An image by id, only if `user_id` owns it.
+pub async fn get_owned(db: &impl GenericClient, id: Uuid, user_id: Uuid) -> Result<Option<Image>> {
+    let sql = format!("{SELECT} WHERE i.id = $1 AND i.user_id = $2");
+    Ok(db
+        .query_opt(&sql, &[&id, &user_id])
+        .await?
+        .as_ref()
+        .map(Image::from))
+}
+
+/// The image of a generation, if it has one.
+pub async fn get_for_generation(
+    db: &impl GenericClient,
+    generation_id: Uuid,
+) -> Result<Option<Image>> {
+    let sql = format!("{SELECT} WHERE i.generation_id = $1");
+    Ok(db
+        .query_opt(&sql, &[&generation_id])
+        .await?
+        .as_ref()
+        .map(Image::from))
+}
+
+/// A position in a newest-first listing: the last item's time and id.
+pub type Cursor = (DateTime<Utc>, Uuid);
+
+/// A page of the user's images, newest first, strictly after `cursor`.
+pub async fn list(
+    db: &impl GenericClient,
+    user_id: Uuid,
+    favorites_only: bool,
+    cursor: Option<Cursor>,
+    limit: i64,
+) -> Result<Vec<Image>> {
+    let (at, id) = cursor.unzip();
+    let sql = format!(
+        "{SELECT} WHERE i.user_id = $1 AND (NOT $2 OR i.is_favorite)
+           AND ($3::timestamptz IS NULL OR (i.created_at, i.id) < ($3::timestamptz, $4::uuid))
+         ORDER BY i.created_at DESC, i.id DESC LIMIT $5"
+    );
+    let rows = db
+        .query(&sql, &[&user_id, &favorites_only, &at, &id, &limit])
+        .await?;
+    Ok(rows.iter().map(Image::from).collect())
+}
+
+/// Sets the favourite flag; false if the user has no such image.
+pub async fn set_favorite(
+    db: &impl GenericClient,
+    id: Uuid,
+    user_id: Uuid,
+    favorite: bool,
+) -> Result<bool> {
+    let n = db
+        .execute(
+            "UPDATE images SET is_favorite = $3 WHERE id = $1 AND user_id = $2",
+            &[&id, &user_id, &favorite],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Deletes the row; returns its storage key if the user had such an image.
+pub async fn delete(db: &impl GenericClient, id: Uuid, user_id: Uuid) -> Result<Option<String>> {
+    Ok(db
+        .query_opt(
+            "DELETE FROM images WHERE id = $1 AND user_id = $2 RETURNING storage_key",
+            &[&id, &user_id],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}

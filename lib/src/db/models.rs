@@ -1,0 +1,73 @@
+//! The model catalog (`models` table).
+
+use serde::Serialize;
+use tokio_postgres::{GenericClient, Row};
+use uuid::Uuid;
+
+use crate::Result;
+
+/// A Replicate model offered to users, with its limits and defaults.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Model {
+    pub id: Uuid,
+    pub name: String,
+    pub display_name: String,
+    pub description: String,
+    pub replicate_id: String,
+    pub version: Option<String>,
+    pub default_width: i32,
+    pub default_height: i32,
+    pub default_steps: i32,
+    pub default_guidance_scale: f64,
+    pub min_width: i32,
+    pub min_height: i32,
+    pub max_width: i32,
+    pub max_height: i32,
+    pub max_steps: i32,
+    pub supports_negative_prompt: bool,
+    pub supports_img2img: bool,
+    pub supports_seed: bool,
+    pub is_default: bool,
+    pub sort_order: i32,
+    pub estimated_time_seconds: i32,
+}
+
+impl From<&Row> for Model {
+    fn from(r: &Row) -> Self {
+        Model {
+            id: r.get("id"),
+            name: r.get("name"),
+            display_name: r.get("display_name"),
+            description: r.get("description"),
+            replicate_id: r.get("replicate_id"),
+            version: r.get("version"),
+            default_width: r.get("default_width"),
+            default_height: r.get("default_height"),
+            default_steps: r.get("default_steps"),
+            default_guidance_scale: r.get("default_guidance_scale"),
+            min_width: r.get("min_width"),
+            min_height: r.get("min_height"),
+            max_width: r.get("max_width"),
+            max_height: r.get("max_height"),
+            max_steps: r.get("max_steps"),
+            supports_negative_prompt: r.get("supports_negative_prompt"),
+            supports_img2img: r.get("supports_img2img"),
+            supports_seed: r.get("supports_seed"),
+            is_default: r.get("is_default"),
+            sort_order: r.get("sort_order"),
+            estimated_time_seconds: r.get("estimated_time_seconds"),
+        }
+    }
+}
+
+/// Active models, default first, then by sort order.
+pub async fn list_active(db: &impl GenericClient) -> Result<Vec<Model>> {
+    let rows = db
+        .query(
+            "SELECT * FROM models WHERE is_active ORDER BY is_default DESC, sort_order, name",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(Model::from).collect())
+}

@@ -1,0 +1,305 @@
+//! The Replicate HTTP client: create (version or official-model route, with
+//! `Prefer: wait`), get, cancel and the default webhook secret. GETs retry on
+//! 429/5xx honouring `Retry-After`; create retries only on 429, because a
+//! create that timed out may still have made a prediction.
+
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// A prediction as Replicate reports it (the fields we use).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Prediction {
+    pub id: String,
+    pub status: String,
+    #[serde(default)]
+    pub output: Option<Value>,
+    #[serde(default)]
+    pub error: Option<Value>,
+}
+
+impl Prediction {
+    /// `succeeded`, `failed`, `canceled` and `aborted` are final.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self.status.as_str(),
+            "succeeded" | "failed" | "canceled" | "aborted"
+        )
+    }
+
+    /// The first output file (a URL or `data:` URI): outputs may be a string, a
+    /// list of strings or an object with `url`. With `Prefer: wait` it can be
+    /// present while the status is still `processing`.
+    pub fn output_file(&self) -> Option<&str> {
+        match self.output.as_ref()? {
+            Value::String(s) => Some(s),
+            Value::Array(items) => items.first()?.as_str(),
+            Value::Object(o) => o.get("url")?.as_str(),
+            _ => None,
+        }
+    }
+
+    /// The provider's error message, if any.
+    pub fn error_message(&self) -> Option<String> {
+        match self.error.as_ref()? {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        }
+    }
+}
+
+/// A failed call to Replicate.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicateError {
+    /// Replicate answered with an error status (its problem `title` kept for logs).
+    #[error("replicate answered {status}: {title}")]
+    Status { status: u16, title: String },
+    /// No answer in time.
+    #[error("replicate timed out")]
+    Timeout,
+    /// The request could not be made or the answer not read.
+    #[error("replicate request failed: {0}")]
+    Transport(String),
+}
+
+impl ReplicateError {
+    /// Whether a prediction may exist although create failed (so the generation
+    /// must not be treated as never started).
+    pub fn is_ambiguous(&self) -> bool {
+        match self {
+            ReplicateError::Timeout => true,
+            ReplicateError::Status { status, .. } => *status >= 500,
+            ReplicateError::Transport(_) => false,
+        }
+    }
+}
+
+/// Client for one Replicate account (or the local simulator).
+#[derive(Debug, Clone)]
+pub struct Replicate {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_ATTEMPTS: u32 = 3;
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
+
+impl Replicate {
+    pub fn new(http: reqwest::Client, base: &str, token: &str) -> Self {
+        Replicate {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        }
+    }
+
+    /// Creates a prediction of the model `replicate_id` (`owner/name`):
+    /// with a version through `/v1/predictions`, without one through the official
+    /// model route. `wait` asks Replicate to hold the answer until done (≤ 60 s).
+    pub async fn create(
+        &self,
+        replicate_id: &str,
+        version: Option<&str>,
+        input: Value,
+        webhook: Option<&str>,
+        wait: Option<Duration>,
+    ) -> Result<Prediction, ReplicateError> {
+        let mut body = json!({ "input": input });
+        if let Some(url) = webhook {
+            body["webhook"] = json!(url);
+            body["webhook_events_filter"] = json!(["completed"]);
+        }
+        let url = match version {
+            Some(v) => {
+                body["version"] = json!(v);
+                format!("{}/v1/predictions", self.base)
+            }
+            None => format!("{}/v1/models/{replicate_id}/predictions", self.base),
+        };
+        let wait_secs = wait.map(|w| w.as_secs().clamp(1, 60));
+        let timeout = CALL_TIMEOUT + Duration::from_secs(wait_secs.unwrap_or(0));
+        self.send(Method::POST, &url, Some(&body), timeout, wait_secs, |s| {
+            s == StatusCode::TOO_MANY_REQUESTS
+        })
+        .await
+    }
+
+    /// The current state of a prediction.
+    pub async fn get(&self, id: &str) -> Result<Prediction, ReplicateError> {
+        let url = format!("{}/v1/predictions/{id}", self.base);
+        self.send(Method::GET, &url, None, CALL_TIMEOUT, None, retryable_get)
+            .await
+    }
+
+    /// Cancels a prediction (a finished one comes back unchanged).
+    pub async fn cancel(&self, id: &str) -> Result<Prediction, ReplicateError> {
+        let url = format!("{}/v1/predictions/{id}/cancel", self.base);
+        self.send(Method::POST, &url, None, CALL_TIMEOUT, None, |s| {
+            s == StatusCode::TOO_MANY_REQUESTS
+        })
+        .await
+    }
+
+    /// The account's webhook signing secret (`whsec_…`).
+    pub async fn webhook_secret(&self) -> Result<String, ReplicateError> {
+        #[derive(Deserialize)]
+        struct Secret {
+            key: String,
+        }
+        let url = format!("{}/v1/webhooks/default/secret", self.base);
+        let s: Secret = self
+            .send(Method::GET, &url, None, CALL_TIMEOUT, None, retryable_get)
+            .await?;
+        Ok(s.key)
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+        timeout: Duration,
+        wait_secs: Option<u64>,
+        retry_on: impl Fn(StatusCode) -> bool,
+    ) -> Result<T, ReplicateError> {
+        let mut attempt = 1;
+        loop {
+            let mut req: RequestBuilder = self
+                .http
+                .request(method.clone(), url)
+                .bearer_auth(&self.token)
+                .timeout(timeout);
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            if let Some(w) = wait_secs {
+                req = req.header("Prefer", format!("wait={w}"));
+            }
+            let res = req.send().await.map_err(transport)?;
+            let status = res.status();
+            if status.is_success() {
+                return res.json::<T>().await.map_err(transport);
+            }
+            if attempt < MAX_ATTEMPTS && retry_on(status) {
+                tokio::time::sleep(retry_after(res.headers(), attempt)).await;
+                attempt += 1;
+                continue;
+            }
+            let title = res
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|v| {
+                    v.get("title")
+                        .or_else(|| v.get("detail"))
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .unwrap_or_default();
+            return Err(ReplicateError::Status {
+                status: status.as_u16(),
+                title,
+            });
+        }
+    }
+}
+
+fn retryable_get(s: StatusCode) -> bool {
+    s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error()
+}
+
+fn transport(e: reqwest::Error) -> ReplicateError {
+    if e.is_timeout() {
+        ReplicateError::Timeout
+    } else {
+        ReplicateError::Transport(e.to_string())
+    }
+}
+
+/// How long to wait before retry `attempt`: `Retry-After` seconds or HTTP date
+/// when given (capped), else exponential backoff from 250 ms.
+fn retry_after(headers: &reqwest::header::HeaderMap, attempt: u32) -> Duration {
+    let given = headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.trim()
+                .parse::<u64>()
+                .ok()
+                .map(Duration::from_secs)
+                .or_else(|| {
+                    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+                    (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                        .to_std()
+                        .ok()
+                })
+        });
+    given
+        .unwrap_or(Duration::from_millis(250 << attempt))
+        .min(MAX_RETRY_WAIT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prediction(output: Value) -> Prediction {
+        serde_json::from_value(json!({"id": "p", "status": "processing", "output": output}))
+            .unwrap()
+    }
+
+    #[test]
+    fn output_file_takes_string_list_or_object() {
+        assert_eq!(
+            prediction(json!("https://a/1.png")).output_file(),
+            Some("https://a/1.png")
+        );
+        assert_eq!(
+            prediction(json!(["data:image/png;base64,AA", "x"])).output_file(),
+            Some("data:image/png;base64,AA")
+        );
+        assert_eq!(
+            prediction(json!({"url": "https://a/2.webp"})).output_file(),
+            Some("https://a/2.webp")
+        );
+        assert_eq!(prediction(json!(null)).output_file(), None);
+        assert_eq!(prediction(json!([])).output_file(), None);
+    }
+
+    #[test]
+    fn retry_after_honours_seconds_and_caps() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, "2".parse().unwrap());
+        assert_eq!(retry_after(&h, 1), Duration::from_secs(2));
+        h.insert(reqwest::header::RETRY_AFTER, "120".parse().unwrap());
+        assert_eq!(retry_after(&h, 1), MAX_RETRY_WAIT);
+        assert_eq!(
+            retry_after(&reqwest::header::HeaderMap::new(), 1),
+            Duration::from_millis(500)
+        );
+    }
+
+    #[test]
+    fn ambiguity_of_create_failures() {
+        assert!(ReplicateError::Timeout.is_ambiguous());
+        assert!(
+            ReplicateError::Status {
+                status: 503,
+                title: String::new()
+            }
+            .is_ambiguous()
+        );
+        assert!(
+            !ReplicateError::Status {
+                status: 401,
+                title: String::new()
+            }
+            .is_ambiguous()
+        );
+    }
+}

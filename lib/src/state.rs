@@ -1,0 +1,100 @@
+//! Everything a handler needs, built once per cold start and shared by all
+//! invocations of an instance. Nothing here opens a connection: the pool,
+//! the S3 client, the JWKS and the webhook secret are fetched on first use.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use deadpool_postgres::Pool;
+use tokio::sync::{OnceCell, RwLock};
+
+use crate::{
+    Config, Result, auth::Verifier, credits::Policy, db, replicate::Replicate, storage::Storage,
+};
+
+const MODELS_TTL: Duration = Duration::from_secs(60);
+
+/// Shared state; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Inner>);
+
+/// The parts of [`AppState`].
+#[derive(Debug)]
+pub struct Inner {
+    pub cfg: Config,
+    pub db: Pool,
+    pub storage: Storage,
+    pub replicate: Replicate,
+    pub auth: Verifier,
+    pub policy: Policy,
+    webhook_secret: OnceCell<String>,
+    models: RwLock<Option<(Instant, Arc<Vec<db::models::Model>>)>>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// State from the process environment.
+    pub fn from_env() -> Result<Self> {
+        let cfg = Config::from_env().map_err(|e| crate::Error::Internal(e.to_string()))?;
+        Self::new(cfg, None)
+    }
+
+    /// State from settings; `aws` overrides the AWS settings of the environment.
+    pub fn new(cfg: Config, aws: Option<aws_config::SdkConfig>) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| crate::Error::Internal(format!("http client: {e}")))?;
+        Ok(AppState(Arc::new(Inner {
+            db: db::pool(&cfg.database_url, cfg.database_pool_size)?,
+            storage: Storage::new(&cfg, http.clone(), aws),
+            replicate: Replicate::new(
+                http.clone(),
+                &cfg.replicate_api_base_url,
+                &cfg.replicate_api_token,
+            ),
+            auth: Verifier::new(http, &cfg.jwks_url, &cfg.jwt_audience, &cfg.jwt_issuers),
+            policy: Policy::from_config(&cfg),
+            webhook_secret: OnceCell::new(),
+            models: RwLock::new(None),
+            cfg,
+        })))
+    }
+
+    /// Active models, cached for a minute per instance.
+    pub async fn models(&self) -> Result<Arc<Vec<db::models::Model>>> {
+        if let Some((at, models)) = &*self.models.read().await {
+            if at.elapsed() < MODELS_TTL {
+                return Ok(models.clone());
+            }
+        }
+        let models = Arc::new(db::models::list_active(&**self.db.get().await?).await?);
+        *self.models.write().await = Some((Instant::now(), models.clone()));
+        Ok(models)
+    }
+
+    /// The webhook signing secret: from settings, else asked of Replicate once.
+    pub async fn webhook_secret(&self) -> Result<&str> {
+        self.webhook_secret
+            .get_or_try_init(|| async {
+                match &self.cfg.replicate_webhook_secret {
+                    Some(s) => Ok(s.clone()),
+                    None => self
+                        .replicate
+                        .webhook_secret()
+                        .await
+                        .map_err(|e| crate::Error::Internal(format!("webhook secret: {e}"))),
+                }
+            })
+            .await
+            .map(String::as_str)
+    }
+}

@@ -1,0 +1,320 @@
+//! Image objects in S3: copying a provider output (an `https:` URL from an
+//! allowed host, or a `data:` URI) into `users/{userId}/images/{generationId}.{ext}`,
+//! image URLs (presigned GET or CDN) and deletion.
+
+use std::time::Duration;
+
+use aws_sdk_s3::{Client, presigning::PresigningConfig, primitives::ByteStream};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+use crate::{Config, Error, Result};
+
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An output stored in the bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    pub key: String,
+    pub format: String,
+    pub size: i64,
+    pub width: i32,
+    pub height: i32,
+}
+
+/// Why an output could not be copied.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("output host not allowed: {0}")]
+    Disallowed(String),
+    #[error("output download failed: {0}")]
+    Download(String),
+    #[error("output exceeds {0} bytes")]
+    TooLarge(usize),
+    #[error("output is not a supported image")]
+    NotAnImage,
+    #[error("upload to S3 failed: {0}")]
+    Upload(String),
+}
+
+/// The images bucket and the rules for what may go into it.
+#[derive(Debug)]
+pub struct Storage {
+    sdk: Option<aws_config::SdkConfig>,
+    client: OnceCell<Client>,
+    bucket: String,
+    force_path_style: bool,
+    public_base_url: Option<String>,
+    presign_ttl: Duration,
+    http: reqwest::Client,
+    allowed_hosts: Vec<String>,
+    max_bytes: usize,
+}
+
+impl Storage {
+    /// `sdk` overrides the AWS settings read from the environment on first use.
+    pub fn new(cfg: &Config, http: reqwest::Client, sdk: Option<aws_config::SdkConfig>) -> Self {
+        Storage {
+            sdk,
+            client: OnceCell::new(),
+            bucket: cfg.images_bucket.clone(),
+            force_path_style: cfg.s3_force_path_style,
+            public_base_url: cfg.images_public_base_url.clone(),
+            presign_ttl: cfg.presign_ttl,
+            http,
+            allowed_hosts: cfg.output_allowed_hosts.clone(),
+            max_bytes: cfg.max_output_bytes,
+        }
+    }
+
+    /// The S3 client, built on first use.
+    pub async fn client(&self) -> &Client {
+        self.client
+            .get_or_init(|| async {
+                let sdk = match &self.sdk {
+                    Some(s) => s.clone(),
+                    None => aws_config::load_from_env().await,
+                };
+                let conf = aws_sdk_s3::config::Builder::from(&sdk)
+                    .force_path_style(self.force_path_style)
+                    .build();
+                Client::from_conf(conf)
+            })
+            .await
+    }
+
+    /// The object key of a generation's image.
+    pub fn key(user_id: Uuid, generation_id: Uuid, ext: &str) -> String {
+        format!("users/{user_id}/images/{generation_id}.{ext}")
+    }
+
+    /// Downloads `source` and stores it under the generation's key.
+    pub async fn copy_output(
+        &self,
+        source: &str,
+        user_id: Uuid,
+        generation_id: Uuid,
+    ) -> Result<StoredObject, CopyError> {
+        let bytes = match source.strip_prefix("data:") {
+            Some(data) => decode_data_uri(data, self.max_bytes)?,
+            None => self.download(source).await?,
+        };
+        let (format, mime) = sniff(&bytes).ok_or(CopyError::NotAnImage)?;
+        let size = imagesize::blob_size(&bytes).map_err(|_| CopyError::NotAnImage)?;
+        let key = Self::key(user_id, generation_id, format);
+        let len = bytes.len() as i64;
+        self.client()
+            .await
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type(mime)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| {
+                CopyError::Upload(aws_sdk_s3::error::DisplayErrorContext(e).to_string())
+            })?;
+        Ok(StoredObject {
+            key,
+            format: format.to_string(),
+            size: len,
+            width: size.width as i32,
+            height: size.height as i32,
+        })
+    }
+
+    async fn download(&self, source: &str) -> Result<Vec<u8>, CopyError> {
+        let url =
+            url::Url::parse(source).map_err(|_| CopyError::Disallowed("unparseable URL".into()))?;
+        if !self.host_allowed(&url) {
+            return Err(CopyError::Disallowed(
+                url.host_str().unwrap_or_default().to_string(),
+            ));
+        }
+        let mut res = self
+            .http
+            .get(url)
+            .timeout(DOWNLOAD_TIMEOUT)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| CopyError::Download(e.without_url().to_string()))?;
+        if res
+            .content_length()
+            .is_some_and(|n| n as usize > self.max_bytes)
+        {
+            return Err(CopyError::TooLarge(self.max_bytes));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = res
+            .chunk()
+            .await
+            .map_err(|e| CopyError::Download(e.without_url().to_string()))?
+        {
+            if bytes.len() + chunk.len() > self.max_bytes {
+                return Err(CopyError::TooLarge(self.max_bytes));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    }
+
+    /// `replicate.delivery` and its subdomains over https, or a configured `host[:port]`.
+    fn host_allowed(&self, url: &url::Url) -> bool {
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        let replicate = url.scheme() == "https"
+            && (host == "replicate.delivery" || host.ends_with(".replicate.delivery"));
+        let with_port = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        };
+        let configured = matches!(url.scheme(), "https" | "http")
+            && self
+                .allowed_hosts
+                .iter()
+                .any(|h| h == &with_port || h == host);
+        replicate || configured
+    }
+
+    /// A URL the client can download the image from.
+    pub async fn url(&self, key: &str) -> Result<String> {
+        if let Some(base) = &self.public_base_url {
+            return Ok(format!("{base}/{key}"));
+        }
+        let presign = PresigningConfig::expires_in(self.presign_ttl)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let req = self
+            .client()
+            .await
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(presign)
+            .await;
+        Ok(req
+            .map_err(|e| Error::Internal(format!("presign: {e}")))?
+            .uri()
+            .to_string())
+    }
+
+    /// Deletes an object (absent objects are fine).
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        self.client()
+            .await
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| {
+                Error::Internal(format!(
+                    "s3 delete: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                ))
+            })?;
+        Ok(())
+    }
+}
+
+/// Decodes the part of a `data:` URI after the scheme.
+fn decode_data_uri(data: &str, max_bytes: usize) -> Result<Vec<u8>, CopyError> {
+    let (meta, payload) = data.split_once(',').ok_or(CopyError::NotAnImage)?;
+    if payload.len() > max_bytes.div_ceil(3) * 4 + 4 {
+        return Err(CopyError::TooLarge(max_bytes));
+    }
+    if !meta.ends_with(";base64") {
+        return Err(CopyError::NotAnImage);
+    }
+    STANDARD
+        .decode(payload.trim())
+        .map_err(|_| CopyError::NotAnImage)
+}
+
+/// The format (file extension) and MIME type of image bytes, from their magic numbers.
+pub fn sniff(bytes: &[u8]) -> Option<(&'static str, &'static str)> {
+    match imagesize::image_type(bytes).ok()? {
+        imagesize::ImageType::Png => Some(("png", "image/png")),
+        imagesize::ImageType::Jpeg => Some(("jpg", "image/jpeg")),
+        imagesize::ImageType::Webp => Some(("webp", "image/webp")),
+        imagesize::ImageType::Gif => Some(("gif", "image/gif")),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn storage(hosts: &[&str]) -> Storage {
+        let mut vars: std::collections::HashMap<String, String> = [
+            ("DATABASE_URL", "postgres://x/y"),
+            ("IMAGES_BUCKET", "b"),
+            ("REPLICATE_API_TOKEN", "t"),
+            ("JWKS_URL", "http://j"),
+            ("JWT_ISSUER", "i"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+        vars.insert("OUTPUT_ALLOWED_HOSTS".into(), hosts.join(","));
+        Storage::new(
+            &Config::from_map(&vars).unwrap(),
+            reqwest::Client::new(),
+            None,
+        )
+    }
+
+    #[test]
+    fn only_replicate_delivery_and_configured_hosts() {
+        let s = storage(&["127.0.0.1:5100"]);
+        let ok = |u: &str| s.host_allowed(&url::Url::parse(u).unwrap());
+        assert!(ok("https://replicate.delivery/x.png"));
+        assert!(ok("https://pbxt.replicate.delivery/x.png"));
+        assert!(!ok("http://pbxt.replicate.delivery/x.png"));
+        assert!(!ok("https://evilreplicate.delivery/x.png"));
+        assert!(ok("http://127.0.0.1:5100/files/a.png"));
+        assert!(!ok("http://127.0.0.1:5101/files/a.png"));
+        assert!(!ok("http://169.254.169.254/latest/meta-data"));
+    }
+
+    #[test]
+    fn data_uris_are_decoded_and_capped() {
+        let png = STANDARD.encode(b"\x89PNG\r\n\x1a\n");
+        assert_eq!(
+            decode_data_uri(&format!("image/png;base64,{png}"), 1024).unwrap(),
+            b"\x89PNG\r\n\x1a\n"
+        );
+        assert!(matches!(
+            decode_data_uri(&format!("image/png;base64,{png}"), 2),
+            Err(CopyError::TooLarge(2))
+        ));
+        assert!(matches!(
+            decode_data_uri("image/png,raw", 1024),
+            Err(CopyError::NotAnImage)
+        ));
+    }
+
+    #[test]
+    fn sniffs_formats() {
+        assert_eq!(sniff(b"\x89PNG\r\n\x1a\n0000"), Some(("png", "image/png")));
+        assert_eq!(
+            sniff(b"\xFF\xD8\xFF\xE0\x00\x10JFIF\x00\x01"),
+            Some(("jpg", "image/jpeg"))
+        );
+        assert_eq!(sniff(b"RIFF\0\0\0\0WEBPVP8 "), Some(("webp", "image/webp")));
+        assert_eq!(sniff(b"<html>not an image"), None);
+    }
+
+    #[test]
+    fn keys_are_deterministic() {
+        let (u, g) = (Uuid::nil(), Uuid::max());
+        assert_eq!(
+            Storage::key(u, g, "png"),
+            format!("users/{u}/images/{g}.png")
+        );
+    }
+}
