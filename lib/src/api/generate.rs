@@ -290,7 +290,7 @@ async fn generate(
 
     let wait = req.wait_for_result.then_some(st.cfg.sync_wait);
     let started = lifecycle::start(&st, new, &model, wait).await?;
-    let mut g = started.generation;
+    let (mut g, hold) = (started.generation, started.hold);
     if req.wait_for_result && !g.status.is_terminal() {
         g = lifecycle::wait_until(&st, g.id, began + st.cfg.sync_wait).await?;
     }
@@ -305,7 +305,9 @@ async fn generate(
         "status": if status == StatusCode::ACCEPTED { json!("processing") } else { json!(g.status) },
         "charge": view["charge"],
         "creditsUsed": view["creditsUsed"],
-        "freeGenerationsRemaining": view["freeGenerationsRemaining"],
+        // What remained when this generation took its hold (parallel requests each see their
+        // own step of 3 → 2 → 1 → 0); a released hold reports the count after the release.
+        "freeGenerationsRemaining": if status == StatusCode::OK { view["freeGenerationsRemaining"].clone() } else { json!(hold.free_remaining) },
     });
     for key in ["image", "error"] {
         if let Some(v) = view.get(key) {

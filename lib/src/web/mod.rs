@@ -93,6 +93,7 @@ async fn request_id(req: Request, next: Next) -> Response {
     res
 }
 
+/// CORS for the listed origins only (credentials allowed for them); none when the list is empty.
 fn cors(origins: &[String]) -> CorsLayer {
     let allowed: Vec<HeaderValue> = origins
         .iter()
@@ -113,7 +114,7 @@ fn cors(origins: &[String]) -> CorsLayer {
 /// Turns a function's routes into a service: problem-JSON fallbacks, CORS, request ids.
 pub fn serve(routes: Router<AppState>, state: AppState) -> Router {
     let origins = state.cfg.cors_origins.clone();
-    routes
+    let service: Router = routes
         .fallback(|| async { Problem::not_found("NOT_FOUND", "Route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
@@ -123,9 +124,13 @@ pub fn serve(routes: Router<AppState>, state: AppState) -> Router {
                 "This route does not take that method.",
             )
         })
-        .with_state(state)
-        .layer(cors(&origins))
-        .layer(axum::middleware::from_fn(request_id))
+        .with_state(state);
+    let service = if origins.is_empty() {
+        service
+    } else {
+        service.layer(cors(&origins))
+    };
+    service.layer(axum::middleware::from_fn(request_id))
 }
 
 /// A JSON response with a status.

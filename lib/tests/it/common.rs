@@ -1,0 +1,167 @@
+//! A test stack: the API (every function's routes) served on a random
+//! loopback port with its own signing key, wired to the shared local services.
+
+use std::{collections::HashMap, time::Duration};
+
+use picture::{AppState, Config, auth::devkey::DevKey};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+pub const ISSUER: &str = "picture-test";
+pub const FLUX: &str = "3f1c0b6e-7a55-4c1e-9d2a-5b0c1f6a9e01";
+
+/// The environment `make test` exports, with what this test overrides.
+pub fn env(overrides: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut vars: HashMap<String, String> = std::env::vars().collect();
+    assert!(
+        vars.contains_key("DATABASE_URL") && vars.contains_key("REPLICATE_API_BASE_URL"),
+        "integration tests need the local stack's settings: run them with `make test`"
+    );
+    for (k, v) in overrides {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    vars
+}
+
+/// A running API plus the handles tests inspect it with.
+pub struct Stack {
+    pub base: String,
+    pub state: AppState,
+    pub key: DevKey,
+    pub http: reqwest::Client,
+}
+
+impl Stack {
+    /// The API with the stack's settings (development, webhooks to this server).
+    pub async fn start() -> Stack {
+        Stack::with(&[], None).await
+    }
+
+    /// The API with extra settings and, optionally, other AWS settings.
+    pub async fn with(overrides: &[(&str, &str)], aws: Option<aws_config::SdkConfig>) -> Stack {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let jwks = format!("{base}/test/jwks.json");
+        let mut all = vec![
+            ("WEBHOOK_BASE_URL", base.as_str()),
+            ("JWKS_URL", jwks.as_str()),
+            ("JWT_ISSUER", ISSUER),
+        ];
+        all.extend_from_slice(overrides);
+        let cfg = Config::from_map(&env(&all)).expect("test settings");
+        let state = AppState::new(cfg, aws).unwrap();
+        let key = DevKey::generate(&format!("test-{}", Uuid::new_v4()));
+        let jwks_doc = key.jwks();
+        let app = picture::api::all(state.clone()).route(
+            "/test/jwks.json",
+            axum::routing::get(move || async move { axum::Json(jwks_doc) }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Stack {
+            base,
+            state,
+            key,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn token(&self, user: Uuid) -> String {
+        self.key.token(user, ISSUER, "manacore", 600)
+    }
+
+    /// Sends a request as `user` (or anonymously) and returns status and JSON body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        user: Option<Uuid>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(u) = user {
+            req = req.bearer_auth(self.token(u));
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn generate(&self, user: Uuid, prompt: &str, wait: bool) -> (StatusCode, Value) {
+        self.call(
+            Method::POST,
+            "/api/v1/generate",
+            Some(user),
+            Some(json!({"prompt": prompt, "modelId": FLUX, "waitForResult": wait})),
+        )
+        .await
+    }
+
+    /// Reads a generation's row straight from the database (no provider poll).
+    pub async fn row(&self, id: &str) -> picture::db::generations::Generation {
+        let db = self.state.db.get().await.unwrap();
+        picture::db::generations::get(&**db, Uuid::parse_str(id).unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Waits until the database shows the generation in a terminal status.
+    pub async fn wait_terminal(&self, id: &str) -> picture::db::generations::Generation {
+        for _ in 0..100 {
+            let g = self.row(id).await;
+            if g.status.is_terminal() {
+                return g;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("generation {id} did not finish");
+    }
+
+    /// One number from the database.
+    pub async fn count(&self, sql: &str, id: &str) -> i64 {
+        let db = self.state.db.get().await.unwrap();
+        db.query_one(sql, &[&Uuid::parse_str(id).unwrap()])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// Whether the images bucket holds `key`.
+    pub async fn object_exists(&self, key: &str) -> bool {
+        let s3 = self.state.storage.client().await;
+        s3.head_object()
+            .bucket(&self.state.cfg.images_bucket)
+            .key(key)
+            .send()
+            .await
+            .is_ok()
+    }
+
+    /// A call to the simulator itself (its API or its `/_sim` controls).
+    pub async fn sim(&self, method: Method, path: &str) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .request(
+                method,
+                format!("{}{path}", self.state.cfg.replicate_api_base_url),
+            )
+            .bearer_auth(&self.state.cfg.replicate_api_token)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+}
+
+pub fn id_of(v: &Value) -> String {
+    v["generationId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no generationId in {v}"))
+        .to_string()
+}

@@ -1,0 +1,160 @@
+//! Money paths under concurrency: parallel starts never exceed the free
+//! allowance, and parallel completions create one image and one capture.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use uuid::Uuid;
+
+use crate::common::{Stack, id_of};
+
+async fn parallel_generates(
+    s: &Stack,
+    user: Uuid,
+    n: usize,
+) -> Vec<(StatusCode, serde_json::Value)> {
+    let prompts: Vec<String> = (0..n).map(|i| format!("parallel {i} [sim:hang]")).collect();
+    futures::future::join_all(prompts.iter().map(|p| s.generate(user, p, false))).await
+}
+
+#[tokio::test]
+async fn parallel_requests_never_take_more_than_the_free_allowance() {
+    let s = Stack::start().await;
+    let user = Uuid::new_v4();
+    let results = parallel_generates(&s, user, 8).await;
+    assert!(
+        results.iter().all(|(st, _)| *st == StatusCode::ACCEPTED),
+        "{results:?}"
+    );
+    let free: Vec<_> = results
+        .iter()
+        .filter(|(_, b)| b["charge"] == "free")
+        .collect();
+    let waived = results
+        .iter()
+        .filter(|(_, b)| b["charge"] == "waived")
+        .count();
+    assert_eq!(
+        (free.len(), waived),
+        (3, 5),
+        "development: beyond the free ones is waived"
+    );
+    let mut remaining: Vec<i64> = free
+        .iter()
+        .map(|(_, b)| b["freeGenerationsRemaining"].as_i64().unwrap())
+        .collect();
+    remaining.sort();
+    assert_eq!(remaining, [0, 1, 2]);
+
+    // Cancelling a free one gives exactly one back.
+    let first_free = id_of(&free[0].1);
+    let (_, c) = s
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/generate/{first_free}"),
+            Some(user),
+            None,
+        )
+        .await;
+    assert_eq!(c["freeGenerationsRemaining"], 1);
+    for (_, b) in &results {
+        s.call(
+            Method::DELETE,
+            &format!("/api/v1/generate/{}", id_of(b)),
+            Some(user),
+            None,
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn enforced_environments_refuse_beyond_the_free_allowance() {
+    let s = Stack::with(&[("APP_ENV", "staging")], None).await;
+    let user = Uuid::new_v4();
+    let results = parallel_generates(&s, user, 6).await;
+    let accepted = results
+        .iter()
+        .filter(|(st, _)| *st == StatusCode::ACCEPTED)
+        .count();
+    let refused: Vec<_> = results
+        .iter()
+        .filter(|(st, _)| *st == StatusCode::PAYMENT_REQUIRED)
+        .collect();
+    assert_eq!((accepted, refused.len()), (3, 3), "{results:?}");
+    let p = &refused[0].1;
+    assert_eq!(
+        (
+            p["code"].as_str(),
+            p["required"].as_i64(),
+            p["balance"].as_i64()
+        ),
+        (Some("INSUFFICIENT_CREDITS"), Some(10), Some(0))
+    );
+    assert_eq!(p["freeGenerationsRemaining"], 0);
+    for (_, b) in results.iter().filter(|(st, _)| *st == StatusCode::ACCEPTED) {
+        s.call(
+            Method::DELETE,
+            &format!("/api/v1/generate/{}", id_of(b)),
+            Some(user),
+            None,
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_completions_create_one_image_and_one_capture() {
+    let s = Stack::start().await;
+    let user = Uuid::new_v4();
+    let (_, g) = s
+        .generate(user, "race [sim:no-webhook] [sim:slow=100]", false)
+        .await;
+    let id = id_of(&g);
+    let prediction_id = s.row(&id).await.prediction_id.unwrap();
+    let prediction = loop {
+        let p = s.state.replicate.get(&prediction_id).await.unwrap();
+        if p.is_terminal() {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let gen_id = Uuid::parse_str(&id).unwrap();
+    let settles = futures::future::join_all(
+        (0..10).map(|_| picture::lifecycle::settle(&s.state, gen_id, &prediction)),
+    );
+    let status_path = format!("/api/v1/generate/{id}/status");
+    let polls = futures::future::join_all(
+        (0..5).map(|_| s.call(Method::GET, &status_path, Some(user), None)),
+    );
+    let (settled, polled) = tokio::join!(settles, polls);
+    assert!(settled.iter().all(Result::is_ok));
+    assert!(polled.iter().all(|(st, _)| *st == StatusCode::OK));
+
+    assert_eq!(s.wait_terminal(&id).await.status.as_str(), "completed");
+    assert_eq!(
+        s.count("SELECT count(*) FROM images WHERE generation_id = $1", &id)
+            .await,
+        1
+    );
+    assert_eq!(
+        s.count(
+            "SELECT count(*) FROM credit_holds WHERE generation_id = $1 AND state = 'captured'",
+            &id
+        )
+        .await,
+        1
+    );
+    let failed = picture::replicate::Prediction {
+        status: "failed".into(),
+        ..prediction
+    };
+    picture::lifecycle::settle(&s.state, gen_id, &failed)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.row(&id).await.status.as_str(),
+        "completed",
+        "terminal states are final"
+    );
+}

@@ -1,0 +1,61 @@
+//! Every sample event in `events/` through its function's handler, the way
+//! Lambda delivers it (API Gateway HTTP API v2 payload → `lambda_http`).
+
+use serde::Deserialize;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+use crate::common::Stack;
+
+#[derive(Deserialize)]
+struct Entry {
+    file: String,
+    function: String,
+    status: u16,
+}
+
+#[tokio::test]
+async fn every_sample_event_gives_its_expected_status() {
+    let s = Stack::start().await;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../events");
+    let manifest: Vec<Entry> =
+        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/manifest.json")).unwrap())
+            .unwrap();
+    let listed: std::collections::BTreeSet<_> = manifest.iter().map(|e| e.file.clone()).collect();
+    let on_disk: std::collections::BTreeSet<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|f| f.unwrap().file_name().into_string().unwrap())
+        .filter(|f| f.ends_with(".json") && f != "manifest.json")
+        .collect();
+    assert_eq!(
+        listed, on_disk,
+        "events/manifest.json must list every event"
+    );
+
+    let token = s.token(Uuid::new_v4());
+    for e in &manifest {
+        let raw = std::fs::read_to_string(format!("{dir}/{}", e.file))
+            .unwrap()
+            .replace("DEV_TOKEN", &token);
+        let req =
+            lambda_http::request::from_str(&raw).unwrap_or_else(|err| panic!("{}: {err}", e.file));
+        let router = match e.function.as_str() {
+            "generate" => picture::api::generate::router,
+            "status" => picture::api::status::router,
+            "cancel" => picture::api::cancel::router,
+            "webhook" => picture::api::webhook::router,
+            "models" => picture::api::models::router,
+            "images" => picture::api::images::router,
+            other => panic!("{}: unknown function {other}", e.file),
+        };
+        let res = router(s.state.clone()).oneshot(req).await.unwrap();
+        assert_eq!(
+            res.status().as_u16(),
+            e.status,
+            "{} via {}",
+            e.file,
+            e.function
+        );
+        assert!(res.headers().contains_key("x-request-id"), "{}", e.file);
+    }
+}

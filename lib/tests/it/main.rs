@@ -1,0 +1,9 @@
+//! Integration tests against the real local stack: PostgreSQL, the AWS
+//! emulator (moto) and the Replicate simulator, each over real connections.
+//! `make test` starts them and exports their settings (.dev/local.env).
+
+mod common;
+mod concurrency;
+mod errors;
+mod events;
+mod pipeline;
