@@ -7,7 +7,7 @@ DEV_TOOL := target/debug/picture-dev
 # Runs a command with the local stack's settings.
 WITH_ENV := set -a && . ./.dev/local.env && set +a &&
 
-.PHONY: dev stop test token migrate setup build-dev
+.PHONY: dev stop test token credits retry-captures migrate build-dev
 
 ## dev: start the background services, migrate, seed, serve every function on 127.0.0.1:$(PORT)
 dev: build-dev
@@ -25,13 +25,23 @@ build-dev:
 ## migrate: apply pending migrations to DATABASE_URL (local: .dev/local.env)
 migrate: build-dev
 	@[ -f .dev/local.env ] || bash infra/scripts/stack.sh up
-	$(WITH_ENV) $(DEV_TOOL) migrate
+	$(WITH_ENV) $(if $(DATABASE_URL),DATABASE_URL='$(DATABASE_URL)') $(DEV_TOOL) migrate
 
 ## token USER_ID=<uuid>: print a token signed by the local dev key (last line)
 token: build-dev
 	@[ -n "$(USER_ID)" ] || { echo "usage: make token USER_ID=<uuid>" >&2; exit 2; }
 	@[ -f .dev/local.env ] || bash infra/scripts/stack.sh up
 	@$(WITH_ENV) $(DEV_TOOL) token $(USER_ID)
+
+## credits USER_ID=<uuid> AMOUNT=<n>: grant credits on the local ledger
+credits: build-dev
+	@[ -n "$(USER_ID)" ] && [ -n "$(AMOUNT)" ] || { echo "usage: make credits USER_ID=<uuid> AMOUNT=<n>" >&2; exit 2; }
+	@[ -f .dev/local.env ] || bash infra/scripts/stack.sh up
+	@$(WITH_ENV) $(DEV_TOOL) credits $(USER_ID) $(AMOUNT)
+
+## retry-captures: send external credit captures that have not gone through
+retry-captures: build-dev
+	@$(WITH_ENV) $(DEV_TOOL) retry-captures
 
 ## test: unit + integration tests (real PostgreSQL, moto, simulator), simulator tests, template lint
 test: build-dev

@@ -20,6 +20,19 @@ impl AppEnv {
     }
 }
 
+/// Where credit balances live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreditsProvider {
+    /// The built-in ledger in PostgreSQL.
+    Ledger,
+    /// The external credit service's internal API.
+    Manacore {
+        url: String,
+        service_key: String,
+        app_id: String,
+    },
+}
+
 /// A setting that is missing or malformed.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
@@ -49,10 +62,19 @@ pub struct Config {
     pub sync_wait: Duration,
     pub free_generations: i32,
     pub credits_per_generation: i32,
+    pub credits_provider: CreditsProvider,
+    /// Allow generations when an enforced balance check cannot reach the provider.
+    pub credit_check_fail_open: bool,
     pub jwks_url: String,
     pub jwt_audience: String,
     pub jwt_issuers: Vec<String>,
     pub cors_origins: Vec<String>,
+    /// Shortest time between two fetches of the key set (an unknown `kid` triggers one).
+    pub jwks_refetch_gap: Duration,
+    /// DynamoDB table for rate-limit windows, idempotency records and seen webhook ids.
+    pub runtime_table: String,
+    pub rate_limit_generate_per_minute: u32,
+    pub rate_limit_reads_per_minute: u32,
 }
 
 impl Config {
@@ -123,6 +145,32 @@ impl Config {
             }
         }
 
+        let credits_provider = match get("CREDITS_PROVIDER").as_deref().unwrap_or("ledger") {
+            "ledger" => CreditsProvider::Ledger,
+            "manacore" => CreditsProvider::Manacore {
+                url: required("MANA_CREDITS_URL")?
+                    .trim_end_matches('/')
+                    .to_string(),
+                service_key: required("MANA_CORE_SERVICE_KEY")?,
+                app_id: get("APP_ID").unwrap_or_else(|| "picture".into()),
+            },
+            other => {
+                return Err(ConfigError(format!(
+                    "CREDITS_PROVIDER must be ledger or manacore, got {other:?}"
+                )));
+            }
+        };
+        let credit_check_fail_open =
+            match get("CREDIT_CHECK_FAILURE").as_deref().unwrap_or("closed") {
+                "closed" => false,
+                "open" => true,
+                other => {
+                    return Err(ConfigError(format!(
+                        "CREDIT_CHECK_FAILURE must be open or closed, got {other:?}"
+                    )));
+                }
+            };
+
         Ok(Config {
             app_env,
             database_url: required("DATABASE_URL")?,
@@ -161,10 +209,28 @@ impl Config {
                 get("CREDITS_PER_GENERATION"),
                 10,
             )?,
+            credits_provider,
+            credit_check_fail_open,
             jwks_url,
             jwt_audience: get("JWT_AUDIENCE").unwrap_or_else(|| "manacore".into()),
             jwt_issuers,
             cors_origins: list("CORS_ORIGINS"),
+            jwks_refetch_gap: Duration::from_secs(number(
+                "JWKS_REFETCH_SECONDS",
+                get("JWKS_REFETCH_SECONDS"),
+                60,
+            )?),
+            runtime_table: get("RUNTIME_TABLE").unwrap_or_else(|| "picture-runtime".into()),
+            rate_limit_generate_per_minute: number(
+                "RATE_LIMIT_GENERATE_PER_MINUTE",
+                get("RATE_LIMIT_GENERATE_PER_MINUTE"),
+                10,
+            )?,
+            rate_limit_reads_per_minute: number(
+                "RATE_LIMIT_READS_PER_MINUTE",
+                get("RATE_LIMIT_READS_PER_MINUTE"),
+                120,
+            )?,
         })
     }
 
@@ -207,6 +273,16 @@ mod tests {
         assert_eq!((c.free_generations, c.credits_per_generation), (3, 10));
         assert_eq!(c.sync_wait, Duration::from_secs(25));
         assert_eq!(c.jwt_audience, "manacore");
+        assert_eq!(
+            (
+                c.rate_limit_generate_per_minute,
+                c.rate_limit_reads_per_minute
+            ),
+            (10, 120)
+        );
+        assert_eq!(c.jwks_refetch_gap, Duration::from_secs(60));
+        assert_eq!(c.credits_provider, CreditsProvider::Ledger);
+        assert!(!c.credit_check_fail_open);
     }
 
     #[test]

@@ -14,7 +14,8 @@ use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::{
-    AppState, Problem, credits,
+    AppState, Problem,
+    credits::Hold,
     db::{
         generations::{self, Generation, NewGeneration, Status},
         images::{self, NewImage},
@@ -32,7 +33,7 @@ const POLL_GAP_MS: i32 = 1000;
 #[derive(Debug)]
 pub struct Started {
     pub generation: Generation,
-    pub hold: credits::Hold,
+    pub hold: Hold,
 }
 
 /// Takes a hold, records the generation and creates its Replicate prediction.
@@ -47,13 +48,12 @@ pub async fn start(
     let hold = {
         let mut conn = st.db.get().await.map_err(crate::Error::from)?;
         let tx = conn.transaction().await.map_err(crate::Error::from)?;
-        let hold = st.policy.reserve(&*tx, new.user_id).await??;
+        let hold = st.credits.reserve(&*tx, new.user_id).await??;
         generations::insert(&*tx, &new, hold.charge.as_str()).await?;
-        st.policy
+        st.credits
             .record_hold(&*tx, new.user_id, new.id, &hold)
             .await?;
         tx.commit().await.map_err(crate::Error::from)?;
-        tracing::info!(user_id = %new.user_id, generation_id = %new.id, charge = hold.charge.as_str(), amount = hold.amount, op = "hold", "credit hold taken");
         hold
     };
 
@@ -197,10 +197,16 @@ async fn complete(st: &AppState, generation_id: Uuid, file: &str) -> Result<(), 
         height: stored.height,
     };
     images::insert(&*tx, &image).await?;
-    let charged = credits::capture(&*tx, generation_id).await?;
+    let charged = st.credits.capture(&*tx, generation_id).await?;
     generations::finish(&*tx, generation_id, Status::Completed, charged, None).await?;
     tx.commit().await.map_err(crate::Error::from)?;
+    drop(conn);
     tracing::info!(%generation_id, %user_id, credits = charged, "generation completed");
+    if charged > 0 {
+        // An external provider is charged after the commit; a failure stays recorded for a retry.
+        let db = st.db.get().await.map_err(crate::Error::from)?;
+        st.credits.settle_capture(&**db, generation_id).await?;
+    }
     Ok(())
 }
 
@@ -220,7 +226,7 @@ async fn close(
     if current.status.is_terminal() {
         return Ok(());
     }
-    credits::release(&*tx, generation_id).await?;
+    st.credits.release(&*tx, generation_id).await?;
     generations::finish(&*tx, generation_id, status, 0, error).await?;
     tx.commit().await.map_err(crate::Error::from)?;
     tracing::info!(%generation_id, status = status.as_str(), "generation closed");

@@ -139,6 +139,15 @@ impl Problem {
         )
     }
 
+    pub fn credit_service_unavailable() -> Self {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "CREDIT_SERVICE_UNAVAILABLE",
+            "Credit service unavailable",
+            "Your credit balance cannot be checked right now; please retry shortly.",
+        )
+    }
+
     pub fn internal() -> Self {
         Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,

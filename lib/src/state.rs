@@ -11,7 +11,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::{OnceCell, RwLock};
 
 use crate::{
-    Config, Result, auth::Verifier, credits::Policy, db, replicate::Replicate, storage::Storage,
+    Config, Result, auth::Verifier, credits::Credits, db, replicate::Replicate, storage::Storage,
 };
 
 const MODELS_TTL: Duration = Duration::from_secs(60);
@@ -28,7 +28,7 @@ pub struct Inner {
     pub storage: Storage,
     pub replicate: Replicate,
     pub auth: Verifier,
-    pub policy: Policy,
+    pub credits: Credits,
     webhook_secret: OnceCell<String>,
     models: RwLock<Option<(Instant, Arc<Vec<db::models::Model>>)>>,
 }
@@ -61,8 +61,14 @@ impl AppState {
                 &cfg.replicate_api_base_url,
                 &cfg.replicate_api_token,
             ),
-            auth: Verifier::new(http, &cfg.jwks_url, &cfg.jwt_audience, &cfg.jwt_issuers),
-            policy: Policy::from_config(&cfg),
+            auth: Verifier::new(
+                http.clone(),
+                &cfg.jwks_url,
+                &cfg.jwt_audience,
+                &cfg.jwt_issuers,
+                cfg.jwks_refetch_gap,
+            ),
+            credits: Credits::new(&cfg, http),
             webhook_secret: OnceCell::new(),
             models: RwLock::new(None),
             cfg,

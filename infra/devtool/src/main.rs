@@ -4,7 +4,10 @@
 //!   dev key set at `/dev/jwks.json`;
 //! - `migrate`: applies pending migrations to `DATABASE_URL`;
 //! - `setup`: creates the images bucket in the AWS emulator;
-//! - `token USER_ID`: prints a token signed by the local dev key (made on first use).
+//! - `token USER_ID`: prints a token signed by the local dev key (made on first use);
+//! - `credits USER_ID AMOUNT`: grants credits on the built-in ledger;
+//! - `retry-captures`: sends external credit captures that did not go through;
+//! - `refund GENERATION_ID`: gives a captured generation's credits back.
 //!
 //! Settings come from the environment (`make` loads `.dev/local.env`).
 
@@ -136,6 +139,48 @@ async fn main() -> Result<()> {
             );
             Ok(())
         }
-        _ => bail!("usage: picture-dev serve | migrate | setup | token USER_ID"),
+        ["credits", user, amount] => {
+            let user = uuid::Uuid::parse_str(user).context("USER_ID must be a uuid")?;
+            let amount: i64 = amount
+                .parse()
+                .ok()
+                .filter(|a| *a > 0)
+                .context("AMOUNT must be a positive integer")?;
+            let state = AppState::from_env()?;
+            let mut db = state.db.get().await?;
+            let tx = db.transaction().await?;
+            let b =
+                picture::credits::ledger::grant(&*tx, user, amount, "granted with make credits")
+                    .await?;
+            tx.commit().await?;
+            println!(
+                "user {user}: balance {} (earned {}, spent {})",
+                b.balance, b.total_earned, b.total_spent
+            );
+            Ok(())
+        }
+        ["retry-captures"] => {
+            let state = AppState::from_env()?;
+            let (settled, open) = state
+                .credits
+                .retry_captures(&**state.db.get().await?, 500)
+                .await?;
+            println!("captures: {settled} settled, {open} still open");
+            Ok(())
+        }
+        ["refund", generation] => {
+            let generation =
+                uuid::Uuid::parse_str(generation).context("GENERATION_ID must be a uuid")?;
+            let state = AppState::from_env()?;
+            let mut db = state.db.get().await?;
+            let tx = db.transaction().await?;
+            let amount = state.credits.refund(&*tx, generation).await?;
+            tx.commit().await?;
+            println!("generation {generation}: {amount} credits refunded");
+            Ok(())
+        }
+        _ => bail!(
+            "usage: picture-dev serve | migrate | setup | token USER_ID | credits USER_ID AMOUNT | retry-captures | refund GENERATION_ID"
+        ),
     }
 }

@@ -2,7 +2,9 @@
 //! routes, for merging) and `router(state)` (what its binary serves).
 
 pub mod cancel;
+pub mod credits;
 pub mod generate;
+pub mod history;
 pub mod images;
 pub mod models;
 pub mod status;
@@ -20,6 +22,8 @@ pub fn all(state: AppState) -> Router {
         .merge(cancel::routes())
         .merge(webhook::routes())
         .merge(models::routes())
-        .merge(images::routes());
+        .merge(images::routes())
+        .merge(history::routes())
+        .merge(credits::routes());
     web::serve(routes, state)
 }

@@ -32,6 +32,22 @@ pub async fn image(st: &AppState, img: &Image) -> Result<Value> {
 /// and the user's remaining free generations.
 pub async fn generation(st: &AppState, g: &Generation) -> Result<Value> {
     let db = st.db.get().await?;
+    let free = st.credits.free_remaining(&**db, g.user_id).await?;
+    let img = match g.status {
+        Status::Completed => images::get_for_generation(&**db, g.id).await?,
+        _ => None,
+    };
+    drop(db);
+    render(st, g, img.as_ref(), free).await
+}
+
+/// The JSON of a generation whose image and free count are already loaded.
+pub async fn render(
+    st: &AppState,
+    g: &Generation,
+    img: Option<&Image>,
+    free_remaining: i32,
+) -> Result<Value> {
     let mut v = json!({
         "generationId": g.id,
         "status": g.status,
@@ -42,14 +58,12 @@ pub async fn generation(st: &AppState, g: &Generation) -> Result<Value> {
         "height": g.height,
         "charge": g.charge,
         "creditsUsed": g.credits_used,
-        "freeGenerationsRemaining": st.policy.free_remaining(&**db, g.user_id).await?,
+        "freeGenerationsRemaining": free_remaining,
         "createdAt": g.created_at,
         "completedAt": g.completed_at,
     });
-    if g.status == Status::Completed {
-        if let Some(img) = images::get_for_generation(&**db, g.id).await? {
-            v["image"] = image(st, &img).await?;
-        }
+    if let Some(img) = img {
+        v["image"] = image(st, img).await?;
     }
     if let (Some(code), Some(message)) = (&g.error_code, &g.error_message) {
         v["error"] = json!({"code": code, "message": message});

@@ -1,6 +1,7 @@
 //! JWT verification against a JWKS: EdDSA, RS256 and ES256; `exp`/`nbf` with
 //! a small leeway, audience and issuer checked; the key set is cached per
-//! instance and refetched on an unknown `kid` at most once a minute.
+//! instance and refetched on an unknown `kid` at most once per refetch gap
+//! (`JWKS_REFETCH_SECONDS`, default a minute).
 
 use std::{
     collections::HashMap,
@@ -12,7 +13,6 @@ use serde::Deserialize;
 use tokio::sync::{Mutex, RwLock};
 use uuid::Uuid;
 
-const REFETCH_GAP: Duration = Duration::from_secs(60);
 const LEEWAY_SECS: u64 = 30;
 const ALLOWED: [Algorithm; 3] = [Algorithm::EdDSA, Algorithm::RS256, Algorithm::ES256];
 
@@ -48,6 +48,7 @@ pub struct Verifier {
     url: String,
     audience: String,
     issuers: Vec<String>,
+    refetch_gap: Duration,
     cache: RwLock<Cache>,
     refetch: Mutex<()>,
 }
@@ -61,12 +62,19 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    pub fn new(http: reqwest::Client, url: &str, audience: &str, issuers: &[String]) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        url: &str,
+        audience: &str,
+        issuers: &[String],
+        refetch_gap: Duration,
+    ) -> Self {
         Verifier {
             http,
             url: url.to_string(),
             audience: audience.to_string(),
             issuers: issuers.to_vec(),
+            refetch_gap,
             cache: RwLock::default(),
             refetch: Mutex::new(()),
         }
@@ -118,7 +126,7 @@ impl Verifier {
         })
     }
 
-    /// Refetches the key set unless it was fetched within the last minute.
+    /// Refetches the key set unless it was fetched within the refetch gap.
     async fn refresh(&self) -> Result<(), AuthError> {
         let _one_at_a_time = self.refetch.lock().await;
         if self
@@ -126,7 +134,7 @@ impl Verifier {
             .read()
             .await
             .fetched_at
-            .is_some_and(|t| t.elapsed() < REFETCH_GAP)
+            .is_some_and(|t| t.elapsed() < self.refetch_gap)
         {
             return Ok(());
         }

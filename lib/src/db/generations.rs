@@ -31,6 +31,13 @@ impl Status {
         }
     }
 
+    /// The status named `s`, if it is one.
+    pub fn from_name(s: &str) -> Option<Status> {
+        ["pending", "processing", "completed", "failed", "cancelled"]
+            .contains(&s)
+            .then(|| Status::parse(s))
+    }
+
     fn parse(s: &str) -> Status {
         match s {
             "pending" => Status::Pending,
@@ -263,4 +270,35 @@ pub async fn finish(
     )
     .await?;
     Ok(())
+}
+
+/// A page of the user's generations, newest first (optionally of one status), and the total.
+pub async fn page(
+    db: &impl GenericClient,
+    user_id: Uuid,
+    status: Option<Status>,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<Generation>, i64)> {
+    let status = status.map(Status::as_str);
+    let rows = db
+        .query(
+            "SELECT *, count(*) OVER () AS total FROM generations
+              WHERE user_id = $1 AND ($2::text IS NULL OR status = $2)
+              ORDER BY created_at DESC, id DESC OFFSET $3 LIMIT $4",
+            &[&user_id, &status, &offset, &limit],
+        )
+        .await?;
+    let total = match rows.first() {
+        Some(r) => r.get("total"),
+        None => {
+            db.query_one(
+                "SELECT count(*) FROM generations WHERE user_id = $1 AND ($2::text IS NULL OR status = $2)",
+                &[&user_id, &status],
+            )
+            .await?
+            .get(0)
+        }
+    };
+    Ok((rows.iter().map(Generation::from).collect(), total))
 }

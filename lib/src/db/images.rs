@@ -105,6 +105,20 @@ pub async fn get_for_generation(
         .map(Image::from))
 }
 
+/// The images of several generations.
+pub async fn for_generations(
+    db: &impl GenericClient,
+    generation_ids: &[Uuid],
+) -> Result<Vec<Image>> {
+    let sql = format!("{SELECT} WHERE i.generation_id = ANY($1)");
+    Ok(db
+        .query(&sql, &[&generation_ids])
+        .await?
+        .iter()
+        .map(Image::from)
+        .collect())
+}
+
 /// A position in a newest-first listing: the last item's time and id.
 pub type Cursor = (DateTime<Utc>, Uuid);
 

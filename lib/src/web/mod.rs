@@ -1,9 +1,14 @@
 //! HTTP pieces shared by every function: the authenticated user, JSON bodies
-//! with a size limit, path ids, request ids, CORS and the common layers.
+//! with a size limit, path ids, request ids, CORS, security headers and the
+//! common layers, including each route's [`policy`] (token, rate limit,
+//! idempotency) and the [`ssrf`] guard.
+
+pub mod policy;
+pub mod ssrf;
 
 use axum::{
     Router,
-    body::Body,
+    body::{Body, Bytes},
     extract::{FromRequest, FromRequestParts, Request},
     middleware::Next,
     response::Response,
@@ -25,7 +30,11 @@ pub struct AuthUser(pub Uuid);
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = Problem;
 
+    /// Verifies the token once per request; later extractions reuse the result.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        if let Some(user) = parts.extensions.get::<AuthUser>() {
+            return Ok(*user);
+        }
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -39,11 +48,20 @@ impl FromRequestParts<AppState> for AuthUser {
         let Some(token) = token else {
             return Err(Problem::unauthenticated());
         };
-        state.auth.verify(token).await.map(AuthUser).map_err(|e| {
+        let user = state.auth.verify(token).await.map(AuthUser).map_err(|e| {
             tracing::warn!(reason = %e, "token rejected");
             Problem::unauthenticated()
-        })
+        })?;
+        parts.extensions.insert(user);
+        Ok(user)
     }
+}
+
+/// Reads a request body, refusing (413) as soon as it grows past [`BODY_LIMIT`].
+pub async fn read_body(body: Body) -> Result<Bytes, Problem> {
+    axum::body::to_bytes(body, BODY_LIMIT)
+        .await
+        .map_err(|_| Problem::payload_too_large(BODY_LIMIT))
 }
 
 /// A JSON request body (any JSON value), read with [`BODY_LIMIT`].
@@ -54,9 +72,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = Problem;
 
     async fn from_request(req: Request, _: &S) -> Result<Self, Problem> {
-        let bytes = axum::body::to_bytes(req.into_body(), BODY_LIMIT)
-            .await
-            .map_err(|_| Problem::payload_too_large(BODY_LIMIT))?;
+        let bytes = read_body(req.into_body()).await?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| Problem::malformed_json(format!("The body is not valid JSON ({e}).")))
@@ -108,13 +124,51 @@ fn cors(origins: &[String]) -> CorsLayer {
             header::CONTENT_TYPE,
             header::HeaderName::from_static("idempotency-key"),
         ])
-        .expose_headers([header::HeaderName::from_static("x-request-id")])
+        .expose_headers(
+            [
+                "x-request-id",
+                "retry-after",
+                "ratelimit-limit",
+                "ratelimit-remaining",
+                "ratelimit-reset",
+                "idempotency-replayed",
+            ]
+            .map(header::HeaderName::from_static),
+        )
 }
 
-/// Turns a function's routes into a service: problem-JSON fallbacks, CORS, request ids.
+/// Headers every response carries (an API's answers are never framed, sniffed or cached
+/// unless the route says so).
+const SECURITY_HEADERS: [(&str, &str); 5] = [
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+    ("strict-transport-security", "max-age=63072000; includeSubDomains"),
+    ("x-frame-options", "DENY"),
+    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
+];
+
+/// Adds [`SECURITY_HEADERS`], and `Cache-Control: no-store` where the route set none.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let headers = res.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    res
+}
+
+/// Turns a function's routes into a service: each route's policy, problem-JSON
+/// fallbacks, CORS, request ids and security headers.
 pub fn serve(routes: Router<AppState>, state: AppState) -> Router {
     let origins = state.cfg.cors_origins.clone();
     let service: Router = routes
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            policy::enforce,
+        ))
         .fallback(|| async { Problem::not_found("NOT_FOUND", "Route") })
         .method_not_allowed_fallback(|| async {
             Problem::new(
@@ -130,7 +184,9 @@ pub fn serve(routes: Router<AppState>, state: AppState) -> Router {
     } else {
         service.layer(cors(&origins))
     };
-    service.layer(axum::middleware::from_fn(request_id))
+    service
+        .layer(axum::middleware::from_fn(request_id))
+        .layer(axum::middleware::from_fn(security_headers))
 }
 
 /// A JSON response with a status.

@@ -158,7 +158,7 @@ async fn assert_failed_and_free(s: &Stack, g: &Value, code: &str) {
     );
     let free = s
         .state
-        .policy
+        .credits
         .free_remaining(&**s.state.db.get().await.unwrap(), row.user_id)
         .await
         .unwrap();

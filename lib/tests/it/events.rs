@@ -46,6 +46,8 @@ async fn every_sample_event_gives_its_expected_status() {
             "webhook" => picture::api::webhook::router,
             "models" => picture::api::models::router,
             "images" => picture::api::images::router,
+            "history" => picture::api::history::router,
+            "credits" => picture::api::credits::router,
             other => panic!("{}: unknown function {other}", e.file),
         };
         let res = router(s.state.clone()).oneshot(req).await.unwrap();

@@ -4,6 +4,7 @@
 
 mod common;
 mod concurrency;
+mod credits;
 mod errors;
 mod events;
 mod pipeline;

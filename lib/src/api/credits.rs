@@ -1,0 +1,50 @@
+//! `credits` function: `GET /credits/balance` — the caller's balance and
+//! totals, the price of a generation and the free generations left.
+
+use axum::{Router, extract::State, response::Response, routing::get};
+use http::StatusCode;
+use serde_json::json;
+
+use crate::{
+    AppState, Problem,
+    credits::ProviderError,
+    web::{self, AuthUser},
+};
+
+/// The routes of this function.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/v1/credits/balance", get(balance))
+}
+
+/// What the `credits` binary serves.
+pub fn router(state: AppState) -> Router {
+    web::serve(routes(), state)
+}
+
+async fn balance(
+    State(st): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> Result<Response, Problem> {
+    let db = st.db.get().await.map_err(crate::Error::from)?;
+    let b = match st.credits.balance(&**db, user).await {
+        Ok(b) => b,
+        Err(ProviderError::Store(e)) => return Err(e.into()),
+        Err(e) => {
+            tracing::error!(user_id = %user, error = %e, op = "balance", outcome = "unavailable", "balance lookup failed");
+            return Err(Problem::credit_service_unavailable());
+        }
+    };
+    let free = st.credits.free_remaining(&**db, user).await?;
+    Ok(web::json(
+        StatusCode::OK,
+        json!({
+            "balance": b.balance,
+            "totalEarned": b.total_earned,
+            "totalSpent": b.total_spent,
+            "creditsPerGeneration": st.credits.cost,
+            "freeGenerationsLimit": st.credits.free_generations,
+            "freeGenerationsRemaining": free,
+            "enforced": st.credits.enforced,
+        }),
+    ))
+}

@@ -1,0 +1,102 @@
+//! `history` function: `GET /generate/history?page=&limit=&status=` — the
+//! caller's generations, newest first, each with its image, charge and
+//! credits used → `{data, total, page, limit, totalPages}`.
+
+use std::collections::HashMap;
+
+use axum::{
+    Router,
+    extract::{Query, State},
+    response::Response,
+    routing::get,
+};
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{
+    AppState, Problem,
+    db::{generations, images},
+    problem::FieldError,
+    web::{self, AuthUser},
+};
+
+/// The routes of this function.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/v1/generate/history", get(history))
+}
+
+/// What the `history` binary serves.
+pub fn router(state: AppState) -> Router {
+    web::serve(routes(), state)
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    page: Option<String>,
+    limit: Option<String>,
+    status: Option<String>,
+}
+
+fn bounded(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    raw: Option<&str>,
+    default: i64,
+    max: i64,
+) -> i64 {
+    match raw.map(str::parse::<i64>) {
+        None => default,
+        Some(Ok(n)) if (1..=max).contains(&n) => n,
+        Some(_) => {
+            errors.push(FieldError::new(
+                field,
+                format!("must be an integer from 1 to {max}"),
+            ));
+            default
+        }
+    }
+}
+
+async fn history(
+    State(st): State<AppState>,
+    AuthUser(user): AuthUser,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Response, Problem> {
+    let mut errors = Vec::new();
+    let page = bounded(&mut errors, "page", q.page.as_deref(), 1, 1_000_000);
+    let limit = bounded(&mut errors, "limit", q.limit.as_deref(), 20, 100);
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => generations::Status::from_name(s).or_else(|| {
+            errors.push(FieldError::new(
+                "status",
+                "must be pending, processing, completed, failed or cancelled",
+            ));
+            None
+        }),
+    };
+    if !errors.is_empty() {
+        return Err(Problem::validation(errors));
+    }
+
+    let db = st.db.get().await.map_err(crate::Error::from)?;
+    let (rows, total) = generations::page(&**db, user, status, (page - 1) * limit, limit).await?;
+    let ids: Vec<_> = rows.iter().map(|g| g.id).collect();
+    let mut by_generation: HashMap<_, _> = images::for_generations(&**db, &ids)
+        .await?
+        .into_iter()
+        .map(|i| (i.generation_id, i))
+        .collect();
+    let free = st.credits.free_remaining(&**db, user).await?;
+    drop(db);
+    let mut data = Vec::with_capacity(rows.len());
+    for g in &rows {
+        data.push(super::views::render(&st, g, by_generation.remove(&g.id).as_ref(), free).await?);
+    }
+    let total_pages = (total + limit - 1) / limit;
+    Ok(web::json(
+        StatusCode::OK,
+        json!({"data": data, "total": total, "page": page, "limit": limit, "totalPages": total_pages}),
+    ))
+}

@@ -1,0 +1,410 @@
+//! Freemium credits (DESIGN §4): free generations, credit holds and the
+//! providers that keep balances.
+//!
+//! A generation takes a hold in the same transaction that inserts it, with
+//! the user's `user_quotas` row locked, so parallel requests of one user are
+//! serialised: they can never take more free generations than allowed nor
+//! hold more credits than the balance covers. A hold is captured once, in the
+//! transaction that completes the generation, and released on failure or
+//! cancel (a released free hold gives the free generation back).
+//!
+//! Balances live in a provider ([`Provider`]): the built-in [`ledger`] (the
+//! capture is written in the completing transaction) or the external
+//! [`manacore`] service (the capture is sent after the commit, and retried
+//! until it went through exactly once).
+
+pub mod ledger;
+pub mod manacore;
+
+use serde::Serialize;
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::{Config, Problem, Result, config::CreditsProvider};
+
+/// How a generation is paid for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Charge {
+    /// One of the user's free generations.
+    Free,
+    /// Paid with credits.
+    Credits,
+    /// Beyond the free ones where credits are not enforced (development): never charged.
+    Waived,
+}
+
+impl Charge {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Charge::Free => "free",
+            Charge::Credits => "credits",
+            Charge::Waived => "waived",
+        }
+    }
+}
+
+/// A hold just taken.
+#[derive(Debug, Clone, Copy)]
+pub struct Hold {
+    pub charge: Charge,
+    pub amount: i32,
+    pub free_remaining: i32,
+}
+
+/// A user's credit account as the provider reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Balance {
+    pub balance: i64,
+    pub total_earned: i64,
+    pub total_spent: i64,
+}
+
+/// A failed call to a credit provider.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// Not reachable, timed out or failing on its side: worth retrying.
+    #[error("credit service unavailable: {0}")]
+    Unavailable(String),
+    /// Refused the request (4xx).
+    #[error("credit service refused the request with {0}")]
+    Rejected(u16),
+    /// Our own store failed.
+    #[error(transparent)]
+    Store(#[from] crate::Error),
+}
+
+/// Where balances live.
+#[derive(Debug)]
+pub enum Provider {
+    Ledger,
+    Manacore(manacore::Client),
+}
+
+/// The freemium rules and the balance provider.
+#[derive(Debug)]
+pub struct Credits {
+    pub free_generations: i32,
+    pub cost: i32,
+    pub enforced: bool,
+    fail_open: bool,
+    provider: Provider,
+}
+
+impl Credits {
+    /// Built from the service settings.
+    pub fn new(cfg: &Config, http: reqwest::Client) -> Self {
+        let provider = match &cfg.credits_provider {
+            CreditsProvider::Ledger => Provider::Ledger,
+            CreditsProvider::Manacore {
+                url,
+                service_key,
+                app_id,
+            } => Provider::Manacore(manacore::Client::new(http, url, service_key, app_id)),
+        };
+        Credits {
+            free_generations: cfg.free_generations,
+            cost: cfg.credits_per_generation,
+            enforced: cfg.app_env.enforces_credits(),
+            fail_open: cfg.credit_check_fail_open,
+            provider,
+        }
+    }
+
+    fn remaining(&self, free_used: i32) -> i32 {
+        (self.free_generations - free_used).max(0)
+    }
+
+    /// Locks the user's quota row (creating it on first use) and decides the
+    /// charge of one more generation: free, waived, credits, or a 402/503
+    /// problem. Must run inside the transaction that then calls [`Credits::record_hold`].
+    pub async fn reserve(
+        &self,
+        tx: &impl GenericClient,
+        user_id: Uuid,
+    ) -> Result<Result<Hold, Problem>> {
+        tx.execute(
+            "INSERT INTO user_quotas (user_id) VALUES ($1) ON CONFLICT DO NOTHING",
+            &[&user_id],
+        )
+        .await?;
+        let free_used: i32 = tx
+            .query_one(
+                "SELECT free_used FROM user_quotas WHERE user_id = $1 FOR UPDATE",
+                &[&user_id],
+            )
+            .await?
+            .get(0);
+        if free_used < self.free_generations {
+            return Ok(Ok(Hold {
+                charge: Charge::Free,
+                amount: 0,
+                free_remaining: self.remaining(free_used + 1),
+            }));
+        }
+        if !self.enforced {
+            return Ok(Ok(Hold {
+                charge: Charge::Waived,
+                amount: 0,
+                free_remaining: 0,
+            }));
+        }
+        let paid = Hold {
+            charge: Charge::Credits,
+            amount: self.cost,
+            free_remaining: 0,
+        };
+        let available = match self.available(tx, user_id).await {
+            Ok(a) => a,
+            Err(ProviderError::Store(e)) => return Err(e),
+            Err(e) if self.fail_open => {
+                tracing::warn!(%user_id, error = %e, op = "balance", outcome = "fail-open", "credit check failed; allowed by CREDIT_CHECK_FAILURE=open");
+                return Ok(Ok(paid));
+            }
+            Err(e) => {
+                tracing::error!(%user_id, error = %e, op = "balance", outcome = "unavailable", "credit check failed");
+                return Ok(Err(Problem::credit_service_unavailable()));
+            }
+        };
+        if available < i64::from(self.cost) {
+            tracing::info!(%user_id, available, required = self.cost, op = "hold", outcome = "insufficient", "credit hold refused");
+            return Ok(Err(Problem::insufficient_credits(
+                self.cost.into(),
+                available.max(0),
+                0,
+            )));
+        }
+        Ok(Ok(paid))
+    }
+
+    /// The balance minus credits held or captured but not yet settled with the provider.
+    async fn available(
+        &self,
+        tx: &impl GenericClient,
+        user_id: Uuid,
+    ) -> Result<i64, ProviderError> {
+        // One statement, one snapshot: a capture committing in between cannot be counted twice.
+        let row = tx
+            .query_one(
+                "SELECT (SELECT balance FROM credit_accounts WHERE user_id = $1),
+                        (SELECT coalesce(sum(amount), 0)::bigint FROM credit_holds
+                          WHERE user_id = $1 AND kind = 'credits'
+                            AND (state = 'held' OR (state = 'captured' AND capture_state <> 'done')))",
+                &[&user_id],
+            )
+            .await
+            .map_err(crate::Error::from)?;
+        let open: i64 = row.get(1);
+        let balance = match &self.provider {
+            Provider::Ledger => row.get::<_, Option<i64>>(0).unwrap_or(0),
+            Provider::Manacore(client) => client.balance(user_id).await?.balance,
+        };
+        Ok(balance - open)
+    }
+
+    /// Writes the hold of a generation inserted in the same transaction.
+    pub async fn record_hold(
+        &self,
+        tx: &impl GenericClient,
+        user_id: Uuid,
+        generation_id: Uuid,
+        hold: &Hold,
+    ) -> Result<()> {
+        tx.execute(
+            "INSERT INTO credit_holds (generation_id, user_id, kind, amount) VALUES ($1, $2, $3, $4)",
+            &[&generation_id, &user_id, &hold.charge.as_str(), &hold.amount],
+        )
+        .await?;
+        if hold.charge == Charge::Free {
+            tx.execute("UPDATE user_quotas SET free_used = free_used + 1, updated_at = now() WHERE user_id = $1", &[&user_id])
+                .await?;
+        }
+        tracing::info!(%user_id, %generation_id, charge = hold.charge.as_str(), amount = hold.amount, op = "hold", outcome = "held", "credit hold taken");
+        Ok(())
+    }
+
+    /// Free generations the user has left.
+    pub async fn free_remaining(&self, db: &impl GenericClient, user_id: Uuid) -> Result<i32> {
+        let used = db
+            .query_opt(
+                "SELECT free_used FROM user_quotas WHERE user_id = $1",
+                &[&user_id],
+            )
+            .await?
+            .map_or(0, |r| r.get::<_, i32>(0));
+        Ok(self.remaining(used))
+    }
+
+    /// Captures an open hold inside the completing transaction; returns the
+    /// credits charged. The ledger is debited in the same transaction; an
+    /// external capture is marked `pending` for [`Credits::settle_capture`].
+    pub async fn capture(&self, tx: &impl GenericClient, generation_id: Uuid) -> Result<i32> {
+        let Some(row) = tx
+            .query_opt(
+                "UPDATE credit_holds SET state = 'captured', settled_at = now()
+                  WHERE generation_id = $1 AND state = 'held' RETURNING kind, amount, user_id",
+                &[&generation_id],
+            )
+            .await?
+        else {
+            return Ok(0);
+        };
+        let (kind, amount, user_id): (&str, i32, Uuid) = (row.get(0), row.get(1), row.get(2));
+        if kind != "credits" {
+            tracing::info!(%user_id, %generation_id, charge = kind, amount = 0, op = "capture", outcome = "captured", "hold captured");
+            return Ok(0);
+        }
+        let state = match self.provider {
+            Provider::Ledger => {
+                ledger::debit(tx, user_id, generation_id, amount.into()).await?;
+                "done"
+            }
+            Provider::Manacore(_) => "pending",
+        };
+        tx.execute(
+            "UPDATE credit_holds SET capture_state = $2 WHERE generation_id = $1",
+            &[&generation_id, &state],
+        )
+        .await?;
+        tracing::info!(%user_id, %generation_id, amount, op = "capture", outcome = state, "credits captured");
+        Ok(amount)
+    }
+
+    /// Sends a pending external capture to the provider, once: the hold is
+    /// claimed with a short lease before the call, marked `done` after it, and
+    /// left `failed` (with the error) for a later retry if it did not go through.
+    /// Returns whether it is settled now. The ledger has nothing to do.
+    pub async fn settle_capture(
+        &self,
+        db: &impl GenericClient,
+        generation_id: Uuid,
+    ) -> Result<bool> {
+        let Provider::Manacore(client) = &self.provider else {
+            return Ok(true);
+        };
+        let claimed = db
+            .query_opt(
+                "UPDATE credit_holds
+                    SET capture_state = 'in_flight', capture_lease = now() + interval '60 seconds',
+                        capture_attempts = capture_attempts + 1
+                  WHERE generation_id = $1 AND state = 'captured'
+                    AND (capture_state IN ('pending', 'failed') OR (capture_state = 'in_flight' AND capture_lease < now()))
+                  RETURNING user_id, amount, capture_attempts",
+                &[&generation_id],
+            )
+            .await?;
+        let Some(row) = claimed else { return Ok(false) };
+        let (user_id, amount, attempt): (Uuid, i32, i32) = (row.get(0), row.get(1), row.get(2));
+        let outcome = client
+            .use_credits(user_id, amount.into(), generation_id)
+            .await;
+        let (state, error) = match &outcome {
+            Ok(()) => ("done", None),
+            Err(e) => ("failed", Some(e.to_string())),
+        };
+        db.execute(
+            "UPDATE credit_holds SET capture_state = $2, capture_error = $3, capture_lease = NULL WHERE generation_id = $1",
+            &[&generation_id, &state, &error],
+        )
+        .await?;
+        match &error {
+            None => {
+                tracing::info!(%user_id, %generation_id, amount, attempt, op = "provider.use", outcome = "done", "capture sent")
+            }
+            Some(e) => {
+                tracing::warn!(%user_id, %generation_id, amount, attempt, op = "provider.use", outcome = "failed", error = %e, "capture failed; will retry")
+            }
+        }
+        Ok(outcome.is_ok())
+    }
+
+    /// Retries external captures that have not gone through (oldest first, at most `limit`).
+    /// Returns how many were settled and how many are still open.
+    pub async fn retry_captures(
+        &self,
+        db: &impl GenericClient,
+        limit: i64,
+    ) -> Result<(usize, usize)> {
+        let rows = db
+            .query(
+                "SELECT generation_id FROM credit_holds
+                  WHERE state = 'captured' AND capture_state IN ('pending', 'failed', 'in_flight')
+                  ORDER BY created_at LIMIT $1",
+                &[&limit],
+            )
+            .await?;
+        let mut settled = 0;
+        for row in &rows {
+            if self.settle_capture(db, row.get(0)).await? {
+                settled += 1;
+            }
+        }
+        Ok((settled, rows.len() - settled))
+    }
+
+    /// Releases an open hold (inside the failing/cancelling transaction); a
+    /// free hold gives the free generation back.
+    pub async fn release(&self, tx: &impl GenericClient, generation_id: Uuid) -> Result<()> {
+        let row = tx
+            .query_opt(
+                "UPDATE credit_holds SET state = 'released', settled_at = now()
+                  WHERE generation_id = $1 AND state = 'held' RETURNING kind, user_id, amount",
+                &[&generation_id],
+            )
+            .await?;
+        if let Some(r) = row {
+            let (kind, user_id, amount): (&str, Uuid, i32) = (r.get(0), r.get(1), r.get(2));
+            if kind == "free" {
+                tx.execute(
+                    "UPDATE user_quotas SET free_used = free_used - 1, updated_at = now() WHERE user_id = $1",
+                    &[&user_id],
+                )
+                .await?;
+            }
+            tracing::info!(%user_id, %generation_id, charge = kind, amount, op = "release", outcome = "released", "credit hold released");
+        }
+        Ok(())
+    }
+
+    /// The user's balance and totals.
+    pub async fn balance(
+        &self,
+        db: &impl GenericClient,
+        user_id: Uuid,
+    ) -> Result<Balance, ProviderError> {
+        match &self.provider {
+            Provider::Ledger => Ok(ledger::balance(db, user_id).await?),
+            Provider::Manacore(client) => client.balance(user_id).await,
+        }
+    }
+
+    /// Gives the credits of a captured generation back, once (a support tool;
+    /// run it in a transaction so that a failed provider call leaves no trace).
+    /// Returns the amount refunded, 0 if there was nothing (left) to refund.
+    pub async fn refund(
+        &self,
+        tx: &impl GenericClient,
+        generation_id: Uuid,
+    ) -> Result<i64, ProviderError> {
+        let row = tx
+            .query_opt(
+                "SELECT user_id, amount FROM credit_holds
+                  WHERE generation_id = $1 AND kind = 'credits' AND state = 'captured' AND capture_state = 'done'",
+                &[&generation_id],
+            )
+            .await
+            .map_err(crate::Error::from)?;
+        let Some(row) = row else { return Ok(0) };
+        let (user_id, amount): (Uuid, i64) = (row.get(0), i64::from(row.get::<_, i32>(1)));
+        if !ledger::claim_refund(tx, user_id, generation_id, amount).await? {
+            return Ok(0);
+        }
+        match &self.provider {
+            Provider::Ledger => ledger::restore(tx, user_id, amount).await?,
+            Provider::Manacore(client) => client.refund(user_id, amount, generation_id).await?,
+        }
+        tracing::info!(%user_id, %generation_id, amount, op = "refund", outcome = "refunded", "credits refunded");
+        Ok(amount)
+    }
+}

@@ -1,0 +1,96 @@
+//! Short-lived runtime state in DynamoDB (the runtime table, `RUNTIME_TABLE`):
+//! rate-limit windows ([`ratelimit`]), idempotency records ([`idempotency`])
+//! and the ids of processed webhook deliveries ([`replay`]). Every item has a
+//! string key `pk` + `sk` and an `expiresAt` TTL (epoch seconds), so DynamoDB
+//! deletes old items by itself; readers still treat expired items as absent.
+
+pub mod idempotency;
+pub mod ratelimit;
+pub mod replay;
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::{Client, config::timeout::TimeoutConfig, types::AttributeValue};
+use tokio::sync::OnceCell;
+
+use crate::Config;
+
+/// A call to the runtime table failed (unreachable, throttled, misconfigured).
+#[derive(Debug, thiserror::Error)]
+#[error("runtime table: {0}")]
+pub struct Unavailable(pub String);
+
+impl Unavailable {
+    /// Wraps any SDK error with its full context.
+    fn from_sdk<E: std::error::Error + 'static>(err: E) -> Self {
+        Unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(err).to_string())
+    }
+}
+
+/// The runtime table; the client is built on first use.
+#[derive(Debug)]
+pub struct RuntimeTable {
+    sdk: Option<aws_config::SdkConfig>,
+    client: OnceCell<Client>,
+    name: String,
+}
+
+impl RuntimeTable {
+    /// `sdk` overrides the AWS settings read from the environment on first use.
+    pub fn new(cfg: &Config, sdk: Option<aws_config::SdkConfig>) -> Self {
+        RuntimeTable {
+            sdk,
+            client: OnceCell::new(),
+            name: cfg.runtime_table.clone(),
+        }
+    }
+
+    /// The table name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The DynamoDB client, built on first use. Calls are capped at a few
+    /// seconds: every request waits for this table, so it must fail fast.
+    pub async fn client(&self) -> &Client {
+        self.client
+            .get_or_init(|| async {
+                let sdk = match &self.sdk {
+                    Some(s) => s.clone(),
+                    None => aws_config::load_from_env().await,
+                };
+                let timeouts = TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(1))
+                    .operation_timeout(Duration::from_secs(3))
+                    .build();
+                let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
+                    .timeout_config(timeouts)
+                    .build();
+                Client::from_conf(conf)
+            })
+            .await
+    }
+}
+
+/// A string attribute.
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+/// A number attribute.
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// A number attribute of an item, if present and numeric.
+fn number(item: &std::collections::HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
+    item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+/// A string attribute of an item, if present.
+fn string<'a>(
+    item: &'a std::collections::HashMap<String, AttributeValue>,
+    name: &str,
+) -> Option<&'a str> {
+    item.get(name)?.as_s().ok().map(String::as_str)
+}

@@ -1,0 +1,160 @@
+//! What each route demands before its handler runs, declared once in
+//! [`crate::api::ROUTES`] and enforced by one middleware around every route:
+//! a bearer token, then the caller's rate limit (with `RateLimit-*` headers,
+//! 429 `RATE_LIMITED` beyond it), then the idempotency key where the route
+//! takes one. A served route missing from the table answers 500, so a new
+//! route cannot run without a declared policy.
+
+use axum::{
+    extract::{FromRequestParts, MatchedPath, Request, State},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+
+use super::AuthUser;
+use crate::{
+    AppState, Problem,
+    limits::{
+        idempotency,
+        ratelimit::{self, Decision},
+    },
+};
+
+/// A route and what it demands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (the model catalog).
+    Public,
+    /// Anyone; the handler checks the request's own signature (the Replicate webhook).
+    Signed,
+    /// A user with a bearer token, within the rate limit of `limit`.
+    User { limit: Limit, idempotent: bool },
+}
+
+/// Which per-minute budget a route draws on (per user and per route).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `RATE_LIMIT_GENERATE_PER_MINUTE`; fails closed when DynamoDB is unreachable.
+    Generate,
+    /// `RATE_LIMIT_READS_PER_MINUTE`; fails open when DynamoDB is unreachable.
+    Reads,
+}
+
+/// The declared route for a method and matched path (`HEAD` is served by `GET`).
+pub fn find(routes: &[Route], method: &Method, path: &str) -> Option<Route> {
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    routes
+        .iter()
+        .find(|r| r.method == method && r.path == path)
+        .copied()
+}
+
+/// The middleware: applies the route's [`Access`] before its handler.
+pub async fn enforce(
+    State(st): State<AppState>,
+    matched: Option<MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(path) = matched.map(|m| m.as_str().to_string()) else {
+        return next.run(req).await;
+    };
+    let routes = crate::api::ROUTES;
+    let Some(route) = find(routes, req.method(), &path) else {
+        if routes.iter().any(|r| r.path == path) {
+            return next.run(req).await; // another method of a known path: 405
+        }
+        tracing::error!(%path, "route has no entry in api::ROUTES: refused");
+        return Problem::internal().into_response();
+    };
+    match route.access {
+        Access::Public | Access::Signed => next.run(req).await,
+        Access::User { limit, idempotent } => {
+            user_route(&st, &route, limit, idempotent, req, next)
+                .await
+                .unwrap_or_else(IntoResponse::into_response)
+        }
+    }
+}
+
+async fn user_route(
+    st: &AppState,
+    route: &Route,
+    limit: Limit,
+    idempotent: bool,
+    req: Request,
+    next: Next,
+) -> Result<Response, Problem> {
+    let (mut parts, body) = req.into_parts();
+    let AuthUser(user) = AuthUser::from_request_parts(&mut parts, st).await?;
+    let req = Request::from_parts(parts, body);
+    let max = match limit {
+        Limit::Generate => st.cfg.rate_limit_generate_per_minute,
+        Limit::Reads => st.cfg.rate_limit_reads_per_minute,
+    };
+    let name = format!("{} {}", route.method, route.path);
+    let now = chrono::Utc::now().timestamp();
+    let decision = match ratelimit::check(&st.runtime, user, &name, max, now).await {
+        Ok(d) => Some(d),
+        Err(e) if limit == Limit::Reads => {
+            tracing::warn!(error = %e, route = %name, "rate limit unavailable: read allowed (fail open)");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, route = %name, "rate limit unavailable: request refused (fail closed)");
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "RATE_LIMIT_UNAVAILABLE",
+                "Service unavailable",
+                "The rate limit cannot be checked right now; retry shortly.",
+            ));
+        }
+    };
+    if let Some(d) = decision.filter(|d| !d.allowed) {
+        let mut res = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            "Too many requests",
+            format!(
+                "At most {} requests a minute; retry in {} s.",
+                d.limit, d.reset_secs
+            ),
+        )
+        .into_response();
+        rate_headers(res.headers_mut(), &d);
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(d.reset_secs));
+        return Ok(res);
+    }
+    let mut res = if idempotent {
+        idempotency::run(st, user, req, next)
+            .await
+            .unwrap_or_else(IntoResponse::into_response)
+    } else {
+        next.run(req).await
+    };
+    if let Some(d) = decision {
+        rate_headers(res.headers_mut(), &d);
+    }
+    Ok(res)
+}
+
+/// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds).
+fn rate_headers(headers: &mut HeaderMap, d: &Decision) {
+    headers.insert("ratelimit-limit", HeaderValue::from(d.limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
+    headers.insert("ratelimit-reset", HeaderValue::from(d.reset_secs));
+}
