@@ -7,7 +7,7 @@ DEV_TOOL := target/debug/picture-dev
 # Runs a command with the local stack's settings.
 WITH_ENV := set -a && . ./.dev/local.env && set +a &&
 
-.PHONY: dev stop test token credits retry-captures migrate build-dev
+.PHONY: dev stop test token credits reconcile retry-captures migrate build-dev
 
 ## dev: start the background services, migrate, seed, serve every function on 127.0.0.1:$(PORT)
 dev: build-dev
@@ -38,6 +38,10 @@ credits: build-dev
 	@[ -n "$(USER_ID)" ] && [ -n "$(AMOUNT)" ] || { echo "usage: make credits USER_ID=<uuid> AMOUNT=<n>" >&2; exit 2; }
 	@[ -f .dev/local.env ] || bash infra/scripts/stack.sh up
 	@$(WITH_ENV) $(DEV_TOOL) credits $(USER_ID) $(AMOUNT)
+
+## reconcile: one reconciler run against the local stack (finish lost webhooks, time out stuck generations)
+reconcile: build-dev
+	@$(WITH_ENV) $(DEV_TOOL) reconcile
 
 ## retry-captures: send external credit captures that have not gone through
 retry-captures: build-dev

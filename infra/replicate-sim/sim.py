@@ -180,6 +180,7 @@ class Markers:
     no_webhook: bool
     bad_output: bool
     data_uri: bool
+    create_error: bool
     slow_ms: int | None
 
     @classmethod
@@ -191,6 +192,7 @@ class Markers:
             no_webhook="[sim:no-webhook]" in prompt,
             bad_output="[sim:bad-output]" in prompt,
             data_uri="[sim:data-uri]" in prompt,
+            create_error="[sim:create-500]" in prompt,
             slow_ms=int(slow.group(1)) if slow else None,
         )
 
@@ -396,6 +398,7 @@ class Prediction:
             "data_removed": False,
             "source": "api",
             "urls": {"get": get_url, "cancel": f"{get_url}/cancel", "web": f"https://replicate.com/p/{self.id}"},
+            "webhook": self.request.webhook,
         }
         if self.terminal:
             predict = (self.completed_at - self.started_at).total_seconds() if self.started_at else 0.0
@@ -746,6 +749,9 @@ class Handler(BaseHTTPRequestHandler):
     def start(self, request: CreateRequest) -> Response:
         """Create the prediction and honour `Prefer: wait[=N]`."""
         pred = self.sim.create(request)
+        if request.markers.create_error:
+            # The prediction exists, but the client never learns it: an ambiguous create.
+            return json_response(500, {"title": "Internal Server Error", "status": 500})
         wait_s = self.prefer_wait()
         headers = {}
         if wait_s is not None:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The local stack's background services: PostgreSQL, moto (S3 + DynamoDB) and
-# the Replicate simulator. `up` installs what is missing, starts what is not
+# The local stack's background services: PostgreSQL, moto (S3), moto's
+# DynamoDB one request at a time (dynamodb.py) and the Replicate simulator. `up` installs what is missing, starts what is not
 # running (reusing what is), creates the databases and writes .dev/local.env;
 # `down` stops what `up` started.
 set -euo pipefail
@@ -10,6 +10,7 @@ DEV=$ROOT/.dev
 VENV="${PICTURE_VENV:-$HOME/.cache/picture-venv}"
 PORT="${PORT:-3006}"
 MOTO_PORT="${MOTO_PORT:-5000}"
+DYNAMODB_PORT="${DYNAMODB_PORT:-5001}"
 SIM_PORT="${SIM_PORT:-5100}"
 SIM_TOKEN=r8_sim_token
 SIM_SECRET=whsec_cGljdHVyZS1sb2NhbC1yZXBsaWNhdGUtc2ltdWxhdG8=
@@ -76,6 +77,11 @@ up() {
     start_bg moto "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
     wait_for "http://127.0.0.1:$MOTO_PORT/moto-api/" moto
   fi
+  if ! curl -s -o /dev/null "http://127.0.0.1:$DYNAMODB_PORT/moto-api/"; then
+    log "starting DynamoDB (moto, serialised) on :$DYNAMODB_PORT"
+    start_bg dynamodb "$VENV/bin/python" infra/scripts/dynamodb.py --host 127.0.0.1 --port "$DYNAMODB_PORT"
+    wait_for "http://127.0.0.1:$DYNAMODB_PORT/moto-api/" dynamodb
+  fi
 
   local api_url=http://127.0.0.1:$PORT replicate_url token secret allowed
   if [ -n "${REPLICATE_API_TOKEN:-}" ] && [ "${REPLICATE_API_TOKEN}" != "$SIM_TOKEN" ] && [ -z "${REPLICATE_API_BASE_URL:-}" ]; then
@@ -98,6 +104,7 @@ API_URL=$api_url
 DATABASE_URL=postgres://postgres@127.0.0.1:$pg_port/picture
 TEST_DATABASE_URL=postgres://postgres@127.0.0.1:$pg_port/picture_test
 AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT
+AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$DYNAMODB_PORT
 AWS_ACCESS_KEY_ID=test
 AWS_SECRET_ACCESS_KEY=test
 AWS_REGION=eu-central-1

@@ -60,6 +60,10 @@ pub struct Config {
     pub output_allowed_hosts: Vec<String>,
     pub max_output_bytes: usize,
     pub sync_wait: Duration,
+    /// How long a generation may stay open before the reconciler asks Replicate about it.
+    pub reconcile_grace: Duration,
+    /// How long a generation may stay open at all; older ones are failed (and cancelled at Replicate).
+    pub generation_deadline: Duration,
     pub free_generations: i32,
     pub credits_per_generation: i32,
     pub credits_provider: CreditsProvider,
@@ -202,6 +206,16 @@ impl Config {
                 "SYNC_WAIT_SECONDS",
                 get("SYNC_WAIT_SECONDS"),
                 25,
+            )?),
+            reconcile_grace: Duration::from_secs(number(
+                "RECONCILE_GRACE_SECONDS",
+                get("RECONCILE_GRACE_SECONDS"),
+                120,
+            )?),
+            generation_deadline: Duration::from_secs(number(
+                "GENERATION_DEADLINE_SECONDS",
+                get("GENERATION_DEADLINE_SECONDS"),
+                1800,
             )?),
             free_generations: number("FREE_GENERATIONS", get("FREE_GENERATIONS"), 3)?,
             credits_per_generation: number(

@@ -29,6 +29,12 @@ const LEASE_SECS: i32 = 120;
 /// Minimum gap between two provider polls of one generation.
 const POLL_GAP_MS: i32 = 1000;
 
+/// The error recorded when Replicate could not start a generation.
+pub(crate) const PROVIDER_ERROR: (&str, &str) = (
+    "PROVIDER_ERROR",
+    "The image provider could not start this generation.",
+);
+
 /// A generation that has just been started, with the hold it took.
 #[derive(Debug)]
 pub struct Started {
@@ -91,21 +97,15 @@ pub async fn start(
             tracing::info!(generation_id = %new.id, prediction_id = %prediction.id, status = %prediction.status, "prediction created");
             settle(st, new.id, &prediction).await?;
         }
+        Err(e) if e.is_ambiguous() => {
+            // The prediction may exist anyway (creates are not idempotent): keep the generation
+            // open; its webhook or the reconciler will find it, or the reconciler fails it.
+            tracing::warn!(generation_id = %new.id, error = %e, "prediction create outcome unknown; left to the reconciler");
+        }
         Err(e) => {
-            tracing::error!(generation_id = %new.id, error = %e, ambiguous = e.is_ambiguous(), "prediction create failed");
-            close(
-                st,
-                new.id,
-                Status::Failed,
-                Some((
-                    "PROVIDER_ERROR",
-                    "The image provider could not start this generation.",
-                )),
-            )
-            .await?;
-            return Err(Problem::provider_error(
-                "The image provider could not start this generation.",
-            ));
+            tracing::error!(generation_id = %new.id, error = %e, "prediction create failed");
+            close(st, new.id, Status::Failed, Some(PROVIDER_ERROR)).await?;
+            return Err(Problem::provider_error(PROVIDER_ERROR.1));
         }
     }
     let generation = load(st, new.id).await?;
@@ -212,7 +212,7 @@ async fn complete(st: &AppState, generation_id: Uuid, file: &str) -> Result<(), 
 
 /// Ends an open generation as failed or cancelled and releases its hold; a
 /// generation that already ended is left as it is.
-async fn close(
+pub(crate) async fn close(
     st: &AppState,
     generation_id: Uuid,
     status: Status,

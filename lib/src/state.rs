@@ -1,6 +1,7 @@
 //! Everything a handler needs, built once per cold start and shared by all
 //! invocations of an instance. Nothing here opens a connection: the pool,
-//! the S3 client, the JWKS and the webhook secret are fetched on first use.
+//! the S3 and DynamoDB clients, the JWKS and the webhook secret are fetched
+//! on first use.
 
 use std::{
     sync::Arc,
@@ -10,11 +11,21 @@ use std::{
 use deadpool_postgres::Pool;
 use tokio::sync::{OnceCell, RwLock};
 
+use crate::limits::RuntimeTable;
+
 use crate::{
     Config, Result, auth::Verifier, credits::Credits, db, replicate::Replicate, storage::Storage,
 };
 
 const MODELS_TTL: Duration = Duration::from_secs(60);
+
+/// AWS settings that replace the environment's for one service (tests point
+/// one service at a dead endpoint while the other keeps working).
+#[derive(Debug, Clone, Default)]
+pub struct AwsOverrides {
+    pub s3: Option<aws_config::SdkConfig>,
+    pub dynamodb: Option<aws_config::SdkConfig>,
+}
 
 /// Shared state; cheap to clone.
 #[derive(Clone, Debug)]
@@ -29,6 +40,7 @@ pub struct Inner {
     pub replicate: Replicate,
     pub auth: Verifier,
     pub credits: Credits,
+    pub runtime: RuntimeTable,
     webhook_secret: OnceCell<String>,
     models: RwLock<Option<(Instant, Arc<Vec<db::models::Model>>)>>,
 }
@@ -44,18 +56,19 @@ impl AppState {
     /// State from the process environment.
     pub fn from_env() -> Result<Self> {
         let cfg = Config::from_env().map_err(|e| crate::Error::Internal(e.to_string()))?;
-        Self::new(cfg, None)
+        Self::new(cfg, AwsOverrides::default())
     }
 
-    /// State from settings; `aws` overrides the AWS settings of the environment.
-    pub fn new(cfg: Config, aws: Option<aws_config::SdkConfig>) -> Result<Self> {
+    /// State from settings; `aws` replaces the environment's AWS settings per service.
+    pub fn new(cfg: Config, aws: AwsOverrides) -> Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| crate::Error::Internal(format!("http client: {e}")))?;
         Ok(AppState(Arc::new(Inner {
             db: db::pool(&cfg.database_url, cfg.database_pool_size)?,
-            storage: Storage::new(&cfg, http.clone(), aws),
+            storage: Storage::new(&cfg, http.clone(), aws.s3),
+            runtime: RuntimeTable::new(&cfg, aws.dynamodb),
             replicate: Replicate::new(
                 http.clone(),
                 &cfg.replicate_api_base_url,

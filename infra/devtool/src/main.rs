@@ -3,10 +3,11 @@
 //! - `serve`: every function's routes on one port (the dev gateway), plus the
 //!   dev key set at `/dev/jwks.json`;
 //! - `migrate`: applies pending migrations to `DATABASE_URL`;
-//! - `setup`: creates the images bucket in the AWS emulator;
+//! - `setup`: creates the images bucket and the runtime table (with its TTL) in the AWS emulator;
 //! - `token USER_ID`: prints a token signed by the local dev key (made on first use);
 //! - `credits USER_ID AMOUNT`: grants credits on the built-in ledger;
 //! - `retry-captures`: sends external credit captures that did not go through;
+//! - `reconcile`: one run of the reconciler (what the scheduled function does);
 //! - `refund GENERATION_ID`: gives a captured generation's credits back.
 //!
 //! Settings come from the environment (`make` loads `.dev/local.env`).
@@ -99,6 +100,56 @@ async fn setup() -> Result<()> {
             .map_err(|e| anyhow::anyhow!(aws_sdk_s3::error::DisplayErrorContext(e).to_string()))?;
         eprintln!("setup: created bucket {bucket}");
     }
+    runtime_table(&state).await
+}
+
+/// Creates the runtime table as template.yaml declares it (`pk` + `sk`, TTL on `expiresAt`).
+async fn runtime_table(state: &AppState) -> Result<()> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        TimeToLiveSpecification,
+    };
+    let db = state.runtime.client().await;
+    let table = state.runtime.name();
+    let fail = |e: String| anyhow::anyhow!("runtime table {table}: {e}");
+    if db.describe_table().table_name(table).send().await.is_ok() {
+        return Ok(());
+    }
+    let mut create = db
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest);
+    for (name, kind) in [("pk", KeyType::Hash), ("sk", KeyType::Range)] {
+        create = create
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(name)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(name)
+                    .key_type(kind)
+                    .build()?,
+            );
+    }
+    create
+        .send()
+        .await
+        .map_err(|e| fail(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()))?;
+    db.update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .attribute_name("expiresAt")
+                .enabled(true)
+                .build()?,
+        )
+        .send()
+        .await
+        .map_err(|e| fail(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()))?;
+    eprintln!("setup: created table {table} (TTL on expiresAt)");
     Ok(())
 }
 
@@ -159,6 +210,15 @@ async fn main() -> Result<()> {
             );
             Ok(())
         }
+        ["reconcile"] => {
+            picture::runtime::init_logging();
+            let state = AppState::from_env()?;
+            let report = picture::reconcile::run(&state)
+                .await
+                .map_err(|p| anyhow::anyhow!("{}: {}", p.code, p.detail))?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
         ["retry-captures"] => {
             let state = AppState::from_env()?;
             let (settled, open) = state
@@ -180,7 +240,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         _ => bail!(
-            "usage: picture-dev serve | migrate | setup | token USER_ID | credits USER_ID AMOUNT | retry-captures | refund GENERATION_ID"
+            "usage: picture-dev serve | migrate | setup | token USER_ID | credits USER_ID AMOUNT | reconcile | retry-captures | refund GENERATION_ID"
         ),
     }
 }

@@ -23,7 +23,9 @@ use crate::{
 
 /// The routes of this function.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/generate", post(generate))
+    Router::new()
+        .route("/api/v1/generate", post(generate))
+        .route_layer(axum::middleware::from_fn(web::ssrf::guard_source_image))
 }
 
 /// What the `generate` binary serves.
@@ -158,13 +160,8 @@ fn parse(body: &Value) -> Result<Request, Problem> {
             }
         });
     let source_image_url = c.string("sourceImageUrl", 1, 2048);
-    if let Some(u) = &source_image_url {
-        if url::Url::parse(u)
-            .map(|u| u.scheme() != "https" || u.host_str().is_none())
-            .unwrap_or(true)
-        {
-            c.fail("sourceImageUrl", "must be an https URL");
-        }
+    if let Some(Err(message)) = source_image_url.as_deref().map(web::ssrf::check) {
+        c.fail("sourceImageUrl", message);
     }
     let wait_for_result = match map.get("waitForResult") {
         None | Some(Value::Null) => false,

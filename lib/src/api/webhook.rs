@@ -2,11 +2,13 @@
 //! prediction finishes. Verifies the signature, then settles the generation
 //! through the same exactly-once path as every other completion. Unknown
 //! predictions are acknowledged so that Replicate stops retrying; failures on
-//! our side answer 5xx so that it retries.
+//! our side answer 5xx so that it retries. A processed delivery's
+//! `webhook-id` is remembered for a day: a replay is acknowledged
+//! (`{"received":true,"duplicate":true}`) without doing anything.
 
 use axum::{
     Router,
-    body::Bytes,
+    body::Body,
     extract::{Query, State},
     response::Response,
     routing::post,
@@ -18,6 +20,7 @@ use uuid::Uuid;
 
 use crate::{
     AppState, Problem, lifecycle,
+    limits::replay,
     replicate::{Prediction, signature},
     web,
 };
@@ -42,11 +45,9 @@ async fn webhook(
     State(st): State<AppState>,
     Query(q): Query<Params>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, Problem> {
-    if body.len() > web::BODY_LIMIT {
-        return Err(Problem::payload_too_large(web::BODY_LIMIT));
-    }
+    let body = web::read_body(body).await?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let secret = st.webhook_secret().await?;
     let now = chrono::Utc::now().timestamp();
@@ -61,7 +62,32 @@ async fn webhook(
         tracing::warn!(reason = %e, "webhook rejected");
         return Err(Problem::invalid_signature());
     }
-    let prediction: Prediction = serde_json::from_slice(&body)
+    let delivery = header("webhook-id").unwrap_or_default();
+    match replay::seen(&st.runtime, delivery, now).await {
+        Ok(true) => {
+            tracing::info!(
+                webhook_id = delivery,
+                "webhook replay acknowledged without work"
+            );
+            return Ok(web::json(
+                StatusCode::OK,
+                json!({"received": true, "duplicate": true}),
+            ));
+        }
+        Ok(false) => {}
+        // Settling is idempotent, so an unknown replay state only costs a repeat.
+        Err(e) => tracing::warn!(error = %e, "webhook replay check unavailable: processing"),
+    }
+    let answer = process(&st, &q, &body).await?;
+    if let Err(e) = replay::remember(&st.runtime, delivery, now).await {
+        tracing::warn!(error = %e, webhook_id = delivery, "webhook id not remembered");
+    }
+    Ok(answer)
+}
+
+/// Settles the generation a verified delivery reports on.
+async fn process(st: &AppState, q: &Params, body: &[u8]) -> Result<Response, Problem> {
+    let prediction: Prediction = serde_json::from_slice(body)
         .map_err(|_| Problem::malformed_json("The body is not a prediction."))?;
     let hint = q
         .generation_id
@@ -75,6 +101,6 @@ async fn webhook(
         return Ok(web::json(StatusCode::OK, json!({"received": true})));
     };
     tracing::info!(generation_id = %g.id, prediction_id = %prediction.id, status = %prediction.status, "webhook received");
-    lifecycle::settle(&st, g.id, &prediction).await?;
+    lifecycle::settle(st, g.id, &prediction).await?;
     Ok(web::json(StatusCode::OK, json!({"received": true})))
 }

@@ -18,6 +18,18 @@ pub struct Prediction {
     pub output: Option<Value>,
     #[serde(default)]
     pub error: Option<Value>,
+    /// The webhook URL it was created with (it carries our generation id).
+    #[serde(default)]
+    pub webhook: Option<String>,
+}
+
+/// One page of the prediction list, newest first.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PredictionPage {
+    pub results: Vec<Prediction>,
+    /// The URL of the next (older) page.
+    #[serde(default)]
+    pub next: Option<String>,
 }
 
 impl Prediction {
@@ -133,6 +145,15 @@ impl Replicate {
     pub async fn get(&self, id: &str) -> Result<Prediction, ReplicateError> {
         let url = format!("{}/v1/predictions/{id}", self.base);
         self.send(Method::GET, &url, None, CALL_TIMEOUT, None, retryable_get)
+            .await
+    }
+
+    /// A page of the account's predictions, newest first: the first page, or the page at `next`.
+    pub async fn list(&self, next: Option<&str>) -> Result<PredictionPage, ReplicateError> {
+        let first = format!("{}/v1/predictions", self.base);
+        // Only ever follow pages of our own API base: the token goes with the request.
+        let url = next.filter(|n| n.starts_with(&self.base)).unwrap_or(&first);
+        self.send(Method::GET, url, None, CALL_TIMEOUT, None, retryable_get)
             .await
     }
 

@@ -5,4 +5,4 @@ pub mod client;
 pub mod inputs;
 pub mod signature;
 
-pub use client::{Prediction, Replicate, ReplicateError};
+pub use client::{Prediction, PredictionPage, Replicate, ReplicateError};

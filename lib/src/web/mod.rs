@@ -142,9 +142,15 @@ fn cors(origins: &[String]) -> CorsLayer {
 const SECURITY_HEADERS: [(&str, &str); 5] = [
     ("x-content-type-options", "nosniff"),
     ("referrer-policy", "no-referrer"),
-    ("strict-transport-security", "max-age=63072000; includeSubDomains"),
+    (
+        "strict-transport-security",
+        "max-age=63072000; includeSubDomains",
+    ),
     ("x-frame-options", "DENY"),
-    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
 ];
 
 /// Adds [`SECURITY_HEADERS`], and `Cache-Control: no-store` where the route set none.

@@ -82,11 +82,9 @@ pub async fn enforce(
     };
     match route.access {
         Access::Public | Access::Signed => next.run(req).await,
-        Access::User { limit, idempotent } => {
-            user_route(&st, &route, limit, idempotent, req, next)
-                .await
-                .unwrap_or_else(IntoResponse::into_response)
-        }
+        Access::User { limit, idempotent } => user_route(&st, &route, limit, idempotent, req, next)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
     }
 }
 

@@ -106,11 +106,12 @@ pub async fn check_resolved(url: &Url) -> Result<(), &'static str> {
         return Ok(());
     };
     let port = url.port_or_known_default().unwrap_or(443);
-    let addrs: Vec<_> = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((name, port)))
-        .await
-        .map_err(|_| UNRESOLVABLE)?
-        .map_err(|_| UNRESOLVABLE)?
-        .collect();
+    let addrs: Vec<_> =
+        tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((name, port)))
+            .await
+            .map_err(|_| UNRESOLVABLE)?
+            .map_err(|_| UNRESOLVABLE)?
+            .collect();
     if addrs.is_empty() {
         Err(UNRESOLVABLE)
     } else if addrs.iter().any(|a| forbidden(a.ip())) {
@@ -134,11 +135,16 @@ pub async fn guard_source_image(req: Request, next: Next) -> Response {
         .and_then(|v| v.get(FIELD)?.as_str().and_then(|u| check(u).ok()));
     if let Some(url) = url {
         if let Err(message) = check_resolved(&url).await {
-            tracing::warn!(host = url.host_str().unwrap_or_default(), reason = message, "sourceImageUrl refused");
+            tracing::warn!(
+                host = url.host_str().unwrap_or_default(),
+                reason = message,
+                "sourceImageUrl refused"
+            );
             return Problem::validation(vec![FieldError::new(FIELD, message)]).into_response();
         }
     }
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 #[cfg(test)]
@@ -153,13 +159,15 @@ mod tests {
     fn only_https_urls_with_a_host() {
         assert!(!refused("https://images.example.com/cat.png"));
         assert!(!refused("https://93.184.216.34:8443/cat.png"));
-        assert!(!refused("https://[2606:2800:220:1:248:1893:25c8:1946]/cat.png"));
+        assert!(!refused(
+            "https://[2606:2800:220:1:248:1893:25c8:1946]/cat.png"
+        ));
         for raw in [
             "http://images.example.com/cat.png",
             "ftp://images.example.com/cat.png",
             "file:///etc/passwd",
             "data:image/png;base64,AAAA",
-            "https:///cat.png",
+            "https://",
             "not a url",
         ] {
             assert_eq!(check(raw).unwrap_err(), NOT_HTTPS, "{raw}");
@@ -169,29 +177,29 @@ mod tests {
     #[test]
     fn ipv4_special_ranges_are_refused() {
         for raw in [
-            "https://127.0.0.1/",        // loopback
-            "https://127.255.0.9/",      // loopback /8
-            "https://0x7f.1/",           // loopback, written in hex
-            "https://2130706433/",       // loopback, as one number
-            "https://0.0.0.0/",          // unspecified
-            "https://10.0.0.1/",         // private 10/8
-            "https://10.255.255.255/",   //
-            "https://172.16.0.1/",       // private 172.16/12
-            "https://172.31.255.254/",   //
-            "https://192.168.1.1/",      // private 192.168/16
-            "https://169.254.169.254/",  // link-local, AWS/GCP/Azure metadata
-            "https://169.254.0.1/",      //
-            "https://100.64.0.1/",       // CGNAT 100.64/10
-            "https://100.127.255.255/",  //
-            "https://100.100.100.200/",  // Alibaba metadata (CGNAT)
-            "https://192.0.0.192/",      // Oracle metadata (IETF protocol assignments)
-            "https://168.63.129.16/",    // Azure WireServer
-            "https://224.0.0.1/",        // multicast
-            "https://239.255.255.250/",  //
-            "https://240.0.0.1/",        // reserved
-            "https://255.255.255.255/",  // broadcast
-            "https://198.18.0.1/",       // benchmarking
-            "https://192.0.2.1/",        // documentation
+            "https://127.0.0.1/",       // loopback
+            "https://127.255.0.9/",     // loopback /8
+            "https://0x7f.1/",          // loopback, written in hex
+            "https://2130706433/",      // loopback, as one number
+            "https://0.0.0.0/",         // unspecified
+            "https://10.0.0.1/",        // private 10/8
+            "https://10.255.255.255/",  //
+            "https://172.16.0.1/",      // private 172.16/12
+            "https://172.31.255.254/",  //
+            "https://192.168.1.1/",     // private 192.168/16
+            "https://169.254.169.254/", // link-local, AWS/GCP/Azure metadata
+            "https://169.254.0.1/",     //
+            "https://100.64.0.1/",      // CGNAT 100.64/10
+            "https://100.127.255.255/", //
+            "https://100.100.100.200/", // Alibaba metadata (CGNAT)
+            "https://192.0.0.192/",     // Oracle metadata (IETF protocol assignments)
+            "https://168.63.129.16/",   // Azure WireServer
+            "https://224.0.0.1/",       // multicast
+            "https://239.255.255.250/", //
+            "https://240.0.0.1/",       // reserved
+            "https://255.255.255.255/", // broadcast
+            "https://198.18.0.1/",      // benchmarking
+            "https://192.0.2.1/",       // documentation
         ] {
             assert_eq!(check(raw).unwrap_err(), PRIVATE, "{raw}");
         }
@@ -210,24 +218,24 @@ mod tests {
     #[test]
     fn ipv6_special_ranges_and_embedded_ipv4_are_refused() {
         for raw in [
-            "https://[::1]/",                     // loopback
-            "https://[::]/",                      // unspecified
-            "https://[fe80::1]/",                 // link-local
-            "https://[febf:ffff::1]/",            // link-local, end of fe80::/10
-            "https://[fc00::1]/",                 // unique local fc00::/7
-            "https://[fd12:3456:789a::1]/",       //
-            "https://[fd00:ec2::254]/",           // AWS metadata over IPv6
-            "https://[ff02::1]/",                 // multicast
-            "https://[fec0::1]/",                 // site-local
-            "https://[2001:db8::1]/",             // documentation
-            "https://[::ffff:127.0.0.1]/",        // IPv4-mapped loopback
-            "https://[::ffff:10.0.0.1]/",         // IPv4-mapped private
-            "https://[::ffff:169.254.169.254]/",  // IPv4-mapped metadata
-            "https://[::ffff:a9fe:a9fe]/",        // the same, in hex
-            "https://[::192.168.0.1]/",           // IPv4-compatible private
-            "https://[64:ff9b::10.0.0.1]/",       // NAT64 of a private address
-            "https://[2002:7f00:1::]/",           // 6to4 of loopback
-            "https://[2001::1]/",                 // Teredo
+            "https://[::1]/",                    // loopback
+            "https://[::]/",                     // unspecified
+            "https://[fe80::1]/",                // link-local
+            "https://[febf:ffff::1]/",           // link-local, end of fe80::/10
+            "https://[fc00::1]/",                // unique local fc00::/7
+            "https://[fd12:3456:789a::1]/",      //
+            "https://[fd00:ec2::254]/",          // AWS metadata over IPv6
+            "https://[ff02::1]/",                // multicast
+            "https://[fec0::1]/",                // site-local
+            "https://[2001:db8::1]/",            // documentation
+            "https://[::ffff:127.0.0.1]/",       // IPv4-mapped loopback
+            "https://[::ffff:10.0.0.1]/",        // IPv4-mapped private
+            "https://[::ffff:169.254.169.254]/", // IPv4-mapped metadata
+            "https://[::ffff:a9fe:a9fe]/",       // the same, in hex
+            "https://[::192.168.0.1]/",          // IPv4-compatible private
+            "https://[64:ff9b::10.0.0.1]/",      // NAT64 of a private address
+            "https://[2002:7f00:1::]/",          // 6to4 of loopback
+            "https://[2001::1]/",                // Teredo
         ] {
             assert_eq!(check(raw).unwrap_err(), PRIVATE, "{raw}");
         }

@@ -1,9 +1,13 @@
 //! A test stack: the API (every function's routes) served on a random
 //! loopback port with its own signing key, wired to the shared local services.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
-use picture::{AppState, Config, auth::devkey::DevKey};
+use picture::{AppState, Config, auth::devkey::DevKey, state::AwsOverrides};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -29,17 +33,24 @@ pub struct Stack {
     pub base: String,
     pub state: AppState,
     pub key: DevKey,
+    /// The key set the API fetches (the stack's key at first; tests may replace it).
+    pub jwks: Arc<RwLock<Value>>,
     pub http: reqwest::Client,
 }
 
 impl Stack {
     /// The API with the stack's settings (development, webhooks to this server).
     pub async fn start() -> Stack {
-        Stack::with(&[], None).await
+        Stack::with(&[]).await
     }
 
-    /// The API with extra settings and, optionally, other AWS settings.
-    pub async fn with(overrides: &[(&str, &str)], aws: Option<aws_config::SdkConfig>) -> Stack {
+    /// The API with extra settings.
+    pub async fn with(overrides: &[(&str, &str)]) -> Stack {
+        Stack::with_aws(overrides, AwsOverrides::default()).await
+    }
+
+    /// The API with extra settings and other AWS settings for some services.
+    pub async fn with_aws(overrides: &[(&str, &str)], aws: AwsOverrides) -> Stack {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let jwks = format!("{base}/test/jwks.json");
@@ -52,16 +63,18 @@ impl Stack {
         let cfg = Config::from_map(&env(&all)).expect("test settings");
         let state = AppState::new(cfg, aws).unwrap();
         let key = DevKey::generate(&format!("test-{}", Uuid::new_v4()));
-        let jwks_doc = key.jwks();
+        let jwks_doc = Arc::new(RwLock::new(key.jwks()));
+        let served = jwks_doc.clone();
         let app = picture::api::all(state.clone()).route(
             "/test/jwks.json",
-            axum::routing::get(move || async move { axum::Json(jwks_doc) }),
+            axum::routing::get(move || async move { axum::Json(served.read().unwrap().clone()) }),
         );
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Stack {
             base,
             state,
             key,
+            jwks: jwks_doc,
             http: reqwest::Client::new(),
         }
     }

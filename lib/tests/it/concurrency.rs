@@ -70,7 +70,7 @@ async fn parallel_requests_never_take_more_than_the_free_allowance() {
 
 #[tokio::test]
 async fn enforced_environments_refuse_beyond_the_free_allowance() {
-    let s = Stack::with(&[("APP_ENV", "staging")], None).await;
+    let s = Stack::with(&[("APP_ENV", "staging")]).await;
     let user = Uuid::new_v4();
     let results = parallel_generates(&s, user, 6).await;
     let accepted = results

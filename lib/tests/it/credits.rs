@@ -70,7 +70,7 @@ async fn development_counts_down_free_generations_then_waives() {
 
 #[tokio::test]
 async fn staging_ledger_charges_ten_credits_after_the_free_ones() {
-    let s = Stack::with(&[("APP_ENV", "staging")], None).await;
+    let s = Stack::with(&[("APP_ENV", "staging")]).await;
     let user = Uuid::new_v4();
     for i in 0..3 {
         let (status, _) = s
@@ -123,7 +123,7 @@ async fn staging_ledger_charges_ten_credits_after_the_free_ones() {
 
 #[tokio::test]
 async fn failed_and_cancelled_generations_cost_nothing_on_the_ledger() {
-    let s = Stack::with(&[("APP_ENV", "staging"), ("FREE_GENERATIONS", "0")], None).await;
+    let s = Stack::with(&[("APP_ENV", "staging"), ("FREE_GENERATIONS", "0")]).await;
     let user = Uuid::new_v4();
     grant(&s, user, 10).await;
     let (status, g) = s.generate(user, "doomed [sim:fail]", true).await;
@@ -158,7 +158,7 @@ async fn failed_and_cancelled_generations_cost_nothing_on_the_ledger() {
 
 #[tokio::test]
 async fn parallel_requests_cannot_spend_credits_they_do_not_have() {
-    let s = Stack::with(&[("APP_ENV", "staging")], None).await;
+    let s = Stack::with(&[("APP_ENV", "staging")]).await;
     let user = Uuid::new_v4();
     grant(&s, user, 25).await;
     let prompts: Vec<String> = (0..10)
@@ -201,7 +201,7 @@ async fn parallel_requests_cannot_spend_credits_they_do_not_have() {
 
 #[tokio::test]
 async fn duplicate_webhooks_and_polls_capture_credits_once() {
-    let s = Stack::with(&[("APP_ENV", "staging"), ("FREE_GENERATIONS", "0")], None).await;
+    let s = Stack::with(&[("APP_ENV", "staging"), ("FREE_GENERATIONS", "0")]).await;
     let user = Uuid::new_v4();
     grant(&s, user, 30).await;
     let (status, g) = s.generate(user, "charged once [sim:slow=300]", false).await;
@@ -427,7 +427,7 @@ async fn manacore_stack(fake_url: &str, extra: &[(&str, &str)]) -> Stack {
         ("APP_ID", "picture-test"),
     ];
     settings.extend_from_slice(extra);
-    Stack::with(&settings, None).await
+    Stack::with(&settings).await
 }
 
 #[tokio::test]

@@ -201,7 +201,7 @@ async fn missing_output_fails_without_image() {
 
 #[tokio::test]
 async fn wrong_replicate_token_is_502_and_a_failed_generation() {
-    let s = Stack::with(&[("REPLICATE_API_TOKEN", "r8_wrong")], None).await;
+    let s = Stack::with(&[("REPLICATE_API_TOKEN", "r8_wrong")]).await;
     let user = Uuid::new_v4();
     let (status, p) = s.generate(user, "never runs", true).await;
     assert_eq!(
@@ -233,7 +233,14 @@ async fn unavailable_s3_fails_the_generation_instead_of_leaving_it_stuck() {
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
         .load()
         .await;
-    let s = Stack::with(&[], Some(dead_s3)).await;
+    let s = Stack::with_aws(
+        &[],
+        picture::state::AwsOverrides {
+            s3: Some(dead_s3),
+            ..Default::default()
+        },
+    )
+    .await;
     let (status, g) = s.generate(Uuid::new_v4(), "nowhere to put it", true).await;
     assert_eq!(
         (status, g["status"].as_str()),

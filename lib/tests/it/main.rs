@@ -2,9 +2,14 @@
 //! emulator (moto) and the Replicate simulator, each over real connections.
 //! `make test` starts them and exports their settings (.dev/local.env).
 
+mod auth;
+mod boundary;
 mod common;
 mod concurrency;
 mod credits;
 mod errors;
 mod events;
+mod limits;
 mod pipeline;
+mod reconcile;
+mod webhooks;

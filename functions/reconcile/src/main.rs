@@ -1,0 +1,6 @@
+//! Lambda entry point for the scheduled reconciler (see `picture::reconcile`).
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    picture::runtime::run_job(|state| async move { picture::reconcile::run(&state).await }).await
+}

@@ -1,0 +1,166 @@
+//! Replicate webhooks with the published Standard Webhooks construction:
+//! what is accepted, what any change to a signed delivery does, stale
+//! deliveries, replays of a processed delivery, and the body limit.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::common::{Stack, id_of};
+use picture::{limits::replay, replicate::signature};
+
+/// A delivery as sent: headers and body.
+#[derive(Clone)]
+struct Delivery {
+    id: String,
+    timestamp: i64,
+    signature: String,
+    body: String,
+}
+
+impl Delivery {
+    /// A delivery of `body` signed now with the stack's secret.
+    async fn signed(s: &Stack, body: &Value) -> Delivery {
+        let secret = s.state.webhook_secret().await.unwrap();
+        let (id, timestamp, body) = (
+            format!("msg_{}", Uuid::new_v4().simple()),
+            chrono::Utc::now().timestamp(),
+            body.to_string(),
+        );
+        Delivery {
+            signature: signature::sign(secret, &id, timestamp, body.as_bytes()).unwrap(),
+            id,
+            timestamp,
+            body,
+        }
+    }
+
+    async fn send(&self, s: &Stack) -> (StatusCode, Value) {
+        let res = s
+            .http
+            .post(format!("{}/api/v1/generate/webhook", s.base))
+            .header("webhook-id", &self.id)
+            .header("webhook-timestamp", self.timestamp.to_string())
+            .header("webhook-signature", &self.signature)
+            .body(self.body.clone())
+            .send()
+            .await
+            .unwrap();
+        (res.status(), res.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn invalid_signature() -> (StatusCode, Value) {
+    (StatusCode::UNAUTHORIZED, json!("INVALID_SIGNATURE"))
+}
+
+#[tokio::test]
+async fn a_signed_delivery_is_accepted_and_any_change_is_401() {
+    let s = Stack::start().await;
+    let body =
+        json!({"id": format!("p-{}", Uuid::new_v4()), "status": "succeeded", "output": null});
+    let good = Delivery::signed(&s, &body).await;
+    let changed = [
+        Delivery {
+            body: good.body.replace("succeeded", "failed"),
+            ..good.clone()
+        },
+        Delivery {
+            id: format!("{}x", good.id),
+            ..good.clone()
+        },
+        Delivery {
+            timestamp: good.timestamp + 1,
+            ..good.clone()
+        },
+        Delivery {
+            signature: good.signature.replace("v1,", "v2,"),
+            ..good.clone()
+        },
+    ];
+    for d in &changed {
+        let (status, p) = d.send(&s).await;
+        assert_eq!(
+            (status, p["code"].clone()),
+            invalid_signature(),
+            "{}",
+            d.body
+        );
+    }
+    // Stale: correctly signed, but more than five minutes old (or ahead).
+    let secret = s.state.webhook_secret().await.unwrap();
+    for skew in [-301, 301] {
+        let timestamp = good.timestamp + skew;
+        let stale = Delivery {
+            timestamp,
+            signature: signature::sign(secret, &good.id, timestamp, good.body.as_bytes()).unwrap(),
+            ..good.clone()
+        };
+        let (status, p) = stale.send(&s).await;
+        assert_eq!((status, p["code"].clone()), invalid_signature(), "{skew}");
+    }
+    assert_eq!(
+        good.send(&s).await,
+        (StatusCode::OK, json!({"received": true}))
+    );
+}
+
+#[tokio::test]
+async fn a_replayed_delivery_is_acknowledged_without_work() {
+    let s = Stack::start().await;
+    // An unknown prediction: processed (acknowledged) once, then remembered.
+    let body =
+        json!({"id": format!("p-{}", Uuid::new_v4()), "status": "succeeded", "output": null});
+    let d = Delivery::signed(&s, &body).await;
+    assert_eq!(
+        d.send(&s).await,
+        (StatusCode::OK, json!({"received": true}))
+    );
+    let now = chrono::Utc::now().timestamp();
+    assert!(replay::seen(&s.state.runtime, &d.id, now).await.unwrap());
+    assert_eq!(
+        d.send(&s).await,
+        (StatusCode::OK, json!({"received": true, "duplicate": true}))
+    );
+
+    // A delivery id already processed carries a result that would change a live generation:
+    // the replay changes nothing, the same result under a new id does.
+    let user = Uuid::new_v4();
+    let (_, g) = s.generate(user, "replayed [sim:hang]", false).await;
+    let id = id_of(&g);
+    let prediction = s.row(&id).await.prediction_id.unwrap();
+    let failed = json!({"id": prediction, "status": "failed", "error": "boom", "output": null});
+    let replayed = Delivery::signed(&s, &failed).await;
+    replay::remember(&s.state.runtime, &replayed.id, now)
+        .await
+        .unwrap();
+    assert_eq!(replayed.send(&s).await.1["duplicate"], true);
+    assert_eq!(s.row(&id).await.status.as_str(), "processing");
+    assert_eq!(
+        Delivery::signed(&s, &failed).await.send(&s).await,
+        (StatusCode::OK, json!({"received": true}))
+    );
+    assert_eq!(s.row(&id).await.status.as_str(), "failed");
+    s.sim(
+        Method::POST,
+        &format!("/v1/predictions/{prediction}/cancel"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_oversized_delivery_is_413_before_any_check() {
+    let s = Stack::start().await;
+    let res = s
+        .http
+        .post(format!("{}/api/v1/generate/webhook", s.base))
+        .body(vec![b' '; 2 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["code"],
+        "PAYLOAD_TOO_LARGE"
+    );
+}
