@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod credits;
 pub mod db;
+pub mod deploy;
 pub mod lifecycle;
 pub mod limits;
 pub mod problem;

@@ -12,7 +12,7 @@ const IMG2IMG: &str = "3f1c0b6e-7a55-4c1e-9d2a-5b0c1f6a9e03";
 
 #[tokio::test]
 async fn source_image_urls_pointing_inside_are_400() {
-    let s = Stack::start().await;
+    let s = Stack::with(&[("RATE_LIMIT_GENERATE_PER_MINUTE", "100")]).await;
     let user = Uuid::new_v4();
     for url in [
         "http://images.example.com/cat.png",

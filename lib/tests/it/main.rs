@@ -7,6 +7,7 @@ mod boundary;
 mod common;
 mod concurrency;
 mod credits;
+mod deploy;
 mod errors;
 mod events;
 mod limits;
