@@ -7,7 +7,7 @@ DEV_TOOL := target/debug/picture-dev
 # Runs a command with the local stack's settings.
 WITH_ENV := set -a && . ./.dev/local.env && set +a &&
 
-.PHONY: dev stop test token credits reconcile retry-captures migrate build-dev
+.PHONY: dev stop test token credits reconcile retry-captures migrate build-dev fuzz
 
 ## dev: start the background services, migrate, seed, serve every function on 127.0.0.1:$(PORT)
 dev: build-dev
@@ -54,3 +54,7 @@ test: build-dev
 	$(WITH_ENV) DATABASE_URL=$$TEST_DATABASE_URL cargo test --workspace
 	$(VENV)/bin/python -m pytest -q infra/replicate-sim
 	PATH=$(VENV)/bin:$$PATH AWS_DEFAULT_REGION=eu-central-1 sam validate --lint
+
+## fuzz: schemathesis against the local stack from docs/openapi.yaml (no 5xx, answers match the document)
+fuzz: build-dev
+	bash infra/scripts/fuzz.sh

@@ -20,6 +20,7 @@ pub mod replicate;
 pub mod runtime;
 pub mod state;
 pub mod storage;
+pub mod telemetry;
 pub mod web;
 
 pub use config::Config;

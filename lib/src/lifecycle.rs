@@ -15,13 +15,14 @@ use uuid::Uuid;
 
 use crate::{
     AppState, Problem,
-    credits::Hold,
+    credits::{Charge, Hold},
     db::{
         generations::{self, Generation, NewGeneration, Status},
         images::{self, NewImage},
         models::Model,
     },
     replicate::{Prediction, inputs},
+    telemetry::{self, metric},
 };
 
 /// How long a completion lease lasts: longer than any copy, short enough to recover from a crash.
@@ -60,6 +61,10 @@ pub async fn start(
             .record_hold(&*tx, new.user_id, new.id, &hold)
             .await?;
         tx.commit().await.map_err(crate::Error::from)?;
+        telemetry::count(metric::GENERATION_STARTED, 1);
+        if hold.charge == Charge::Free {
+            telemetry::count(metric::FREE_GENERATION_USED, 1);
+        }
         hold
     };
 
@@ -202,6 +207,8 @@ async fn complete(st: &AppState, generation_id: Uuid, file: &str) -> Result<(), 
     tx.commit().await.map_err(crate::Error::from)?;
     drop(conn);
     tracing::info!(%generation_id, %user_id, credits = charged, "generation completed");
+    telemetry::count(metric::GENERATION_SUCCEEDED, 1);
+    telemetry::count(metric::CREDITS_CAPTURED, charged.unsigned_abs().into());
     if charged > 0 {
         // An external provider is charged after the commit; a failure stays recorded for a retry.
         let db = st.db.get().await.map_err(crate::Error::from)?;
@@ -230,6 +237,12 @@ pub(crate) async fn close(
     generations::finish(&*tx, generation_id, status, 0, error).await?;
     tx.commit().await.map_err(crate::Error::from)?;
     tracing::info!(%generation_id, status = status.as_str(), "generation closed");
+    let closed = if status == Status::Cancelled {
+        metric::GENERATION_CANCELLED
+    } else {
+        metric::GENERATION_FAILED
+    };
+    telemetry::count(closed, 1);
     Ok(())
 }
 

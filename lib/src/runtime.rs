@@ -4,26 +4,14 @@
 
 use axum::Router;
 
-use crate::AppState;
-
-/// Initialises JSON logging (level from `RUST_LOG`, default `info`).
-pub fn init_logging() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_current_span(true)
-        .with_target(false)
-        .without_time()
-        .try_init();
-}
+use crate::{AppState, telemetry};
 
 /// The body of every function's `main`: build the state once, serve `router`.
 pub async fn run_function(router: fn(AppState) -> Router) -> Result<(), lambda_http::Error> {
-    init_logging();
+    telemetry::init_logging();
+    let metrics = telemetry::init_metrics()?;
     let state = AppState::from_env()?;
-    lambda_http::run(router(state)).await
+    metrics_cloudwatch_embedded::lambda::service::run_http(metrics, router(state)).await
 }
 
 /// The body of a scheduled function's `main`: build the state once, run `job` per event.
@@ -33,7 +21,7 @@ where
     Fut: std::future::Future<Output = Result<T, crate::Problem>>,
     T: serde::Serialize,
 {
-    init_logging();
+    telemetry::init_logging();
     let state = AppState::from_env()?;
     let job = &job;
     lambda_runtime::run(lambda_runtime::service_fn(

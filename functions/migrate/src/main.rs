@@ -5,7 +5,7 @@ use picture::deploy::{CustomResourceEvent, handle};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    picture::runtime::init_logging();
+    picture::telemetry::init_logging();
     let database_url = std::env::var("DATABASE_URL").map_err(|_| "DATABASE_URL is required")?;
     let http = reqwest::Client::new();
     lambda_runtime::run(service_fn(|event: LambdaEvent<CustomResourceEvent>| {

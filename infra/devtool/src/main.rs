@@ -43,7 +43,7 @@ fn dev_key(dir: &Path) -> Result<DevKey> {
 }
 
 async fn serve() -> Result<()> {
-    picture::runtime::init_logging();
+    picture::telemetry::init_logging();
     let state = AppState::from_env()?;
     let dir = dev_dir();
     dev_key(&dir)?;
@@ -211,7 +211,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         ["reconcile"] => {
-            picture::runtime::init_logging();
+            picture::telemetry::init_logging();
             let state = AppState::from_env()?;
             let report = picture::reconcile::run(&state)
                 .await

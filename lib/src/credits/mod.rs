@@ -363,6 +363,10 @@ impl Credits {
                 .await?;
             }
             tracing::info!(%user_id, %generation_id, charge = kind, amount, op = "release", outcome = "released", "credit hold released");
+            crate::telemetry::count(
+                crate::telemetry::metric::CREDITS_RELEASED,
+                amount.unsigned_abs().into(),
+            );
         }
         Ok(())
     }

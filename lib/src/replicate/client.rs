@@ -9,6 +9,8 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::telemetry::{self, metric};
+
 /// A prediction as Replicate reports it (the fields we use).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Prediction {
@@ -201,7 +203,14 @@ impl Replicate {
             if let Some(w) = wait_secs {
                 req = req.header("Prefer", format!("wait={w}"));
             }
-            let res = req.send().await.map_err(transport)?;
+            let started = std::time::Instant::now();
+            let sent = req.send().await;
+            metrics::histogram!(metric::REPLICATE_LATENCY)
+                .record(started.elapsed().as_secs_f64() * 1000.0);
+            let res = sent.map_err(|e| {
+                telemetry::count(metric::REPLICATE_ERROR, 1);
+                transport(e)
+            })?;
             let status = res.status();
             if status.is_success() {
                 return res.json::<T>().await.map_err(transport);
@@ -222,6 +231,7 @@ impl Replicate {
                         .map(str::to_string)
                 })
                 .unwrap_or_default();
+            telemetry::count(metric::REPLICATE_ERROR, 1);
             return Err(ReplicateError::Status {
                 status: status.as_u16(),
                 title,

@@ -52,6 +52,7 @@ impl FromRequestParts<AppState> for AuthUser {
             tracing::warn!(reason = %e, "token rejected");
             Problem::unauthenticated()
         })?;
+        tracing::Span::current().record("user_id", tracing::field::display(user.0));
         parts.extensions.insert(user);
         Ok(user)
     }
@@ -84,25 +85,38 @@ pub fn path_id(raw: &str, code: &'static str, what: &str) -> Result<Uuid, Proble
     Uuid::parse_str(raw).map_err(|_| Problem::not_found(code, what))
 }
 
-/// Gives every response an `x-request-id`: the caller's, the Lambda request id, or a new one.
+/// Runs each request in a span carrying the log fields of [`crate::telemetry`],
+/// and gives every response an `x-request-id`: the caller's, else API
+/// Gateway's request id (the correlation id), else the Lambda request id, else a new one.
 async fn request_id(req: Request, next: Next) -> Response {
+    use lambda_http::{RequestExt, request::RequestContext};
+    use tracing::Instrument;
+
+    let function_request_id = req.lambda_context_ref().map(|c| c.request_id.clone());
+    let gateway_request_id = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(c)) => c.request_id.clone(),
+        _ => None,
+    };
     let id = req
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string)
-        .or_else(|| {
-            use lambda_http::RequestExt;
-            req.lambda_context_ref().map(|c| c.request_id.clone())
-        })
+        .or(gateway_request_id)
+        .or_else(|| function_request_id.clone())
         .unwrap_or_else(|| Uuid::new_v4().to_string());
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
-    let mut res = {
-        let _enter = span.enter();
-        next.run(req)
-    }
-    .await;
+    let span = tracing::info_span!(
+        "request",
+        service = %crate::telemetry::service_name(),
+        cold_start = crate::telemetry::take_cold_start(),
+        correlation_id = %id,
+        function_request_id = function_request_id.as_deref().unwrap_or_default(),
+        method = %req.method(),
+        path = %req.uri().path(),
+        user_id = tracing::field::Empty,
+    );
+    let mut res = next.run(req).instrument(span).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert("x-request-id", v);
     }

@@ -11,6 +11,7 @@ mod deploy;
 mod errors;
 mod events;
 mod limits;
+mod openapi;
 mod pipeline;
 mod reconcile;
 mod webhooks;
