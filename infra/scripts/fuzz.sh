@@ -33,7 +33,7 @@ timeout 300 "$VENV/bin/schemathesis" run docs/openapi.yaml \
   --url "$BASE" \
   --header "Authorization: Bearer $TOKEN" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
-  --phases examples,coverage,fuzzing \
+  --phases examples,coverage,fuzzing,stateful \
   --max-examples "$EXAMPLES" \
   --workers 2 \
   --request-timeout 20 \

@@ -18,6 +18,7 @@ pub mod problem;
 pub mod reconcile;
 pub mod replicate;
 pub mod runtime;
+pub mod secrets;
 pub mod state;
 pub mod storage;
 pub mod telemetry;

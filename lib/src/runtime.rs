@@ -10,7 +10,7 @@ use crate::{AppState, telemetry};
 pub async fn run_function(router: fn(AppState) -> Router) -> Result<(), lambda_http::Error> {
     telemetry::init_logging();
     let metrics = telemetry::init_metrics()?;
-    let state = AppState::from_env()?;
+    let state = AppState::from_env().await?;
     metrics_cloudwatch_embedded::lambda::service::run_http(metrics, router(state)).await
 }
 
@@ -22,7 +22,7 @@ where
     T: serde::Serialize,
 {
     telemetry::init_logging();
-    let state = AppState::from_env()?;
+    let state = AppState::from_env().await?;
     let job = &job;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |_: lambda_runtime::LambdaEvent<serde_json::Value>| {

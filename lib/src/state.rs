@@ -53,9 +53,13 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// State from the process environment.
-    pub fn from_env() -> Result<Self> {
-        let cfg = Config::from_env().map_err(|e| crate::Error::Internal(e.to_string()))?;
+    /// State from the process environment (and the secrets it points to, see [`crate::secrets`]).
+    pub async fn from_env() -> Result<Self> {
+        let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+        crate::secrets::resolve(&mut vars, &reqwest::Client::new())
+            .await
+            .map_err(|e| crate::Error::Internal(e.to_string()))?;
+        let cfg = Config::from_map(&vars).map_err(|e| crate::Error::Internal(e.to_string()))?;
         Self::new(cfg, AwsOverrides::default())
     }
 

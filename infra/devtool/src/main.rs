@@ -44,7 +44,7 @@ fn dev_key(dir: &Path) -> Result<DevKey> {
 
 async fn serve() -> Result<()> {
     picture::telemetry::init_logging();
-    let state = AppState::from_env()?;
+    let state = AppState::from_env().await?;
     let dir = dev_dir();
     dev_key(&dir)?;
     let jwks_file = dir.join("jwks.json");
@@ -77,7 +77,7 @@ async fn serve() -> Result<()> {
 }
 
 async fn setup() -> Result<()> {
-    let state = AppState::from_env()?;
+    let state = AppState::from_env().await?;
     let s3 = state.storage.client().await;
     let bucket = &state.cfg.images_bucket;
     if s3.head_bucket().bucket(bucket).send().await.is_err() {
@@ -197,7 +197,7 @@ async fn main() -> Result<()> {
                 .ok()
                 .filter(|a| *a > 0)
                 .context("AMOUNT must be a positive integer")?;
-            let state = AppState::from_env()?;
+            let state = AppState::from_env().await?;
             let mut db = state.db.get().await?;
             let tx = db.transaction().await?;
             let b =
@@ -212,7 +212,7 @@ async fn main() -> Result<()> {
         }
         ["reconcile"] => {
             picture::telemetry::init_logging();
-            let state = AppState::from_env()?;
+            let state = AppState::from_env().await?;
             let report = picture::reconcile::run(&state)
                 .await
                 .map_err(|p| anyhow::anyhow!("{}: {}", p.code, p.detail))?;
@@ -220,7 +220,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         ["retry-captures"] => {
-            let state = AppState::from_env()?;
+            let state = AppState::from_env().await?;
             let (settled, open) = state
                 .credits
                 .retry_captures(&**state.db.get().await?, 500)
@@ -231,7 +231,7 @@ async fn main() -> Result<()> {
         ["refund", generation] => {
             let generation =
                 uuid::Uuid::parse_str(generation).context("GENERATION_ID must be a uuid")?;
-            let state = AppState::from_env()?;
+            let state = AppState::from_env().await?;
             let mut db = state.db.get().await?;
             let tx = db.transaction().await?;
             let amount = state.credits.refund(&*tx, generation).await?;

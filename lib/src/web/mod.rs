@@ -11,7 +11,7 @@ use axum::{
     body::{Body, Bytes},
     extract::{FromRequest, FromRequestParts, Request},
     middleware::Next,
-    response::Response,
+    response::{IntoResponse, Response},
 };
 use http::{HeaderValue, Method, StatusCode, header, request::Parts};
 use serde_json::Value;
@@ -180,8 +180,34 @@ async fn security_headers(req: Request, next: Next) -> Response {
     res
 }
 
+/// Turns axum's own plain-text rejections (a query string that does not parse, …) into
+/// problem documents (`MALFORMED_REQUEST`), so that every error has the same shape.
+async fn plain_rejections(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    let plain = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/plain"));
+    if !(plain && status.is_client_error()) {
+        return res;
+    }
+    let detail = axum::body::to_bytes(res.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    Problem::new(
+        status,
+        "MALFORMED_REQUEST",
+        status.canonical_reason().unwrap_or("Bad request"),
+        detail,
+    )
+    .into_response()
+}
+
 /// Turns a function's routes into a service: each route's policy, problem-JSON
-/// fallbacks, CORS, request ids and security headers.
+/// fallbacks and rejections, CORS, request ids and security headers.
 pub fn serve(routes: Router<AppState>, state: AppState) -> Router {
     let origins = state.cfg.cors_origins.clone();
     let service: Router = routes
@@ -198,7 +224,8 @@ pub fn serve(routes: Router<AppState>, state: AppState) -> Router {
                 "This route does not take that method.",
             )
         })
-        .with_state(state);
+        .with_state(state)
+        .layer(axum::middleware::from_fn(plain_rejections));
     let service = if origins.is_empty() {
         service
     } else {

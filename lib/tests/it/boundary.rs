@@ -1,5 +1,6 @@
 //! The edge every response passes: `sourceImageUrl` refused when it points
-//! inside (by address or by name), security headers, CORS per `CORS_ORIGINS`.
+//! inside (by address or by name), security headers, CORS per `CORS_ORIGINS`,
+//! and problem documents for requests the framework itself refuses.
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -134,4 +135,20 @@ async fn cors_answers_listed_origins_only() {
     );
     let res = preflight("https://evil.example.com").await.unwrap();
     assert!(!res.headers().contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test]
+async fn requests_axum_cannot_read_get_problem_documents() {
+    let s = Stack::start().await;
+    let res = s
+        .http
+        .get(format!("{}/api/v1/images?limit=1&limit=2", s.base))
+        .bearer_auth(s.token(Uuid::new_v4()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let p: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(p["code"], "MALFORMED_REQUEST");
 }
