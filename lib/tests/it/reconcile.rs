@@ -9,25 +9,23 @@ use uuid::Uuid;
 
 use crate::common::{Stack, id_of};
 
-/// The URL of a migrated database only this test uses.
-async fn own_database() -> String {
+/// A migrated database only this test run uses (unique, so parallel runs do not collide);
+/// returns its URL and a client of the server to drop it with.
+async fn own_database() -> (String, String, tokio_postgres::Client) {
     let shared = std::env::var("DATABASE_URL").expect("run with `make test`");
     let (server, _) = shared.rsplit_once('/').unwrap();
     let (client, conn) = tokio_postgres::connect(&format!("{server}/postgres"), NoTls)
         .await
         .unwrap();
     tokio::spawn(conn);
+    let name = format!("picture_reconcile_{}", Uuid::new_v4().simple());
     client
-        .batch_execute("DROP DATABASE IF EXISTS picture_reconcile_test WITH (FORCE)")
+        .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .unwrap();
-    client
-        .batch_execute("CREATE DATABASE picture_reconcile_test")
-        .await
-        .unwrap();
-    let url = format!("{server}/picture_reconcile_test");
+    let url = format!("{server}/{name}");
     picture::db::migrate(&url).await.unwrap();
-    url
+    (url, name, client)
 }
 
 /// Waits until the simulator has finished the generation's prediction.
@@ -62,7 +60,7 @@ async fn assert_completed_once(s: &Stack, id: &str) {
 
 #[tokio::test]
 async fn the_reconciler_finishes_lost_orphaned_and_stuck_generations_once() {
-    let db = own_database().await;
+    let (db, name, server) = own_database().await;
     let settings = [
         ("DATABASE_URL", db.as_str()),
         ("RECONCILE_GRACE_SECONDS", "0"),
@@ -173,4 +171,9 @@ async fn the_reconciler_finishes_lost_orphaned_and_stuck_generations_once() {
         .await
         .unwrap();
     assert_eq!(free_after, free_before + 1);
+    drop((s, other, strict));
+    server
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .unwrap();
 }
