@@ -278,6 +278,16 @@ def test_slow_marker(base_url):
     assert wait_terminal(base_url, body["id"])["status"] == "succeeded"
 
 
+def test_noise_marker_makes_large_deterministic_images(base_url):
+    def image_bytes(prompt):
+        return call("GET", create(base_url, {"prompt": prompt, "size": "576x576", "output_format": "png"}, prefer="wait")[2]["output"][0])[2]
+
+    plain, noisy = image_bytes("grain"), image_bytes("grain [sim:noise]")
+    assert len(noisy) > 800_000 > 10 * len(plain)
+    assert image_bytes("grain [sim:noise]") == noisy
+    assert Image.open(io.BytesIO(noisy)).size == (576, 576)
+
+
 def test_list_pagination_newest_first(base_url):
     ids = [create(base_url, {"prompt": f"list {i}"})[2]["id"] for i in range(3)]
     status, _, page = call("GET", f"{base_url}/v1/predictions?page_size=2", headers=AUTH)

@@ -44,6 +44,8 @@ pub struct Config {
     pub app_env: AppEnv,
     pub database_url: String,
     pub database_pool_size: usize,
+    /// Extra CA certificates (PEM) for `sslmode=require` connections, e.g. the RDS bundle.
+    pub database_ca_file: Option<String>,
     pub images_bucket: String,
     /// Path-style S3 addressing (`S3_FORCE_PATH_STYLE=true`), for S3-compatible endpoints by host name.
     pub s3_force_path_style: bool,
@@ -173,6 +175,7 @@ impl Config {
         Ok(Config {
             app_env,
             database_url: required("DATABASE_URL")?,
+            database_ca_file: get("DATABASE_CA_FILE"),
             database_pool_size: number("DATABASE_POOL_SIZE", get("DATABASE_POOL_SIZE"), 4)?,
             images_bucket: required("IMAGES_BUCKET")?,
             s3_force_path_style: get("S3_FORCE_PATH_STYLE")

@@ -25,11 +25,12 @@ pub struct CustomResourceEvent {
 pub async fn handle(
     http: &reqwest::Client,
     database_url: &str,
+    ca_file: Option<&str>,
     event: &CustomResourceEvent,
 ) -> Result<(), reqwest::Error> {
     let outcome = match event.request_type.as_str() {
         "Delete" => Ok(Vec::new()),
-        _ => crate::db::migrate(database_url)
+        _ => crate::db::migrate(database_url, ca_file)
             .await
             .map_err(|e| e.to_string()),
     };

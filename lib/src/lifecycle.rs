@@ -160,8 +160,11 @@ async fn complete(st: &AppState, generation_id: Uuid, file: &str) -> Result<(), 
     if !generations::try_lease(&**db, generation_id, owner, LEASE_SECS).await? {
         return Ok(()); // finished already, or someone else is copying right now
     }
-    let user_id = load(st, generation_id).await?.user_id;
-    drop(db);
+    let user_id = generations::get(&**db, generation_id)
+        .await?
+        .ok_or_else(|| not_found(generation_id))?
+        .user_id;
+    drop(db); // not held during the copy: the pool is small
     let stored = match st.storage.copy_output(file, user_id, generation_id).await {
         Ok(obj) => obj,
         Err(e) => {

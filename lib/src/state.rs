@@ -70,7 +70,11 @@ impl AppState {
             .build()
             .map_err(|e| crate::Error::Internal(format!("http client: {e}")))?;
         Ok(AppState(Arc::new(Inner {
-            db: db::pool(&cfg.database_url, cfg.database_pool_size)?,
+            db: db::pool(
+                &cfg.database_url,
+                cfg.database_pool_size,
+                cfg.database_ca_file.as_deref(),
+            )?,
             storage: Storage::new(&cfg, http.clone(), aws.s3),
             runtime: RuntimeTable::new(&cfg, aws.dynamodb),
             replicate: Replicate::new(

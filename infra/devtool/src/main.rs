@@ -165,7 +165,8 @@ async fn main() -> Result<()> {
         ["serve"] => serve().await,
         ["migrate"] => {
             let url = std::env::var("DATABASE_URL").context("DATABASE_URL is required")?;
-            let applied = picture::db::migrate(&url).await?;
+            let ca = std::env::var("DATABASE_CA_FILE").ok();
+            let applied = picture::db::migrate(&url, ca.as_deref()).await?;
             eprintln!(
                 "migrate: {} applied ({})",
                 applied.len(),

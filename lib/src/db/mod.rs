@@ -8,7 +8,9 @@ pub mod models;
 use std::str::FromStr;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use rustls::pki_types::{CertificateDer, pem::PemObject};
+use tokio_postgres::{NoTls, config::SslMode};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::{Error, Result};
 
@@ -16,36 +18,100 @@ mod embedded {
     refinery::embed_migrations!("../infra/migrations");
 }
 
+/// Whether a connection asks for TLS: `sslmode=require` (verified against the
+/// Mozilla roots, which cover RDS Proxy's ACM certificates, plus `ca_file`).
+/// `disable` and `prefer` (the default) connect in plain text.
+fn wants_tls(pg: &tokio_postgres::Config) -> bool {
+    !matches!(pg.get_ssl_mode(), SslMode::Disable | SslMode::Prefer)
+}
+
+/// A rustls connector trusting the Mozilla roots and the PEM certificates in `ca_file`.
+fn tls(ca_file: Option<&str>) -> Result<MakeRustlsConnect> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| Error::Internal(format!("DATABASE_CA_FILE: {e}")))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| Error::Internal(format!("DATABASE_CA_FILE: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| Error::Internal(format!("DATABASE_CA_FILE: {e}")))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Internal(format!("tls: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+fn parse(database_url: &str) -> Result<tokio_postgres::Config> {
+    tokio_postgres::Config::from_str(database_url)
+        .map_err(|e| Error::Internal(format!("DATABASE_URL: {e}")))
+}
+
 /// Builds the pool; connections are opened on first use, not here.
-pub fn pool(database_url: &str, max_size: usize) -> Result<Pool> {
-    let pg = tokio_postgres::Config::from_str(database_url)
-        .map_err(|e| Error::Internal(format!("DATABASE_URL: {e}")))?;
-    let manager = Manager::from_config(
-        pg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+pub fn pool(database_url: &str, max_size: usize, ca_file: Option<&str>) -> Result<Pool> {
+    let pg = parse(database_url)?;
+    let cfg = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = if wants_tls(&pg) {
+        Manager::from_config(pg, tls(ca_file)?, cfg)
+    } else {
+        Manager::from_config(pg, NoTls, cfg)
+    };
+    // Bounded waits: an exhausted pool or an unreachable server is an error, never a hang.
     Pool::builder(manager)
         .max_size(max_size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(std::time::Duration::from_secs(10)))
+        .create_timeout(Some(std::time::Duration::from_secs(5)))
         .build()
         .map_err(|e| Error::Internal(format!("pool: {e}")))
 }
 
 /// Applies pending migrations (idempotent); returns the versions applied now.
-pub async fn migrate(database_url: &str) -> Result<Vec<String>> {
-    let (mut client, conn) = tokio_postgres::connect(database_url, NoTls).await?;
-    let driver = tokio::spawn(conn);
+pub async fn migrate(database_url: &str, ca_file: Option<&str>) -> Result<Vec<String>> {
+    let pg = parse(database_url)?;
+    let mut client = if wants_tls(&pg) {
+        let (client, conn) = pg.connect(tls(ca_file)?).await?;
+        tokio::spawn(conn);
+        client
+    } else {
+        let (client, conn) = pg.connect(NoTls).await?;
+        tokio::spawn(conn);
+        client
+    };
     let report = embedded::migrations::runner()
         .run_async(&mut client)
         .await
         .map_err(|e| Error::Internal(format!("migrations: {e}")))?;
-    drop(client);
-    let _ = driver.await;
     Ok(report
         .applied_migrations()
         .iter()
         .map(|m| m.to_string())
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_only_when_required() {
+        assert!(!wants_tls(&parse("postgres://u@localhost/db").unwrap()));
+        assert!(!wants_tls(
+            &parse("postgres://u@localhost/db?sslmode=disable").unwrap()
+        ));
+        assert!(wants_tls(
+            &parse("postgres://u@proxy.example.com/db?sslmode=require").unwrap()
+        ));
+        assert!(tls(None).is_ok());
+        assert!(tls(Some("/nonexistent/ca.pem")).is_err());
+    }
 }

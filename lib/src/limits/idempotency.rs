@@ -202,7 +202,7 @@ pub async fn run(st: &AppState, user: Uuid, req: Request, next: Next) -> Result<
     let key = raw
         .to_str()
         .ok()
-        .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN)
+        .filter(|k| (1..=MAX_KEY_LEN).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or_else(|| {
             Problem::validation(vec![FieldError::new(
                 "Idempotency-Key",
@@ -241,9 +241,15 @@ pub async fn run(st: &AppState, user: Uuid, req: Request, next: Next) -> Result<
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
     let (parts, body) = res.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .map_err(|e| crate::Error::Internal(format!("response body: {e}")))?;
+    let body = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => {
+            if let Err(e) = release(table, user, &key).await {
+                tracing::error!(error = %e, "idempotency record not released");
+            }
+            return Err(crate::Error::Internal(format!("response body: {e}")).into());
+        }
+    };
     let answer = Stored {
         status: parts.status.as_u16(),
         content_type: parts

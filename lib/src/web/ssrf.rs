@@ -133,15 +133,15 @@ pub async fn guard_source_image(req: Request, next: Next) -> Response {
     let url = serde_json::from_slice::<Value>(&bytes)
         .ok()
         .and_then(|v| v.get(FIELD)?.as_str().and_then(|u| check(u).ok()));
-    if let Some(url) = url {
-        if let Err(message) = check_resolved(&url).await {
-            tracing::warn!(
-                host = url.host_str().unwrap_or_default(),
-                reason = message,
-                "sourceImageUrl refused"
-            );
-            return Problem::validation(vec![FieldError::new(FIELD, message)]).into_response();
-        }
+    if let Some(url) = url
+        && let Err(message) = check_resolved(&url).await
+    {
+        tracing::warn!(
+            host = url.host_str().unwrap_or_default(),
+            reason = message,
+            "sourceImageUrl refused"
+        );
+        return Problem::validation(vec![FieldError::new(FIELD, message)]).into_response();
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await

@@ -47,11 +47,12 @@ async fn migrations_run_on_create_and_update_and_report_to_cloudformation() {
     let (url, got) = response_url().await;
     let http = reqwest::Client::new();
     for kind in ["Create", "Update", "Delete"] {
-        handle(&http, &db, &event(kind, &url)).await.unwrap();
+        handle(&http, &db, None, &event(kind, &url)).await.unwrap();
     }
     handle(
         &http,
         "postgres://nobody@127.0.0.1:9/none",
+        None,
         &event("Update", &url),
     )
     .await

@@ -244,7 +244,7 @@ async fn concurrent_retries_with_one_idempotency_key_make_one_generation() {
         (status, p["errors"][0]["field"].as_str()),
         (StatusCode::BAD_REQUEST, Some("Idempotency-Key"))
     );
-    cancel_all(&s, user, &[original.clone()]).await;
+    cancel_all(&s, user, std::slice::from_ref(original)).await;
     cancel_all(&s, stranger, &[theirs]).await;
 }
 

@@ -24,7 +24,7 @@ async fn own_database() -> (String, String, tokio_postgres::Client) {
         .await
         .unwrap();
     let url = format!("{server}/{name}");
-    picture::db::migrate(&url).await.unwrap();
+    picture::db::migrate(&url, None).await.unwrap();
     (url, name, client)
 }
 
