@@ -58,3 +58,20 @@ test: build-dev
 ## fuzz: schemathesis against the local stack from docs/openapi.yaml (no 5xx, answers match the document)
 fuzz: build-dev
 	bash infra/scripts/fuzz.sh
+
+# The Lambda functions: one crate and binary per directory of functions/.
+FUNCTIONS := $(notdir $(wildcard functions/*))
+
+.PHONY: build bench
+
+## build: release zips for AWS Lambda (arm64, cargo-lambda + zig), one target/lambda/<function>/bootstrap.zip each
+build:
+	bash infra/scripts/tools.sh
+	@rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
+	PATH=$(VENV)/bin:$$PATH cargo lambda build --release --arm64 --output-format zip $(addprefix -p ,$(FUNCTIONS))
+	@for f in $(FUNCTIONS); do stat -c %s target/lambda/$$f/bootstrap.zip | awk -v f=$$f '{printf "%-10s %5.2f MB  target/lambda/%s/bootstrap.zip\n", f, $$1 / 1048576, f}'; done
+
+## bench: cold-start benchmark of x86_64 release builds against the local stack (docs/performance.md); BENCH_ARGS="--warm N --cold N --sync-runs N --only f1,f2"
+bench: build-dev
+	cargo build --release $(addprefix -p ,$(FUNCTIONS)) -p bench-hello -p picture-bench
+	target/release/picture-bench $(BENCH_ARGS)

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 VENV="${PICTURE_VENV:-$HOME/.cache/picture-venv}"
 FUZZ_PORT="${FUZZ_PORT:-3016}"
-EXAMPLES="${FUZZ_EXAMPLES:-30}"
+EXAMPLES="${FUZZ_EXAMPLES:-100}"
 BASE=http://127.0.0.1:$FUZZ_PORT
 DEV_TOOL=target/debug/picture-dev
 

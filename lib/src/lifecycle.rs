@@ -10,6 +10,8 @@
 
 use std::time::{Duration, Instant};
 
+use http::StatusCode;
+
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
@@ -21,7 +23,7 @@ use crate::{
         images::{self, NewImage},
         models::Model,
     },
-    replicate::{Prediction, inputs},
+    replicate::{Prediction, ReplicateError, inputs},
     telemetry::{self, metric},
 };
 
@@ -34,6 +36,12 @@ const POLL_GAP_MS: i32 = 1000;
 pub(crate) const PROVIDER_ERROR: (&str, &str) = (
     "PROVIDER_ERROR",
     "The image provider could not start this generation.",
+);
+
+/// The error recorded when Replicate refused the model version or input (422).
+pub const INPUT_REFUSED: (&str, &str) = (
+    "PROVIDER_REJECTED_INPUT",
+    "The image provider refused this model version or input.",
 );
 
 /// A generation that has just been started, with the hold it took.
@@ -106,6 +114,16 @@ pub async fn start(
             // The prediction may exist anyway (creates are not idempotent): keep the generation
             // open; its webhook or the reconciler will find it, or the reconciler fails it.
             tracing::warn!(generation_id = %new.id, error = %e, "prediction create outcome unknown; left to the reconciler");
+        }
+        Err(ReplicateError::Status { status: 422, title }) => {
+            tracing::warn!(generation_id = %new.id, %title, "prediction input refused");
+            close(st, new.id, Status::Failed, Some(INPUT_REFUSED)).await?;
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                INPUT_REFUSED.0,
+                "Input refused",
+                INPUT_REFUSED.1,
+            ));
         }
         Err(e) => {
             tracing::error!(generation_id = %new.id, error = %e, "prediction create failed");

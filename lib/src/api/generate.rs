@@ -145,7 +145,7 @@ fn parse(body: &Value) -> Result<Request, Problem> {
             .push(FieldError::new(key.clone(), "is not a known field"));
     }
     let prompt = c.string("prompt", 1, 10_000);
-    if !map.contains_key("prompt") {
+    if matches!(map.get("prompt"), None | Some(Value::Null)) {
         c.fail("prompt", "is required");
     } else if prompt.as_deref().is_some_and(|p| p.trim().is_empty()) {
         c.fail("prompt", "must not be blank");
@@ -286,7 +286,18 @@ async fn generate(
     let new = apply_model(&req, &model, user_id)?;
 
     let wait = req.wait_for_result.then_some(st.cfg.sync_wait);
-    let started = lifecycle::start(&st, new, &model, wait).await?;
+    let started = lifecycle::start(&st, new, &model, wait)
+        .await
+        .map_err(|p| match p.code {
+            // The only input Replicate can refuse that we did not check is a caller's version id.
+            code if code == lifecycle::INPUT_REFUSED.0 && req.model_version.is_some() => {
+                Problem::validation(vec![FieldError::new(
+                    "modelVersion",
+                    "is not a version of this model",
+                )])
+            }
+            _ => p,
+        })?;
     let (mut g, hold) = (started.generation, started.hold);
     if req.wait_for_result && !g.status.is_terminal() {
         g = lifecycle::wait_until(&st, g.id, began + st.cfg.sync_wait).await?;
@@ -350,6 +361,10 @@ mod tests {
     #[test]
     fn missing_and_overlong_prompt() {
         assert_eq!(fields(parse(&json!({})).unwrap_err()), ["prompt"]);
+        assert_eq!(
+            fields(parse(&json!({"prompt": null})).unwrap_err()),
+            ["prompt"]
+        );
         assert_eq!(
             fields(parse(&json!({"prompt": "x".repeat(10_001)})).unwrap_err()),
             ["prompt"]

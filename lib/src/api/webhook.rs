@@ -22,6 +22,7 @@ use crate::{
     AppState, Problem, lifecycle,
     limits::replay,
     replicate::{Prediction, signature},
+    telemetry::{self, metric},
     web,
 };
 
@@ -60,8 +61,10 @@ async fn webhook(
         now,
     ) {
         tracing::warn!(reason = %e, "webhook rejected");
+        telemetry::count(metric::WEBHOOK_REJECTED, 1);
         return Err(Problem::invalid_signature());
     }
+    telemetry::count(metric::WEBHOOK_RECEIVED, 1);
     let delivery = header("webhook-id").unwrap_or_default();
     match replay::seen(&st.runtime, delivery, now).await {
         Ok(true) => {

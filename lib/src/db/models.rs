@@ -26,6 +26,7 @@ pub struct Model {
     pub max_height: i32,
     pub max_steps: i32,
     pub supports_negative_prompt: bool,
+    #[serde(rename = "supportsImg2Img")]
     pub supports_img2img: bool,
     pub supports_seed: bool,
     pub is_default: bool,

@@ -50,7 +50,7 @@ pub enum Limit {
 }
 
 /// The declared route for a method and matched path (`HEAD` is served by `GET`).
-pub fn find(routes: &[Route], method: &Method, path: &str) -> Option<Route> {
+fn find(routes: &[Route], method: &Method, path: &str) -> Option<Route> {
     let method = if method == Method::HEAD {
         "GET"
     } else {
@@ -122,6 +122,7 @@ async fn user_route(
         }
     };
     if let Some(d) = decision.filter(|d| !d.allowed) {
+        crate::telemetry::count(crate::telemetry::metric::RATE_LIMITED, 1);
         let mut res = Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
             "RATE_LIMITED",

@@ -24,7 +24,7 @@ use url::{Host, Url};
 use crate::{Problem, problem::FieldError};
 
 /// The field this module checks.
-pub const FIELD: &str = "sourceImageUrl";
+const FIELD: &str = "sourceImageUrl";
 const NOT_HTTPS: &str = "must be an https URL";
 const PRIVATE: &str =
     "must not point at a loopback, private, link-local, multicast or metadata address";

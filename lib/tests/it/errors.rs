@@ -359,3 +359,34 @@ async fn webhooks_need_a_valid_signature() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn an_unknown_model_version_is_a_validation_error_that_costs_nothing() {
+    let s = Stack::start().await;
+    let user = Uuid::new_v4();
+    let body = json!({"prompt": "x", "modelId": FLUX, "modelVersion": "0".repeat(64)});
+    let (status, p) = s
+        .call(Method::POST, "/api/v1/generate", Some(user), Some(body))
+        .await;
+    assert_eq!(
+        codes(&p),
+        (Some("VALIDATION_FAILED"), vec!["modelVersion"]),
+        "{p}"
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let db = s.state.db.get().await.unwrap();
+    let row = db
+        .query_one(
+            "SELECT id::text FROM generations WHERE user_id = $1",
+            &[&user],
+        )
+        .await
+        .unwrap();
+    drop(db);
+    assert_failed_and_free(
+        &s,
+        &json!({"generationId": row.get::<_, String>(0)}),
+        "PROVIDER_REJECTED_INPUT",
+    )
+    .await;
+}
