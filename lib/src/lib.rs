@@ -12,6 +12,7 @@ pub mod config;
 pub mod credits;
 pub mod db;
 pub mod deploy;
+pub mod http_client;
 pub mod lifecycle;
 pub mod limits;
 pub mod problem;

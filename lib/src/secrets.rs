@@ -40,7 +40,7 @@ struct Parameter {
 /// yet; parameters that do not exist are left unset (they may be optional).
 pub async fn resolve(
     vars: &mut HashMap<String, String>,
-    http: &reqwest::Client,
+    http: &crate::http_client::HttpClient,
 ) -> Result<(), SecretError> {
     let Some(path) = vars
         .get("SECRETS_SSM_PATH")
@@ -64,6 +64,7 @@ pub async fn resolve(
             reason,
         };
         let res = http
+            .get()
             .get(format!(
                 "http://localhost:{port}/systemsmanager/parameters/get"
             ))
@@ -140,7 +141,9 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        resolve(&mut vars, &reqwest::Client::new()).await.unwrap();
+        resolve(&mut vars, &crate::http_client::HttpClient::default())
+            .await
+            .unwrap();
         assert_eq!(vars["REPLICATE_API_TOKEN"], "r8_secret");
         assert_eq!(
             vars["DATABASE_URL"], "postgres://already/set",
@@ -161,7 +164,9 @@ mod tests {
     #[tokio::test]
     async fn nothing_is_fetched_without_a_path() {
         let mut vars = HashMap::new();
-        resolve(&mut vars, &reqwest::Client::new()).await.unwrap();
+        resolve(&mut vars, &crate::http_client::HttpClient::default())
+            .await
+            .unwrap();
         assert!(vars.is_empty());
     }
 }

@@ -14,7 +14,8 @@ use tokio::sync::{OnceCell, RwLock};
 use crate::limits::RuntimeTable;
 
 use crate::{
-    Config, Result, auth::Verifier, credits::Credits, db, replicate::Replicate, storage::Storage,
+    Config, Result, auth::Verifier, credits::Credits, db, http_client::HttpClient,
+    replicate::Replicate, storage::Storage,
 };
 
 const MODELS_TTL: Duration = Duration::from_secs(60);
@@ -56,7 +57,7 @@ impl AppState {
     /// State from the process environment (and the secrets it points to, see [`crate::secrets`]).
     pub async fn from_env() -> Result<Self> {
         let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
-        crate::secrets::resolve(&mut vars, &reqwest::Client::new())
+        crate::secrets::resolve(&mut vars, &HttpClient::default())
             .await
             .map_err(|e| crate::Error::Internal(e.to_string()))?;
         let cfg = Config::from_map(&vars).map_err(|e| crate::Error::Internal(e.to_string()))?;
@@ -65,10 +66,7 @@ impl AppState {
 
     /// State from settings; `aws` replaces the environment's AWS settings per service.
     pub fn new(cfg: Config, aws: AwsOverrides) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| crate::Error::Internal(format!("http client: {e}")))?;
+        let http = HttpClient::default();
         Ok(AppState(Arc::new(Inner {
             db: db::pool(
                 &cfg.database_url,

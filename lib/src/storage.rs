@@ -47,14 +47,18 @@ pub struct Storage {
     force_path_style: bool,
     public_base_url: Option<String>,
     presign_ttl: Duration,
-    http: reqwest::Client,
+    http: crate::http_client::HttpClient,
     allowed_hosts: Vec<String>,
     max_bytes: usize,
 }
 
 impl Storage {
     /// `sdk` overrides the AWS settings read from the environment on first use.
-    pub fn new(cfg: &Config, http: reqwest::Client, sdk: Option<aws_config::SdkConfig>) -> Self {
+    pub fn new(
+        cfg: &Config,
+        http: crate::http_client::HttpClient,
+        sdk: Option<aws_config::SdkConfig>,
+    ) -> Self {
         Storage {
             sdk,
             client: OnceCell::new(),
@@ -135,6 +139,7 @@ impl Storage {
         }
         let mut res = self
             .http
+            .get()
             .get(url)
             .timeout(DOWNLOAD_TIMEOUT)
             .send()
@@ -263,7 +268,7 @@ mod tests {
         vars.insert("OUTPUT_ALLOWED_HOSTS".into(), hosts.join(","));
         Storage::new(
             &Config::from_map(&vars).unwrap(),
-            reqwest::Client::new(),
+            crate::http_client::HttpClient::default(),
             None,
         )
     }

@@ -86,7 +86,7 @@ impl Options {
             bin_dir: PathBuf::from("target/release"),
             out: PathBuf::from("target/bench"),
             warm: 300,
-            cold: 5,
+            cold: 10,
             sync_runs: 50,
             only: None,
         };

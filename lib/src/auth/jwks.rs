@@ -44,7 +44,7 @@ struct Cache {
 
 /// Verifies user tokens; one per instance, shared by all requests.
 pub struct Verifier {
-    http: reqwest::Client,
+    http: crate::http_client::HttpClient,
     url: String,
     audience: String,
     issuers: Vec<String>,
@@ -63,7 +63,7 @@ impl std::fmt::Debug for Verifier {
 
 impl Verifier {
     pub fn new(
-        http: reqwest::Client,
+        http: crate::http_client::HttpClient,
         url: &str,
         audience: &str,
         issuers: &[String],
@@ -140,6 +140,7 @@ impl Verifier {
         }
         let set: JwkSet = self
             .http
+            .get()
             .get(&self.url)
             .timeout(Duration::from_secs(5))
             .send()

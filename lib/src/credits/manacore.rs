@@ -16,7 +16,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// Client of the credit service.
 #[derive(Debug, Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    http: crate::http_client::HttpClient,
     base: String,
     service_key: String,
     app_id: String,
@@ -33,7 +33,12 @@ struct BalanceBody {
 }
 
 impl Client {
-    pub fn new(http: reqwest::Client, base: &str, service_key: &str, app_id: &str) -> Self {
+    pub fn new(
+        http: crate::http_client::HttpClient,
+        base: &str,
+        service_key: &str,
+        app_id: &str,
+    ) -> Self {
         Client {
             http,
             base: base.to_string(),
@@ -44,6 +49,7 @@ impl Client {
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
+            .get()
             .request(
                 method,
                 format!("{}/api/v1/internal/credits/{path}", self.base),

@@ -94,7 +94,7 @@ pub struct Credits {
 
 impl Credits {
     /// Built from the service settings.
-    pub fn new(cfg: &Config, http: reqwest::Client) -> Self {
+    pub fn new(cfg: &Config, http: crate::http_client::HttpClient) -> Self {
         let provider = match &cfg.credits_provider {
             CreditsProvider::Ledger => Provider::Ledger,
             CreditsProvider::Manacore {

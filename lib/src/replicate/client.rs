@@ -94,7 +94,7 @@ impl ReplicateError {
 /// Client for one Replicate account (or the local simulator).
 #[derive(Debug, Clone)]
 pub struct Replicate {
-    http: reqwest::Client,
+    http: crate::http_client::HttpClient,
     base: String,
     token: String,
 }
@@ -104,7 +104,7 @@ const MAX_ATTEMPTS: u32 = 3;
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
 
 impl Replicate {
-    pub fn new(http: reqwest::Client, base: &str, token: &str) -> Self {
+    pub fn new(http: crate::http_client::HttpClient, base: &str, token: &str) -> Self {
         Replicate {
             http,
             base: base.trim_end_matches('/').to_string(),
@@ -194,6 +194,7 @@ impl Replicate {
         loop {
             let mut req: RequestBuilder = self
                 .http
+                .get()
                 .request(method.clone(), url)
                 .bearer_auth(&self.token)
                 .timeout(timeout);
