@@ -67,14 +67,15 @@ impl AppState {
     /// State from settings; `aws` replaces the environment's AWS settings per service.
     pub fn new(cfg: Config, aws: AwsOverrides) -> Result<Self> {
         let http = HttpClient::default();
+        let shared_aws = crate::aws::AwsConfig::default();
         Ok(AppState(Arc::new(Inner {
             db: db::pool(
                 &cfg.database_url,
                 cfg.database_pool_size,
                 cfg.database_ca_file.as_deref(),
             )?,
-            storage: Storage::new(&cfg, http.clone(), aws.s3),
-            runtime: RuntimeTable::new(&cfg, aws.dynamodb),
+            storage: Storage::new(&cfg, http.clone(), shared_aws.or(aws.s3)),
+            runtime: RuntimeTable::new(&cfg, shared_aws.or(aws.dynamodb)),
             replicate: Replicate::new(
                 http.clone(),
                 &cfg.replicate_api_base_url,

@@ -41,7 +41,7 @@ pub enum CopyError {
 /// The images bucket and the rules for what may go into it.
 #[derive(Debug)]
 pub struct Storage {
-    sdk: Option<aws_config::SdkConfig>,
+    sdk: crate::aws::AwsConfig,
     client: OnceCell<Client>,
     bucket: String,
     force_path_style: bool,
@@ -53,11 +53,11 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// `sdk` overrides the AWS settings read from the environment on first use.
+    /// `sdk`: the AWS settings its client is built from on first use.
     pub fn new(
         cfg: &Config,
         http: crate::http_client::HttpClient,
-        sdk: Option<aws_config::SdkConfig>,
+        sdk: crate::aws::AwsConfig,
     ) -> Self {
         Storage {
             sdk,
@@ -76,10 +76,7 @@ impl Storage {
     pub async fn client(&self) -> &Client {
         self.client
             .get_or_init(|| async {
-                let sdk = match &self.sdk {
-                    Some(s) => s.clone(),
-                    None => aws_config::load_from_env().await,
-                };
+                let sdk = self.sdk.get().await;
                 let conf = aws_sdk_s3::config::Builder::from(&sdk)
                     .force_path_style(self.force_path_style)
                     .build();
@@ -269,7 +266,7 @@ mod tests {
         Storage::new(
             &Config::from_map(&vars).unwrap(),
             crate::http_client::HttpClient::default(),
-            None,
+            crate::aws::AwsConfig::default(),
         )
     }
 

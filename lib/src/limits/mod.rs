@@ -30,14 +30,14 @@ impl Unavailable {
 /// The runtime table; the client is built on first use.
 #[derive(Debug)]
 pub struct RuntimeTable {
-    sdk: Option<aws_config::SdkConfig>,
+    sdk: crate::aws::AwsConfig,
     client: OnceCell<Client>,
     name: String,
 }
 
 impl RuntimeTable {
-    /// `sdk` overrides the AWS settings read from the environment on first use.
-    pub fn new(cfg: &Config, sdk: Option<aws_config::SdkConfig>) -> Self {
+    /// `sdk`: the AWS settings its client is built from on first use.
+    pub fn new(cfg: &Config, sdk: crate::aws::AwsConfig) -> Self {
         RuntimeTable {
             sdk,
             client: OnceCell::new(),
@@ -55,10 +55,7 @@ impl RuntimeTable {
     pub async fn client(&self) -> &Client {
         self.client
             .get_or_init(|| async {
-                let sdk = match &self.sdk {
-                    Some(s) => s.clone(),
-                    None => aws_config::load_from_env().await,
-                };
+                let sdk = self.sdk.get().await;
                 let timeouts = TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(1))
                     .operation_timeout(Duration::from_secs(3))
