@@ -172,6 +172,15 @@ impl Stack {
     }
 }
 
+/// AWS settings pointing at a closed loopback port: that service is unavailable.
+pub async fn dead_aws() -> aws_config::SdkConfig {
+    aws_config::from_env()
+        .endpoint_url("http://127.0.0.1:9")
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
+        .load()
+        .await
+}
+
 pub fn id_of(v: &Value) -> String {
     v["generationId"]
         .as_str()

@@ -228,11 +228,7 @@ async fn wrong_replicate_token_is_502_and_a_failed_generation() {
 
 #[tokio::test]
 async fn unavailable_s3_fails_the_generation_instead_of_leaving_it_stuck() {
-    let dead_s3 = aws_config::from_env()
-        .endpoint_url("http://127.0.0.1:9")
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
-        .load()
-        .await;
+    let dead_s3 = crate::common::dead_aws().await;
     let s = Stack::with_aws(
         &[],
         picture::state::AwsOverrides {

@@ -144,11 +144,7 @@ async fn reads_have_a_budget_per_route() {
 
 #[tokio::test]
 async fn without_dynamodb_reads_fail_open_and_generate_fails_closed() {
-    let dead = aws_config::from_env()
-        .endpoint_url("http://127.0.0.1:9")
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
-        .load()
-        .await;
+    let dead = crate::common::dead_aws().await;
     let s = Stack::with_aws(
         &[],
         picture::state::AwsOverrides {
