@@ -1,4 +1,8 @@
 //! Lambda entry point for deploy-time migrations (see `picture::deploy`).
+//!
+//! It never fails at init: a missing or unreadable database setting becomes a
+//! FAILED answer to CloudFormation, which rolls the deployment back instead of
+//! waiting an hour for a response.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use picture::deploy::{CustomResourceEvent, handle};
@@ -6,8 +10,14 @@ use picture::deploy::{CustomResourceEvent, handle};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     picture::telemetry::init_logging();
-    let database_url = std::env::var("DATABASE_URL").map_err(|_| "DATABASE_URL is required")?;
-    let ca_file = std::env::var("DATABASE_CA_FILE").ok();
+    let mut vars = std::env::vars().collect();
+    if let Err(e) =
+        picture::secrets::resolve(&mut vars, &picture::http_client::HttpClient::default()).await
+    {
+        tracing::error!(error = %e, "secrets unavailable; the migration will report FAILED");
+    }
+    let database_url = vars.get("DATABASE_URL").cloned().unwrap_or_default();
+    let ca_file = vars.get("DATABASE_CA_FILE").cloned();
     let http = reqwest::Client::new();
     lambda_runtime::run(service_fn(|event: LambdaEvent<CustomResourceEvent>| {
         let (http, url, ca) = (&http, &database_url, ca_file.as_deref());

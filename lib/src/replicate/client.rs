@@ -74,9 +74,12 @@ pub enum ReplicateError {
     /// No answer in time.
     #[error("replicate timed out")]
     Timeout,
-    /// The request could not be made or the answer not read.
-    #[error("replicate request failed: {0}")]
-    Transport(String),
+    /// The request could not be sent (no connection): nothing happened.
+    #[error("replicate unreachable: {0}")]
+    Unreachable(String),
+    /// The request was sent but its answer was lost or unreadable.
+    #[error("replicate answer lost: {0}")]
+    Interrupted(String),
 }
 
 impl ReplicateError {
@@ -86,7 +89,8 @@ impl ReplicateError {
         match self {
             ReplicateError::Timeout => true,
             ReplicateError::Status { status, .. } => *status >= 500,
-            ReplicateError::Transport(_) => false,
+            ReplicateError::Interrupted(_) => true,
+            ReplicateError::Unreachable(_) => false,
         }
     }
 }
@@ -136,7 +140,11 @@ impl Replicate {
             None => format!("{}/v1/models/{replicate_id}/predictions", self.base),
         };
         let wait_secs = wait.map(|w| w.as_secs().clamp(1, 60));
-        let timeout = CALL_TIMEOUT + Duration::from_secs(wait_secs.unwrap_or(0));
+        // A waiting create must answer soon after its wait, well inside API Gateway's 30 s.
+        let timeout = match wait_secs {
+            Some(w) => Duration::from_secs(w + 3),
+            None => CALL_TIMEOUT,
+        };
         self.send(Method::POST, &url, Some(&body), timeout, wait_secs, |s| {
             s == StatusCode::TOO_MANY_REQUESTS
         })
@@ -248,8 +256,10 @@ fn retryable_get(s: StatusCode) -> bool {
 fn transport(e: reqwest::Error) -> ReplicateError {
     if e.is_timeout() {
         ReplicateError::Timeout
+    } else if e.is_connect() {
+        ReplicateError::Unreachable(e.without_url().to_string())
     } else {
-        ReplicateError::Transport(e.to_string())
+        ReplicateError::Interrupted(e.without_url().to_string())
     }
 }
 
@@ -333,5 +343,7 @@ mod tests {
             }
             .is_ambiguous()
         );
+        assert!(ReplicateError::Interrupted("reset".into()).is_ambiguous());
+        assert!(!ReplicateError::Unreachable("refused".into()).is_ambiguous());
     }
 }
