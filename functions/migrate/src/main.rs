@@ -10,17 +10,16 @@ use picture::deploy::{CustomResourceEvent, handle};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     picture::telemetry::init_logging();
+    // Built on first use: its TLS setup is the costliest part of a cold start.
+    let http = picture::http_client::HttpClient::default();
     let mut vars = std::env::vars().collect();
-    if let Err(e) =
-        picture::secrets::resolve(&mut vars, &picture::http_client::HttpClient::default()).await
-    {
+    if let Err(e) = picture::secrets::resolve(&mut vars, &http).await {
         tracing::error!(error = %e, "secrets unavailable; the migration will report FAILED");
     }
     let database_url = vars.get("DATABASE_URL").cloned().unwrap_or_default();
     let ca_file = vars.get("DATABASE_CA_FILE").cloned();
-    let http = reqwest::Client::new();
     lambda_runtime::run(service_fn(|event: LambdaEvent<CustomResourceEvent>| {
-        let (http, url, ca) = (&http, &database_url, ca_file.as_deref());
+        let (http, url, ca) = (http.get(), &database_url, ca_file.as_deref());
         async move {
             handle(http, url, ca, &event.payload)
                 .await

@@ -6,6 +6,7 @@
 //! the features of the tokio the functions are built with in the same build.
 
 use std::{
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     time::{Duration, Instant},
@@ -57,7 +58,9 @@ impl Instance {
             .current_dir(binary.parent().unwrap_or(Path::new(".")))
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
-            .stderr(out);
+            .stderr(out)
+            // Its own process group, so that stopping it also stops anything it started.
+            .process_group(0);
         let spawned = Instant::now();
         let child = cmd
             .spawn()
@@ -116,7 +119,12 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
-        // SIGKILL cannot be ignored, so the wait that reaps it returns at once.
+        if let Ok(group) = libc::pid_t::try_from(self.pid) {
+            // SAFETY: kill(2) with a negative pid signals that process group, which is
+            // the bootstrap's own (see `process_group(0)`); no memory is involved.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
+        // SIGKILL cannot be ignored, so the wait that reaps the bootstrap returns at once.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

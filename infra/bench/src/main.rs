@@ -152,7 +152,7 @@ impl Ctx {
 
     async fn measure(&self, name: &str, warm: &[Event], count: usize) -> Result<Measured> {
         let first = warm.first().with_context(|| format!("{name}: no events"))?;
-        self.session(name, first, warm, count).await?.finish().await
+        self.session(name, first, warm, count).await?.finish()
     }
 }
 
@@ -355,7 +355,7 @@ async fn generate(
         session.separately(event, SEPARATE_RUNS).await?;
     }
     let sync = sync_gen::measure(&mut session, catalog, sim, ctx.opts.sync_runs, tag).await?;
-    Ok((session.finish().await?, sync))
+    Ok((session.finish()?, sync))
 }
 
 /// migrate: a Create request cold, Update requests warm (nothing left to
@@ -367,7 +367,7 @@ async fn migrate(ctx: &Ctx, callbacks: &Callbacks) -> Result<Measured> {
     let session = ctx
         .session("migrate", &first, &[update], (ctx.opts.warm / 10).max(10))
         .await?;
-    let measured = session.finish().await?;
+    let measured = session.finish()?;
     let answers = callbacks.cfn_answers();
     if let Some(bad) = answers.iter().find(|a| a["Status"] != "SUCCESS") {
         bail!("migrate answered CloudFormation with {bad}");

@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// Longest wait for one answer (the generate function waits for the simulator).
-pub const INVOKE_TIMEOUT: Duration = Duration::from_secs(40);
+const INVOKE_TIMEOUT: Duration = Duration::from_secs(40);
 /// How many wrong answers are quoted in the results.
 const QUOTED_PROBLEMS: usize = 5;
 
@@ -57,7 +57,7 @@ pub struct Measured {
 /// A function being measured; holds its last (warm) instance.
 pub struct Session {
     target: Target,
-    pub instance: Instance,
+    instance: Instance,
     inits: Vec<f64>,
     firsts: Vec<f64>,
     first_event: String,
@@ -71,12 +71,13 @@ impl Session {
     /// Starts `target` `cold` times (at least once), each time timing init
     /// and the first invocation with `first`; keeps the last instance.
     pub async fn cold_starts(target: Target, cold: usize, first: &Event) -> Result<Session> {
+        let cold = cold.max(1);
         let mut inits = Vec::new();
         let mut firsts = Vec::new();
         let mut kept = None;
         let mut problems = Vec::new();
         let mut wrong_answers = 0;
-        for i in 0..cold.max(1) {
+        for i in 0..cold {
             let mut instance =
                 Instance::launch(&target.name, &target.binary, &target.env, &target.log).await?;
             inits.push(ms(instance.init));
@@ -104,7 +105,7 @@ impl Session {
             warm: Vec::new(),
             per_event: Vec::new(),
             wrong_answers,
-            problems,
+            problems: problems.into_iter().take(QUOTED_PROBLEMS).collect(),
         })
     }
 
@@ -155,7 +156,7 @@ impl Session {
     }
 
     /// Reads the peak memory, stops the instance and summarises.
-    pub async fn finish(self) -> Result<Measured> {
+    pub fn finish(self) -> Result<Measured> {
         let peak_rss_kib = self.instance.peak_rss_kib()?;
         self.instance.stop();
         let name = &self.target.name;
