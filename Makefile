@@ -50,10 +50,10 @@ retry-captures: build-dev
 ## test: unit + integration tests (real PostgreSQL, moto, simulator), simulator tests, template lint
 test: build-dev
 	bash infra/scripts/stack.sh up
+	PATH=$(VENV)/bin:$$PATH AWS_DEFAULT_REGION=eu-central-1 sam validate --lint
 	$(WITH_ENV) DATABASE_URL=$$TEST_DATABASE_URL $(DEV_TOOL) migrate && $(DEV_TOOL) setup
 	$(WITH_ENV) DATABASE_URL=$$TEST_DATABASE_URL cargo test --workspace
 	$(VENV)/bin/python -m pytest -q infra/replicate-sim
-	PATH=$(VENV)/bin:$$PATH AWS_DEFAULT_REGION=eu-central-1 sam validate --lint
 
 ## fuzz: schemathesis against the local stack from docs/openapi.yaml (no 5xx, answers match the document)
 fuzz: build-dev

@@ -240,18 +240,27 @@ async fn async_generation_completes_by_signed_webhook_once() {
     let row = s.wait_terminal(&id).await;
     assert_eq!(row.status.as_str(), "completed");
     let prediction = row.prediction_id.unwrap();
-    let (_, deliveries) = s
-        .sim(
-            Method::GET,
-            &format!("/_sim/predictions/{prediction}/deliveries"),
-        )
-        .await;
-    assert!(
-        deliveries
+    // The simulator records a delivery once our answer is back: wait for the record.
+    let delivered = |d: &serde_json::Value| d["event"] == "completed" && d["status"] == 200;
+    let mut deliveries = json!([]);
+    for _ in 0..40 {
+        deliveries = s
+            .sim(
+                Method::GET,
+                &format!("/_sim/predictions/{prediction}/deliveries"),
+            )
+            .await
+            .1;
+        if deliveries
             .as_array()
-            .unwrap()
-            .iter()
-            .any(|d| d["event"] == "completed" && d["status"] == 200),
+            .is_some_and(|all| all.iter().any(delivered))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        deliveries.as_array().unwrap().iter().any(delivered),
         "{deliveries}"
     );
 
