@@ -105,50 +105,81 @@ async fn user_route(
     };
     let name = format!("{} {}", route.method, route.path);
     let now = chrono::Utc::now().timestamp();
-    let decision = match ratelimit::check(&st.runtime, user, &name, max, now).await {
-        Ok(d) => Some(d),
-        Err(e) if limit == Limit::Reads => {
-            tracing::warn!(error = %e, route = %name, "rate limit unavailable: read allowed (fail open)");
-            None
+    let check = ratelimit::check(&st.runtime, user, &name, max, now);
+
+    // A GET has no side effects, so it runs while it is being counted (the
+    // answer takes the longer of the two, not their sum) and is dropped if
+    // it turns out to be over the limit. Anything else is counted first.
+    let over = |decision: Option<Decision>| decision.filter(|d| !d.allowed).map(|d| limited(&d));
+    let (decision, mut res) = if route.method == "GET" && !idempotent {
+        let (checked, res) = tokio::join!(check, next.run(req));
+        let decision = decide(checked, limit, &name)?;
+        if let Some(refused) = over(decision) {
+            return Ok(refused);
         }
-        Err(e) => {
-            tracing::error!(error = %e, route = %name, "rate limit unavailable: request refused (fail closed)");
-            return Err(Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "RATE_LIMIT_UNAVAILABLE",
-                "Service unavailable",
-                "The rate limit cannot be checked right now; retry shortly.",
-            ));
-        }
-    };
-    if let Some(d) = decision.filter(|d| !d.allowed) {
-        crate::telemetry::count(crate::telemetry::metric::RATE_LIMITED, 1);
-        let mut res = Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "RATE_LIMITED",
-            "Too many requests",
-            format!(
-                "At most {} requests a minute; retry in {} s.",
-                d.limit, d.reset_secs
-            ),
-        )
-        .into_response();
-        rate_headers(res.headers_mut(), &d);
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(d.reset_secs));
-        return Ok(res);
-    }
-    let mut res = if idempotent {
-        idempotency::run(st, user, req, next)
-            .await
-            .unwrap_or_else(IntoResponse::into_response)
+        (decision, res)
     } else {
-        next.run(req).await
+        let decision = decide(check.await, limit, &name)?;
+        if let Some(refused) = over(decision) {
+            return Ok(refused);
+        }
+        let res = if idempotent {
+            idempotency::run(st, user, req, next)
+                .await
+                .unwrap_or_else(IntoResponse::into_response)
+        } else {
+            next.run(req).await
+        };
+        (decision, res)
     };
     if let Some(d) = decision {
         rate_headers(res.headers_mut(), &d);
     }
     Ok(res)
+}
+
+/// The outcome of a rate-limit check: a decision, none when DynamoDB is
+/// unreachable for a read (fail open), or 503 for generate (fail closed).
+fn decide(
+    checked: Result<Decision, crate::limits::Unavailable>,
+    limit: Limit,
+    name: &str,
+) -> Result<Option<Decision>, Problem> {
+    match checked {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if limit == Limit::Reads => {
+            tracing::warn!(error = %e, route = %name, "rate limit unavailable: read allowed (fail open)");
+            Ok(None)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, route = %name, "rate limit unavailable: request refused (fail closed)");
+            Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "RATE_LIMIT_UNAVAILABLE",
+                "Service unavailable",
+                "The rate limit cannot be checked right now; retry shortly.",
+            ))
+        }
+    }
+}
+
+/// The 429 answer for a request over its limit.
+fn limited(d: &Decision) -> Response {
+    crate::telemetry::count(crate::telemetry::metric::RATE_LIMITED, 1);
+    let mut res = Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "RATE_LIMITED",
+        "Too many requests",
+        format!(
+            "At most {} requests a minute; retry in {} s.",
+            d.limit, d.reset_secs
+        ),
+    )
+    .into_response();
+    rate_headers(res.headers_mut(), d);
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(d.reset_secs));
+    res
 }
 
 /// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds).
