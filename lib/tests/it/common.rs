@@ -114,6 +114,20 @@ impl Stack {
         .await
     }
 
+    /// Cancels the generations that `answers` (generate responses of `user`) started, so that
+    /// hanging ones do not stay open.
+    pub async fn cancel_all(&self, user: Uuid, answers: &[Value]) {
+        for b in answers.iter().filter(|b| b["generationId"].is_string()) {
+            self.call(
+                Method::DELETE,
+                &format!("/api/v1/generate/{}", id_of(b)),
+                Some(user),
+                None,
+            )
+            .await;
+        }
+    }
+
     /// Reads a generation's row straight from the database (no provider poll).
     pub async fn row(&self, id: &str) -> picture::db::generations::Generation {
         let db = self.state.db.get().await.unwrap();

@@ -57,15 +57,8 @@ async fn parallel_requests_never_take_more_than_the_free_allowance() {
         )
         .await;
     assert_eq!(c["freeGenerationsRemaining"], 1);
-    for (_, b) in &results {
-        s.call(
-            Method::DELETE,
-            &format!("/api/v1/generate/{}", id_of(b)),
-            Some(user),
-            None,
-        )
-        .await;
-    }
+    let answers: Vec<_> = results.into_iter().map(|(_, b)| b).collect();
+    s.cancel_all(user, &answers).await;
 }
 
 #[tokio::test]
@@ -92,15 +85,8 @@ async fn enforced_environments_refuse_beyond_the_free_allowance() {
         (Some("INSUFFICIENT_CREDITS"), Some(10), Some(0))
     );
     assert_eq!(p["freeGenerationsRemaining"], 0);
-    for (_, b) in results.iter().filter(|(st, _)| *st == StatusCode::ACCEPTED) {
-        s.call(
-            Method::DELETE,
-            &format!("/api/v1/generate/{}", id_of(b)),
-            Some(user),
-            None,
-        )
-        .await;
-    }
+    let answers: Vec<_> = results.into_iter().map(|(_, b)| b).collect();
+    s.cancel_all(user, &answers).await;
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::{FLUX, Stack, id_of};
+use crate::common::{FLUX, Stack};
 
 /// Waits out the last seconds of a minute, so that a burst falls into one window.
 async fn fresh_window() {
@@ -47,18 +47,6 @@ async fn post(
     let res = req.send().await.unwrap();
     let (status, headers) = (res.status(), res.headers().clone());
     (status, headers, res.json().await.unwrap_or(Value::Null))
-}
-
-async fn cancel_all(s: &Stack, user: Uuid, answers: &[Value]) {
-    for b in answers.iter().filter(|b| b["generationId"].is_string()) {
-        s.call(
-            Method::DELETE,
-            &format!("/api/v1/generate/{}", id_of(b)),
-            Some(user),
-            None,
-        )
-        .await;
-    }
 }
 
 #[tokio::test]
@@ -119,8 +107,8 @@ async fn forty_concurrent_generates_admit_ten_and_429_the_rest() {
     assert_eq!(status, StatusCode::ACCEPTED, "{g}");
     assert_eq!(header(&h, "ratelimit-remaining"), Some(9));
     let bodies: Vec<Value> = accepted.iter().map(|(_, _, b)| b.clone()).collect();
-    cancel_all(&s, user, &bodies).await;
-    cancel_all(&s, other, &[g]).await;
+    s.cancel_all(user, &bodies).await;
+    s.cancel_all(other, &[g]).await;
 }
 
 #[tokio::test]
@@ -240,8 +228,8 @@ async fn concurrent_retries_with_one_idempotency_key_make_one_generation() {
         (status, p["errors"][0]["field"].as_str()),
         (StatusCode::BAD_REQUEST, Some("Idempotency-Key"))
     );
-    cancel_all(&s, user, std::slice::from_ref(original)).await;
-    cancel_all(&s, stranger, &[theirs]).await;
+    s.cancel_all(user, std::slice::from_ref(original)).await;
+    s.cancel_all(stranger, &[theirs]).await;
 }
 
 #[tokio::test]
