@@ -158,6 +158,19 @@ impl Stack {
             .get(0)
     }
 
+    /// Asserts a completed generation with exactly one image and one captured hold.
+    pub async fn assert_completed_once(&self, id: &str) {
+        assert_eq!(self.row(id).await.status.as_str(), "completed");
+        assert_eq!(
+            self.count("SELECT count(*) FROM images WHERE generation_id = $1", id)
+                .await,
+            1
+        );
+        let captured =
+            "SELECT count(*) FROM credit_holds WHERE generation_id = $1 AND state = 'captured'";
+        assert_eq!(self.count(captured, id).await, 1);
+    }
+
     /// Whether the images bucket holds `key`.
     pub async fn object_exists(&self, key: &str) -> bool {
         let s3 = self.state.storage.client().await;

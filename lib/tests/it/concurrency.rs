@@ -117,20 +117,8 @@ async fn concurrent_completions_create_one_image_and_one_capture() {
     assert!(settled.iter().all(Result::is_ok));
     assert!(polled.iter().all(|(st, _)| *st == StatusCode::OK));
 
-    assert_eq!(s.wait_terminal(&id).await.status.as_str(), "completed");
-    assert_eq!(
-        s.count("SELECT count(*) FROM images WHERE generation_id = $1", &id)
-            .await,
-        1
-    );
-    assert_eq!(
-        s.count(
-            "SELECT count(*) FROM credit_holds WHERE generation_id = $1 AND state = 'captured'",
-            &id
-        )
-        .await,
-        1
-    );
+    s.wait_terminal(&id).await;
+    s.assert_completed_once(&id).await;
     let failed = picture::replicate::Prediction {
         status: "failed".into(),
         ..prediction

@@ -285,19 +285,7 @@ async fn async_generation_completes_by_signed_webhook_once() {
             .all(|(st, b)| *st == StatusCode::OK && b["status"] == "completed")
     );
 
-    assert_eq!(
-        s.count("SELECT count(*) FROM images WHERE generation_id = $1", &id)
-            .await,
-        1
-    );
-    assert_eq!(
-        s.count(
-            "SELECT count(*) FROM credit_holds WHERE generation_id = $1 AND state = 'captured'",
-            &id
-        )
-        .await,
-        1
-    );
+    s.assert_completed_once(&id).await;
 }
 
 #[tokio::test]

@@ -41,23 +41,6 @@ async fn prediction_done(s: &Stack, id: &str) {
     panic!("prediction of {id} did not finish");
 }
 
-async fn assert_completed_once(s: &Stack, id: &str) {
-    assert_eq!(s.row(id).await.status.as_str(), "completed");
-    assert_eq!(
-        s.count("SELECT count(*) FROM images WHERE generation_id = $1", id)
-            .await,
-        1
-    );
-    assert_eq!(
-        s.count(
-            "SELECT count(*) FROM credit_holds WHERE generation_id = $1 AND state = 'captured'",
-            id
-        )
-        .await,
-        1
-    );
-}
-
 #[tokio::test]
 async fn the_reconciler_finishes_lost_orphaned_and_stuck_generations_once() {
     let (db, name, server) = own_database().await;
@@ -78,7 +61,7 @@ async fn the_reconciler_finishes_lost_orphaned_and_stuck_generations_once() {
     assert_eq!(s.row(&lost).await.status.as_str(), "processing");
     let report = picture::reconcile::run(&s.state).await.unwrap();
     assert_eq!((report.checked, report.settled), (1, 1));
-    assert_completed_once(&s, &lost).await;
+    s.assert_completed_once(&lost).await;
 
     // A create whose answer was lost: the prediction is found by the generation id in its webhook URL.
     let (status, g) = s
@@ -98,7 +81,7 @@ async fn the_reconciler_finishes_lost_orphaned_and_stuck_generations_once() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     picture::reconcile::run(&s.state).await.unwrap();
     assert!(s.row(&orphan).await.prediction_id.is_some());
-    assert_completed_once(&s, &orphan).await;
+    s.assert_completed_once(&orphan).await;
 
     // Two reconcilers at once do the work once.
     let prompts: Vec<String> = (0..4)
@@ -123,7 +106,7 @@ async fn the_reconciler_finishes_lost_orphaned_and_stuck_generations_once() {
         "{a:?} {b:?}"
     );
     for id in &ids {
-        assert_completed_once(&s, id).await;
+        s.assert_completed_once(id).await;
     }
 
     // Past the deadline: cancelled at Replicate, failed, hold released.
