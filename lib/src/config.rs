@@ -62,6 +62,9 @@ pub struct Config {
     pub output_allowed_hosts: Vec<String>,
     pub max_output_bytes: usize,
     pub sync_wait: Duration,
+    /// The function's own timeout (`FUNCTION_TIMEOUT_SECONDS`, the template's `Timeout`):
+    /// every time budget, and so every completion lease, is sized from it.
+    pub function_timeout: Duration,
     /// How long a generation may stay open before the reconciler asks Replicate about it.
     pub reconcile_grace: Duration,
     /// How long a generation may stay open at all; older ones are failed (and cancelled at Replicate).
@@ -205,6 +208,11 @@ impl Config {
                 get("SYNC_WAIT_SECONDS"),
                 25,
             )?),
+            function_timeout: Duration::from_secs(number(
+                "FUNCTION_TIMEOUT_SECONDS",
+                get("FUNCTION_TIMEOUT_SECONDS"),
+                30,
+            )?),
             reconcile_grace: Duration::from_secs(number(
                 "RECONCILE_GRACE_SECONDS",
                 get("RECONCILE_GRACE_SECONDS"),
@@ -244,6 +252,14 @@ impl Config {
                 120,
             )?,
         })
+    }
+
+    /// How long a request may work before it must answer: its function's
+    /// timeout minus a margin for answering (and never less than a second).
+    pub fn request_budget(&self) -> Duration {
+        self.function_timeout
+            .saturating_sub(Duration::from_secs(5))
+            .max(Duration::from_secs(1))
     }
 
     /// The URL Replicate should call when a prediction finishes, if it can be given one:

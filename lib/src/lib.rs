@@ -2,7 +2,7 @@
 //!
 //! Functions are thin: each builds an [`AppState`] once per cold start and
 //! serves one of the routers in [`api`]. Everything else lives here: settings
-//! ([`config`]), errors ([`problem`]), authentication ([`auth`]), the stores
+//! ([`config`]), errors ([`error`]; rendered for HTTP in [`web::problem`]), authentication ([`auth`]), the stores
 //! ([`db`], [`storage`]), the Replicate client ([`replicate`]), the credit
 //! hold rules ([`credits`]) and the generation state machine ([`lifecycle`]).
 
@@ -13,10 +13,10 @@ pub mod config;
 pub mod credits;
 pub mod db;
 pub mod deploy;
+pub mod error;
 pub mod http_client;
 pub mod lifecycle;
 pub mod limits;
-pub mod problem;
 pub mod reconcile;
 pub mod replicate;
 pub mod runtime;
@@ -27,20 +27,6 @@ pub mod telemetry;
 pub mod web;
 
 pub use config::Config;
-pub use problem::Problem;
+pub use error::{Error, Result};
 pub use state::AppState;
-
-/// Failures of the infrastructure underneath a request (database, S3, HTTP).
-/// Handlers turn these into a generic `INTERNAL` problem after logging them.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("database: {0}")]
-    Db(#[from] tokio_postgres::Error),
-    #[error("database pool: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
-    #[error("{0}")]
-    Internal(String),
-}
-
-/// Result with the crate's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub use web::problem::Problem;

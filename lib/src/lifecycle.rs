@@ -1,22 +1,26 @@
-//! The generation state machine (DESIGN §3): the one place where a generation
-//! changes status.
+//! The generation state machine: the one place where a generation changes
+//! status (docs/architecture.md, "Generation lifecycle").
 //!
 //! `pending → processing → completed | failed | cancelled`; terminal states
-//! are final. Completion can be reported by the sync wait, the webhook and
-//! status polls, concurrently and repeatedly; all of them call [`settle`].
-//! A short lease decides who copies the output to S3, and one transaction
-//! (with the row locked) inserts the image, marks `completed` and captures the
-//! hold, so a generation completes, and is charged, exactly once.
+//! are final. Completion can be reported by the sync wait, the webhook,
+//! status polls and the reconciler, concurrently and repeatedly; all of them
+//! call [`settle`] with a deadline. A lease, sized from that deadline, decides
+//! who copies the output to S3, and one transaction (with the row locked)
+//! inserts the image, marks `completed` and captures the hold, so a
+//! generation completes, and is charged, exactly once.
+//!
+//! Faults: a transient failure (S3, the database, the network, the deadline)
+//! releases the lease and leaves the generation open for the next webhook
+//! retry, status poll or reconciler run; only a permanent cause (the provider
+//! failed, the output is gone or invalid) or the generation deadline ends it.
 
 use std::time::{Duration, Instant};
-
-use http::StatusCode;
 
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::{
-    AppState, Problem,
+    AppState, Error, Result,
     credits::{Charge, Hold},
     db::{
         generations::{self, Generation, NewGeneration, Status},
@@ -24,11 +28,12 @@ use crate::{
         models::Model,
     },
     replicate::{Prediction, ReplicateError, inputs},
+    storage::StoredObject,
     telemetry::{self, metric},
 };
 
-/// How long a completion lease lasts: longer than any copy, short enough to recover from a crash.
-const LEASE_SECS: i32 = 120;
+/// Time a lease holder keeps beyond its deadline for the final transaction.
+const LEASE_MARGIN: Duration = Duration::from_secs(10);
 /// Minimum gap between two provider polls of one generation.
 const POLL_GAP_MS: i32 = 1000;
 
@@ -37,11 +42,20 @@ pub(crate) const PROVIDER_ERROR: (&str, &str) = (
     "PROVIDER_ERROR",
     "The image provider could not start this generation.",
 );
-
+/// The error recorded when Replicate was too busy (or unreachable) to start it.
+const PROVIDER_BUSY: (&str, &str) = (
+    "PROVIDER_BUSY",
+    "The image provider is busy; nothing was charged. Please retry shortly.",
+);
 /// The error recorded when Replicate refused the model version or input (422).
-pub const INPUT_REFUSED: (&str, &str) = (
+const INPUT_REFUSED: (&str, &str) = (
     "PROVIDER_REJECTED_INPUT",
     "The image provider refused this model version or input.",
+);
+/// The error recorded when the output cannot be stored, now or ever.
+const OUTPUT_COPY_FAILED: (&str, &str) = (
+    "OUTPUT_COPY_FAILED",
+    "The generated image could not be stored.",
 );
 
 /// A generation that has just been started, with the hold it took.
@@ -51,31 +65,43 @@ pub struct Started {
     pub hold: Hold,
 }
 
-/// Takes a hold, records the generation and creates its Replicate prediction.
+/// Takes a hold and records the generation (one transaction): before this
+/// commits nothing exists; after it, the generation is accepted and ends
+/// with an outcome whatever happens to this process.
+pub async fn begin(st: &AppState, new: &NewGeneration) -> Result<Hold> {
+    let mut conn = st.db.get().await?;
+    let tx = conn.transaction().await?;
+    let hold = st.credits.reserve(&*tx, new.user_id).await?;
+    if !generations::insert(&*tx, new, hold.charge).await? {
+        return Err(Error::IdempotencyKeyTaken);
+    }
+    st.credits
+        .record_hold(&*tx, new.user_id, new.id, &hold)
+        .await?;
+    tx.commit().await?;
+    telemetry::count(metric::GENERATION_STARTED, 1);
+    if hold.charge == Charge::Free {
+        telemetry::count(metric::FREE_GENERATION_USED, 1);
+    }
+    Ok(hold)
+}
+
+/// Creates the Replicate prediction of a generation that [`begin`] recorded.
 /// With `wait`, Replicate is asked to answer only when done (`Prefer: wait`),
-/// and a finished prediction is settled before returning.
-pub async fn start(
+/// and a finished prediction is settled before `deadline`.
+///
+/// Only a definite refusal is an error (the generation then failed and its
+/// hold was released): [`Error::InputRefused`], [`Error::ProviderBusy`],
+/// [`Error::ProviderRefused`]. Anything else (an ambiguous create, a fault
+/// while recording or settling) is logged and left to the webhook, status
+/// polls and the reconciler: the generation stays open.
+pub async fn run(
     st: &AppState,
-    new: NewGeneration,
+    new: &NewGeneration,
     model: &Model,
     wait: Option<Duration>,
-) -> Result<Started, Problem> {
-    let hold = {
-        let mut conn = st.db.get().await.map_err(crate::Error::from)?;
-        let tx = conn.transaction().await.map_err(crate::Error::from)?;
-        let hold = st.credits.reserve(&*tx, new.user_id).await??;
-        generations::insert(&*tx, &new, hold.charge.as_str()).await?;
-        st.credits
-            .record_hold(&*tx, new.user_id, new.id, &hold)
-            .await?;
-        tx.commit().await.map_err(crate::Error::from)?;
-        telemetry::count(metric::GENERATION_STARTED, 1);
-        if hold.charge == Charge::Free {
-            telemetry::count(metric::FREE_GENERATION_USED, 1);
-        }
-        hold
-    };
-
+    deadline: Instant,
+) -> Result<()> {
     let params = inputs::Params {
         prompt: &new.prompt,
         negative_prompt: new.negative_prompt.as_deref(),
@@ -89,57 +115,73 @@ pub async fn start(
     };
     let input = inputs::build(&model.replicate_id, &params);
     let webhook = st.cfg.webhook_url(new.id);
-    let created = st
-        .replicate
-        .create(
-            &model.replicate_id,
-            model.version.as_deref(),
-            input,
-            webhook.as_deref(),
-            wait,
-        )
-        .await;
-    match created {
+    let create = st.replicate.create(
+        &model.replicate_id,
+        model.version.as_deref(),
+        input,
+        webhook.as_deref(),
+        wait,
+    );
+    // Past the deadline the answer is lost to us, not necessarily to Replicate: ambiguous.
+    let created = tokio::time::timeout_at(deadline.into(), create)
+        .await
+        .unwrap_or(Err(ReplicateError::Timeout));
+    let generation_id = new.id;
+    let refusal = match created {
         Ok(prediction) => {
-            generations::set_prediction(
-                &**st.db.get().await.map_err(crate::Error::from)?,
-                new.id,
-                &prediction.id,
-            )
-            .await?;
-            tracing::info!(generation_id = %new.id, prediction_id = %prediction.id, status = %prediction.status, "prediction created");
-            settle(st, new.id, &prediction).await?;
+            tracing::info!(%generation_id, prediction_id = %prediction.id, status = %prediction.status, "prediction created");
+            let recorded = async {
+                generations::set_prediction(&**st.db.get().await?, generation_id, &prediction.id)
+                    .await?;
+                settle(st, generation_id, &prediction, deadline).await
+            };
+            if let Err(e) = recorded.await {
+                tracing::warn!(%generation_id, error = %e, "prediction not recorded or settled yet; left for a retry");
+            }
+            return Ok(());
         }
         Err(e) if e.is_ambiguous() => {
             // The prediction may exist anyway (creates are not idempotent): keep the generation
             // open; its webhook or the reconciler will find it, or the reconciler fails it.
-            tracing::warn!(generation_id = %new.id, error = %e, "prediction create outcome unknown; left to the reconciler");
+            tracing::warn!(%generation_id, error = %e, "prediction create outcome unknown; left to the reconciler");
+            return Ok(());
         }
         Err(ReplicateError::Status { status: 422, title }) => {
-            tracing::warn!(generation_id = %new.id, %title, "prediction input refused");
-            close(st, new.id, Status::Failed, Some(INPUT_REFUSED)).await?;
-            return Err(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                INPUT_REFUSED.0,
-                "Input refused",
-                INPUT_REFUSED.1,
-            ));
+            tracing::warn!(%generation_id, %title, "prediction input refused");
+            (INPUT_REFUSED, Error::InputRefused)
+        }
+        Err(e) if e.is_transient() => {
+            tracing::warn!(%generation_id, error = %e, "provider busy or unreachable: nothing was created");
+            (PROVIDER_BUSY, Error::ProviderBusy)
         }
         Err(e) => {
-            tracing::error!(generation_id = %new.id, error = %e, "prediction create failed");
-            close(st, new.id, Status::Failed, Some(PROVIDER_ERROR)).await?;
-            return Err(Problem::provider_error(PROVIDER_ERROR.1));
+            tracing::error!(%generation_id, error = %e, "prediction create failed");
+            (PROVIDER_ERROR, Error::ProviderRefused(e))
         }
+    };
+    let (code, error) = refusal;
+    if let Err(e) = close(st, generation_id, Status::Failed, Some(code)).await {
+        // Still open without a prediction: the reconciler fails it and releases the hold.
+        tracing::warn!(%generation_id, error = %e, "refused generation not closed yet");
     }
-    let generation = load(st, new.id).await?;
-    Ok(Started { generation, hold })
+    Err(error)
 }
 
-/// Applies what Replicate reports about a prediction to its generation.
-pub async fn settle(st: &AppState, generation_id: Uuid, p: &Prediction) -> Result<(), Problem> {
+/// Applies what Replicate reports about a prediction to its generation,
+/// working until `deadline` at most.
+pub async fn settle(
+    st: &AppState,
+    generation_id: Uuid,
+    p: &Prediction,
+    deadline: Instant,
+) -> Result<()> {
     match (p.status.as_str(), p.output_file()) {
+        ("succeeded" | "starting" | "processing", Some(_)) if p.data_removed => {
+            tracing::error!(%generation_id, "provider output already deleted");
+            close(st, generation_id, Status::Failed, Some(OUTPUT_COPY_FAILED)).await
+        }
         ("succeeded" | "starting" | "processing", Some(file)) => {
-            complete(st, generation_id, file).await
+            complete(st, generation_id, file, deadline).await
         }
         ("succeeded", None) => {
             close(
@@ -171,51 +213,78 @@ pub async fn settle(st: &AppState, generation_id: Uuid, p: &Prediction) -> Resul
     }
 }
 
-/// Copies the output and completes the generation, exactly once.
-async fn complete(st: &AppState, generation_id: Uuid, file: &str) -> Result<(), Problem> {
+/// Copies the output and completes the generation, exactly once. Returns
+/// [`Error::CompletionInProgress`] while another holder's lease is live, and
+/// a transient error (with the lease released) when the copy or the commit
+/// could not be done now.
+async fn complete(st: &AppState, generation_id: Uuid, file: &str, deadline: Instant) -> Result<()> {
     let owner = Uuid::new_v4();
-    let db = st.db.get().await.map_err(crate::Error::from)?;
-    if !generations::try_lease(&**db, generation_id, owner, LEASE_SECS).await? {
-        return Ok(()); // finished already, or someone else is copying right now
-    }
-    let user_id = generations::get(&**db, generation_id)
+    let lease = deadline.saturating_duration_since(Instant::now()) + LEASE_MARGIN;
+    let db = st.db.get().await?;
+    let leased = generations::try_lease(&**db, generation_id, owner, lease).await?;
+    let g = generations::get(&**db, generation_id)
         .await?
-        .ok_or_else(|| not_found(generation_id))?
-        .user_id;
+        .ok_or(Error::GenerationNotFound)?;
     drop(db); // not held during the copy: the pool is small
-    let stored = match st.storage.copy_output(file, user_id, generation_id).await {
-        Ok(obj) => obj,
-        Err(e) => {
-            tracing::error!(%generation_id, error = %e, "output copy failed");
-            return close(
-                st,
-                generation_id,
-                Status::Failed,
-                Some((
-                    "OUTPUT_COPY_FAILED",
-                    "The generated image could not be stored.",
-                )),
-            )
-            .await;
-        }
+    if !leased {
+        return match g.status.is_terminal() {
+            true => Ok(()),
+            false => Err(Error::CompletionInProgress),
+        };
+    }
+    let copy = st.storage.copy_output(file, g.user_id, generation_id);
+    let copied = match tokio::time::timeout_at(deadline.into(), copy).await {
+        Ok(copied) => copied.map_err(Error::from),
+        Err(_) => Err(Error::TimedOut("output copy")),
     };
+    let outcome = match copied {
+        Ok(stored) => commit(st, &g, stored).await,
+        Err(e) if !e.is_transient() => {
+            tracing::error!(%generation_id, error = %e, "output cannot be stored");
+            close(st, generation_id, Status::Failed, Some(OUTPUT_COPY_FAILED)).await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &outcome {
+        tracing::warn!(%generation_id, error = %e, "completion not done; left open for a retry");
+        release_lease(st, generation_id, owner).await;
+    }
+    outcome
+}
 
-    let mut conn = st.db.get().await.map_err(crate::Error::from)?;
-    let tx = conn.transaction().await.map_err(crate::Error::from)?;
+/// Gives the lease up at once, so that the next webhook retry, poll or
+/// reconciler run need not wait for it to expire.
+async fn release_lease(st: &AppState, generation_id: Uuid, owner: Uuid) {
+    let released =
+        async { generations::release_lease(&**st.db.get().await?, generation_id, owner).await };
+    if let Err(e) = released.await {
+        tracing::warn!(%generation_id, error = %e, "lease not released; it expires by itself");
+    }
+}
+
+/// The completing transaction: the image row, the capture and `completed`, or
+/// nothing if the generation ended meanwhile (then the copy is deleted).
+async fn commit(st: &AppState, g: &Generation, stored: StoredObject) -> Result<()> {
+    let generation_id = g.id;
+    let mut conn = st.db.get().await?;
+    let tx = conn.transaction().await?;
     let current = generations::lock(&*tx, generation_id)
         .await?
-        .ok_or_else(|| not_found(generation_id))?;
+        .ok_or(Error::GenerationNotFound)?;
     if current.status.is_terminal() {
         drop(tx);
+        drop(conn);
         if current.status != Status::Completed {
-            // Cancelled while we copied: the image must not outlive it.
-            st.storage.delete(&stored.key).await?;
+            // Cancelled while we copied: the image must not outlive it (the audit lists it if this fails).
+            if let Err(e) = st.storage.delete(&stored.key).await {
+                tracing::warn!(%generation_id, key = %stored.key, error = %e, "copy of an ended generation not deleted");
+            }
         }
         return Ok(());
     }
     let image = NewImage {
         generation_id,
-        user_id,
+        user_id: g.user_id,
         storage_key: stored.key,
         format: stored.format,
         file_size: stored.size,
@@ -225,15 +294,21 @@ async fn complete(st: &AppState, generation_id: Uuid, file: &str) -> Result<(), 
     images::insert(&*tx, &image).await?;
     let charged = st.credits.capture(&*tx, generation_id).await?;
     generations::finish(&*tx, generation_id, Status::Completed, charged, None).await?;
-    tx.commit().await.map_err(crate::Error::from)?;
+    tx.commit().await?;
     drop(conn);
-    tracing::info!(%generation_id, %user_id, credits = charged, "generation completed");
+    tracing::info!(%generation_id, user_id = %g.user_id, credits = charged, "generation completed");
     telemetry::count(metric::GENERATION_SUCCEEDED, 1);
     telemetry::count(metric::CREDITS_CAPTURED, charged.unsigned_abs().into());
     if charged > 0 {
         // An external provider is charged after the commit; a failure stays recorded for a retry.
-        let db = st.db.get().await.map_err(crate::Error::from)?;
-        st.credits.settle_capture(&**db, generation_id).await?;
+        let sent = async {
+            st.credits
+                .settle_capture(&**st.db.get().await?, generation_id)
+                .await
+        };
+        if let Err(e) = sent.await {
+            tracing::warn!(%generation_id, error = %e, "capture not sent yet; the reconciler retries it");
+        }
     }
     Ok(())
 }
@@ -245,18 +320,18 @@ pub(crate) async fn close(
     generation_id: Uuid,
     status: Status,
     error: Option<(&str, &str)>,
-) -> Result<(), Problem> {
-    let mut conn = st.db.get().await.map_err(crate::Error::from)?;
-    let tx = conn.transaction().await.map_err(crate::Error::from)?;
-    let Some(current) = generations::lock(&*tx, generation_id).await? else {
-        return Err(not_found(generation_id));
-    };
+) -> Result<()> {
+    let mut conn = st.db.get().await?;
+    let tx = conn.transaction().await?;
+    let current = generations::lock(&*tx, generation_id)
+        .await?
+        .ok_or(Error::GenerationNotFound)?;
     if current.status.is_terminal() {
         return Ok(());
     }
     st.credits.release(&*tx, generation_id).await?;
     generations::finish(&*tx, generation_id, status, 0, error).await?;
-    tx.commit().await.map_err(crate::Error::from)?;
+    tx.commit().await?;
     tracing::info!(%generation_id, status = status.as_str(), "generation closed");
     let closed = if status == Status::Cancelled {
         metric::GENERATION_CANCELLED
@@ -268,12 +343,9 @@ pub(crate) async fn close(
 }
 
 /// Cancels a user's open generation: Replicate's cancel, then `cancelled` and the hold released.
-pub async fn cancel(st: &AppState, g: &Generation) -> Result<(), Problem> {
+pub async fn cancel(st: &AppState, g: &Generation) -> Result<()> {
     if g.status.is_terminal() {
-        return Err(Problem::conflict(
-            "GENERATION_NOT_CANCELLABLE",
-            format!("The generation is already {}.", g.status.as_str()),
-        ));
+        return Err(Error::NotCancellable(g.status));
     }
     if let Some(pid) = &g.prediction_id {
         if let Err(e) = st.replicate.cancel(pid).await {
@@ -284,8 +356,10 @@ pub async fn cancel(st: &AppState, g: &Generation) -> Result<(), Problem> {
     close(st, g.id, Status::Cancelled, None).await
 }
 
-/// Asks Replicate about an open generation (at most once a second) and settles it.
-pub async fn poll(st: &AppState, g: &Generation) -> Result<(), Problem> {
+/// Asks Replicate about an open generation (at most once a second) and
+/// settles it, within `deadline`. A transient failure is logged and leaves the
+/// generation as it is: the caller reports the state it has.
+pub async fn poll(st: &AppState, g: &Generation, deadline: Instant) -> Result<()> {
     let Some(pid) = g
         .prediction_id
         .as_deref()
@@ -293,21 +367,21 @@ pub async fn poll(st: &AppState, g: &Generation) -> Result<(), Problem> {
     else {
         return Ok(());
     };
-    if !generations::claim_poll(
-        &**st.db.get().await.map_err(crate::Error::from)?,
-        g.id,
-        POLL_GAP_MS,
-    )
-    .await?
-    {
-        return Ok(());
-    }
-    match st.replicate.get(pid).await {
-        Ok(p) => settle(st, g.id, &p).await,
-        Err(e) => {
-            tracing::warn!(generation_id = %g.id, error = %e, "provider poll failed");
+    let polled = async {
+        if !generations::claim_poll(&**st.db.get().await?, g.id, POLL_GAP_MS).await? {
+            return Ok(());
+        }
+        let p = tokio::time::timeout_at(deadline.into(), st.replicate.get(pid))
+            .await
+            .map_err(|_| Error::TimedOut("provider poll"))??;
+        settle(st, g.id, &p, deadline).await
+    };
+    match polled.await {
+        Err(e) if e.is_transient() => {
+            tracing::warn!(generation_id = %g.id, error = %e, "poll did not settle the generation; left for a retry");
             Ok(())
         }
+        other => other,
     }
 }
 
@@ -316,7 +390,7 @@ pub async fn wait_until(
     st: &AppState,
     generation_id: Uuid,
     deadline: Instant,
-) -> Result<Generation, Problem> {
+) -> Result<Generation> {
     let mut gap = Duration::from_millis(250);
     loop {
         let g = load(st, generation_id).await?;
@@ -326,21 +400,15 @@ pub async fn wait_until(
         }
         tokio::time::sleep(gap.min(left)).await;
         gap = (gap * 2).min(Duration::from_secs(2));
-        poll(st, &g).await?;
+        poll(st, &g, deadline).await?;
     }
 }
 
 /// The generation as stored now.
-pub async fn load(st: &AppState, generation_id: Uuid) -> Result<Generation, Problem> {
-    let db = st.db.get().await.map_err(crate::Error::from)?;
-    generations::get(&**db, generation_id)
+pub async fn load(st: &AppState, generation_id: Uuid) -> Result<Generation> {
+    generations::get(&**st.db.get().await?, generation_id)
         .await?
-        .ok_or_else(|| not_found(generation_id))
-}
-
-fn not_found(generation_id: Uuid) -> Problem {
-    tracing::warn!(%generation_id, "generation vanished");
-    Problem::not_found("GENERATION_NOT_FOUND", "Generation")
+        .ok_or(Error::GenerationNotFound)
 }
 
 /// Finds the generation a webhook is about: by prediction id, else by the
@@ -349,7 +417,7 @@ pub async fn find_for_prediction(
     db: &impl GenericClient,
     prediction_id: &str,
     hint: Option<Uuid>,
-) -> crate::Result<Option<Generation>> {
+) -> Result<Option<Generation>> {
     if let Some(g) = generations::get_by_prediction(db, prediction_id).await? {
         return Ok(Some(g));
     }

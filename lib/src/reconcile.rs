@@ -1,31 +1,40 @@
-//! The reconciler (DESIGN §3.5), run on a schedule: it finishes what the
-//! request paths could not.
+//! The reconciler, run on a schedule: it finishes what the request paths could
+//! not (docs/architecture.md, "Reconciler").
 //!
+//! - external credit captures that did not go through are retried first;
 //! - generations still open after a grace period are checked with Replicate
 //!   and settled through the one completion path (a webhook lost after
 //!   Replicate's last retry must not lose the image);
 //! - generations whose create call had an unknown outcome are matched to
-//!   their prediction (its webhook URL carries our generation id), or failed;
-//! - generations open past the deadline are cancelled at Replicate and failed,
-//!   releasing their holds;
-//! - external credit captures that did not go through are retried.
+//!   their prediction (searched among those created since), or failed;
+//! - generations open past the deadline are cancelled at Replicate and
+//!   failed, releasing their holds.
 //!
-//! Work per run is bounded, and runs may overlap: each generation is claimed
-//! with `FOR UPDATE SKIP LOCKED` and a one-minute claim, so two reconcilers
-//! never work on the same one.
+//! Work per run is bounded in count and time, items run a few at a time and
+//! are isolated (one failure is logged and left for the next run), and runs
+//! may overlap: each generation is claimed with `FOR UPDATE SKIP LOCKED` and
+//! a one-minute claim, so two reconcilers never work on the same one.
+
+use std::{sync::Arc, time::Instant};
+
+use serde::Serialize;
+use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
-    AppState, Problem,
+    AppState, Error, Result,
     db::generations::{self, Generation, Status},
     lifecycle,
-    replicate::{Prediction, ReplicateError},
+    replicate::Prediction,
 };
-use serde::Serialize;
 
 /// Most generations looked at per run.
 const BATCH: i64 = 50;
+/// Generations worked on at the same time.
+const PARALLEL: usize = 8;
 /// Most prediction-list pages searched for an orphaned generation.
-const SEARCH_PAGES: usize = 3;
+const SEARCH_PAGES: usize = 20;
+/// Predictions created this long before a generation are searched too (clock skew).
+const SEARCH_SKEW: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 /// What one run did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -37,109 +46,148 @@ pub struct Report {
     pub settled: usize,
     /// Of those, how many were failed for running past the deadline.
     pub timed_out: usize,
+    /// Of those, how many could not be worked on now (left for the next run).
+    pub errors: usize,
     /// External credit captures sent now, and still open.
     pub captures_settled: usize,
     pub captures_open: usize,
 }
 
-/// One reconciler run.
-pub async fn run(st: &AppState) -> Result<Report, Problem> {
+/// What happened to one generation.
+enum Outcome {
+    Open,
+    Settled,
+    TimedOut,
+}
+
+/// One reconciler run, within the function's time budget.
+pub async fn run(st: &AppState) -> Result<Report> {
+    let deadline = Instant::now() + st.cfg.request_budget();
     let mut report = Report::default();
+    // Captures first: they are money already earned, and quick.
+    let retried = async {
+        let db = st.db.get().await?;
+        st.credits.retry_captures(&**db, BATCH).await
+    };
+    match tokio::time::timeout_at(deadline.into(), retried).await {
+        Ok(Ok((settled, open))) => {
+            (report.captures_settled, report.captures_open) = (settled, open)
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "capture retries failed; next run"),
+        Err(_) => tracing::warn!("capture retries ran out of time; next run"),
+    }
+
+    let mut tasks = JoinSet::new();
+    let slots = Arc::new(Semaphore::new(PARALLEL));
     for g in claim(st).await? {
+        let (st, slots) = (st.clone(), slots.clone());
+        tasks.spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            let id = g.id;
+            let worked = tokio::time::timeout_at(deadline.into(), reconcile_one(&st, &g, deadline));
+            let outcome = worked.await.unwrap_or(Err(Error::TimedOut("reconciler item")));
+            if let Err(e) = &outcome {
+                tracing::warn!(generation_id = %id, error = %e, "generation not reconciled; next run");
+            }
+            outcome
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
         report.checked += 1;
-        let before = g.status;
-        reconcile_one(st, &g, &mut report).await?;
-        if lifecycle::load(st, g.id).await?.status != before {
-            report.settled += 1;
+        match done {
+            Ok(Ok(Outcome::Open)) => {}
+            Ok(Ok(Outcome::Settled)) => report.settled += 1,
+            Ok(Ok(Outcome::TimedOut)) => {
+                report.settled += 1;
+                report.timed_out += 1;
+            }
+            Ok(Err(_)) | Err(_) => report.errors += 1,
         }
     }
-    let db = st.db.get().await.map_err(crate::Error::from)?;
-    (report.captures_settled, report.captures_open) =
-        st.credits.retry_captures(&**db, BATCH).await?;
     tracing::info!(?report, "reconciler run");
     Ok(report)
 }
 
 /// Claims open generations older than the grace period that no other run is looking at.
-async fn claim(st: &AppState) -> Result<Vec<Generation>, Problem> {
+async fn claim(st: &AppState) -> Result<Vec<Generation>> {
     let grace = st.cfg.reconcile_grace.as_secs_f64();
-    let db = st.db.get().await.map_err(crate::Error::from)?;
-    let rows = db
-        .query(
-            "UPDATE generations SET reconciled_at = now()
-              WHERE id IN (SELECT id FROM generations
-                            WHERE status IN ('pending', 'processing')
-                              AND created_at < now() - make_interval(secs => $1)
-                              AND (reconciled_at IS NULL OR reconciled_at < now() - interval '1 minute')
-                            ORDER BY created_at LIMIT $2
-                            FOR UPDATE SKIP LOCKED)
-              RETURNING *",
-            &[&grace, &BATCH],
-        )
-        .await
-        .map_err(crate::Error::from)?;
-    Ok(rows.iter().map(Generation::from).collect())
+    let db = st.db.get().await?;
+    Ok(generations::claim_for_reconcile(&**db, grace, BATCH).await?)
 }
 
-async fn reconcile_one(st: &AppState, g: &Generation, report: &mut Report) -> Result<(), Problem> {
+async fn reconcile_one(st: &AppState, g: &Generation, deadline: Instant) -> Result<Outcome> {
     let age = (chrono::Utc::now() - g.created_at)
         .to_std()
         .unwrap_or_default();
     let prediction = match &g.prediction_id {
-        Some(id) => st.replicate.get(id).await.ok(),
-        None => match find_orphan(st, g).await {
-            Ok(found) => found,
+        Some(id) => match st.replicate.get(id).await {
+            Ok(p) => Some(p),
+            Err(e) if e.is_transient() => return Err(e.into()),
             Err(e) => {
-                tracing::warn!(generation_id = %g.id, error = %e, "prediction search failed; retried next run");
-                return Ok(());
+                tracing::warn!(generation_id = %g.id, error = %e, "prediction not readable");
+                None
             }
         },
+        None => find_orphan(st, g).await?,
     };
     if let Some(p) = &prediction {
         if g.prediction_id.is_none() {
-            let db = st.db.get().await.map_err(crate::Error::from)?;
-            generations::set_prediction(&**db, g.id, &p.id).await?;
+            generations::set_prediction(&**st.db.get().await?, g.id, &p.id).await?;
             tracing::info!(generation_id = %g.id, prediction_id = %p.id, "orphaned prediction found");
         }
-        lifecycle::settle(st, g.id, p).await?;
+        lifecycle::settle(st, g.id, p, deadline).await?;
     }
-    let still_open = !lifecycle::load(st, g.id).await?.status.is_terminal();
+    if lifecycle::load(st, g.id).await?.status.is_terminal() {
+        return Ok(Outcome::Settled);
+    }
     let never_started = prediction.is_none() && g.prediction_id.is_none();
-    if still_open && (age > st.cfg.generation_deadline || never_started) {
-        if let Some(p) = prediction.as_ref().filter(|p| !p.is_terminal()) {
-            if let Err(e) = st.replicate.cancel(&p.id).await {
-                tracing::warn!(generation_id = %g.id, error = %e, "cancel of a timed-out prediction failed");
-            }
-        }
-        let error = if never_started {
-            lifecycle::PROVIDER_ERROR
-        } else {
-            ("TIMEOUT", "The generation took too long.")
-        };
-        lifecycle::close(st, g.id, Status::Failed, Some(error)).await?;
-        report.timed_out += usize::from(!never_started);
-        tracing::warn!(generation_id = %g.id, code = error.0, "open generation failed by the reconciler");
+    let past_deadline = age > st.cfg.generation_deadline;
+    if !(past_deadline || never_started) {
+        return Ok(Outcome::Open);
     }
-    Ok(())
+    if let Some(p) = prediction.as_ref().filter(|p| !p.is_terminal()) {
+        // Stop it (and its bill) before we stop listening; if that fails, try again next run.
+        st.replicate.cancel(&p.id).await?;
+    }
+    let error = if never_started {
+        lifecycle::PROVIDER_ERROR
+    } else {
+        ("TIMEOUT", "The generation took too long.")
+    };
+    lifecycle::close(st, g.id, Status::Failed, Some(error)).await?;
+    tracing::warn!(generation_id = %g.id, code = error.0, "open generation failed by the reconciler");
+    Ok(if never_started {
+        Outcome::Settled
+    } else {
+        Outcome::TimedOut
+    })
 }
 
-/// Searches the newest predictions for the one created for `g` (its webhook URL names it).
-async fn find_orphan(st: &AppState, g: &Generation) -> Result<Option<Prediction>, ReplicateError> {
+/// Searches the predictions created since `g` for the one created for it: its
+/// webhook URL names the generation; without a webhook URL, the same prompt
+/// created within a minute of it.
+async fn find_orphan(st: &AppState, g: &Generation) -> Result<Option<Prediction>> {
     let needle = format!("generationId={}", g.id);
+    let mine = |p: &Prediction| match &p.webhook {
+        Some(w) => w.contains(&needle),
+        None => {
+            p.prompt() == Some(g.prompt.as_str())
+                && p.created_at
+                    .is_some_and(|at| (at - g.created_at).abs() < SEARCH_SKEW)
+        }
+    };
+    let since = g.created_at - SEARCH_SKEW;
     let mut next: Option<String> = None;
     for _ in 0..SEARCH_PAGES {
-        let page = st.replicate.list(next.as_deref()).await?;
-        let found = page
-            .results
-            .into_iter()
-            .find(|p| p.webhook.as_deref().is_some_and(|w| w.contains(&needle)));
-        if found.is_some() {
-            return Ok(found);
+        let page = st.replicate.list(since, next.as_deref()).await?;
+        if let Some(found) = page.results.into_iter().find(|p| mine(p)) {
+            return Ok(Some(found));
         }
         match page.next {
             Some(n) => next = Some(n),
-            None => break,
+            None => return Ok(None),
         }
     }
-    Ok(None)
+    // More predictions than we searched: not proof that it does not exist.
+    Err(Error::TimedOut("prediction search"))
 }

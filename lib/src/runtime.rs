@@ -18,7 +18,7 @@ pub async fn run_function(router: fn(AppState) -> Router) -> Result<(), lambda_h
 pub async fn run_job<F, Fut, T>(job: F) -> Result<(), lambda_runtime::Error>
 where
     F: Fn(AppState) -> Fut,
-    Fut: std::future::Future<Output = Result<T, crate::Problem>>,
+    Fut: std::future::Future<Output = Result<T, crate::Error>>,
     T: serde::Serialize,
 {
     telemetry::init_logging();
@@ -29,9 +29,10 @@ where
             let state = state.clone();
             async move {
                 // Boxed: the job's future is deep, and the runtime's own future stays small.
+                // A failed run is reported as the invocation's error (a Lambda diagnostic).
                 Box::pin(job(state))
                     .await
-                    .map_err(|p| lambda_runtime::Error::from(format!("{}: {}", p.code, p.detail)))
+                    .map_err(lambda_runtime::Error::from)
             }
         },
     ))

@@ -9,7 +9,7 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use crate::{Config, Error, Result};
+use crate::Config;
 
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -23,19 +23,51 @@ pub struct StoredObject {
     pub height: i32,
 }
 
-/// Why an output could not be copied.
+/// Why an object could not be copied, signed or deleted.
 #[derive(Debug, thiserror::Error)]
-pub enum CopyError {
+pub enum StorageError {
     #[error("output host not allowed: {0}")]
     Disallowed(String),
+    /// The output host answered 404 or 410: the provider deleted the output.
+    #[error("output gone ({0})")]
+    Gone(u16),
+    /// The output host refused the download with another 4xx.
+    #[error("output download refused ({0})")]
+    Refused(u16),
+    /// No answer, a dropped connection, a timeout, a 5xx or throttling.
     #[error("output download failed: {0}")]
     Download(String),
     #[error("output exceeds {0} bytes")]
     TooLarge(usize),
     #[error("output is not a supported image")]
     NotAnImage,
-    #[error("upload to S3 failed: {0}")]
+    /// An S3 call failed (a timeout, a 5xx, a refused connection, or a refusal).
+    #[error("s3: {0}")]
     Upload(String),
+}
+
+impl StorageError {
+    /// Whether a later attempt may succeed: download and S3 faults pass;
+    /// an output that is gone, refused, too large or not an image stays so.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StorageError::Download(_) | StorageError::Upload(_))
+    }
+
+    fn s3<E: std::error::Error + 'static>(op: &str, e: E) -> Self {
+        StorageError::Upload(format!(
+            "{op}: {}",
+            aws_sdk_s3::error::DisplayErrorContext(e)
+        ))
+    }
+}
+
+/// S3 calls: connect within 2 s, each attempt within 10 s, the whole call (with retries) within 20 s.
+fn s3_timeouts() -> aws_sdk_s3::config::timeout::TimeoutConfig {
+    aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .operation_attempt_timeout(Duration::from_secs(10))
+        .operation_timeout(Duration::from_secs(20))
+        .build()
 }
 
 /// The images bucket and the rules for what may go into it.
@@ -79,6 +111,7 @@ impl Storage {
                 let sdk = self.sdk.get().await;
                 let conf = aws_sdk_s3::config::Builder::from(&sdk)
                     .force_path_style(self.force_path_style)
+                    .timeout_config(s3_timeouts())
                     .build();
                 Client::from_conf(conf)
             })
@@ -96,13 +129,13 @@ impl Storage {
         source: &str,
         user_id: Uuid,
         generation_id: Uuid,
-    ) -> Result<StoredObject, CopyError> {
+    ) -> Result<StoredObject, StorageError> {
         let bytes = match source.strip_prefix("data:") {
             Some(data) => decode_data_uri(data, self.max_bytes)?,
             None => self.download(source).await?,
         };
-        let (format, mime) = sniff(&bytes).ok_or(CopyError::NotAnImage)?;
-        let size = imagesize::blob_size(&bytes).map_err(|_| CopyError::NotAnImage)?;
+        let (format, mime) = sniff(&bytes).ok_or(StorageError::NotAnImage)?;
+        let size = imagesize::blob_size(&bytes).map_err(|_| StorageError::NotAnImage)?;
         let key = Self::key(user_id, generation_id, format);
         let len = bytes.len() as i64;
         self.client()
@@ -114,9 +147,7 @@ impl Storage {
             .body(ByteStream::from(bytes))
             .send()
             .await
-            .map_err(|e| {
-                CopyError::Upload(aws_sdk_s3::error::DisplayErrorContext(e).to_string())
-            })?;
+            .map_err(|e| StorageError::s3("put", e))?;
         Ok(StoredObject {
             key,
             format: format.to_string(),
@@ -126,11 +157,11 @@ impl Storage {
         })
     }
 
-    async fn download(&self, source: &str) -> Result<Vec<u8>, CopyError> {
-        let url =
-            url::Url::parse(source).map_err(|_| CopyError::Disallowed("unparseable URL".into()))?;
+    async fn download(&self, source: &str) -> Result<Vec<u8>, StorageError> {
+        let url = url::Url::parse(source)
+            .map_err(|_| StorageError::Disallowed("unparseable URL".into()))?;
         if !self.host_allowed(&url) {
-            return Err(CopyError::Disallowed(
+            return Err(StorageError::Disallowed(
                 url.host_str().unwrap_or_default().to_string(),
             ));
         }
@@ -141,22 +172,29 @@ impl Storage {
             .timeout(DOWNLOAD_TIMEOUT)
             .send()
             .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| CopyError::Download(e.without_url().to_string()))?;
+            .map_err(|e| StorageError::Download(e.without_url().to_string()))?;
+        match res.status().as_u16() {
+            200..=299 => {}
+            code @ (404 | 410) => return Err(StorageError::Gone(code)),
+            code @ (408 | 429 | 500..) => {
+                return Err(StorageError::Download(format!("status {code}")));
+            }
+            code => return Err(StorageError::Refused(code)),
+        }
         if res
             .content_length()
             .is_some_and(|n| n as usize > self.max_bytes)
         {
-            return Err(CopyError::TooLarge(self.max_bytes));
+            return Err(StorageError::TooLarge(self.max_bytes));
         }
         let mut bytes = Vec::new();
         while let Some(chunk) = res
             .chunk()
             .await
-            .map_err(|e| CopyError::Download(e.without_url().to_string()))?
+            .map_err(|e| StorageError::Download(e.without_url().to_string()))?
         {
             if bytes.len() + chunk.len() > self.max_bytes {
-                return Err(CopyError::TooLarge(self.max_bytes));
+                return Err(StorageError::TooLarge(self.max_bytes));
             }
             bytes.extend_from_slice(&chunk);
         }
@@ -183,12 +221,12 @@ impl Storage {
     }
 
     /// A URL the client can download the image from.
-    pub async fn url(&self, key: &str) -> Result<String> {
+    pub async fn url(&self, key: &str) -> Result<String, StorageError> {
         if let Some(base) = &self.public_base_url {
             return Ok(format!("{base}/{key}"));
         }
         let presign = PresigningConfig::expires_in(self.presign_ttl)
-            .map_err(|e| Error::Internal(e.to_string()))?;
+            .map_err(|e| StorageError::s3("presign", e))?;
         let req = self
             .client()
             .await
@@ -198,13 +236,13 @@ impl Storage {
             .presigned(presign)
             .await;
         Ok(req
-            .map_err(|e| Error::Internal(format!("presign: {e}")))?
+            .map_err(|e| StorageError::s3("presign", e))?
             .uri()
             .to_string())
     }
 
     /// Deletes an object (absent objects are fine).
-    pub async fn delete(&self, key: &str) -> Result<()> {
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.client()
             .await
             .delete_object()
@@ -212,28 +250,23 @@ impl Storage {
             .key(key)
             .send()
             .await
-            .map_err(|e| {
-                Error::Internal(format!(
-                    "s3 delete: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(e)
-                ))
-            })?;
+            .map_err(|e| StorageError::s3("delete", e))?;
         Ok(())
     }
 }
 
 /// Decodes the part of a `data:` URI after the scheme.
-fn decode_data_uri(data: &str, max_bytes: usize) -> Result<Vec<u8>, CopyError> {
-    let (meta, payload) = data.split_once(',').ok_or(CopyError::NotAnImage)?;
+fn decode_data_uri(data: &str, max_bytes: usize) -> Result<Vec<u8>, StorageError> {
+    let (meta, payload) = data.split_once(',').ok_or(StorageError::NotAnImage)?;
     if payload.len() > max_bytes.div_ceil(3) * 4 + 4 {
-        return Err(CopyError::TooLarge(max_bytes));
+        return Err(StorageError::TooLarge(max_bytes));
     }
     if !meta.ends_with(";base64") {
-        return Err(CopyError::NotAnImage);
+        return Err(StorageError::NotAnImage);
     }
     STANDARD
         .decode(payload.trim())
-        .map_err(|_| CopyError::NotAnImage)
+        .map_err(|_| StorageError::NotAnImage)
 }
 
 /// The format (file extension) and MIME type of image bytes, from their magic numbers.
@@ -292,11 +325,11 @@ mod tests {
         );
         assert!(matches!(
             decode_data_uri(&format!("image/png;base64,{png}"), 2),
-            Err(CopyError::TooLarge(2))
+            Err(StorageError::TooLarge(2))
         ));
         assert!(matches!(
             decode_data_uri("image/png,raw", 1024),
-            Err(CopyError::NotAnImage)
+            Err(StorageError::NotAnImage)
         ));
     }
 

@@ -28,6 +28,8 @@ pub mod metric {
     pub const WEBHOOK_RECEIVED: &str = "WebhookReceived";
     pub const WEBHOOK_REJECTED: &str = "WebhookRejected";
     pub const RATE_LIMITED: &str = "RateLimited";
+    /// An external capture the credit service refused (final; alarmed on).
+    pub const CAPTURE_REJECTED: &str = "CaptureRejected";
 }
 
 /// Adds `n` to a counter.

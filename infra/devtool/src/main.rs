@@ -214,9 +214,7 @@ async fn main() -> Result<()> {
         ["reconcile"] => {
             picture::telemetry::init_logging();
             let state = AppState::from_env().await?;
-            let report = picture::reconcile::run(&state)
-                .await
-                .map_err(|p| anyhow::anyhow!("{}: {}", p.code, p.detail))?;
+            let report = picture::reconcile::run(&state).await?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }

@@ -7,7 +7,6 @@ use serde_json::json;
 
 use crate::{
     AppState, Problem,
-    credits::ProviderError,
     web::{self, AuthUser},
 };
 
@@ -26,14 +25,7 @@ async fn balance(
     AuthUser(user): AuthUser,
 ) -> Result<Response, Problem> {
     let db = st.db.get().await.map_err(crate::Error::from)?;
-    let b = match st.credits.balance(&**db, user).await {
-        Ok(b) => b,
-        Err(ProviderError::Store(e)) => return Err(e.into()),
-        Err(e) => {
-            tracing::error!(user_id = %user, error = %e, op = "balance", outcome = "unavailable", "balance lookup failed");
-            return Err(Problem::credit_service_unavailable());
-        }
-    };
+    let b = st.credits.balance(&**db, user).await?;
     let free = st.credits.free_remaining(&**db, user).await?;
     Ok(web::json(
         StatusCode::OK,

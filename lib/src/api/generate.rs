@@ -3,21 +3,22 @@
 //! prediction; with `waitForResult` it answers when done (or 202 before API
 //! Gateway's 30 s limit).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::{Router, extract::State, response::Response, routing::post};
+use axum::{Extension, Router, extract::State, response::Response, routing::post};
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::{
-    AppState, Problem,
+    AppState, Error, Problem,
+    credits::Hold,
     db::{
-        generations::{NewGeneration, Status},
+        generations::{self, Generation, NewGeneration, RequestKey, Status},
         models::Model,
     },
     lifecycle,
-    problem::FieldError,
+    web::problem::FieldError,
     web::{self, AuthUser, JsonBody},
 };
 
@@ -263,16 +264,24 @@ fn apply_model(req: &Request, model: &Model, user_id: Uuid) -> Result<NewGenerat
         source_image_url: req.source_image_url.clone(),
         generation_strength: req.generation_strength,
         style: req.style.clone(),
+        idempotency: None,
     })
 }
 
 async fn generate(
     State(st): State<AppState>,
     AuthUser(user_id): AuthUser,
+    key: Option<Extension<RequestKey>>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
     let began = Instant::now();
     let req = parse(&body)?;
+    let key = key.map(|Extension(k)| k);
+    if let Some(k) = &key {
+        if let Some(g) = earlier(&st, user_id, k).await? {
+            return answer(&st, &g, None).await;
+        }
+    }
     let models = st.models().await?;
     let model = match req.model_id {
         Some(id) => models.iter().find(|m| m.id == id),
@@ -283,39 +292,92 @@ async fn generate(
     if let Some(v) = &req.model_version {
         model.version = Some(v.clone());
     }
-    let new = apply_model(&req, &model, user_id)?;
+    let mut new = apply_model(&req, &model, user_id)?;
+    new.idempotency = key.clone();
 
-    let wait = req.wait_for_result.then_some(st.cfg.sync_wait);
-    let started = lifecycle::start(&st, new, &model, wait)
-        .await
-        .map_err(|p| match p.code {
-            // The only input Replicate can refuse that we did not check is a caller's version id.
-            code if code == lifecycle::INPUT_REFUSED.0 && req.model_version.is_some() => {
-                Problem::validation(vec![FieldError::new(
-                    "modelVersion",
-                    "is not a version of this model",
-                )])
-            }
-            _ => p,
-        })?;
-    let (mut g, hold) = (started.generation, started.hold);
-    if req.wait_for_result && !g.status.is_terminal() {
-        g = lifecycle::wait_until(&st, g.id, began + st.cfg.sync_wait).await?;
+    let hold = match lifecycle::begin(&st, &new).await {
+        // A concurrent request with the same key recorded its generation first.
+        Err(Error::IdempotencyKeyTaken) => {
+            let k = key.as_ref().ok_or(Error::IdempotencyKeyTaken)?;
+            let g = earlier(&st, user_id, k)
+                .await?
+                .ok_or(Error::IdempotencyKeyTaken)?;
+            return answer(&st, &g, None).await;
+        }
+        other => other?,
+    };
+    // From here on the generation exists: every path answers with it before the function's timeout.
+    let budget = if req.wait_for_result {
+        st.cfg.sync_wait.min(st.cfg.request_budget())
+    } else {
+        st.cfg.request_budget()
+    };
+    let deadline = began + budget;
+    let wait = req.wait_for_result.then(|| {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(Duration::from_secs(2))
+    });
+    match lifecycle::run(&st, &new, &model, wait, deadline).await {
+        Ok(()) => {}
+        // The only input Replicate can refuse that we did not check is a caller's version id.
+        Err(Error::InputRefused) if req.model_version.is_some() => {
+            return Err(Problem::validation(vec![FieldError::new(
+                "modelVersion",
+                "is not a version of this model",
+            )]));
+        }
+        Err(e) => return Err(e.into()),
     }
-    let view = super::views::generation(&st, &g).await?;
+    let mut g = lifecycle::load(&st, new.id).await?;
+    if req.wait_for_result && !g.status.is_terminal() {
+        g = lifecycle::wait_until(&st, g.id, deadline).await?;
+    }
+    answer(&st, &g, Some(&hold)).await
+}
+
+/// The user's generation recorded earlier with this key; 409 if the key came with another body.
+async fn earlier(
+    st: &AppState,
+    user_id: Uuid,
+    key: &RequestKey,
+) -> Result<Option<Generation>, Problem> {
+    let g = generations::get_by_key(
+        &**st.db.get().await.map_err(Error::from)?,
+        user_id,
+        &key.key,
+    )
+    .await?;
+    match g {
+        Some(g) if g.request_hash.as_deref() != Some(key.hash.as_str()) => Err(Problem::conflict(
+            "IDEMPOTENCY_KEY_REUSED",
+            "This Idempotency-Key was used with another request body.",
+        )),
+        g => Ok(g),
+    }
+}
+
+/// The answer to a generate request: 201 completed, 202 still running, 200 failed or cancelled.
+/// `hold` is the hold this request took (absent when answering with an earlier generation).
+async fn answer(st: &AppState, g: &Generation, hold: Option<&Hold>) -> Result<Response, Problem> {
+    let view = super::views::generation(st, g).await?;
     let status = match g.status {
         Status::Completed => StatusCode::CREATED,
         Status::Pending | Status::Processing => StatusCode::ACCEPTED,
         Status::Failed | Status::Cancelled => StatusCode::OK,
+    };
+    // What remained when this generation took its hold (parallel requests each see their
+    // own step of 3 → 2 → 1 → 0); a released hold reports the count after the release.
+    let free = match hold {
+        Some(h) if status != StatusCode::OK => json!(h.free_remaining),
+        _ => view["freeGenerationsRemaining"].clone(),
     };
     let mut out = json!({
         "generationId": g.id,
         "status": if status == StatusCode::ACCEPTED { json!("processing") } else { json!(g.status) },
         "charge": view["charge"],
         "creditsUsed": view["creditsUsed"],
-        // What remained when this generation took its hold (parallel requests each see their
-        // own step of 3 → 2 → 1 → 0); a released hold reports the count after the release.
-        "freeGenerationsRemaining": if status == StatusCode::OK { view["freeGenerationsRemaining"].clone() } else { json!(hold.free_remaining) },
+        "freeGenerationsRemaining": free,
     });
     for key in ["image", "error"] {
         if let Some(v) = view.get(key) {

@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::{
     AppState, Problem,
     db::{generations, images},
-    problem::FieldError,
+    web::problem::FieldError,
     web::{self, AuthUser},
 };
 

@@ -1,6 +1,7 @@
 //! `images` function: the caller's gallery. `GET /images` (newest first,
 //! `?limit=&cursor=&favorites=true` → `{data, nextCursor}`), `GET`, `PATCH`
-//! (`{isFavorite}`) and `DELETE /images/{id}` (row and S3 object).
+//! (`{isFavorite}`) and `DELETE /images/{id}` (S3 object, then the row; the
+//! generation remembers that its image was deleted).
 
 use axum::{
     Router,
@@ -17,8 +18,11 @@ use uuid::Uuid;
 
 use crate::{
     AppState, Problem,
-    db::images::{self, Cursor},
-    problem::FieldError,
+    db::{
+        generations,
+        images::{self, Cursor},
+    },
+    web::problem::FieldError,
     web::{self, AuthUser, JsonBody},
 };
 
@@ -166,10 +170,22 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let id = image_id(&id)?;
-    let db = st.db.get().await.map_err(crate::Error::from)?;
-    let key = images::delete(&**db, id, user).await?.ok_or_else(missing)?;
-    drop(db);
-    st.storage.delete(&key).await?;
+    let img = images::get_owned(&**st.db.get().await.map_err(crate::Error::from)?, id, user)
+        .await?
+        .ok_or_else(missing)?;
+    // The object first: if the row's deletion then fails, a retry finishes it, and the
+    // audit sees a row without its object meanwhile, never an object nobody can reach.
+    st.storage
+        .delete(&img.storage_key)
+        .await
+        .map_err(crate::Error::from)?;
+    let mut conn = st.db.get().await.map_err(crate::Error::from)?;
+    let tx = conn.transaction().await.map_err(crate::Error::from)?;
+    if images::delete(&*tx, id, user).await?.is_none() {
+        return Err(missing()); // deleted by a concurrent request
+    }
+    generations::mark_image_deleted(&*tx, img.generation_id).await?;
+    tx.commit().await.map_err(crate::Error::from)?;
     Ok(axum::response::IntoResponse::into_response(
         StatusCode::NO_CONTENT,
     ))

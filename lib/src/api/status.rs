@@ -1,6 +1,7 @@
 //! `status` function: `GET /generate/{id}/status`. An open generation is
 //! checked with Replicate (at most once a second), so polling clients see it
-//! finish even when the webhook is late or lost.
+//! finish even when the webhook is late or lost. The check has a time budget:
+//! when a dependency hangs, the answer is the state the generation has.
 
 use axum::{
     Router,
@@ -9,6 +10,7 @@ use axum::{
     routing::get,
 };
 use http::StatusCode;
+use std::time::{Duration, Instant};
 
 use crate::{
     AppState, Problem,
@@ -16,6 +18,10 @@ use crate::{
     lifecycle,
     web::{self, AuthUser},
 };
+
+/// How long a status request may spend asking Replicate and completing:
+/// the answer comes within about this, whatever S3 or Replicate do.
+const POLL_BUDGET: Duration = Duration::from_secs(4);
 
 /// The routes of this function.
 pub fn routes() -> Router<AppState> {
@@ -35,9 +41,9 @@ pub(crate) async fn owned(
 ) -> Result<generations::Generation, Problem> {
     let id = web::path_id(raw_id, "GENERATION_NOT_FOUND", "Generation")?;
     let db = st.db.get().await.map_err(crate::Error::from)?;
-    generations::get_owned(&**db, id, user_id)
+    Ok(generations::get_owned(&**db, id, user_id)
         .await?
-        .ok_or_else(|| Problem::not_found("GENERATION_NOT_FOUND", "Generation"))
+        .ok_or(crate::Error::GenerationNotFound)?)
 }
 
 async fn status(
@@ -47,7 +53,7 @@ async fn status(
 ) -> Result<Response, Problem> {
     let mut g = owned(&st, &id, user).await?;
     if !g.status.is_terminal() {
-        lifecycle::poll(&st, &g).await?;
+        lifecycle::poll(&st, &g, Instant::now() + POLL_BUDGET).await?;
         g = lifecycle::load(&st, g.id).await?;
     }
     Ok(web::json(

@@ -1,10 +1,12 @@
 //! `webhook` function: `POST /generate/webhook`, called by Replicate when a
 //! prediction finishes. Verifies the signature, then settles the generation
 //! through the same exactly-once path as every other completion. Unknown
-//! predictions are acknowledged so that Replicate stops retrying; failures on
-//! our side answer 5xx so that it retries. A processed delivery's
-//! `webhook-id` is remembered for a day: a replay is acknowledged
-//! (`{"received":true,"duplicate":true}`) without doing anything.
+//! predictions are acknowledged so that Replicate stops retrying. A delivery
+//! is acknowledged only once its work is done: a fault on our side, or a
+//! completion still running elsewhere, answers 5xx so that Replicate retries,
+//! and only a processed delivery's `webhook-id` is remembered (for a day): a
+//! replay of it is acknowledged (`{"received":true,"duplicate":true}`)
+//! without doing anything.
 
 use axum::{
     Router,
@@ -99,11 +101,12 @@ async fn process(st: &AppState, q: &Params, body: &[u8]) -> Result<Response, Pro
     let db = st.db.get().await.map_err(crate::Error::from)?;
     let found = lifecycle::find_for_prediction(&**db, &prediction.id, hint).await?;
     drop(db);
+    let deadline = std::time::Instant::now() + st.cfg.request_budget();
     let Some(g) = found else {
         tracing::warn!(prediction_id = %prediction.id, "webhook for an unknown prediction acknowledged");
         return Ok(web::json(StatusCode::OK, json!({"received": true})));
     };
     tracing::info!(generation_id = %g.id, prediction_id = %prediction.id, status = %prediction.status, "webhook received");
-    lifecycle::settle(st, g.id, &prediction).await?;
+    lifecycle::settle(st, g.id, &prediction, deadline).await?;
     Ok(web::json(StatusCode::OK, json!({"received": true})))
 }

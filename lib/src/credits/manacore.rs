@@ -1,7 +1,10 @@
-//! The external credit service's internal API (DESIGN §4): balance, use and
-//! refund, authenticated with `X-Service-Key` and `X-App-Id`. The generation id
-//! travels in the metadata of use and refund, so the service can tell
-//! repeated deliveries apart.
+//! The external credit service's internal API (docs/architecture.md,
+//! "Credits"): balance, use and refund, authenticated with `X-Service-Key` and
+//! `X-App-Id`. Use and refund carry a stable `Idempotency-Key` derived from
+//! the generation id (`picture:use:{id}`, `picture:refund:{id}`, also as
+//! `idempotencyKey` in the body, beside the generation id in the metadata):
+//! a call that went through but whose answer was lost is sent again with the
+//! same key, and the service must apply it once.
 
 use std::time::Duration;
 
@@ -93,14 +96,29 @@ impl Client {
         })
     }
 
-    fn body(&self, user_id: Uuid, amount: i64, generation_id: Uuid, description: &str) -> Value {
-        json!({
+    /// A use or refund of a generation's credits, sent with its idempotency key.
+    async fn post(
+        &self,
+        op: &str,
+        user_id: Uuid,
+        amount: i64,
+        generation_id: Uuid,
+        description: &str,
+    ) -> Result<(), ProviderError> {
+        let key = format!("picture:{op}:{generation_id}");
+        let body = json!({
             "userId": user_id,
             "amount": amount,
             "appId": self.app_id,
             "description": description,
+            "idempotencyKey": key,
             "metadata": {"generationId": generation_id},
-        })
+        });
+        let req = self
+            .request(reqwest::Method::POST, op)
+            .header("Idempotency-Key", &key)
+            .json(&body);
+        self.send(req).await.map(drop)
     }
 
     /// Charges `amount` credits for a generation.
@@ -110,10 +128,8 @@ impl Client {
         amount: i64,
         generation_id: Uuid,
     ) -> Result<(), ProviderError> {
-        let body = self.body(user_id, amount, generation_id, "Image generation");
-        self.send(self.request(reqwest::Method::POST, "use").json(&body))
+        self.post("use", user_id, amount, generation_id, "Image generation")
             .await
-            .map(drop)
     }
 
     /// Gives `amount` credits of a generation back.
@@ -123,9 +139,13 @@ impl Client {
         amount: i64,
         generation_id: Uuid,
     ) -> Result<(), ProviderError> {
-        let body = self.body(user_id, amount, generation_id, "Image generation refund");
-        self.send(self.request(reqwest::Method::POST, "refund").json(&body))
-            .await
-            .map(drop)
+        self.post(
+            "refund",
+            user_id,
+            amount,
+            generation_id,
+            "Image generation refund",
+        )
+        .await
     }
 }

@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::{Config, Problem, Result, config::CreditsProvider};
+use crate::{Config, Error, Result, config::CreditsProvider};
 
 /// How a generation is paid for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -70,9 +70,13 @@ pub enum ProviderError {
     /// Refused the request (4xx).
     #[error("credit service refused the request with {0}")]
     Rejected(u16),
-    /// Our own store failed.
-    #[error(transparent)]
-    Store(#[from] crate::Error),
+}
+
+impl ProviderError {
+    /// Whether a later call may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ProviderError::Unavailable(_))
+    }
 }
 
 /// Where balances live.
@@ -117,13 +121,10 @@ impl Credits {
     }
 
     /// Locks the user's quota row (creating it on first use) and decides the
-    /// charge of one more generation: free, waived, credits, or a 402/503
-    /// problem. Must run inside the transaction that then calls [`Credits::record_hold`].
-    pub async fn reserve(
-        &self,
-        tx: &impl GenericClient,
-        user_id: Uuid,
-    ) -> Result<Result<Hold, Problem>> {
+    /// charge of one more generation: free, waived, credits, or
+    /// [`Error::InsufficientCredits`] / [`Error::Credits`] when the provider fails.
+    /// Must run inside the transaction that then calls [`Credits::record_hold`].
+    pub async fn reserve(&self, tx: &impl GenericClient, user_id: Uuid) -> Result<Hold> {
         tx.execute(
             "INSERT INTO user_quotas (user_id) VALUES ($1) ON CONFLICT DO NOTHING",
             &[&user_id],
@@ -137,18 +138,18 @@ impl Credits {
             .await?
             .get(0);
         if free_used < self.free_generations {
-            return Ok(Ok(Hold {
+            return Ok(Hold {
                 charge: Charge::Free,
                 amount: 0,
                 free_remaining: self.remaining(free_used + 1),
-            }));
+            });
         }
         if !self.enforced {
-            return Ok(Ok(Hold {
+            return Ok(Hold {
                 charge: Charge::Waived,
                 amount: 0,
                 free_remaining: 0,
-            }));
+            });
         }
         let paid = Hold {
             charge: Charge::Credits,
@@ -157,33 +158,25 @@ impl Credits {
         };
         let available = match self.available(tx, user_id).await {
             Ok(a) => a,
-            Err(ProviderError::Store(e)) => return Err(e),
-            Err(e) if self.fail_open => {
+            Err(Error::Credits(e)) if self.fail_open => {
                 tracing::warn!(%user_id, error = %e, op = "balance", outcome = "fail-open", "credit check failed; allowed by CREDIT_CHECK_FAILURE=open");
-                return Ok(Ok(paid));
+                return Ok(paid);
             }
-            Err(e) => {
-                tracing::error!(%user_id, error = %e, op = "balance", outcome = "unavailable", "credit check failed");
-                return Ok(Err(Problem::credit_service_unavailable()));
-            }
+            Err(e) => return Err(e),
         };
         if available < i64::from(self.cost) {
             tracing::info!(%user_id, available, required = self.cost, op = "hold", outcome = "insufficient", "credit hold refused");
-            return Ok(Err(Problem::insufficient_credits(
-                self.cost.into(),
-                available.max(0),
-                0,
-            )));
+            return Err(Error::InsufficientCredits {
+                required: self.cost.into(),
+                balance: available.max(0),
+                free_remaining: 0,
+            });
         }
-        Ok(Ok(paid))
+        Ok(paid)
     }
 
     /// The balance minus credits held or captured but not yet settled with the provider.
-    async fn available(
-        &self,
-        tx: &impl GenericClient,
-        user_id: Uuid,
-    ) -> Result<i64, ProviderError> {
+    async fn available(&self, tx: &impl GenericClient, user_id: Uuid) -> Result<i64> {
         // One statement, one snapshot: a capture committing in between cannot be counted twice.
         let row = tx
             .query_one(
@@ -193,8 +186,7 @@ impl Credits {
                             AND (state = 'held' OR (state = 'captured' AND capture_state <> 'done')))",
                 &[&user_id],
             )
-            .await
-            .map_err(crate::Error::from)?;
+            .await?;
         let open: i64 = row.get(1);
         let balance = match &self.provider {
             Provider::Ledger => row.get::<_, Option<i64>>(0).unwrap_or(0),
@@ -272,8 +264,10 @@ impl Credits {
     }
 
     /// Sends a pending external capture to the provider, once: the hold is
-    /// claimed with a short lease before the call, marked `done` after it, and
-    /// left `failed` (with the error) for a later retry if it did not go through.
+    /// claimed with a short lease before the call, marked `done` after it, left
+    /// `failed` (with the error) for a later retry if it did not go through, or
+    /// `rejected` (final, counted as `CaptureRejected`) if the service refused it.
+    /// A retry sends the same idempotency key, so a lost answer charges once.
     /// Returns whether it is settled now. The ledger has nothing to do.
     pub async fn settle_capture(
         &self,
@@ -299,9 +293,11 @@ impl Credits {
         let outcome = client
             .use_credits(user_id, amount.into(), generation_id)
             .await;
+        // A refusal is final: retrying cannot change it, and it would block newer captures.
         let (state, error) = match &outcome {
             Ok(()) => ("done", None),
-            Err(e) => ("failed", Some(e.to_string())),
+            Err(e) if e.is_transient() => ("failed", Some(e.to_string())),
+            Err(e) => ("rejected", Some(e.to_string())),
         };
         db.execute(
             "UPDATE credit_holds SET capture_state = $2, capture_error = $3, capture_lease = NULL WHERE generation_id = $1",
@@ -311,6 +307,10 @@ impl Credits {
         match &error {
             None => {
                 tracing::info!(%user_id, %generation_id, amount, attempt, op = "provider.use", outcome = "done", "capture sent")
+            }
+            Some(e) if state == "rejected" => {
+                crate::telemetry::count(crate::telemetry::metric::CAPTURE_REJECTED, 1);
+                tracing::error!(%user_id, %generation_id, amount, attempt, op = "provider.use", outcome = "rejected", error = %e, "capture refused by the credit service; not retried")
             }
             Some(e) => {
                 tracing::warn!(%user_id, %generation_id, amount, attempt, op = "provider.use", outcome = "failed", error = %e, "capture failed; will retry")
@@ -372,33 +372,24 @@ impl Credits {
     }
 
     /// The user's balance and totals.
-    pub async fn balance(
-        &self,
-        db: &impl GenericClient,
-        user_id: Uuid,
-    ) -> Result<Balance, ProviderError> {
+    pub async fn balance(&self, db: &impl GenericClient, user_id: Uuid) -> Result<Balance> {
         match &self.provider {
             Provider::Ledger => Ok(ledger::balance(db, user_id).await?),
-            Provider::Manacore(client) => client.balance(user_id).await,
+            Provider::Manacore(client) => Ok(client.balance(user_id).await?),
         }
     }
 
     /// Gives the credits of a captured generation back, once (a support tool;
     /// run it in a transaction so that a failed provider call leaves no trace).
     /// Returns the amount refunded, 0 if there was nothing (left) to refund.
-    pub async fn refund(
-        &self,
-        tx: &impl GenericClient,
-        generation_id: Uuid,
-    ) -> Result<i64, ProviderError> {
+    pub async fn refund(&self, tx: &impl GenericClient, generation_id: Uuid) -> Result<i64> {
         let row = tx
             .query_opt(
                 "SELECT user_id, amount FROM credit_holds
                   WHERE generation_id = $1 AND kind = 'credits' AND state = 'captured' AND capture_state = 'done'",
                 &[&generation_id],
             )
-            .await
-            .map_err(crate::Error::from)?;
+            .await?;
         let Some(row) = row else { return Ok(0) };
         let (user_id, amount): (Uuid, i64) = (row.get(0), i64::from(row.get::<_, i32>(1)));
         if !ledger::claim_refund(tx, user_id, generation_id, amount).await? {

@@ -7,7 +7,7 @@ use serde::Serialize;
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
-use crate::Result;
+use crate::{Result, credits::Charge};
 
 /// Where a generation is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -76,6 +76,9 @@ pub struct Generation {
     pub error_message: Option<String>,
     pub charge: String,
     pub credits_used: i32,
+    /// The caller's `Idempotency-Key` and the SHA-256 of the request body, if given.
+    pub idempotency_key: Option<String>,
+    pub request_hash: Option<String>,
     pub last_polled_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -103,6 +106,8 @@ impl From<&Row> for Generation {
             error_message: r.get("error_message"),
             charge: r.get("charge"),
             credits_used: r.get("credits_used"),
+            idempotency_key: r.get("idempotency_key"),
+            request_hash: r.get("request_hash"),
             last_polled_at: r.get("last_polled_at"),
             created_at: r.get("created_at"),
             completed_at: r.get("completed_at"),
@@ -126,14 +131,31 @@ pub struct NewGeneration {
     pub source_image_url: Option<String>,
     pub generation_strength: Option<f64>,
     pub style: Option<String>,
+    /// The request's `Idempotency-Key` and body hash: a retry with the key finds this generation.
+    pub idempotency: Option<RequestKey>,
 }
 
-/// Inserts a `pending` generation with its charge kind.
-pub async fn insert(db: &impl GenericClient, g: &NewGeneration, charge: &str) -> Result<()> {
-    db.execute(
+/// An `Idempotency-Key` and the SHA-256 (hex) of the body it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestKey {
+    pub key: String,
+    pub hash: String,
+}
+
+/// Inserts a `pending` generation with its charge kind. Returns false (and
+/// inserts nothing) when the user already has a generation with its idempotency key.
+pub async fn insert(db: &impl GenericClient, g: &NewGeneration, charge: Charge) -> Result<bool> {
+    let (key, hash) = g
+        .idempotency
+        .as_ref()
+        .map(|k| (k.key.as_str(), k.hash.as_str()))
+        .unzip();
+    let n = db.execute(
         "INSERT INTO generations (id, user_id, model_id, prompt, negative_prompt, width, height, steps,
-                                  guidance_scale, seed, source_image_url, generation_strength, style, charge)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                                  guidance_scale, seed, source_image_url, generation_strength, style, charge,
+                                  idempotency_key, request_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+         ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
         &[
             &g.id,
             &g.user_id,
@@ -148,11 +170,29 @@ pub async fn insert(db: &impl GenericClient, g: &NewGeneration, charge: &str) ->
             &g.source_image_url,
             &g.generation_strength,
             &g.style,
-            &charge,
+            &charge.as_str(),
+            &key,
+            &hash,
         ],
     )
     .await?;
-    Ok(())
+    Ok(n == 1)
+}
+
+/// The user's generation recorded with an idempotency key.
+pub async fn get_by_key(
+    db: &impl GenericClient,
+    user_id: Uuid,
+    key: &str,
+) -> Result<Option<Generation>> {
+    Ok(db
+        .query_opt(
+            "SELECT * FROM generations WHERE user_id = $1 AND idempotency_key = $2",
+            &[&user_id, &key],
+        )
+        .await?
+        .as_ref()
+        .map(Generation::from))
 }
 
 /// A generation by id, whoever owns it.
@@ -225,7 +265,7 @@ pub async fn try_lease(
     db: &impl GenericClient,
     id: Uuid,
     owner: Uuid,
-    seconds: i32,
+    length: std::time::Duration,
 ) -> Result<bool> {
     let n = db
         .execute(
@@ -233,10 +273,54 @@ pub async fn try_lease(
                 SET lease_owner = $2, lease_until = now() + make_interval(secs => $3), updated_at = now()
               WHERE id = $1 AND status IN ('pending', 'processing')
                 AND (lease_until IS NULL OR lease_until < now())",
-            &[&id, &owner, &(seconds as f64)],
+            &[&id, &owner, &length.as_secs_f64()],
         )
         .await?;
     Ok(n == 1)
+}
+
+/// Claims up to `limit` open generations older than `grace_secs` that no reconciler
+/// run claimed in the last minute (`FOR UPDATE SKIP LOCKED`: overlapping runs skip each other's).
+pub async fn claim_for_reconcile(
+    db: &impl GenericClient,
+    grace_secs: f64,
+    limit: i64,
+) -> Result<Vec<Generation>> {
+    let rows = db
+        .query(
+            "UPDATE generations SET reconciled_at = now()
+              WHERE id IN (SELECT id FROM generations
+                            WHERE status IN ('pending', 'processing')
+                              AND created_at < now() - make_interval(secs => $1)
+                              AND (reconciled_at IS NULL OR reconciled_at < now() - interval '1 minute')
+                            ORDER BY created_at LIMIT $2
+                            FOR UPDATE SKIP LOCKED)
+              RETURNING *",
+            &[&grace_secs, &limit],
+        )
+        .await?;
+    Ok(rows.iter().map(Generation::from).collect())
+}
+
+/// Records that the user deleted the image of a completed generation.
+pub async fn mark_image_deleted(db: &impl GenericClient, id: Uuid) -> Result<()> {
+    db.execute(
+        "UPDATE generations SET image_deleted_at = now(), updated_at = now() WHERE id = $1",
+        &[&id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Gives up `owner`'s completion lease (if it still holds it).
+pub async fn release_lease(db: &impl GenericClient, id: Uuid, owner: Uuid) -> Result<()> {
+    db.execute(
+        "UPDATE generations SET lease_owner = NULL, lease_until = NULL
+          WHERE id = $1 AND lease_owner = $2",
+        &[&id, &owner],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Marks the time of a provider poll; returns false if another poll ran within `min_gap_ms`.

@@ -5,7 +5,7 @@ pub mod generations;
 pub mod images;
 pub mod models;
 
-use std::str::FromStr;
+use std::{str::FromStr, time::Duration};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use rustls::pki_types::{CertificateDer, pem::PemObject};
@@ -17,6 +17,10 @@ use crate::{Error, Result};
 mod embedded {
     refinery::embed_migrations!("../infra/migrations");
 }
+
+/// Longest a statement may run (PostgreSQL's `statement_timeout`), unless
+/// `DATABASE_URL` sets its own `options`.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Whether a connection asks for TLS: `sslmode=require` (verified against the
 /// Mozilla roots, which cover RDS Proxy's ACM certificates, plus `ca_file`).
@@ -56,9 +60,19 @@ fn parse(database_url: &str) -> Result<tokio_postgres::Config> {
 
 /// Builds the pool; connections are opened on first use, not here.
 pub fn pool(database_url: &str, max_size: usize, ca_file: Option<&str>) -> Result<Pool> {
-    let pg = parse(database_url)?;
+    let mut pg = parse(database_url)?;
+    pg.connect_timeout(Duration::from_secs(5));
+    if pg.get_options().is_none() {
+        // No statement runs longer than any function: a stuck query ends as an error.
+        pg.options(format!(
+            "-c statement_timeout={}",
+            STATEMENT_TIMEOUT.as_millis()
+        ));
+    }
+    // Every checkout is checked with a round trip, so a connection broken by a
+    // restart or failover is dropped, never handed to a request.
     let cfg = ManagerConfig {
-        recycling_method: RecyclingMethod::Fast,
+        recycling_method: RecyclingMethod::Verified,
     };
     let manager = if wants_tls(&pg) {
         Manager::from_config(pg, tls(ca_file)?, cfg)
@@ -69,8 +83,9 @@ pub fn pool(database_url: &str, max_size: usize, ca_file: Option<&str>) -> Resul
     Pool::builder(manager)
         .max_size(max_size)
         .runtime(deadpool_postgres::Runtime::Tokio1)
-        .wait_timeout(Some(std::time::Duration::from_secs(10)))
-        .create_timeout(Some(std::time::Duration::from_secs(5)))
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(2)))
         .build()
         .map_err(|e| Error::Internal(format!("pool: {e}")))
 }

@@ -18,7 +18,11 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{RuntimeTable, Unavailable, n, number, s, string};
-use crate::{AppState, Problem, problem::FieldError, web};
+use crate::{
+    AppState, Problem,
+    db::generations::RequestKey,
+    web::{self, problem::FieldError},
+};
 
 /// The request header carrying the key.
 pub const HEADER: &str = "idempotency-key";
@@ -210,9 +214,14 @@ pub async fn run(st: &AppState, user: Uuid, req: Request, next: Next) -> Result<
             )])
         })?
         .to_string();
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let bytes = web::read_body(body).await?;
     let hash = hash(&bytes);
+    // The handler records the key with what it creates: a retry finds that even without this record.
+    parts.extensions.insert(RequestKey {
+        key: key.clone(),
+        hash: hash.clone(),
+    });
     let table = &st.runtime;
     let deadline = Instant::now() + WAIT;
     loop {

@@ -23,6 +23,14 @@ pub struct Prediction {
     /// The webhook URL it was created with (it carries our generation id).
     #[serde(default)]
     pub webhook: Option<String>,
+    /// Set once Replicate has deleted the output (about an hour after the end).
+    #[serde(default)]
+    pub data_removed: bool,
+    /// The input it was created with.
+    #[serde(default)]
+    pub input: Option<Value>,
+    #[serde(default)]
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// One page of the prediction list, newest first.
@@ -55,6 +63,11 @@ impl Prediction {
         }
     }
 
+    /// The prompt of its input, if any.
+    pub fn prompt(&self) -> Option<&str> {
+        self.input.as_ref()?.get("prompt")?.as_str()
+    }
+
     /// The provider's error message, if any.
     pub fn error_message(&self) -> Option<String> {
         match self.error.as_ref()? {
@@ -83,6 +96,17 @@ pub enum ReplicateError {
 }
 
 impl ReplicateError {
+    /// Whether the same call may succeed later: timeouts, lost connections,
+    /// throttling and 5xx pass; other refusals (401, 404, 422) stay.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ReplicateError::Status { status, .. } => *status == 429 || *status >= 500,
+            ReplicateError::Timeout
+            | ReplicateError::Unreachable(_)
+            | ReplicateError::Interrupted(_) => true,
+        }
+    }
+
     /// Whether a prediction may exist although create failed (so the generation
     /// must not be treated as never started).
     pub fn is_ambiguous(&self) -> bool {
@@ -158,9 +182,15 @@ impl Replicate {
             .await
     }
 
-    /// A page of the account's predictions, newest first: the first page, or the page at `next`.
-    pub async fn list(&self, next: Option<&str>) -> Result<PredictionPage, ReplicateError> {
-        let first = format!("{}/v1/predictions", self.base);
+    /// A page of the account's predictions created after `since`, newest first:
+    /// the first page, or the page at `next`.
+    pub async fn list(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        next: Option<&str>,
+    ) -> Result<PredictionPage, ReplicateError> {
+        let since = since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let first = format!("{}/v1/predictions?created_after={since}", self.base);
         // Only ever follow pages of our own API base: the token goes with the request.
         let url = next.filter(|n| n.starts_with(&self.base)).unwrap_or(&first);
         self.send(Method::GET, url, None, CALL_TIMEOUT, None, retryable_get)

@@ -4,6 +4,7 @@
 //! idempotency) and the [`ssrf`] guard.
 
 pub mod policy;
+pub mod problem;
 pub mod ssrf;
 
 use axum::{
@@ -18,7 +19,8 @@ use serde_json::Value;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use uuid::Uuid;
 
-use crate::{AppState, Problem};
+use crate::AppState;
+pub use problem::Problem;
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 1024 * 1024;

@@ -21,7 +21,7 @@ use axum::{
 use serde_json::Value;
 use url::{Host, Url};
 
-use crate::{Problem, problem::FieldError};
+use crate::{Problem, web::problem::FieldError};
 
 /// The field this module checks.
 const FIELD: &str = "sourceImageUrl";

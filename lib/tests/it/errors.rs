@@ -227,9 +227,9 @@ async fn wrong_replicate_token_is_502_and_a_failed_generation() {
 }
 
 #[tokio::test]
-async fn unavailable_s3_fails_the_generation_instead_of_leaving_it_stuck() {
+async fn unavailable_s3_leaves_the_generation_open_and_a_later_poll_completes_it() {
     let dead_s3 = crate::common::dead_aws().await;
-    let s = Stack::with_aws(
+    let broken = Stack::with_aws(
         &[],
         picture::state::AwsOverrides {
             s3: Some(dead_s3),
@@ -237,13 +237,37 @@ async fn unavailable_s3_fails_the_generation_instead_of_leaving_it_stuck() {
         },
     )
     .await;
-    let (status, g) = s.generate(Uuid::new_v4(), "nowhere to put it", true).await;
+    let user = Uuid::new_v4();
+    let (status, g) = broken.generate(user, "nowhere to put it yet", true).await;
     assert_eq!(
         (status, g["status"].as_str()),
-        (StatusCode::OK, Some("failed")),
+        (StatusCode::ACCEPTED, Some("processing")),
         "{g}"
     );
-    assert_failed_and_free(&s, &g, "OUTPUT_COPY_FAILED").await;
+    let id = id_of(&g);
+    let row = broken.row(&id).await;
+    assert_eq!(row.status.as_str(), "processing");
+    let held = "SELECT count(*) FROM credit_holds WHERE generation_id = $1 AND state = 'held'";
+    assert_eq!(
+        broken.count(held, &id).await,
+        1,
+        "the hold stays while S3 is away"
+    );
+    // S3 is back (another instance): the next status poll completes it, once.
+    let healthy = Stack::start().await;
+    let path = format!("/api/v1/generate/{id}/status");
+    let mut last = Value::Null;
+    for _ in 0..20 {
+        let (status, v) = healthy.call(Method::GET, &path, Some(user), None).await;
+        assert_eq!(status, StatusCode::OK);
+        last = v;
+        if last["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    }
+    assert_eq!(last["status"], "completed", "{last}");
+    healthy.assert_completed_once(&id).await;
 }
 
 #[tokio::test]

@@ -233,18 +233,57 @@ async fn concurrent_retries_with_one_idempotency_key_make_one_generation() {
 }
 
 #[tokio::test]
-async fn a_server_error_frees_the_idempotency_key_for_a_retry() {
+async fn a_committed_generation_keeps_its_key_whatever_the_answer() {
     let s = Stack::with(&[("REPLICATE_API_TOKEN", "r8_wrong")]).await;
     let user = Uuid::new_v4();
     let body = json!({"prompt": "provider refuses", "modelId": FLUX});
     let with_key = [("idempotency-key", "retry-me")];
-    for attempt in 1..=2 {
-        let (status, h, p) = post(&s, user, &body, &with_key).await;
-        assert_eq!(
-            (status, p["code"].as_str()),
-            (StatusCode::BAD_GATEWAY, Some("PROVIDER_ERROR"))
-        );
-        assert!(h.get("idempotency-replayed").is_none());
-        assert_eq!(rows(&s, "generations", user).await, attempt);
-    }
+    let (status, _, p) = post(&s, user, &body, &with_key).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::BAD_GATEWAY, Some("PROVIDER_ERROR"))
+    );
+    // The 5xx freed the runtime record, but the generation holds the key: a retry
+    // answers with it (failed, nothing charged) instead of starting another.
+    let (status, _, again) = post(&s, user, &body, &with_key).await;
+    assert_eq!(
+        (
+            status,
+            again["status"].as_str(),
+            again["error"]["code"].as_str()
+        ),
+        (StatusCode::OK, Some("failed"), Some("PROVIDER_ERROR")),
+        "{again}"
+    );
+    assert_eq!(rows(&s, "generations", user).await, 1);
+}
+
+#[tokio::test]
+async fn a_lost_idempotency_record_still_leads_to_the_generation() {
+    let s = Stack::start().await;
+    let user = Uuid::new_v4();
+    let body = json!({"prompt": "one of a kind [sim:slow=3000]", "modelId": FLUX});
+    let with_key = [("idempotency-key", "lost-record")];
+    let (status, _, first) = post(&s, user, &body, &with_key).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    // The runtime table loses the record (a failed COMPLETED write, a 5xx, an expiry).
+    picture::limits::idempotency::release(&s.state.runtime, user, "lost-record")
+        .await
+        .unwrap();
+    let (status, h, again) = post(&s, user, &body, &with_key).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert!(h.get("idempotency-replayed").is_none());
+    assert_eq!(again["generationId"], first["generationId"]);
+    assert_eq!(rows(&s, "generations", user).await, 1);
+    // With another body the key is still refused.
+    let other = json!({"prompt": "another", "modelId": FLUX});
+    picture::limits::idempotency::release(&s.state.runtime, user, "lost-record")
+        .await
+        .unwrap();
+    let (status, _, p) = post(&s, user, &other, &with_key).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::CONFLICT, Some("IDEMPOTENCY_KEY_REUSED"))
+    );
+    s.cancel_all(user, &[first]).await;
 }

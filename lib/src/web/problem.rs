@@ -1,6 +1,8 @@
 //! The one error type handlers return, rendered as RFC 9457 problem JSON with
-//! a stable `code`. Internal failures are logged here and leave only a
-//! generic `INTERNAL` answer: no SQL, stack trace or upstream body escapes.
+//! a stable `code`, and the one mapping of domain errors ([`crate::Error`]) to
+//! HTTP answers. Transient faults answer 503 with `Retry-After`; internal
+//! failures are logged here and leave only a generic `INTERNAL` answer: no
+//! SQL, stack trace or upstream body escapes.
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
@@ -31,6 +33,8 @@ pub struct Problem {
     pub title: &'static str,
     pub detail: String,
     pub extra: Map<String, Value>,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u32>,
 }
 
 impl Problem {
@@ -46,12 +50,19 @@ impl Problem {
             title,
             detail: detail.into(),
             extra: Map::new(),
+            retry_after: None,
         }
     }
 
     /// Adds a member to the problem document.
     pub fn with(mut self, key: &str, value: impl Serialize) -> Self {
         self.extra.insert(key.to_string(), json!(value));
+        self
+    }
+
+    /// Asks the client to retry after `secs` seconds (`Retry-After`).
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
         self
     }
 
@@ -148,6 +159,17 @@ impl Problem {
         )
     }
 
+    /// A dependency did not answer in time or failed on its side: retry shortly.
+    pub fn unavailable() -> Self {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            "Service unavailable",
+            "A service this request depends on is not answering; retry shortly.",
+        )
+        .retry_after(2)
+    }
+
     pub fn internal() -> Self {
         Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -177,14 +199,63 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         res
     }
 }
 
 impl From<crate::Error> for Problem {
+    /// The HTTP answer to a domain error.
     fn from(err: crate::Error) -> Self {
-        tracing::error!(error = %err, "internal error");
-        Problem::internal()
+        use crate::Error as E;
+        match err {
+            E::InsufficientCredits {
+                required,
+                balance,
+                free_remaining,
+            } => Problem::insufficient_credits(required, balance, free_remaining),
+            E::InputRefused => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "PROVIDER_REJECTED_INPUT",
+                "Input refused",
+                "The image provider refused this model version or input.",
+            ),
+            E::ProviderBusy => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "PROVIDER_BUSY",
+                "Image provider busy",
+                "The image provider is busy; nothing was charged. Please retry shortly.",
+            )
+            .retry_after(5),
+            E::IdempotencyKeyTaken => Problem::conflict(
+                "IDEMPOTENCY_IN_PROGRESS",
+                "A request with this Idempotency-Key is still running; retry shortly.",
+            ),
+            E::ProviderRefused(e) => {
+                tracing::error!(error = %e, "provider refused to start a generation");
+                Problem::provider_error("The image provider could not start this generation.")
+            }
+            E::GenerationNotFound => Problem::not_found("GENERATION_NOT_FOUND", "Generation"),
+            E::NotCancellable(status) => Problem::conflict(
+                "GENERATION_NOT_CANCELLABLE",
+                format!("The generation is already {}.", status.as_str()),
+            ),
+            E::Credits(e) => {
+                tracing::error!(error = %e, "credit service failed");
+                Problem::credit_service_unavailable()
+            }
+            e if e.is_transient() => {
+                tracing::warn!(error = %e, "transient failure: answered 503");
+                Problem::unavailable()
+            }
+            e => {
+                tracing::error!(error = %e, "internal error");
+                Problem::internal()
+            }
+        }
     }
 }
 
@@ -209,6 +280,15 @@ mod tests {
             res.headers()[header::CONTENT_TYPE],
             "application/problem+json"
         );
+    }
+
+    #[test]
+    fn transient_faults_answer_503_with_retry_after() {
+        let p: Problem = crate::Error::TimedOut("copy").into();
+        assert_eq!(p.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(p.code, "SERVICE_UNAVAILABLE");
+        let res = p.into_response();
+        assert_eq!(res.headers()[header::RETRY_AFTER], "2");
     }
 
     #[test]

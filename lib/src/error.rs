@@ -1,0 +1,151 @@
+//! The domain's one error type. Every failure says whether trying again later
+//! can succeed ([`Error::is_transient`]): a transient fault (a timeout, a
+//! refused or dropped connection, a 5xx, throttling, an exhausted pool)
+//! leaves the work open for a retry; a permanent one ends it. HTTP answers
+//! are chosen once, at the edge (`web::problem`); scheduled and deploy-time
+//! functions report errors as Lambda diagnostics.
+
+use crate::{
+    credits::ProviderError, db::generations::Status, replicate::ReplicateError,
+    storage::StorageError,
+};
+
+/// What went wrong in the domain.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// One more generation needs more credits than the user has available.
+    #[error("insufficient credits: {required} needed, {balance} available")]
+    InsufficientCredits {
+        required: i64,
+        balance: i64,
+        free_remaining: i32,
+    },
+    /// Replicate refused the model version or the input (422); the generation failed.
+    #[error("the provider refused the input")]
+    InputRefused,
+    /// Replicate was throttling or unreachable, so nothing was created; the
+    /// generation failed, its hold was released, and the request may be retried.
+    #[error("the provider is busy")]
+    ProviderBusy,
+    /// Replicate could not start the generation; it failed and its hold was released.
+    #[error("the provider could not start the generation: {0}")]
+    ProviderRefused(ReplicateError),
+    /// No such generation.
+    #[error("generation not found")]
+    GenerationNotFound,
+    /// The generation has already ended.
+    #[error("the generation is already {}", .0.as_str())]
+    NotCancellable(Status),
+    /// A generation with this idempotency key was recorded meanwhile.
+    #[error("the idempotency key was taken by a concurrent request")]
+    IdempotencyKeyTaken,
+    /// Another process is completing this generation right now.
+    #[error("the generation is being completed elsewhere")]
+    CompletionInProgress,
+    #[error("database: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("database pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error(transparent)]
+    Credits(#[from] ProviderError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Replicate(#[from] ReplicateError),
+    /// The runtime table (DynamoDB) failed.
+    #[error(transparent)]
+    Runtime(#[from] crate::limits::Unavailable),
+    /// A timeout of our own: the work did not finish within its time budget.
+    #[error("{0} did not finish in time")]
+    TimedOut(&'static str),
+    /// A bug or a misconfiguration: retrying does not help.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Result with the domain's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether the same work may succeed when tried again later.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::CompletionInProgress
+            | Error::IdempotencyKeyTaken
+            | Error::ProviderBusy
+            | Error::Runtime(_)
+            | Error::TimedOut(_) => true,
+            Error::Db(e) => db_transient(e),
+            Error::Pool(e) => match e {
+                deadpool_postgres::PoolError::Backend(e) => db_transient(e),
+                deadpool_postgres::PoolError::Timeout(_) | deadpool_postgres::PoolError::Closed => {
+                    true
+                }
+                _ => false,
+            },
+            Error::Credits(e) => e.is_transient(),
+            Error::Storage(e) => e.is_transient(),
+            Error::Replicate(e) => e.is_transient(),
+            Error::InsufficientCredits { .. }
+            | Error::InputRefused
+            | Error::ProviderRefused(_)
+            | Error::GenerationNotFound
+            | Error::NotCancellable(_)
+            | Error::Internal(_) => false,
+        }
+    }
+}
+
+/// Connection failures, server shutdowns and restarts, overload, serialization
+/// conflicts and statement timeouts pass; anything else is a bug.
+fn db_transient(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.as_db_error() {
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("08") // connection exception
+                || code.starts_with("53") // insufficient resources (too many connections)
+                || code.starts_with("57P") // admin shutdown, crash shutdown, cannot connect now
+                || matches!(code, "40001" | "40P01" | "57014" | "55P03" | "25006")
+        }
+        // No server error: the connection itself failed (I/O, closed, timed out).
+        None => {
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                if s.is::<std::io::Error>() {
+                    return true;
+                }
+                source = s.source();
+            }
+            e.to_string().contains("timed out")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_permanent_and_outages_transient() {
+        assert!(!Error::InputRefused.is_transient());
+        assert!(!Error::GenerationNotFound.is_transient());
+        assert!(!Error::Internal("bug".into()).is_transient());
+        assert!(Error::CompletionInProgress.is_transient());
+        assert!(Error::TimedOut("copy").is_transient());
+        assert!(Error::Replicate(ReplicateError::Timeout).is_transient());
+        assert!(
+            !Error::Replicate(ReplicateError::Status {
+                status: 404,
+                title: String::new()
+            })
+            .is_transient()
+        );
+        assert!(Error::Storage(StorageError::Upload("timeout".into())).is_transient());
+        assert!(!Error::Storage(StorageError::Gone(410)).is_transient());
+        assert!(Error::Credits(ProviderError::Unavailable("x".into())).is_transient());
+        assert!(!Error::Credits(ProviderError::Rejected(400)).is_transient());
+    }
+}
