@@ -487,6 +487,7 @@ class Simulator:
         self.ordered: list[Prediction] = []  # creation order; list cursors are indexes into it
         self.files: dict[str, tuple[bytes, str]] = {}  # name -> (bytes, MIME type)
         self.webhooks = WebhookSender(config.signing_key(), config.retry_delays, self._record_delivery)
+        self.faults: dict[str, list[int]] = {}  # operation -> statuses still to answer, in order
 
     # ---- queries
 
@@ -505,13 +506,36 @@ class Simulator:
         with self.cond:
             return self.files.get(name)
 
-    def page(self, start: int | None, size: int) -> tuple[list[dict[str, Any]], int | None, int | None]:
-        """Newest-first page starting at index `start`; returns (items, next, previous) starts."""
+    def inject(self, ops: list[str], status: int, count: int) -> None:
+        """The next `count` calls of each operation in `ops` answer `status`."""
+        with self.cond:
+            for op in ops:
+                self.faults[op] = [status] * count
+
+    def clear_faults(self) -> None:
+        with self.cond:
+            self.faults.clear()
+
+    def take_fault(self, op: str) -> int | None:
+        """The status an injected fault makes this call of `op` answer, if any."""
+        with self.cond:
+            pending = self.faults.get(op)
+            return pending.pop(0) if pending else None
+
+    def page(self, start: int | None, size: int,
+             created_after: datetime | None = None) -> tuple[list[dict[str, Any]], int | None, int | None]:
+        """Newest-first page starting at index `start`, only predictions created after
+        `created_after` when given; returns (items, next, previous) starts."""
         with self.cond:
             newest = len(self.ordered) - 1
             start = newest if start is None else min(start, newest)
-            items = [self.ordered[i].to_json(self.public_url) for i in range(start, max(start - size, -1), -1)]
-        next_start = start - size if start - size >= 0 else None
+            indexes = range(start, max(start - size, -1), -1)
+            if created_after is not None:
+                indexes = [i for i in indexes if self.ordered[i].created_at > created_after]
+            items = [self.ordered[i].to_json(self.public_url) for i in indexes]
+            older_exist = start - size >= 0 and (
+                created_after is None or self.ordered[start - size].created_at > created_after)
+        next_start = start - size if older_exist else None
         previous_start = min(start + size, newest) if start < newest else None
         return items, next_start, previous_start
 
@@ -656,6 +680,8 @@ class Handler(BaseHTTPRequestHandler):
         ("GET", r"/files/(?P<name>[^/]+)", "route_file", False),
         ("POST", r"/_sim/predictions/(?P<prediction_id>[^/]+)/redeliver", "route_redeliver", False),
         ("GET", r"/_sim/predictions/(?P<prediction_id>[^/]+)/deliveries", "route_deliveries", False),
+        ("POST", r"/_sim/faults", "route_inject", False),
+        ("DELETE", r"/_sim/faults", "route_clear_faults", False),
         ("POST", r"/v1/predictions", "route_create", True),
         ("GET", r"/v1/predictions", "route_list", True),
         ("GET", r"/v1/predictions/(?P<prediction_id>[^/]+)", "route_get", True),
@@ -673,6 +699,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.dispatch("POST")
+
+    def do_DELETE(self) -> None:
+        self.dispatch("DELETE")
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         log(f"{self.client_address[0]} {format % args}")
@@ -697,6 +726,10 @@ class Handler(BaseHTTPRequestHandler):
                 continue
             if needs_auth and not self.authorized():
                 raise unauthenticated()
+            fault = self.sim.take_fault(FAULT_OPS.get(name, "")) if needs_auth else None
+            if fault is not None:
+                headers = {"Retry-After": "1"} if fault == 429 else {}
+                return json_response(fault, {"title": "Injected fault", "status": fault}, **headers)
             return getattr(self, name)(**match.groupdict())
         if path_known:
             raise ApiError(405, "Method not allowed", f"{method} is not allowed on {path}")
@@ -778,10 +811,29 @@ class Handler(BaseHTTPRequestHandler):
                 return min(int(match.group(1) or MAX_WAIT_S), MAX_WAIT_S)
         return None
 
+    def route_inject(self) -> Response:
+        """`{"ops": ["create", "get", "list", "cancel"], "status": 500, "count": N}`."""
+        body = self.json_body()
+        ops, status, count = body.get("ops"), body.get("status"), body.get("count", 1)
+        if not (isinstance(ops, list) and set(ops) <= set(FAULT_OPS.values())
+                and isinstance(status, int) and 400 <= status <= 599 and isinstance(count, int)):
+            raise ApiError(400, "Bad request", "Expected ops (create/get/list/cancel), status and count")
+        self.sim.inject(ops, status, count)
+        return json_response(200, {"ops": ops, "status": status, "count": count})
+
+    def route_clear_faults(self) -> Response:
+        self.sim.clear_faults()
+        return json_response(200, {"cleared": True})
+
     def route_list(self) -> Response:
         size = self.int_query("page_size", 100)
         start = self.int_query("cursor", None, decode=decode_cursor)
-        items, next_start, previous_start = self.sim.page(start, max(size, 1))
+        after = self.query.get("created_after")
+        try:
+            created_after = datetime.fromisoformat(after[0].replace("Z", "+00:00")) if after else None
+        except ValueError:
+            raise ApiError(400, "Bad request", "Invalid created_after") from None
+        items, next_start, previous_start = self.sim.page(start, max(size, 1), created_after)
         return json_response(200, {
             "previous": self.page_url(previous_start),
             "next": self.page_url(next_start),
@@ -802,8 +854,9 @@ class Handler(BaseHTTPRequestHandler):
         if start is None:
             return None
         params = {"cursor": encode_cursor(start)}
-        if "page_size" in self.query:
-            params["page_size"] = self.query["page_size"][0]
+        for kept in ("page_size", "created_after"):
+            if kept in self.query:
+                params[kept] = self.query[kept][0]
         return f"{self.sim.public_url}/v1/predictions?{urlencode(params)}"
 
     def route_get(self, prediction_id: str) -> Response:
@@ -820,6 +873,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def route_deliveries(self, prediction_id: str) -> Response:
         return json_response(200, self.sim.deliveries(self.sim.find(prediction_id)))
+
+
+# Which operation each API route is, for injected faults (`/_sim/faults`).
+FAULT_OPS = {
+    "route_create": "create",
+    "route_create_for_model": "create",
+    "route_get": "get",
+    "route_list": "list",
+    "route_cancel": "cancel",
+}
 
 
 def encode_cursor(start: int) -> str:

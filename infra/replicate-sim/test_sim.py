@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -296,6 +297,34 @@ def test_list_pagination_newest_first(base_url):
     second = call("GET", page["next"], headers=AUTH)[2]
     assert second["results"][0]["id"] == ids[0] and "cursor=" in second["previous"]
     assert call("GET", second["previous"], headers=AUTH)[2]["results"][0]["id"] == ids[2]
+
+
+def test_list_created_after_stops_at_older_predictions(base_url):
+    older = create(base_url, {"prompt": "before the cut"})[2]
+    time.sleep(1.1)
+    cut = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    time.sleep(0.1)
+    newer = [create(base_url, {"prompt": f"after the cut {i}"})[2]["id"] for i in range(3)]
+    status, _, page = call("GET", f"{base_url}/v1/predictions?page_size=2&created_after={cut}", headers=AUTH)
+    assert status == 200 and [p["id"] for p in page["results"]] == newer[::-1][:2]
+    last = call("GET", page["next"], headers=AUTH)[2]
+    assert [p["id"] for p in last["results"]] == newer[:1] and last["next"] is None
+    assert older["id"] not in {p["id"] for p in page["results"] + last["results"]}
+
+
+def test_injected_faults_answer_then_clear(base_url):
+    status, _, _ = call("POST", f"{base_url}/_sim/faults", {"ops": ["create", "get"], "status": 429, "count": 2})
+    assert status == 200
+    for _ in range(2):
+        status, head, _ = create(base_url, {"prompt": "throttled"})
+        assert status == 429 and head["Retry-After"] == "1"
+    status, _, made = create(base_url, {"prompt": "through"})
+    assert status == 201
+    call("POST", f"{base_url}/_sim/faults", {"ops": ["get"], "status": 503, "count": 5})
+    assert call("GET", f"{base_url}/v1/predictions/{made['id']}", headers=AUTH)[0] == 503
+    assert call("DELETE", f"{base_url}/_sim/faults")[0] == 200
+    assert call("GET", f"{base_url}/v1/predictions/{made['id']}", headers=AUTH)[0] == 200
+    assert call("POST", f"{base_url}/_sim/faults", {"ops": ["nothing"], "status": 500})[0] == 400
 
 
 # --------------------------------------------------------------------------- webhooks

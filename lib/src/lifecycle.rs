@@ -34,6 +34,8 @@ use crate::{
 
 /// Time a lease holder keeps beyond its deadline for the final transaction.
 const LEASE_MARGIN: Duration = Duration::from_secs(10);
+/// Time an external capture call may take (the credit service's timeout and a margin).
+const CAPTURE_CALL: Duration = Duration::from_secs(6);
 /// Minimum gap between two provider polls of one generation.
 const POLL_GAP_MS: i32 = 1000;
 
@@ -238,7 +240,7 @@ async fn complete(st: &AppState, generation_id: Uuid, file: &str, deadline: Inst
         Err(_) => Err(Error::TimedOut("output copy")),
     };
     let outcome = match copied {
-        Ok(stored) => commit(st, &g, stored).await,
+        Ok(stored) => commit(st, &g, stored, deadline).await,
         Err(e) if !e.is_transient() => {
             tracing::error!(%generation_id, error = %e, "output cannot be stored");
             close(st, generation_id, Status::Failed, Some(OUTPUT_COPY_FAILED)).await
@@ -264,7 +266,12 @@ async fn release_lease(st: &AppState, generation_id: Uuid, owner: Uuid) {
 
 /// The completing transaction: the image row, the capture and `completed`, or
 /// nothing if the generation ended meanwhile (then the copy is deleted).
-async fn commit(st: &AppState, g: &Generation, stored: StoredObject) -> Result<()> {
+async fn commit(
+    st: &AppState,
+    g: &Generation,
+    stored: StoredObject,
+    deadline: Instant,
+) -> Result<()> {
     let generation_id = g.id;
     let mut conn = st.db.get().await?;
     let tx = conn.transaction().await?;
@@ -299,8 +306,10 @@ async fn commit(st: &AppState, g: &Generation, stored: StoredObject) -> Result<(
     tracing::info!(%generation_id, user_id = %g.user_id, credits = charged, "generation completed");
     telemetry::count(metric::GENERATION_SUCCEEDED, 1);
     telemetry::count(metric::CREDITS_CAPTURED, charged.unsigned_abs().into());
-    if charged > 0 {
-        // An external provider is charged after the commit; a failure stays recorded for a retry.
+    let time_left = deadline.saturating_duration_since(Instant::now());
+    if charged > 0 && time_left > CAPTURE_CALL {
+        // An external provider is charged after the commit (else by the reconciler);
+        // a failure stays recorded for a retry.
         let sent = async {
             st.credits
                 .settle_capture(&**st.db.get().await?, generation_id)

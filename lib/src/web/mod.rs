@@ -50,10 +50,22 @@ impl FromRequestParts<AppState> for AuthUser {
         let Some(token) = token else {
             return Err(Problem::unauthenticated());
         };
-        let user = state.auth.verify(token).await.map(AuthUser).map_err(|e| {
-            tracing::warn!(reason = %e, "token rejected");
-            Problem::unauthenticated()
-        })?;
+        let user = state
+            .auth
+            .verify(token)
+            .await
+            .map(AuthUser)
+            .map_err(|e| match e {
+                // The key set cannot be fetched: nobody's token can be checked, ours is the fault.
+                crate::auth::AuthError::KeySet(reason) => {
+                    tracing::error!(%reason, "key set unavailable: answered 503");
+                    Problem::unavailable()
+                }
+                e => {
+                    tracing::warn!(reason = %e, "token rejected");
+                    Problem::unauthenticated()
+                }
+            })?;
         tracing::Span::current().record("user_id", tracing::field::display(user.0));
         parts.extensions.insert(user);
         Ok(user)

@@ -100,8 +100,18 @@ pub fn check(raw: &str) -> Result<Url, &'static str> {
     }
 }
 
+/// Why a resolved `sourceImageUrl` is not accepted now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The caller's error (400): the reason, for the field.
+    Invalid(&'static str),
+    /// The lookup itself failed for now (a timeout, a resolver that cannot
+    /// answer): not the caller's error (503).
+    Unavailable,
+}
+
 /// Resolves the URL's host name (if it has one) and checks every address it resolves to.
-pub async fn check_resolved(url: &Url) -> Result<(), &'static str> {
+pub async fn check_resolved(url: &Url) -> Result<(), Refusal> {
     let Some(Host::Domain(name)) = url.host() else {
         return Ok(());
     };
@@ -109,16 +119,26 @@ pub async fn check_resolved(url: &Url) -> Result<(), &'static str> {
     let addrs: Vec<_> =
         tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((name, port)))
             .await
-            .map_err(|_| UNRESOLVABLE)?
-            .map_err(|_| UNRESOLVABLE)?
+            .map_err(|_| Refusal::Unavailable)?
+            .map_err(|e| match lookup_is_temporary(&e) {
+                true => Refusal::Unavailable,
+                false => Refusal::Invalid(UNRESOLVABLE),
+            })?
             .collect();
     if addrs.is_empty() {
-        Err(UNRESOLVABLE)
+        Err(Refusal::Invalid(UNRESOLVABLE))
     } else if addrs.iter().any(|a| forbidden(a.ip())) {
-        Err(PRIVATE)
+        Err(Refusal::Invalid(PRIVATE))
     } else {
         Ok(())
     }
+}
+
+/// Whether a failed lookup may succeed when tried again (`EAI_AGAIN`, a
+/// failing resolver) rather than the name not existing (`EAI_NONAME`).
+fn lookup_is_temporary(e: &std::io::Error) -> bool {
+    let text = e.to_string().to_ascii_lowercase();
+    text.contains("temporary failure") || text.contains("try again") || text.contains("timed out")
 }
 
 /// Middleware for `POST /generate`: a well-formed https `sourceImageUrl` whose
@@ -133,15 +153,19 @@ pub async fn guard_source_image(req: Request, next: Next) -> Response {
     let url = serde_json::from_slice::<Value>(&bytes)
         .ok()
         .and_then(|v| v.get(FIELD)?.as_str().and_then(|u| check(u).ok()));
-    if let Some(url) = url
-        && let Err(message) = check_resolved(&url).await
-    {
-        tracing::warn!(
-            host = url.host_str().unwrap_or_default(),
-            reason = message,
-            "sourceImageUrl refused"
-        );
-        return Problem::validation(vec![FieldError::new(FIELD, message)]).into_response();
+    if let Some(url) = url {
+        let host = url.host_str().unwrap_or_default();
+        match check_resolved(&url).await {
+            Ok(()) => {}
+            Err(Refusal::Invalid(message)) => {
+                tracing::warn!(host, reason = message, "sourceImageUrl refused");
+                return Problem::validation(vec![FieldError::new(FIELD, message)]).into_response();
+            }
+            Err(Refusal::Unavailable) => {
+                tracing::warn!(host, "sourceImageUrl lookup failed for now: answered 503");
+                return Problem::unavailable().into_response();
+            }
+        }
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
@@ -243,12 +267,27 @@ mod tests {
         assert!(check("https://[2002:808:808::]/").is_ok());
     }
 
+    #[test]
+    fn a_failing_resolver_is_not_the_callers_error() {
+        let again = std::io::Error::other(
+            "failed to lookup address information: Temporary failure in name resolution",
+        );
+        let nxdomain = std::io::Error::other(
+            "failed to lookup address information: Name or service not known",
+        );
+        assert!(lookup_is_temporary(&again));
+        assert!(!lookup_is_temporary(&nxdomain));
+    }
+
     #[tokio::test]
     async fn host_names_resolving_to_forbidden_addresses_are_refused() {
         let url = check("https://localhost/cat.png").expect("a name passes as written");
-        assert_eq!(check_resolved(&url).await, Err(PRIVATE));
+        assert_eq!(check_resolved(&url).await, Err(Refusal::Invalid(PRIVATE)));
         let url = check("https://no-such-host.invalid/cat.png").unwrap();
-        assert_eq!(check_resolved(&url).await, Err(UNRESOLVABLE));
+        assert_eq!(
+            check_resolved(&url).await,
+            Err(Refusal::Invalid(UNRESOLVABLE))
+        );
         let literal = check("https://8.8.8.8/cat.png").unwrap();
         assert_eq!(check_resolved(&literal).await, Ok(()));
     }

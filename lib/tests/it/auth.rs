@@ -15,7 +15,7 @@ use base64::{
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
 };
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, jwk::Jwk};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -231,4 +231,27 @@ async fn a_rotated_in_key_is_picked_up_after_a_refetch() {
         (StatusCode::OK, None),
         "keys still published stay valid"
     );
+}
+
+#[tokio::test]
+async fn a_key_set_outage_is_503_not_401() {
+    let s = Stack::with(&[("JWKS_URL", "http://127.0.0.1:9/jwks.json")]).await;
+    let (status, p) = s
+        .call(
+            Method::GET,
+            "/api/v1/credits/balance",
+            Some(Uuid::new_v4()),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("SERVICE_UNAVAILABLE")),
+        "{p}"
+    );
+    // Without a token it is still the caller's error.
+    let (status, _) = s
+        .call(Method::GET, "/api/v1/credits/balance", None, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

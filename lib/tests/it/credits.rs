@@ -340,7 +340,8 @@ async fn capture_state(s: &Stack, id: &str) -> (String, i32) {
 #[derive(Clone, Default)]
 struct FakeCredits {
     log: Arc<Mutex<Vec<(String, HeaderMap, Value)>>>,
-    /// "ok", "down" (503 on everything) or "use-fails" (503 on use only).
+    /// "ok", "down" (503 on everything), "use-fails" (503 on use only),
+    /// "use-rejects" (400 on use) or "use-slow" (use applied, answered after 6 s).
     mode: Arc<Mutex<&'static str>>,
     balance: Arc<Mutex<i64>>,
 }
@@ -367,6 +368,9 @@ impl FakeCredits {
                     Json(json!({"error": "down"})),
                 );
             }
+            if mode == "use-rejects" && what == "use" {
+                return (AxStatus::BAD_REQUEST, Json(json!({"error": "refused"})));
+            }
             (
                 AxStatus::OK,
                 Json(json!({"success": true, "balance": *fake.balance.lock().unwrap()})),
@@ -391,7 +395,13 @@ impl FakeCredits {
                               Path(op): Path<String>,
                               h: HeaderMap,
                               Json(b): Json<Value>| async move {
-                            answer(&f, &op, h, b)
+                            let slow = *f.mode.lock().unwrap() == "use-slow" && op == "use";
+                            let answered = answer(&f, &op, h, b);
+                            if slow {
+                                // Applied, but the answer comes after the client gave up.
+                                tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+                            }
+                            answered
                         },
                     ),
                 )
@@ -469,6 +479,14 @@ async fn manacore_is_asked_with_service_key_and_charged_after_success() {
         )
     );
     assert_eq!(body["metadata"]["generationId"], g["generationId"]);
+    let use_key = format!("picture:use:{}", id_of(&g));
+    assert_eq!(
+        (
+            headers["idempotency-key"].to_str().unwrap(),
+            body["idempotencyKey"].as_str()
+        ),
+        (use_key.as_str(), Some(use_key.as_str()))
+    );
 
     // A failed generation sends nothing to the service.
     let (_, f) = s.generate(user, "doomed [sim:fail]", true).await;
@@ -494,6 +512,76 @@ async fn manacore_is_asked_with_service_key_and_charged_after_success() {
         ),
         ("picture-test", g["generationId"].clone())
     );
+    assert_eq!(
+        refunds[0].0["idempotency-key"].to_str().unwrap(),
+        format!("picture:refund:{}", id_of(&g))
+    );
+}
+
+#[tokio::test]
+async fn a_refused_capture_is_final_and_never_blocks_others() {
+    let (fake, url) = FakeCredits::start().await;
+    *fake.balance.lock().unwrap() = 100;
+    fake.set("use-rejects");
+    let s = manacore_stack(&url, &[]).await;
+    let user = Uuid::new_v4();
+    let (status, g) = s.generate(user, "refused charge [sim:slow=50]", true).await;
+    assert_eq!(status, StatusCode::CREATED, "{g}");
+    let id = id_of(&g);
+    assert_eq!(capture_state(&s, &id).await, ("rejected".to_string(), 1));
+    // Retries leave it alone: one call in all.
+    let db = s.state.db.get().await.unwrap();
+    s.state.credits.retry_captures(&**db, 1000).await.unwrap();
+    assert!(
+        !s.state
+            .credits
+            .settle_capture(&**db, Uuid::parse_str(&id).unwrap())
+            .await
+            .unwrap()
+    );
+    let mine = |calls: Vec<(HeaderMap, Value)>| {
+        calls
+            .into_iter()
+            .filter(|(_, b)| b["metadata"]["generationId"] == g["generationId"])
+            .count()
+    };
+    assert_eq!(mine(fake.calls("use")), 1);
+    assert_eq!(capture_state(&s, &id).await, ("rejected".to_string(), 1));
+}
+
+#[tokio::test]
+async fn a_capture_whose_answer_was_lost_is_resent_with_the_same_key() {
+    let (fake, url) = FakeCredits::start().await;
+    *fake.balance.lock().unwrap() = 100;
+    fake.set("use-slow");
+    let s = manacore_stack(&url, &[]).await;
+    let (status, g) = s
+        .generate(Uuid::new_v4(), "slow charge [sim:slow=50]", true)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{g}");
+    let id = id_of(&g);
+    assert_eq!(
+        capture_state(&s, &id).await.0,
+        "failed",
+        "timed out: unknown outcome"
+    );
+    fake.set("ok");
+    let db = s.state.db.get().await.unwrap();
+    assert!(
+        s.state
+            .credits
+            .settle_capture(&**db, Uuid::parse_str(&id).unwrap())
+            .await
+            .unwrap()
+    );
+    let keys: Vec<String> = fake
+        .calls("use")
+        .into_iter()
+        .filter(|(_, b)| b["metadata"]["generationId"] == g["generationId"])
+        .map(|(h, _)| h["idempotency-key"].to_str().unwrap().to_string())
+        .collect();
+    // The service saw the same key twice and must apply it once.
+    assert_eq!(keys, vec![format!("picture:use:{id}"); 2]);
 }
 
 #[tokio::test]

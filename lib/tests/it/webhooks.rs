@@ -164,3 +164,59 @@ async fn an_oversized_delivery_is_413_before_any_check() {
         "PAYLOAD_TOO_LARGE"
     );
 }
+
+#[tokio::test]
+async fn a_delivery_is_acknowledged_only_once_its_generation_is_finished() {
+    let s = Stack::start().await;
+    let user = Uuid::new_v4();
+    let (_, g) = s
+        .generate(
+            user,
+            "busy elsewhere [sim:no-webhook] [sim:slow=100]",
+            false,
+        )
+        .await;
+    let id = id_of(&g);
+    let gen_id = Uuid::parse_str(&id).unwrap();
+    let prediction_id = s.row(&id).await.prediction_id.unwrap();
+    let prediction = loop {
+        let (_, p) = s
+            .sim(Method::GET, &format!("/v1/predictions/{prediction_id}"))
+            .await;
+        if p["status"] == "succeeded" {
+            break p;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    // Another completion holds the lease (and may have died holding it).
+    let db = s.state.db.get().await.unwrap();
+    let other = Uuid::new_v4();
+    let leased = picture::db::generations::try_lease(
+        &**db,
+        gen_id,
+        other,
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert!(leased);
+    let d = Delivery::signed(&s, &prediction).await;
+    let (status, p) = d.send(&s).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{p}");
+    let now = chrono::Utc::now().timestamp();
+    assert!(
+        !replay::seen(&s.state.runtime, &d.id, now).await.unwrap(),
+        "work not done: Replicate must retry this delivery"
+    );
+    assert_eq!(s.row(&id).await.status.as_str(), "processing");
+
+    // The holder gives up; Replicate's retry of the same delivery completes it.
+    picture::db::generations::release_lease(&**db, gen_id, other)
+        .await
+        .unwrap();
+    assert_eq!(
+        d.send(&s).await,
+        (StatusCode::OK, json!({"received": true}))
+    );
+    s.assert_completed_once(&id).await;
+}
