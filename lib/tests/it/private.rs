@@ -1,0 +1,236 @@
+//! Private instances of the local services, for tests that inject faults
+//! (freeze, kill, restart, throttle) without disturbing the tests beside them:
+//! a Replicate simulator and a throwaway PostgreSQL cluster, each on its own
+//! port, stopped when dropped.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+};
+
+use serde_json::json;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The tools virtualenv (`make` installs it).
+fn venv() -> PathBuf {
+    std::env::var("PICTURE_VENV").map_or_else(
+        |_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/picture-venv"),
+        PathBuf::from,
+    )
+}
+
+/// A free loopback port (taken, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until `port` on loopback accepts connections.
+pub async fn wait_for_port(port: u16) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("nothing listens on :{port}");
+}
+
+/// A process killed when dropped.
+pub struct Process(pub Child);
+
+impl Process {
+    /// Freezes the process (`SIGSTOP`): its clients hang.
+    pub fn freeze(&self) {
+        signal(self.0.id(), "STOP");
+    }
+
+    /// Resumes a frozen process (`SIGCONT`).
+    pub fn resume(&self) {
+        signal(self.0.id(), "CONT");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        signal(self.0.id(), "CONT");
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok || sig == "CONT", "kill -{sig} {pid} failed");
+}
+
+/// A Replicate simulator of this test's own.
+pub struct PrivateSim {
+    pub url: String,
+    _process: Process,
+}
+
+impl PrivateSim {
+    pub async fn start() -> PrivateSim {
+        let port = free_port();
+        let child = Command::new(venv().join("bin/python"))
+            .arg(root().join("infra/replicate-sim/sim.py"))
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .env(
+                "SIM_API_TOKEN",
+                std::env::var("REPLICATE_API_TOKEN").unwrap(),
+            )
+            .env(
+                "SIM_WEBHOOK_SECRET",
+                std::env::var("REPLICATE_WEBHOOK_SECRET").unwrap(),
+            )
+            .env("SIM_WEBHOOK_RETRY_DELAYS", "0.5,1,2,4")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the simulator starts (run with `make test`)");
+        let process = Process(child);
+        wait_for_port(port).await;
+        PrivateSim {
+            url: format!("http://127.0.0.1:{port}"),
+            _process: process,
+        }
+    }
+
+    /// Settings that point a stack at this simulator.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("REPLICATE_API_BASE_URL", self.url.clone()),
+            ("OUTPUT_ALLOWED_HOSTS", self.url.trim_start_matches("http://").to_string()),
+        ]
+    }
+
+    /// The next `count` calls of each of `ops` (create, get, list, cancel) answer `status`.
+    pub async fn inject(&self, ops: &[&str], status: u16, count: u32) {
+        let res = reqwest::Client::new()
+            .post(format!("{}/_sim/faults", self.url))
+            .json(&json!({"ops": ops, "status": status, "count": count}))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success());
+    }
+
+    /// Ends every injected fault.
+    pub async fn clear(&self) {
+        reqwest::Client::new()
+            .delete(format!("{}/_sim/faults", self.url))
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// A throwaway PostgreSQL cluster (trust auth) of this test's own, migrated.
+pub struct PrivatePostgres {
+    pub url: String,
+    bin: PathBuf,
+    data: tempdir::Dir,
+    port: u16,
+}
+
+/// A temporary directory removed when dropped.
+mod tempdir {
+    use std::path::PathBuf;
+
+    pub struct Dir(pub PathBuf);
+
+    impl Dir {
+        pub fn new(prefix: &str) -> Dir {
+            let dir = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Dir(dir)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl PrivatePostgres {
+    pub async fn start() -> PrivatePostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is installed")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .max()
+            .unwrap();
+        let data = tempdir::Dir::new("picture-pg");
+        as_postgres(&format!("chown postgres {}", data.0.display()), false);
+        as_postgres(
+            &format!(
+                "{} -U postgres -A trust -D {}/data >/dev/null",
+                bin.join("initdb").display(),
+                data.0.display()
+            ),
+            true,
+        );
+        let pg = PrivatePostgres {
+            url: String::new(),
+            bin,
+            port: free_port(),
+            data,
+        };
+        pg.ctl("start");
+        let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
+        picture::db::migrate(&url, None).await.unwrap();
+        PrivatePostgres { url, ..pg }
+    }
+
+    /// `pg_ctl restart`: every connection is dropped.
+    pub fn restart(&self) {
+        self.ctl("restart -m fast");
+    }
+
+    fn ctl(&self, what: &str) {
+        as_postgres(
+            &format!(
+                "{} -D {dir}/data -l {dir}/log -w -o '-p {} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off' {what}",
+                self.bin.join("pg_ctl").display(),
+                self.port,
+                dir = self.data.0.display(),
+            ),
+            true,
+        );
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        self.ctl("stop -m immediate");
+    }
+}
+
+/// Runs a shell command as the `postgres` user (as root), or as is.
+fn as_postgres(cmd: &str, su: bool) {
+    let status = if su {
+        Command::new("su").args(["postgres", "-c", cmd]).status()
+    } else {
+        Command::new("sh").args(["-c", cmd]).status()
+    };
+    assert!(status.is_ok_and(|s| s.success()), "{cmd}");
+}
