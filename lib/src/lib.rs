@@ -7,6 +7,7 @@
 //! hold rules ([`credits`]) and the generation state machine ([`lifecycle`]).
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod aws;
 pub mod config;
@@ -26,6 +27,7 @@ pub mod storage;
 pub mod telemetry;
 pub mod web;
 
+use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error;
 pub use config::Config;
 pub use problem::Problem;
 pub use state::AppState;
@@ -40,6 +42,15 @@ pub enum Error {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("{0}")]
     Internal(String),
+}
+
+impl<R: std::fmt::Debug> From<aws_sdk_s3::error::SdkError<ListObjectsV2Error, R>> for Error {
+    fn from(e: aws_sdk_s3::error::SdkError<ListObjectsV2Error, R>) -> Self {
+        Error::Internal(format!(
+            "s3 list: {}",
+            aws_sdk_s3::error::DisplayErrorContext(e)
+        ))
+    }
 }
 
 /// Result with the crate's [`Error`].

@@ -28,6 +28,8 @@ pub mod metric {
     pub const WEBHOOK_RECEIVED: &str = "WebhookReceived";
     pub const WEBHOOK_REJECTED: &str = "WebhookRejected";
     pub const RATE_LIMITED: &str = "RateLimited";
+    /// Broken invariants found by an audit run (`crate::audit`).
+    pub const AUDIT_VIOLATIONS: &str = "AuditViolations";
 }
 
 /// Adds `n` to a counter.
