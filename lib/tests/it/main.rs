@@ -2,6 +2,7 @@
 //! emulator (moto) and the Replicate simulator, each over real connections.
 //! `make test` starts them and exports their settings (.dev/local.env).
 
+mod audit;
 mod auth;
 mod boundary;
 mod common;
@@ -11,6 +12,7 @@ mod deploy;
 mod errors;
 mod events;
 mod limits;
+mod objectstore;
 mod openapi;
 mod pipeline;
 mod reconcile;
