@@ -10,7 +10,7 @@
 //! - `reconcile`: one run of the reconciler (what the scheduled function does);
 //! - `refund GENERATION_ID`: gives a captured generation's credits back;
 //! - `audit [--since DATE|RFC3339] [--user USER_ID]`: checks the stores' invariants,
-//!   prints every violation and exits 1 if there is any.
+//!   prints every violation and exits 1 if there is any (2 if it cannot run).
 //!
 //! Settings come from the environment (`make` loads `.dev/local.env`).
 
@@ -155,8 +155,17 @@ async fn runtime_table(state: &AppState) -> Result<()> {
     Ok(())
 }
 
-/// `audit`: prints every violation and a summary; exit code 1 if there is any.
+/// `audit`: prints every violation and a summary; exit code 1 if there is any,
+/// 2 if the audit could not run.
 async fn audit(args: &[&str]) -> Result<()> {
+    if let Err(e) = run_audit(args).await {
+        eprintln!("audit: {e:#}");
+        std::process::exit(2);
+    }
+    Ok(())
+}
+
+async fn run_audit(args: &[&str]) -> Result<()> {
     let mut filter = picture::audit::Filter::default();
     let mut args = args.iter();
     while let Some(flag) = args.next() {

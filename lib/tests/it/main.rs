@@ -1,5 +1,5 @@
-//! Integration tests against the real local stack: PostgreSQL, the AWS
-//! emulator (moto) and the Replicate simulator, each over real connections.
+//! Integration tests against the real local stack: PostgreSQL, S3 (s3s-fs),
+//! DynamoDB (moto) and the Replicate simulator, each over real connections.
 //! `make test` starts them and exports their settings (.dev/local.env).
 
 mod audit;
