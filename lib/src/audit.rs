@@ -601,7 +601,7 @@ mod tests {
         assert_eq!(out, []);
 
         let stale = format!("users/{u}/images/{g}.jpg");
-        check_generation(&row, &[stale.clone()], true, &mut out);
+        check_generation(&row, std::slice::from_ref(&stale), true, &mut out);
         let kinds: Vec<_> = out.iter().map(|v| (v.kind, v.key.clone())).collect();
         assert_eq!(
             kinds,

@@ -29,20 +29,22 @@ impl Drop for Server {
 /// over `dir`, and waits until it accepts connections.
 async fn start(port: u16, dir: &Path) -> Server {
     let bin = std::env::var("S3S_FS_BIN").expect("S3S_FS_BIN: run the tests with `make test`");
-    let child = Command::new(bin)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--access-key", "test", "--secret-key", "test"])
-        .arg(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let server = Server(
+        Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", "test", "--secret-key", "test"])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()
         {
-            return Server(child);
+            return server;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -109,7 +111,7 @@ async fn objects_survive_a_restart_of_the_local_s3() {
         .list(&format!("users/{user}/"), |k, _| listed.push(k.to_string()))
         .await
         .unwrap();
-    assert_eq!(listed, [key.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&key));
     assert!(st.storage.exists(&key).await.unwrap());
     st.storage.delete(&key).await.unwrap();
     assert!(!st.storage.exists(&key).await.unwrap());
