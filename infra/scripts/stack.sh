@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# The local stack's background services: PostgreSQL, moto (S3), moto's
-# DynamoDB one request at a time (dynamodb.py) and the Replicate simulator. `up` installs what is missing, starts what is not
-# running (reusing what is), creates the databases and writes .dev/local.env;
-# `down` stops what `up` started.
+# The local stack's background services: PostgreSQL, s3s-fs (S3, objects kept
+# in .dev/s3), moto (other AWS APIs), moto's DynamoDB one request at a time
+# (dynamodb.py) and the Replicate simulator. `up` installs what is missing,
+# starts what is not running (reusing what is), creates the databases and
+# writes .dev/local.env; `down` stops what `up` started (the data in .dev/s3
+# and PostgreSQL stays).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 DEV=$ROOT/.dev
 VENV="${PICTURE_VENV:-$HOME/.cache/picture-venv}"
 PORT="${PORT:-3006}"
+TOOLS="${PICTURE_TOOLS:-$HOME/.cache/picture-tools}"
 MOTO_PORT="${MOTO_PORT:-5000}"
+S3_PORT="${S3_PORT:-5002}"
 DYNAMODB_PORT="${DYNAMODB_PORT:-5001}"
 SIM_PORT="${SIM_PORT:-5100}"
 SIM_TOKEN=r8_sim_token
@@ -77,6 +81,13 @@ up() {
     start_bg moto "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
     wait_for "http://127.0.0.1:$MOTO_PORT/moto-api/" moto
   fi
+  if ! curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/"; then
+    log "starting s3s-fs (S3, data in .dev/s3) on :$S3_PORT"
+    mkdir -p "$DEV/s3"
+    start_bg s3 "$TOOLS/bin/s3s-fs" --host 127.0.0.1 --port "$S3_PORT" \
+      --access-key test --secret-key test "$DEV/s3"
+    wait_for "http://127.0.0.1:$S3_PORT/" s3
+  fi
   if ! curl -s -o /dev/null "http://127.0.0.1:$DYNAMODB_PORT/moto-api/"; then
     log "starting DynamoDB (moto, serialised) on :$DYNAMODB_PORT"
     start_bg dynamodb "$VENV/bin/python" infra/scripts/dynamodb.py --host 127.0.0.1 --port "$DYNAMODB_PORT"
@@ -104,6 +115,8 @@ API_URL=$api_url
 DATABASE_URL=postgres://postgres@127.0.0.1:$pg_port/picture
 TEST_DATABASE_URL=postgres://postgres@127.0.0.1:$pg_port/picture_test
 AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT
+AWS_ENDPOINT_URL_S3=http://127.0.0.1:$S3_PORT
+S3S_FS_BIN=$TOOLS/bin/s3s-fs
 AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:$DYNAMODB_PORT
 AWS_ACCESS_KEY_ID=test
 AWS_SECRET_ACCESS_KEY=test

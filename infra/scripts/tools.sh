@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
-# Installs the Python-side tools the project needs into one virtualenv, reused
-# across clones: moto (S3 + DynamoDB emulator), Pillow (Replicate simulator
-# images), aws-sam-cli + cfn-lint (template checks), cargo-lambda (+ zig) and
-# schemathesis (`make fuzz`).
-# Idempotent: a marker file records the installed set.
+# Installs the tools the project needs, reused across clones: s3s-fs (the
+# local S3, persistent on disk) with cargo into PICTURE_TOOLS, and the
+# Python-side tools into one virtualenv: moto (DynamoDB emulator), Pillow
+# (Replicate simulator images), aws-sam-cli + cfn-lint (template checks),
+# cargo-lambda (+ zig) and schemathesis (`make fuzz`).
+# Idempotent: s3s-fs is installed if its version differs, the virtualenv if a
+# marker file does not record the wanted set.
 set -euo pipefail
+TOOLS="${PICTURE_TOOLS:-$HOME/.cache/picture-tools}"
+S3S_FS_VERSION=0.14.1 # later versions need a newer rustc
+if [ "$("$TOOLS/bin/s3s-fs" --version 2>/dev/null)" != "s3s-fs $S3S_FS_VERSION" ]; then
+  echo "tools: installing s3s-fs $S3S_FS_VERSION into $TOOLS (about 2 minutes)" >&2
+  cargo install --quiet --locked --root "$TOOLS" s3s-fs --version "$S3S_FS_VERSION" --features binary >&2
+fi
 VENV="${PICTURE_VENV:-$HOME/.cache/picture-venv}"
 PKGS=("moto[server]==5.*" "Pillow>=10" "pytest" "aws-sam-cli" "cfn-lint" "cargo-lambda" "schemathesis==4.*")
 MARKER="$VENV/.picture-tools"

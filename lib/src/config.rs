@@ -69,6 +69,8 @@ pub struct Config {
     pub reconcile_grace: Duration,
     /// How long a generation may stay open at all; older ones are failed (and cancelled at Replicate).
     pub generation_deadline: Duration,
+    /// How often the reconciler runs (the template's schedule); the audit allows one run of slack.
+    pub reconcile_interval: Duration,
     pub free_generations: i32,
     pub credits_per_generation: i32,
     pub credits_provider: CreditsProvider,
@@ -223,6 +225,11 @@ impl Config {
                 get("GENERATION_DEADLINE_SECONDS"),
                 1800,
             )?),
+            reconcile_interval: Duration::from_secs(number(
+                "RECONCILE_INTERVAL_SECONDS",
+                get("RECONCILE_INTERVAL_SECONDS"),
+                300,
+            )?),
             free_generations: number("FREE_GENERATIONS", get("FREE_GENERATIONS"), 3)?,
             credits_per_generation: number(
                 "CREDITS_PER_GENERATION",
@@ -300,6 +307,7 @@ mod tests {
         assert!(!c.app_env.enforces_credits());
         assert_eq!((c.free_generations, c.credits_per_generation), (3, 10));
         assert_eq!(c.sync_wait, Duration::from_secs(25));
+        assert_eq!(c.reconcile_interval, Duration::from_secs(300));
         assert_eq!(c.jwt_audience, "manacore");
         assert_eq!(
             (

@@ -7,6 +7,7 @@
 //! hold rules ([`credits`]) and the generation state machine ([`lifecycle`]).
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod aws;
 pub mod config;

@@ -1,6 +1,6 @@
 //! Image objects in S3: copying a provider output (an `https:` URL from an
 //! allowed host, or a `data:` URI) into `users/{userId}/images/{generationId}.{ext}`,
-//! image URLs (presigned GET or CDN) and deletion.
+//! image URLs (presigned GET or CDN), listing and deletion.
 
 use std::time::Duration;
 
@@ -239,6 +239,48 @@ impl Storage {
             .map_err(|e| StorageError::s3("presign", e))?
             .uri()
             .to_string())
+    }
+
+    /// Calls `each` with the key and last-modified time (Unix seconds) of every
+    /// object under `prefix`, a page (up to 1000 keys) at a time.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        mut each: impl FnMut(&str, i64),
+    ) -> Result<(), StorageError> {
+        let mut pages = self
+            .client()
+            .await
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            for obj in page.map_err(|e| StorageError::s3("list", e))?.contents() {
+                if let Some(key) = obj.key() {
+                    each(key, obj.last_modified().map_or(0, |t| t.secs()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the bucket holds `key` (HeadObject).
+    pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        let head = self
+            .client()
+            .await
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await;
+        match head {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(false),
+            Err(e) => Err(StorageError::s3("head", e)),
+        }
     }
 
     /// Deletes an object (absent objects are fine).

@@ -30,6 +30,8 @@ pub mod metric {
     pub const RATE_LIMITED: &str = "RateLimited";
     /// An external capture the credit service refused (final; alarmed on).
     pub const CAPTURE_REJECTED: &str = "CaptureRejected";
+    /// Broken invariants found by an audit run (`crate::audit`).
+    pub const AUDIT_VIOLATIONS: &str = "AuditViolations";
 }
 
 /// Adds `n` to a counter.

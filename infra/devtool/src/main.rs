@@ -8,7 +8,9 @@
 //! - `credits USER_ID AMOUNT`: grants credits on the built-in ledger;
 //! - `retry-captures`: sends external credit captures that did not go through;
 //! - `reconcile`: one run of the reconciler (what the scheduled function does);
-//! - `refund GENERATION_ID`: gives a captured generation's credits back.
+//! - `refund GENERATION_ID`: gives a captured generation's credits back;
+//! - `audit [--since DATE|RFC3339] [--user USER_ID]`: checks the stores' invariants,
+//!   prints every violation and exits 1 if there is any (2 if it cannot run).
 //!
 //! Settings come from the environment (`make` loads `.dev/local.env`).
 
@@ -153,6 +155,53 @@ async fn runtime_table(state: &AppState) -> Result<()> {
     Ok(())
 }
 
+/// `audit`: prints every violation and a summary; exit code 1 if there is any,
+/// 2 if the audit could not run.
+async fn audit(args: &[&str]) -> Result<()> {
+    if let Err(e) = run_audit(args).await {
+        eprintln!("audit: {e:#}");
+        std::process::exit(2);
+    }
+    Ok(())
+}
+
+async fn run_audit(args: &[&str]) -> Result<()> {
+    let mut filter = picture::audit::Filter::default();
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
+        match *flag {
+            "--since" => {
+                filter.since = Some(picture::audit::parse_since(value).map_err(anyhow::Error::msg)?)
+            }
+            "--user" => {
+                filter.user = Some(uuid::Uuid::parse_str(value).context("--user must be a uuid")?)
+            }
+            other => bail!("audit: unknown option {other}"),
+        }
+    }
+    let state = AppState::from_env().await?;
+    let report = picture::audit::run(&state, &filter).await?;
+    for v in &report.violations {
+        println!("{v}");
+    }
+    let c = report.checked;
+    println!(
+        "audit: {} generations, {} objects, {} ledger accounts, {} free quotas checked; {} violations",
+        c.generations,
+        c.objects,
+        c.accounts,
+        c.quotas,
+        report.violations.len()
+    );
+    if !report.violations.is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -238,8 +287,9 @@ async fn main() -> Result<()> {
             println!("generation {generation}: {amount} credits refunded");
             Ok(())
         }
+        ["audit", rest @ ..] => audit(rest).await,
         _ => bail!(
-            "usage: picture-dev serve | migrate | setup | token USER_ID | credits USER_ID AMOUNT | reconcile | retry-captures | refund GENERATION_ID"
+            "usage: picture-dev serve | migrate | setup | token USER_ID | credits USER_ID AMOUNT | reconcile | retry-captures | refund GENERATION_ID | audit [--since DATE] [--user USER_ID]"
         ),
     }
 }

@@ -1,7 +1,8 @@
-//! Integration tests against the real local stack: PostgreSQL, the AWS
-//! emulator (moto) and the Replicate simulator, each over real connections.
+//! Integration tests against the real local stack: PostgreSQL, S3 (s3s-fs),
+//! DynamoDB (moto) and the Replicate simulator, each over real connections.
 //! `make test` starts them and exports their settings (.dev/local.env).
 
+mod audit;
 mod auth;
 mod boundary;
 mod common;
@@ -11,7 +12,9 @@ mod deploy;
 mod errors;
 mod events;
 mod limits;
+mod objectstore;
 mod openapi;
 mod pipeline;
+mod private;
 mod reconcile;
 mod webhooks;

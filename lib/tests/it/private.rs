@@ -1,7 +1,7 @@
 //! Private instances of the local services, for tests that inject faults
 //! (freeze, kill, restart, throttle) without disturbing the tests beside them:
-//! a Replicate simulator and a throwaway PostgreSQL cluster, each on its own
-//! port, stopped when dropped.
+//! a Replicate simulator, an S3 server (s3s-fs) and a throwaway PostgreSQL
+//! cluster, each on its own port, stopped when dropped.
 
 use std::{
     path::{Path, PathBuf},
@@ -143,6 +143,68 @@ impl PrivateSim {
     }
 }
 
+/// An S3 server (s3s-fs, `S3S_FS_BIN`) of this test's own, over a directory of
+/// its own, with the images bucket created.
+pub struct PrivateS3 {
+    pub port: u16,
+    dir: tempdir::Dir,
+    pub process: Option<Process>,
+}
+
+impl PrivateS3 {
+    pub async fn start(bucket: &str) -> PrivateS3 {
+        let mut s3 = PrivateS3 {
+            port: free_port(),
+            dir: tempdir::Dir::new("picture-s3"),
+            process: None,
+        };
+        s3.restart().await;
+        let client = aws_sdk_s3::Client::new(&s3.sdk().await);
+        let location = aws_sdk_s3::types::BucketLocationConstraint::from("eu-central-1");
+        client
+            .create_bucket()
+            .bucket(bucket)
+            .create_bucket_configuration(
+                aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                    .location_constraint(location)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        s3
+    }
+
+    /// Kills the server (if running) and starts it again on the same directory.
+    pub async fn restart(&mut self) {
+        self.process = None;
+        let bin = std::env::var("S3S_FS_BIN").expect("S3S_FS_BIN: run the tests with `make test`");
+        let child = Command::new(bin)
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--access-key", "test", "--secret-key", "test"])
+            .arg(&self.dir.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.process = Some(Process(child));
+        wait_for_port(self.port).await;
+    }
+
+    /// The running server's process.
+    pub fn process(&self) -> &Process {
+        self.process.as_ref().expect("the server runs")
+    }
+
+    /// AWS settings for this server (a few quick attempts, as against a real endpoint).
+    pub async fn sdk(&self) -> aws_config::SdkConfig {
+        aws_config::from_env()
+            .endpoint_url(format!("http://127.0.0.1:{}", self.port))
+            .load()
+            .await
+    }
+}
+
 /// A throwaway PostgreSQL cluster (trust auth) of this test's own, migrated.
 pub struct PrivatePostgres {
     pub url: String,
@@ -189,16 +251,16 @@ impl PrivatePostgres {
             ),
             true,
         );
+        let port = free_port();
         let pg = PrivatePostgres {
-            url: String::new(),
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             bin,
-            port: free_port(),
+            port,
             data,
         };
         pg.ctl("start");
-        let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
-        picture::db::migrate(&url, None).await.unwrap();
-        PrivatePostgres { url, ..pg }
+        picture::db::migrate(&pg.url, None).await.unwrap();
+        pg
     }
 
     /// `pg_ctl restart`: every connection is dropped.

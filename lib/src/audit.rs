@@ -1,0 +1,647 @@
+//! The stores' invariants, checked against what is really there (`make audit`):
+//! generations, images, credit holds and the ledger in PostgreSQL, image
+//! objects in S3.
+//!
+//! It scales with the stores: rows are streamed (never a whole table in
+//! memory), the bucket is listed by prefix (no HEAD per image), and the two are
+//! joined in memory by key. Objects that look wrong are checked once more at
+//! the end (one HEAD each), so a generation that completes or an image deleted
+//! while the audit runs is not reported.
+//!
+//! A completed generation has exactly one image row unless its user deleted
+//! the image (`generations.image_deleted_at`, set with the row's deletion);
+//! an object left behind by such a delete is an orphan.
+
+use std::{collections::HashMap, fmt, pin::pin};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use futures_util::TryStreamExt;
+use serde::Serialize;
+use tokio_postgres::{Row, types::ToSql};
+use uuid::Uuid;
+
+use crate::{AppState, Error, config::CreditsProvider};
+
+/// What to audit: everything by default.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only generations created, and objects written, at or after this time
+    /// (per-user checks of the ledger and free quota always cover all history).
+    pub since: Option<DateTime<Utc>>,
+    /// Only this user's records and the objects under `users/{user}/`.
+    pub user: Option<Uuid>,
+}
+
+/// Parses `--since`: a date (midnight UTC) or an RFC 3339 time.
+pub fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.to_utc());
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
+        .map_err(|_| format!("--since: expected YYYY-MM-DD or an RFC 3339 time, got {s:?}"))
+}
+
+/// How much was looked at.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Checked {
+    pub generations: usize,
+    pub objects: usize,
+    pub accounts: usize,
+    pub quotas: usize,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Report {
+    pub checked: Checked,
+    pub violations: Vec<Violation>,
+}
+
+/// One broken invariant. `kind` is stable (alerts and scripts match on it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Violation {
+    pub kind: &'static str,
+    pub user_id: Option<Uuid>,
+    pub generation_id: Option<Uuid>,
+    pub image_id: Option<Uuid>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.kind)?;
+        let ids = [
+            ("user", self.user_id),
+            ("generation", self.generation_id),
+            ("image", self.image_id),
+        ];
+        for (name, id) in ids {
+            if let Some(id) = id {
+                write!(f, " {name}={id}")?;
+            }
+        }
+        if let Some(key) = &self.key {
+            write!(f, " key={key}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl Violation {
+    fn new(kind: &'static str, message: impl Into<String>) -> Self {
+        Violation {
+            kind,
+            user_id: None,
+            generation_id: None,
+            image_id: None,
+            key: None,
+            message: message.into(),
+        }
+    }
+
+    fn of(kind: &'static str, g: &GenRow, message: impl Into<String>) -> Self {
+        Violation {
+            user_id: Some(g.user_id),
+            generation_id: Some(g.id),
+            ..Violation::new(kind, message)
+        }
+    }
+
+    fn key(mut self, key: &str) -> Self {
+        self.key = Some(key.to_string());
+        self
+    }
+}
+
+/// One audit run over the stores, narrowed by `filter`.
+pub async fn run(st: &AppState, filter: &Filter) -> Result<Report, Error> {
+    let mut report = Report::default();
+    let mut objects = list_objects(st, filter).await?;
+    report.checked.objects = objects.count;
+    let slack = (st.cfg.generation_deadline + st.cfg.reconcile_interval).as_secs_f64();
+    let ledger = st.cfg.credits_provider == CreditsProvider::Ledger;
+    let out = &mut report.violations;
+    report.checked.generations = stream_generations(st, filter, slack, |g| {
+        let keys = objects.by_generation.remove(&g.id).unwrap_or_default();
+        check_generation(&g, &keys, ledger, out);
+    })
+    .await?;
+    let rest: Vec<Uuid> = objects.by_generation.keys().copied().collect();
+    let known = lookup_generations(st, &rest).await?;
+    for (id, keys) in &objects.by_generation {
+        match known.get(id) {
+            Some(g) => check_objects(g, keys, out),
+            None => out.extend(
+                keys.iter()
+                    .map(|k| orphan(k, "its generation does not exist")),
+            ),
+        }
+    }
+    out.extend(
+        objects
+            .unparsed
+            .iter()
+            .map(|k| orphan(k, "not a generation's key")),
+    );
+    report.checked.accounts = stream_accounts(st, filter, |a| check_account(&a, out)).await?;
+    let limit = i64::from(st.cfg.free_generations);
+    report.checked.quotas = stream_quotas(st, filter, |q| check_quota(&q, limit, out)).await?;
+    recheck_objects(st, &mut report.violations).await?;
+    Ok(report)
+}
+
+/// A generation with its image row, hold and ledger capture.
+#[derive(Debug, Clone)]
+struct GenRow {
+    id: Uuid,
+    user_id: Uuid,
+    status: String,
+    image: Option<(Uuid, String)>,
+    /// The user deleted its image (`DELETE /images/{id}`).
+    image_deleted: bool,
+    hold: Option<Hold>,
+    /// The amount of its `capture` transaction on the ledger.
+    ledger_capture: Option<i64>,
+    /// Open past the deadline plus one reconciler interval.
+    overdue: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Hold {
+    kind: String,
+    state: String,
+    amount: i32,
+    capture_state: Option<String>,
+}
+
+impl GenRow {
+    fn is_open(&self) -> bool {
+        matches!(self.status.as_str(), "pending" | "processing")
+    }
+}
+
+/// Checks a generation's rows and the objects found under its id.
+fn check_generation(g: &GenRow, keys: &[String], ledger: bool, out: &mut Vec<Violation>) {
+    if let Some((image_id, key)) = &g.image {
+        if g.status != "completed" {
+            let msg = format!("a {} generation has an image row", g.status);
+            out.push(Violation {
+                image_id: Some(*image_id),
+                ..Violation::of("image_of_unfinished", g, msg).key(key)
+            });
+        } else if !keys.contains(key) {
+            out.push(Violation {
+                image_id: Some(*image_id),
+                ..Violation::of("missing_object", g, "the image's S3 object is missing").key(key)
+            });
+        }
+    }
+    if g.image.is_none() && g.status == "completed" && !g.image_deleted {
+        out.push(Violation::of("image_missing", g, "a completed generation has no image row"));
+    }
+    if g.overdue {
+        let msg = format!("{} past the deadline plus one reconciler run", g.status);
+        out.push(Violation::of("overdue", g, msg));
+    }
+    check_hold(g, ledger, out);
+    check_objects(g, keys, out);
+}
+
+/// Checks a generation's credit hold against its status.
+fn check_hold(g: &GenRow, ledger: bool, out: &mut Vec<Violation>) {
+    let Some(h) = &g.hold else {
+        out.push(Violation::of("hold_missing", g, "no credit hold"));
+        return;
+    };
+    let msg = |what: &str| {
+        format!(
+            "{} generation, {} {} hold: {what}",
+            g.status, h.kind, h.state
+        )
+    };
+    match (g.status.as_str(), h.state.as_str()) {
+        ("pending" | "processing", _) => {}
+        (_, "held") => out.push(Violation::of("open_hold", g, msg("still held"))),
+        ("completed", "captured") => {
+            let once = match (h.kind.as_str(), ledger) {
+                ("credits", true) => g.ledger_capture == Some(i64::from(h.amount)),
+                ("credits", false) => h.capture_state.is_some(),
+                _ => g.ledger_capture.is_none(),
+            };
+            if !once {
+                let what = format!("ledger capture {:?}", g.ledger_capture);
+                out.push(Violation::of("capture", g, msg(&what)));
+            }
+        }
+        ("completed", _) => out.push(Violation::of("hold_not_captured", g, msg("not captured"))),
+        (_, "captured") => out.push(Violation::of("hold_not_released", g, msg("charged"))),
+        _ => {}
+    }
+}
+
+/// Objects under a generation's id: fine if open, or if it is the completed
+/// generation's image; an object of a failed or cancelled one is reported as
+/// such, anything else is an orphan.
+fn check_objects(g: &GenRow, keys: &[String], out: &mut Vec<Violation>) {
+    let prefix = format!("users/{}/images/{}.", g.user_id, g.id);
+    for key in keys {
+        let image = g.image.as_ref().is_some_and(|(_, k)| k == key);
+        let v = if !key.starts_with(&prefix) {
+            orphan(key, "under another user's prefix")
+        } else if g.is_open() || image {
+            continue;
+        } else if g.status == "completed" {
+            orphan(key, "no image row has this key")
+        } else {
+            let msg = format!("an object of a {} generation", g.status);
+            Violation::of("object_of_unfinished", g, msg).key(key)
+        };
+        out.push(Violation {
+            generation_id: Some(g.id),
+            ..v
+        });
+    }
+}
+
+fn orphan(key: &str, why: &str) -> Violation {
+    let user = key
+        .strip_prefix("users/")
+        .and_then(|r| r.split('/').next())
+        .and_then(|u| Uuid::parse_str(u).ok());
+    Violation {
+        user_id: user,
+        ..Violation::new("orphan_object", format!("orphan object: {why}")).key(key)
+    }
+}
+
+/// Drops object findings that no longer hold (the store moved on during the run).
+async fn recheck_objects(st: &AppState, violations: &mut Vec<Violation>) -> Result<(), Error> {
+    let mut kept = Vec::with_capacity(violations.len());
+    for v in violations.drain(..) {
+        let expect_present = match v.kind {
+            "missing_object" => false,
+            "orphan_object" | "object_of_unfinished" => true,
+            _ => {
+                kept.push(v);
+                continue;
+            }
+        };
+        let key = v.key.as_deref().unwrap_or_default();
+        if st.storage.exists(key).await? == expect_present {
+            kept.push(v);
+        }
+    }
+    *violations = kept;
+    Ok(())
+}
+
+/// Image objects in the bucket, by the generation id in their key.
+#[derive(Debug, Default)]
+struct Objects {
+    by_generation: HashMap<Uuid, Vec<String>>,
+    /// Keys under `users/*/images/` that are not `{userId}/images/{generationId}.{ext}`.
+    unparsed: Vec<String>,
+    count: usize,
+}
+
+/// `users/{userId}/images/{generationId}.{ext}` → the generation id; `None` if
+/// the key is not an image key at all.
+fn image_key(key: &str) -> Option<Result<Uuid, ()>> {
+    let rest = key.strip_prefix("users/")?;
+    let (user, file) = rest.split_once("/images/")?;
+    let parsed = file
+        .rsplit_once('.')
+        .filter(|(_, ext)| !ext.is_empty() && !ext.contains('/'))
+        .and_then(|(g, _)| Uuid::parse_str(g).ok())
+        .filter(|_| Uuid::parse_str(user).is_ok());
+    Some(parsed.ok_or(()))
+}
+
+async fn list_objects(st: &AppState, filter: &Filter) -> Result<Objects, Error> {
+    let prefix = filter
+        .user
+        .map_or_else(|| "users/".to_string(), |u| format!("users/{u}/"));
+    let since = filter.since.map_or(i64::MIN, |t| t.timestamp());
+    let mut objects = Objects::default();
+    st.storage
+        .list(&prefix, |key, modified| {
+            if modified < since {
+                return;
+            }
+            match image_key(key) {
+                None => {}
+                Some(Ok(id)) => objects
+                    .by_generation
+                    .entry(id)
+                    .or_default()
+                    .push(key.into()),
+                Some(Err(())) => objects.unparsed.push(key.into()),
+            }
+            objects.count += 1;
+        })
+        .await?;
+    Ok(objects)
+}
+
+/// A generation with its image, hold and ledger capture; `$1` is the overdue age in seconds.
+const GENERATIONS: &str = "
+SELECT g.id, g.user_id, g.status, i.id, i.storage_key, h.kind, h.state, h.amount, h.capture_state,
+       t.amount,
+       g.status IN ('pending', 'processing') AND g.created_at < now() - $1::float8 * interval '1 second',
+       g.image_deleted_at IS NOT NULL
+  FROM generations g
+  LEFT JOIN images i ON i.generation_id = g.id
+  LEFT JOIN credit_holds h ON h.generation_id = g.id
+  LEFT JOIN credit_transactions t ON t.generation_id = g.id AND t.kind = 'capture'";
+
+fn gen_row(r: &Row) -> GenRow {
+    let hold_kind: Option<String> = r.get(5);
+    GenRow {
+        id: r.get(0),
+        user_id: r.get(1),
+        status: r.get(2),
+        image: r.get::<_, Option<Uuid>>(3).map(|id| (id, r.get(4))),
+        hold: hold_kind.map(|kind| Hold {
+            kind,
+            state: r.get(6),
+            amount: r.get(7),
+            capture_state: r.get(8),
+        }),
+        ledger_capture: r.get(9),
+        overdue: r.get(10),
+        image_deleted: r.get(11),
+    }
+}
+
+/// Streams the filtered generations to `each`; returns how many.
+async fn stream_generations(
+    st: &AppState,
+    filter: &Filter,
+    slack_secs: f64,
+    mut each: impl FnMut(GenRow),
+) -> Result<usize, Error> {
+    let db = st.db.get().await?;
+    let sql = format!(
+        "{GENERATIONS} WHERE ($2::timestamptz IS NULL OR g.created_at >= $2) AND ($3::uuid IS NULL OR g.user_id = $3)"
+    );
+    let params: [&(dyn ToSql + Sync); 3] = [&slack_secs, &filter.since, &filter.user];
+    let mut rows = pin!(db.query_raw(&sql, params).await?);
+    let mut n = 0;
+    while let Some(r) = rows.try_next().await? {
+        each(gen_row(&r));
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// The generations (with image and hold) of objects the stream did not cover.
+async fn lookup_generations(st: &AppState, ids: &[Uuid]) -> Result<HashMap<Uuid, GenRow>, Error> {
+    let sql = format!("{GENERATIONS} WHERE g.id = ANY($2)");
+    let db = st.db.get().await?;
+    let mut found = HashMap::new();
+    for chunk in ids.chunks(1000) {
+        for r in db.query(&sql, &[&0f64, &chunk]).await? {
+            let g = gen_row(&r);
+            found.insert(g.id, g);
+        }
+    }
+    Ok(found)
+}
+
+/// A ledger account with the sums of its transactions.
+struct Account {
+    user_id: Uuid,
+    balance: i64,
+    total_earned: i64,
+    total_spent: i64,
+    grants: i64,
+    captures: i64,
+    refunds: i64,
+}
+
+fn check_account(a: &Account, out: &mut Vec<Violation>) {
+    let user = |v: Violation| Violation {
+        user_id: Some(a.user_id),
+        ..v
+    };
+    if a.balance < 0 {
+        out.push(user(Violation::new(
+            "negative_balance",
+            format!("balance {}", a.balance),
+        )));
+    }
+    let expected = (
+        a.grants - a.captures + a.refunds,
+        a.grants,
+        a.captures - a.refunds,
+    );
+    if (a.balance, a.total_earned, a.total_spent) != expected {
+        let msg = format!(
+            "balance/earned/spent {}/{}/{}, but the transactions give {}/{}/{} \
+             (grants {}, captures {}, refunds {})",
+            a.balance,
+            a.total_earned,
+            a.total_spent,
+            expected.0,
+            expected.1,
+            expected.2,
+            a.grants,
+            a.captures,
+            a.refunds
+        );
+        out.push(user(Violation::new("ledger", msg)));
+    }
+}
+
+const ACCOUNTS: &str = "
+SELECT a.user_id, a.balance, a.total_earned, a.total_spent,
+       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'grant'), 0)::bigint,
+       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'capture'), 0)::bigint,
+       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'refund'), 0)::bigint
+  FROM credit_accounts a
+  LEFT JOIN credit_transactions t ON t.user_id = a.user_id
+ WHERE $1::uuid IS NULL OR a.user_id = $1
+ GROUP BY a.user_id";
+
+/// Streams the ledger accounts with their transaction sums; returns how many.
+async fn stream_accounts(
+    st: &AppState,
+    filter: &Filter,
+    mut each: impl FnMut(Account),
+) -> Result<usize, Error> {
+    let db = st.db.get().await?;
+    let params: [&(dyn ToSql + Sync); 1] = [&filter.user];
+    let mut rows = pin!(db.query_raw(ACCOUNTS, params).await?);
+    let mut n = 0;
+    while let Some(r) = rows.try_next().await? {
+        each(Account {
+            user_id: r.get(0),
+            balance: r.get(1),
+            total_earned: r.get(2),
+            total_spent: r.get(3),
+            grants: r.get(4),
+            captures: r.get(5),
+            refunds: r.get(6),
+        });
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// A user's free-generation counter and the free holds that use it.
+struct Quota {
+    user_id: Uuid,
+    free_used: Option<i32>,
+    free_holds: i64,
+}
+
+fn check_quota(q: &Quota, limit: i64, out: &mut Vec<Violation>) {
+    let user = |v: Violation| Violation {
+        user_id: Some(q.user_id),
+        ..v
+    };
+    if q.free_holds > limit {
+        let msg = format!(
+            "{} free holds held or captured, the limit is {limit}",
+            q.free_holds
+        );
+        out.push(user(Violation::new("free_over_limit", msg)));
+    }
+    if i64::from(q.free_used.unwrap_or(0)) != q.free_holds {
+        let msg = format!(
+            "user_quotas.free_used is {:?}, but {} free holds are held or captured",
+            q.free_used, q.free_holds
+        );
+        out.push(user(Violation::new("free_used", msg)));
+    }
+}
+
+const QUOTAS: &str = "
+SELECT coalesce(q.user_id, h.user_id), q.free_used, coalesce(h.n, 0)
+  FROM (SELECT * FROM user_quotas WHERE $1::uuid IS NULL OR user_id = $1) q
+  FULL JOIN (SELECT user_id, count(*) AS n FROM credit_holds
+              WHERE kind = 'free' AND state IN ('held', 'captured') AND ($1::uuid IS NULL OR user_id = $1)
+              GROUP BY user_id) h ON h.user_id = q.user_id";
+
+/// Streams every user's free quota with the count of their free holds; returns how many.
+async fn stream_quotas(
+    st: &AppState,
+    filter: &Filter,
+    mut each: impl FnMut(Quota),
+) -> Result<usize, Error> {
+    let db = st.db.get().await?;
+    let params: [&(dyn ToSql + Sync); 1] = [&filter.user];
+    let mut rows = pin!(db.query_raw(QUOTAS, params).await?);
+    let mut n = 0;
+    while let Some(r) = rows.try_next().await? {
+        each(Quota {
+            user_id: r.get(0),
+            free_used: r.get(1),
+            free_holds: r.get(2),
+        });
+        n += 1;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn completed(user: Uuid, id: Uuid, key: &str) -> GenRow {
+        GenRow {
+            id,
+            user_id: user,
+            status: "completed".into(),
+            image: Some((Uuid::new_v4(), key.into())),
+            hold: Some(Hold {
+                kind: "credits".into(),
+                state: "captured".into(),
+                amount: 10,
+                capture_state: Some("done".into()),
+            }),
+            ledger_capture: Some(10),
+            overdue: false,
+            image_deleted: false,
+        }
+    }
+
+    #[test]
+    fn since_takes_a_date_or_a_time() {
+        assert_eq!(
+            parse_since("2026-03-01").unwrap().to_rfc3339(),
+            "2026-03-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            parse_since("2026-03-01T12:30:00+02:00")
+                .unwrap()
+                .to_rfc3339(),
+            "2026-03-01T10:30:00+00:00"
+        );
+        assert!(parse_since("yesterday").is_err());
+    }
+
+    #[test]
+    fn image_keys_are_recognised() {
+        let (u, g) = (Uuid::new_v4(), Uuid::new_v4());
+        assert_eq!(
+            image_key(&format!("users/{u}/images/{g}.webp")),
+            Some(Ok(g))
+        );
+        assert_eq!(
+            image_key(&format!("users/{u}/images/junk.png")),
+            Some(Err(()))
+        );
+        assert_eq!(image_key(&format!("users/{u}/uploads/{g}.png")), None);
+    }
+
+    #[test]
+    fn a_completed_generation_needs_its_object_and_one_capture() {
+        let (u, g) = (Uuid::new_v4(), Uuid::new_v4());
+        let key = format!("users/{u}/images/{g}.png");
+        let row = completed(u, g, &key);
+        let mut out = Vec::new();
+        check_generation(&row, std::slice::from_ref(&key), true, &mut out);
+        assert_eq!(out, []);
+
+        let stale = format!("users/{u}/images/{g}.jpg");
+        check_generation(&row, std::slice::from_ref(&stale), true, &mut out);
+        let kinds: Vec<_> = out.iter().map(|v| (v.kind, v.key.clone())).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("missing_object", Some(key.clone())),
+                ("orphan_object", Some(stale))
+            ]
+        );
+
+        out.clear();
+        let uncharged = GenRow {
+            ledger_capture: None,
+            ..row.clone()
+        };
+        check_generation(&uncharged, std::slice::from_ref(&key), true, &mut out);
+        assert_eq!(out.iter().map(|v| v.kind).collect::<Vec<_>>(), ["capture"]);
+        assert!(
+            out[0]
+                .to_string()
+                .starts_with(&format!("capture user={u} generation={g}"))
+        );
+
+        // No image row: a violation, unless the user deleted the image.
+        out.clear();
+        let lost = GenRow { image: None, ..row.clone() };
+        check_generation(&lost, &[], true, &mut out);
+        assert_eq!(out.iter().map(|v| v.kind).collect::<Vec<_>>(), ["image_missing"]);
+        out.clear();
+        let deleted = GenRow {
+            image_deleted: true,
+            ..lost
+        };
+        check_generation(&deleted, &[], true, &mut out);
+        assert_eq!(out, []);
+    }
+}

@@ -1,0 +1,168 @@
+//! `audit::run` and `picture-dev audit` against the real stores, each scoped
+//! to a fresh user (the test database and bucket are shared with other tests).
+
+use std::{path::PathBuf, process::Command};
+
+use picture::audit::{self, Filter};
+use reqwest::StatusCode;
+use uuid::Uuid;
+
+use crate::common::{Stack, id_of};
+
+/// `picture-dev`, built by `make test` (`build-dev`) into the workspace's target dir.
+fn devtool() -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/picture-dev");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `make build-dev`",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `picture-dev audit --user <user>` against the test database; exit code and stdout.
+fn audit_cli(user: Uuid) -> (i32, String) {
+    let out = Command::new(devtool())
+        .args(["audit", "--user", &user.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    (out.status.code().unwrap(), stdout)
+}
+
+fn for_user(user: Uuid) -> Filter {
+    Filter {
+        user: Some(user),
+        ..Filter::default()
+    }
+}
+
+#[tokio::test]
+async fn audit_is_clean_until_an_image_object_disappears() {
+    let s = Stack::start().await;
+    let user = Uuid::new_v4();
+    let (status, done) = s.generate(user, "a quiet harbour", true).await;
+    assert_eq!(status, StatusCode::CREATED, "{done}");
+    let (status, failed) = s.generate(user, "a broken harbour [sim:fail]", true).await;
+    assert_eq!(
+        (status, failed["status"].as_str()),
+        (StatusCode::OK, Some("failed"))
+    );
+
+    let report = audit::run(&s.state, &for_user(user)).await.unwrap();
+    assert_eq!(report.violations, [], "a healthy user has no violations");
+    assert_eq!(
+        (
+            report.checked.generations,
+            report.checked.objects,
+            report.checked.quotas
+        ),
+        (2, 1, 1)
+    );
+    let (code, out) = audit_cli(user);
+    assert_eq!(code, 0, "{out}");
+
+    let generation_id = Uuid::parse_str(&id_of(&done)).unwrap();
+    let image_id = Uuid::parse_str(done["image"]["id"].as_str().unwrap()).unwrap();
+    let db = s.state.db.get().await.unwrap();
+    let key: String = db
+        .query_one("SELECT storage_key FROM images WHERE id = $1", &[&image_id])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(s.object_exists(&key).await, "{key}");
+    s.state.storage.delete(&key).await.unwrap();
+
+    let report = audit::run(&s.state, &for_user(user)).await.unwrap();
+    assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
+    let v = &report.violations[0];
+    assert_eq!(
+        (v.kind, v.image_id, v.generation_id, v.key.as_deref()),
+        (
+            "missing_object",
+            Some(image_id),
+            Some(generation_id),
+            Some(key.as_str())
+        )
+    );
+    let (code, out) = audit_cli(user);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("image={image_id}")) && out.contains(&key),
+        "{out}"
+    );
+    assert!(out.contains("1 violations"), "{out}");
+}
+
+#[tokio::test]
+async fn audit_finds_a_ledger_balance_its_transactions_do_not_explain() {
+    let s = Stack::start().await;
+    let user = Uuid::new_v4();
+    let db = s.state.db.get().await.unwrap();
+    picture::credits::ledger::grant(&**db, user, 30, "audit test")
+        .await
+        .unwrap();
+    let report = audit::run(&s.state, &for_user(user)).await.unwrap();
+    assert_eq!((report.checked.accounts, report.violations.len()), (1, 0));
+
+    db.execute(
+        "UPDATE credit_accounts SET balance = balance + 5 WHERE user_id = $1",
+        &[&user],
+    )
+    .await
+    .unwrap();
+    let report = audit::run(&s.state, &for_user(user)).await.unwrap();
+    let found: Vec<_> = report
+        .violations
+        .iter()
+        .map(|v| (v.kind, v.user_id))
+        .collect();
+    assert_eq!(found, [("ledger", Some(user))], "{:?}", report.violations);
+    assert!(
+        report.violations[0].message.contains("35/30/0"),
+        "{}",
+        report.violations[0]
+    );
+}
+
+#[tokio::test]
+async fn objects_of_open_generations_are_not_orphans_but_others_are() {
+    let s = Stack::start().await;
+    let user = Uuid::new_v4();
+    let (_, open) = s.generate(user, "never ends [sim:hang]", false).await;
+    let open_id = id_of(&open);
+    let s3 = s.state.storage.client().await;
+    let put = |key: String| {
+        s3.put_object()
+            .bucket(&s.state.cfg.images_bucket)
+            .key(key)
+            .body(b"\x89PNG\r\n\x1a\n".to_vec().into())
+            .send()
+    };
+    put(format!("users/{user}/images/{open_id}.png"))
+        .await
+        .unwrap();
+    let stray = format!("users/{user}/images/{}.png", Uuid::new_v4());
+    put(stray.clone()).await.unwrap();
+
+    let report = audit::run(&s.state, &for_user(user)).await.unwrap();
+    let found: Vec<_> = report
+        .violations
+        .iter()
+        .map(|v| (v.kind, v.key.clone()))
+        .collect();
+    assert_eq!(found, [("orphan_object", Some(stray))]);
+
+    s.cancel_all(user, &[open]).await;
+    let report = audit::run(&s.state, &for_user(user)).await.unwrap();
+    let kinds: Vec<_> = report.violations.iter().map(|v| v.kind).collect();
+    assert_eq!(
+        kinds,
+        ["object_of_unfinished", "orphan_object"],
+        "{:?}",
+        report.violations
+    );
+}
