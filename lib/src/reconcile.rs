@@ -8,7 +8,10 @@
 //! - generations whose create call had an unknown outcome are matched to
 //!   their prediction (searched among those created since), or failed;
 //! - generations open past the deadline are cancelled at Replicate and
-//!   failed, releasing their holds.
+//!   failed, releasing their holds;
+//! - about once an hour (the run in the first reconcile interval of the hour)
+//!   the stores are audited ([`crate::audit`]) over the last day, each
+//!   violation logged and their number sent as the `AuditViolations` metric.
 //!
 //! Work per run is bounded in count and time, items run a few at a time and
 //! are isolated (one failure is logged and left for the next run), and runs
@@ -21,10 +24,11 @@ use serde::Serialize;
 use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
-    AppState, Error, Result,
+    AppState, Error, Result, audit,
     db::generations::{self, Generation, Status},
     lifecycle,
     replicate::Prediction,
+    telemetry::{self, metric},
 };
 
 /// Most generations looked at per run.
@@ -33,6 +37,8 @@ const BATCH: i64 = 50;
 const PARALLEL: usize = 8;
 /// Most prediction-list pages searched for an orphaned generation.
 const SEARCH_PAGES: usize = 20;
+/// How far back the hourly audit looks (a day, and the hour since the last one).
+const AUDIT_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(25);
 /// Predictions created this long before a generation are searched too (clock skew).
 const SEARCH_SKEW: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
@@ -51,6 +57,8 @@ pub struct Report {
     /// External credit captures sent now, and still open.
     pub captures_settled: usize,
     pub captures_open: usize,
+    /// Broken invariants found, when this run audited the stores.
+    pub audit_violations: Option<usize>,
 }
 
 /// What happened to one generation.
@@ -104,8 +112,47 @@ pub async fn run(st: &AppState) -> Result<Report> {
             Ok(Err(_)) | Err(_) => report.errors += 1,
         }
     }
+    if audit_due(st.cfg.reconcile_interval, chrono::Utc::now()) {
+        let filter = audit::Filter {
+            since: Some(chrono::Utc::now() - AUDIT_WINDOW),
+            user: None,
+        };
+        match tokio::time::timeout_at(deadline.into(), audit::run(st, &filter)).await {
+            Ok(Ok(found)) => {
+                for v in &found.violations {
+                    tracing::error!(violation = %v, "audit violation");
+                }
+                let n = found.violations.len();
+                telemetry::count(metric::AUDIT_VIOLATIONS, n as u64);
+                report.audit_violations = Some(n);
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "audit failed; next hour"),
+            Err(_) => tracing::warn!("audit ran out of time; next hour"),
+        }
+    }
     tracing::info!(?report, "reconciler run");
     Ok(report)
+}
+
+/// Whether the run at `now` audits: the first of each hour's runs, `interval` apart.
+fn audit_due(interval: std::time::Duration, now: chrono::DateTime<chrono::Utc>) -> bool {
+    use chrono::Timelike;
+    u64::from(now.minute()) * 60 + u64::from(now.second()) < interval.as_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_run_of_each_hour_audits() {
+        let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap().to_utc();
+        let five = std::time::Duration::from_secs(300);
+        assert!(audit_due(five, at("2026-11-29T10:00:07Z")));
+        assert!(audit_due(five, at("2026-11-29T10:04:59Z")));
+        assert!(!audit_due(five, at("2026-11-29T10:05:00Z")));
+        assert!(!audit_due(five, at("2026-11-29T10:55:00Z")));
+    }
 }
 
 /// Claims open generations older than the grace period that no other run is looking at.
