@@ -5,6 +5,7 @@
 
 pub mod policy;
 pub mod ssrf;
+pub mod text;
 
 use axum::{
     Router,

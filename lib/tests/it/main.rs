@@ -10,6 +10,7 @@ mod credits;
 mod deploy;
 mod errors;
 mod events;
+mod input;
 mod limits;
 mod openapi;
 mod pipeline;
