@@ -4,6 +4,8 @@
 # 5xx and on any answer whose status, content type, headers or body the
 # document does not allow. Uses the test database and a fresh user, with rate
 # limits lifted and a short sync wait so the run stays within a few minutes.
+# Strings may hold NUL (`--generation-allow-x00`), and fuzz_hooks.py puts a
+# control character into one string of about half the bodies and queries.
 # Arguments go to schemathesis (e.g. `--seed N` to repeat a run).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,6 +31,7 @@ for _ in $(seq 1 100); do
 done
 
 TOKEN=$($DEV_TOOL token "$(cat /proc/sys/kernel/random/uuid)" | tail -1)
+PYTHONPATH=infra/scripts SCHEMATHESIS_HOOKS=fuzz_hooks \
 timeout 300 "$VENV/bin/schemathesis" run docs/openapi.yaml \
   --url "$BASE" \
   --header "Authorization: Bearer $TOKEN" \
@@ -38,5 +41,7 @@ timeout 300 "$VENV/bin/schemathesis" run docs/openapi.yaml \
   --workers 2 \
   --request-timeout 20 \
   --generation-database none \
+  --generation-allow-x00 true \
+  --generation-codec utf-8 \
   --report junit --report-dir .dev/fuzz \
   "$@"

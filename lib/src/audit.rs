@@ -200,7 +200,11 @@ fn check_generation(g: &GenRow, keys: &[String], ledger: bool, out: &mut Vec<Vio
         }
     }
     if g.image.is_none() && g.status == "completed" && !g.image_deleted {
-        out.push(Violation::of("image_missing", g, "a completed generation has no image row"));
+        out.push(Violation::of(
+            "image_missing",
+            g,
+            "a completed generation has no image row",
+        ));
     }
     if g.overdue {
         let msg = format!("{} past the deadline plus one reconciler run", g.status);
@@ -633,9 +637,15 @@ mod tests {
 
         // No image row: a violation, unless the user deleted the image.
         out.clear();
-        let lost = GenRow { image: None, ..row.clone() };
+        let lost = GenRow {
+            image: None,
+            ..row.clone()
+        };
         check_generation(&lost, &[], true, &mut out);
-        assert_eq!(out.iter().map(|v| v.kind).collect::<Vec<_>>(), ["image_missing"]);
+        assert_eq!(
+            out.iter().map(|v| v.kind).collect::<Vec<_>>(),
+            ["image_missing"]
+        );
         out.clear();
         let deleted = GenRow {
             image_deleted: true,

@@ -18,8 +18,11 @@ use crate::{
         models::Model,
     },
     lifecycle,
-    web::problem::FieldError,
-    web::{self, AuthUser, JsonBody},
+    web::{
+        self, AuthUser, JsonBody,
+        problem::FieldError,
+        text::{self, Text},
+    },
 };
 
 /// The routes of this function.
@@ -79,9 +82,14 @@ impl<'a> Checker<'a> {
         self.errors.push(FieldError::new(field, message));
     }
 
-    fn string(&mut self, field: &str, min: usize, max: usize) -> Option<String> {
+    /// A string of `min` to `max` characters with no control character `kind` forbids.
+    fn string(&mut self, field: &str, kind: Text, min: usize, max: usize) -> Option<String> {
         match self.body.get(field)? {
             Value::Null => None,
+            Value::String(s) if !kind.allows(s) => {
+                self.fail(field, text::CONTROL);
+                None
+            }
             Value::String(s) if (min..=max).contains(&s.chars().count()) => Some(s.clone()),
             Value::String(_) => {
                 self.fail(field, format!("must be {min} to {max} characters"));
@@ -145,22 +153,22 @@ fn parse(body: &Value) -> Result<Request, Problem> {
         c.errors
             .push(FieldError::new(key.clone(), "is not a known field"));
     }
-    let prompt = c.string("prompt", 1, 10_000);
+    let prompt = c.string("prompt", Text::Free, 1, 10_000);
     if matches!(map.get("prompt"), None | Some(Value::Null)) {
         c.fail("prompt", "is required");
     } else if prompt.as_deref().is_some_and(|p| p.trim().is_empty()) {
         c.fail("prompt", "must not be blank");
     }
-    let model_id = c
-        .string("modelId", 1, 64)
-        .and_then(|s| match Uuid::parse_str(&s) {
-            Ok(id) => Some(id),
-            Err(_) => {
-                c.fail("modelId", "must be a uuid");
-                None
-            }
-        });
-    let source_image_url = c.string("sourceImageUrl", 1, 2048);
+    let model_id =
+        c.string("modelId", Text::Strict, 1, 64)
+            .and_then(|s| match Uuid::parse_str(&s) {
+                Ok(id) => Some(id),
+                Err(_) => {
+                    c.fail("modelId", "must be a uuid");
+                    None
+                }
+            });
+    let source_image_url = c.string("sourceImageUrl", Text::Strict, 1, 2048);
     if let Some(Err(message)) = source_image_url.as_deref().map(web::ssrf::check) {
         c.fail("sourceImageUrl", message);
     }
@@ -174,15 +182,15 @@ fn parse(body: &Value) -> Result<Request, Problem> {
     };
     let req = Request {
         model_id,
-        model_version: c.string("modelVersion", 1, 200),
-        negative_prompt: c.string("negativePrompt", 0, 10_000),
+        model_version: c.string("modelVersion", Text::Strict, 1, 200),
+        negative_prompt: c.string("negativePrompt", Text::Free, 0, 10_000),
         width: c.int("width", 256, 2048).map(|v| v as i32),
         height: c.int("height", 256, 2048).map(|v| v as i32),
         steps: c.int("steps", 1, 150).map(|v| v as i32),
         guidance_scale: c.number("guidanceScale", 0.0, 30.0),
         seed: c.int("seed", 0, i64::from(u32::MAX)),
         generation_strength: c.number("generationStrength", 0.0, 1.0),
-        style: c.string("style", 0, 200),
+        style: c.string("style", Text::Free, 0, 200),
         source_image_url,
         wait_for_result,
         prompt: prompt.unwrap_or_default(),
@@ -436,6 +444,38 @@ mod tests {
             ["prompt"]
         );
         assert_eq!(fields(parse(&json!([1])).unwrap_err()), ["body"]);
+    }
+
+    #[test]
+    fn control_characters_are_refused_but_free_text_keeps_line_breaks() {
+        let body = json!({"prompt": "a\u{0}b", "negativePrompt": "\u{1b}[31m", "style": "x\u{7f}",
+                          "modelId": "\u{0}", "modelVersion": "v1\t", "sourceImageUrl": "https://93.184.216.34/\n"});
+        let p = parse(&body).unwrap_err();
+        let mut got = fields(p.clone());
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "modelId",
+                "modelVersion",
+                "negativePrompt",
+                "prompt",
+                "sourceImageUrl",
+                "style"
+            ]
+        );
+        assert!(
+            p.body()["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|e| e["message"] == text::CONTROL)
+        );
+        let r = parse(
+            &json!({"prompt": "a cat\r\n\tsitting", "negativePrompt": "dogs\n", "style": "oil\t"}),
+        )
+        .unwrap();
+        assert_eq!(r.prompt, "a cat\r\n\tsitting");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::{
     AppState, Problem,
     db::{generations, images},
     web::problem::FieldError,
-    web::{self, AuthUser},
+    web::{self, AuthUser, text},
 };
 
 /// The routes of this function.
@@ -64,9 +64,13 @@ async fn history(
     Query(q): Query<HistoryQuery>,
 ) -> Result<Response, Problem> {
     let mut errors = Vec::new();
-    let page = bounded(&mut errors, "page", q.page.as_deref(), 1, 1_000_000);
-    let limit = bounded(&mut errors, "limit", q.limit.as_deref(), 20, 100);
-    let status = match q.status.as_deref() {
+    let [page, limit, status] = text::query_params(
+        &mut errors,
+        [("page", q.page), ("limit", q.limit), ("status", q.status)],
+    );
+    let page = bounded(&mut errors, "page", page.as_deref(), 1, 1_000_000);
+    let limit = bounded(&mut errors, "limit", limit.as_deref(), 20, 100);
+    let status = match status.as_deref() {
         None | Some("") => None,
         Some(s) => generations::Status::from_name(s).or_else(|| {
             errors.push(FieldError::new(

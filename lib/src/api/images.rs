@@ -23,7 +23,7 @@ use crate::{
         images::{self, Cursor},
     },
     web::problem::FieldError,
-    web::{self, AuthUser, JsonBody},
+    web::{self, AuthUser, JsonBody, text},
 };
 
 /// The routes of this function.
@@ -49,11 +49,19 @@ fn encode_cursor((at, id): Cursor) -> String {
     URL_SAFE_NO_PAD.encode(format!("{}|{id}", at.timestamp_micros()))
 }
 
+/// Latest `createdAt` a cursor may carry (9999-12-31T23:59:59.999999Z): PostgreSQL refuses
+/// timestamps far beyond it, and no image is older than the epoch.
+const CURSOR_MAX_MICROS: i64 = 253_402_300_799_999_999;
+
 fn decode_cursor(raw: &str) -> Option<Cursor> {
     let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
     let (micros, id) = text.split_once('|')?;
+    let micros = micros
+        .parse()
+        .ok()
+        .filter(|m| (0..=CURSOR_MAX_MICROS).contains(m))?;
     Some((
-        DateTime::<Utc>::from_timestamp_micros(micros.parse().ok()?)?,
+        DateTime::<Utc>::from_timestamp_micros(micros)?,
         Uuid::parse_str(id).ok()?,
     ))
 }
@@ -64,7 +72,15 @@ async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, Problem> {
     let mut errors = Vec::new();
-    let limit = match q.limit.as_deref().map(str::parse::<i64>) {
+    let [limit, cursor, favorites] = text::query_params(
+        &mut errors,
+        [
+            ("limit", q.limit),
+            ("cursor", q.cursor),
+            ("favorites", q.favorites),
+        ],
+    );
+    let limit = match limit.as_deref().map(str::parse::<i64>) {
         None => 20,
         Some(Ok(n)) if (1..=100).contains(&n) => n,
         Some(_) => {
@@ -72,7 +88,7 @@ async fn list(
             20
         }
     };
-    let cursor = match q.cursor.as_deref().filter(|c| !c.is_empty()) {
+    let cursor = match cursor.as_deref().filter(|c| !c.is_empty()) {
         None => None,
         Some(raw) => decode_cursor(raw).or_else(|| {
             errors.push(FieldError::new(
@@ -82,7 +98,7 @@ async fn list(
             None
         }),
     };
-    let favorites = match q.favorites.as_deref() {
+    let favorites = match favorites.as_deref() {
         None | Some("false") => false,
         Some("true") => true,
         Some(_) => {
@@ -203,5 +219,14 @@ mod tests {
         );
         assert_eq!(decode_cursor(&encode_cursor(c)), Some(c));
         assert_eq!(decode_cursor("not-a-cursor"), None);
+        let id = Uuid::nil();
+        for micros in [-1, CURSOR_MAX_MICROS + 1, i64::MAX] {
+            assert_eq!(
+                decode_cursor(&URL_SAFE_NO_PAD.encode(format!("{micros}|{id}"))),
+                None
+            );
+        }
+        let last = URL_SAFE_NO_PAD.encode(format!("{CURSOR_MAX_MICROS}|{id}"));
+        assert!(decode_cursor(&last).is_some());
     }
 }

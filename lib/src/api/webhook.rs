@@ -25,7 +25,7 @@ use crate::{
     limits::replay,
     replicate::{Prediction, signature},
     telemetry::{self, metric},
-    web,
+    web::{self, text::Text},
 };
 
 /// The routes of this function.
@@ -99,7 +99,12 @@ async fn process(st: &AppState, q: &Params, body: &[u8]) -> Result<Response, Pro
         .as_deref()
         .and_then(|s| Uuid::parse_str(s).ok());
     let db = st.db.get().await.map_err(crate::Error::from)?;
-    let found = lifecycle::find_for_prediction(&**db, &prediction.id, hint).await?;
+    // An id with control characters (PostgreSQL refuses NUL) is no prediction of ours.
+    let found = if Text::Strict.allows(&prediction.id) {
+        lifecycle::find_for_prediction(&**db, &prediction.id, hint).await?
+    } else {
+        None
+    };
     drop(db);
     let deadline = std::time::Instant::now() + st.cfg.request_budget();
     let Some(g) = found else {

@@ -6,6 +6,7 @@
 pub mod policy;
 pub mod problem;
 pub mod ssrf;
+pub mod text;
 
 use axum::{
     Router,

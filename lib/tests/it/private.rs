@@ -118,7 +118,10 @@ impl PrivateSim {
     pub fn settings(&self) -> Vec<(&'static str, String)> {
         vec![
             ("REPLICATE_API_BASE_URL", self.url.clone()),
-            ("OUTPUT_ALLOWED_HOSTS", self.url.trim_start_matches("http://").to_string()),
+            (
+                "OUTPUT_ALLOWED_HOSTS",
+                self.url.trim_start_matches("http://").to_string(),
+            ),
         ]
     }
 
@@ -221,7 +224,8 @@ mod tempdir {
 
     impl Dir {
         pub fn new(prefix: &str) -> Dir {
-            let dir = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
+            let dir =
+                std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
             std::fs::create_dir_all(&dir).unwrap();
             Dir(dir)
         }
