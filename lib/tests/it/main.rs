@@ -11,6 +11,7 @@ mod credits;
 mod deploy;
 mod errors;
 mod events;
+mod faults;
 mod input;
 mod limits;
 mod objectstore;

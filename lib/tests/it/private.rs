@@ -84,7 +84,7 @@ fn signal(pid: u32, sig: &str) {
 /// A Replicate simulator of this test's own.
 pub struct PrivateSim {
     pub url: String,
-    _process: Process,
+    pub process: Process,
 }
 
 impl PrivateSim {
@@ -110,7 +110,7 @@ impl PrivateSim {
         wait_for_port(port).await;
         PrivateSim {
             url: format!("http://127.0.0.1:{port}"),
-            _process: process,
+            process,
         }
     }
 
