@@ -410,3 +410,64 @@ async fn an_unknown_model_version_is_a_validation_error_that_costs_nothing() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn deleting_an_image_while_s3_is_away_keeps_the_row_for_a_retry() {
+    let healthy = Stack::start().await;
+    let broken = Stack::with_aws(
+        &[],
+        picture::state::AwsOverrides {
+            s3: Some(crate::common::dead_aws().await),
+            ..Default::default()
+        },
+    )
+    .await;
+    let user = Uuid::new_v4();
+    let (status, g) = healthy
+        .generate(user, "to be deleted [sim:slow=50]", true)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{g}");
+    let image = g["image"]["id"].as_str().unwrap().to_string();
+    let key: String = healthy
+        .state
+        .db
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT storage_key FROM images WHERE id = $1",
+            &[&Uuid::parse_str(&image).unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let path = format!("/api/v1/images/{image}");
+    let (status, p) = broken.call(Method::DELETE, &path, Some(user), None).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("SERVICE_UNAVAILABLE")),
+        "{p}"
+    );
+    let (status, _) = healthy.call(Method::GET, &path, Some(user), None).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the row stays until its object is gone"
+    );
+    assert!(healthy.object_exists(&key).await);
+
+    let (status, _) = healthy.call(Method::DELETE, &path, Some(user), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(!healthy.object_exists(&key).await);
+    assert!(healthy.row(&id_of(&g)).await.status.is_terminal());
+    let report = picture::audit::run(
+        &healthy.state,
+        &picture::audit::Filter {
+            since: None,
+            user: Some(user),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.violations, [], "a user's delete is no violation");
+}

@@ -160,3 +160,105 @@ async fn the_reconciler_finishes_lost_orphaned_and_stuck_generations_once() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn the_orphan_search_reaches_past_three_pages_and_matches_without_a_webhook() {
+    let (db, name, server) = own_database().await;
+    let sim = crate::private::PrivateSim::start().await;
+    let mut settings: Vec<(&str, String)> = sim.settings();
+    settings.extend([
+        ("DATABASE_URL", db.clone()),
+        ("RECONCILE_GRACE_SECONDS", "0".into()),
+        ("WEBHOOK_BASE_URL", String::new()),
+    ]);
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let s = Stack::with(&settings).await;
+    let user = Uuid::new_v4();
+    let (status, g) = s
+        .generate(user, "the needle [sim:create-500] [sim:slow=50]", false)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{g}");
+    let orphan = id_of(&g);
+    // More than three pages of newer predictions by others.
+    let http = reqwest::Client::new();
+    let create = |i: usize| {
+        http.post(format!(
+            "{}/v1/models/black-forest-labs/flux-schnell/predictions",
+            sim.url
+        ))
+        .bearer_auth(&s.state.cfg.replicate_api_token)
+        .json(&serde_json::json!({"input": {"prompt": format!("hay {i} [sim:slow=0]")}}))
+        .send()
+    };
+    for batch in (0..350).collect::<Vec<_>>().chunks(5) {
+        let sent = futures::future::join_all(batch.iter().map(|i| create(*i))).await;
+        assert!(
+            sent.iter()
+                .all(|r| r.as_ref().is_ok_and(|r| r.status().is_success()))
+        );
+    }
+    let report = picture::reconcile::run(&s.state).await.unwrap();
+    assert_eq!((report.checked, report.settled, report.errors), (1, 1, 0));
+    assert!(s.row(&orphan).await.prediction_id.is_some());
+    s.assert_completed_once(&orphan).await;
+    drop(s);
+    server
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn one_generation_that_cannot_be_finished_does_not_stop_the_run() {
+    let (db, name, server) = own_database().await;
+    let settings = [
+        ("DATABASE_URL", db.as_str()),
+        ("RECONCILE_GRACE_SECONDS", "0"),
+    ];
+    let s = Stack::with(&settings).await;
+    let user = Uuid::new_v4();
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let prompt = format!("lost webhook {i} [sim:no-webhook] [sim:slow=50]");
+        ids.push(id_of(&s.generate(user, &prompt, false).await.1));
+    }
+    for id in &ids {
+        prediction_done(&s, id).await;
+    }
+    // Another completion holds the first one's lease (a process that died, say).
+    let busy = Uuid::parse_str(&ids[0]).unwrap();
+    let holder = Uuid::new_v4();
+    let db_conn = s.state.db.get().await.unwrap();
+    assert!(
+        picture::db::generations::try_lease(&**db_conn, busy, holder, Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    let report = picture::reconcile::run(&s.state).await.unwrap();
+    assert_eq!(
+        (report.checked, report.settled, report.errors),
+        (2, 1, 1),
+        "{report:?}"
+    );
+    s.assert_completed_once(&ids[1]).await;
+    assert_eq!(s.row(&ids[0]).await.status.as_str(), "processing");
+    // Once the lease is gone, a later run (after the one-minute claim) finishes it.
+    picture::db::generations::release_lease(&**db_conn, busy, holder)
+        .await
+        .unwrap();
+    db_conn
+        .execute(
+            "UPDATE generations SET reconciled_at = NULL WHERE id = $1",
+            &[&busy],
+        )
+        .await
+        .unwrap();
+    let report = picture::reconcile::run(&s.state).await.unwrap();
+    assert_eq!((report.checked, report.settled), (1, 1));
+    s.assert_completed_once(&ids[0]).await;
+    drop((db_conn, s));
+    server
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+}
