@@ -1,7 +1,8 @@
 //! `picture-dev`: the local stack's own tool.
 //!
 //! - `serve`: every function's routes on one port (the dev gateway), plus the
-//!   dev key set at `/dev/jwks.json`;
+//!   dev key set at `/dev/jwks.json`, and the reconciler on the template's
+//!   schedule (`RECONCILE_INTERVAL_SECONDS`, 300; 0 turns it off);
 //! - `migrate`: applies pending migrations to `DATABASE_URL`;
 //! - `setup`: creates the images bucket and the runtime table (with its TTL) in the AWS emulator;
 //! - `token USER_ID`: prints a token signed by the local dev key (made on first use);
@@ -50,6 +51,7 @@ async fn serve() -> Result<()> {
     let dir = dev_dir();
     dev_key(&dir)?;
     let jwks_file = dir.join("jwks.json");
+    schedule_reconciler(state.clone());
     let app = picture::api::all(state).route(
         "/dev/jwks.json",
         axum::routing::get(move || {
@@ -76,6 +78,25 @@ async fn serve() -> Result<()> {
         })
         .await?;
     Ok(())
+}
+
+/// Runs the reconciler every `RECONCILE_INTERVAL_SECONDS`, as EventBridge does on
+/// AWS (the first run one interval after start); `0` turns it off.
+fn schedule_reconciler(state: AppState) {
+    let every = state.cfg.reconcile_interval;
+    if every.is_zero() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            ticks.tick().await;
+            // The run logs its report; an error is logged and the next tick tries again.
+            if let Err(e) = picture::reconcile::run(&state).await {
+                tracing::warn!(error = %e, "scheduled reconciler run failed");
+            }
+        }
+    });
 }
 
 async fn setup() -> Result<()> {

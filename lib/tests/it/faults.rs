@@ -119,9 +119,10 @@ async fn s3_frozen_while_a_webhook_completes_then_resumed_completes_once() {
     assert_audit_clean(&s, user).await;
 }
 
-/// A dev gateway (`picture-dev serve`) in a process of its own, on `port`,
-/// with S3 at `s3_port` and time budgets sized for a short function timeout.
-async fn serve(port: u16, s3_port: u16, dev_dir: &std::path::Path) -> Process {
+/// A dev gateway (`picture-dev serve`) in a process of its own, on `port`, with
+/// time budgets sized for a short function timeout, no reconciler unless
+/// `extra` asks for one, and `extra` settings.
+async fn serve(port: u16, dev_dir: &std::path::Path, extra: &[(&str, String)]) -> Process {
     let base = format!("http://127.0.0.1:{port}");
     let child = Command::new(root().join("target/debug/picture-dev"))
         .arg("serve")
@@ -130,8 +131,10 @@ async fn serve(port: u16, s3_port: u16, dev_dir: &std::path::Path) -> Process {
         .env("WEBHOOK_BASE_URL", &base)
         .env("JWKS_URL", format!("{base}/dev/jwks.json"))
         .env("JWT_ISSUER", "picture-dev")
-        .env("AWS_ENDPOINT_URL_S3", format!("http://127.0.0.1:{s3_port}"))
         .env("FUNCTION_TIMEOUT_SECONDS", "8")
+        // Its reconciler would act on the shared test database's generations.
+        .env("RECONCILE_INTERVAL_SECONDS", "0")
+        .envs(extra.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -141,21 +144,30 @@ async fn serve(port: u16, s3_port: u16, dev_dir: &std::path::Path) -> Process {
     process
 }
 
+/// A token for `user` signed by the dev key in `dev_dir`.
+fn dev_token(dev_dir: &std::path::Path, user: Uuid) -> String {
+    let out = Command::new(root().join("target/debug/picture-dev"))
+        .args(["token", &user.to_string()])
+        .env("DEV_DIR", dev_dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines().last().unwrap().trim().to_string()
+}
+
 #[tokio::test]
 async fn the_serving_process_killed_mid_completion_is_finished_after_a_restart() {
     let bucket = crate::common::env(&[])["IMAGES_BUCKET"].clone();
     let s3 = PrivateS3::start(&bucket).await;
     let dev_dir = std::env::temp_dir().join(format!("picture-dev-{}", Uuid::new_v4().simple()));
     let port = free_port();
-    let server = serve(port, s3.port, &dev_dir).await;
+    let s3_url = [(
+        "AWS_ENDPOINT_URL_S3",
+        format!("http://127.0.0.1:{}", s3.port),
+    )];
+    let server = serve(port, &dev_dir, &s3_url).await;
     let user = Uuid::new_v4();
-    let token = Command::new(root().join("target/debug/picture-dev"))
-        .args(["token", &user.to_string()])
-        .env("DEV_DIR", &dev_dir)
-        .output()
-        .unwrap();
-    let token = String::from_utf8(token.stdout).unwrap();
-    let token = token.lines().last().unwrap().trim().to_string();
+    let token = dev_token(&dev_dir, user);
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}/api/v1");
     let answer = http
@@ -190,7 +202,7 @@ async fn the_serving_process_killed_mid_completion_is_finished_after_a_restart()
     assert_eq!(inspector.row(&id).await.status.as_str(), "processing");
 
     // Restarted, it finishes the generation: the client's polls (or Replicate's retries) do it.
-    let _server = serve(port, s3.port, &dev_dir).await;
+    let _server = serve(port, &dev_dir, &s3_url).await;
     let end = Instant::now() + Duration::from_secs(45);
     let last = loop {
         let res = http
@@ -449,4 +461,40 @@ async fn answers_come_before_the_function_timeout_when_s3_or_replicate_hang() {
     assert_eq!(v["status"], "completed", "{v}");
     s.assert_completed_once(&id).await;
     assert_audit_clean(&s, user).await;
+}
+
+#[tokio::test]
+async fn the_dev_gateway_runs_the_reconciler_on_its_schedule() {
+    let pg = PrivatePostgres::start().await;
+    let dev_dir = std::env::temp_dir().join(format!("picture-dev-{}", Uuid::new_v4().simple()));
+    let port = free_port();
+    let extra = [
+        ("DATABASE_URL", pg.url.clone()),
+        ("RECONCILE_INTERVAL_SECONDS", "1".into()),
+        ("RECONCILE_GRACE_SECONDS", "0".into()),
+    ];
+    let _server = serve(port, &dev_dir, &extra).await;
+    let user = Uuid::new_v4();
+    let answer = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/api/v1/generate"))
+        .bearer_auth(dev_token(&dev_dir, user))
+        .json(&json!({"prompt": "nobody asks [sim:no-webhook] [sim:slow=50]", "modelId": FLUX}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::ACCEPTED);
+    let id = id_of(&answer.json().await.unwrap());
+    // No webhook, no poll: only the scheduled reconciler can finish it.
+    let inspector = Stack::with(&[("DATABASE_URL", pg.url.as_str())]).await;
+    let end = Instant::now() + Duration::from_secs(20);
+    while !inspector.row(&id).await.status.is_terminal() {
+        assert!(
+            Instant::now() < end,
+            "the scheduled reconciler did not finish it"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    inspector.assert_completed_once(&id).await;
+    assert_audit_clean(&inspector, user).await;
+    let _ = std::fs::remove_dir_all(&dev_dir);
 }
