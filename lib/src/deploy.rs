@@ -61,6 +61,7 @@ pub async fn handle(
     });
     // The pre-signed URL is signed without a content type, so none is sent.
     http.put(&event.response_url)
+        .timeout(std::time::Duration::from_secs(30))
         .body(body.to_string())
         .send()
         .await?

@@ -92,7 +92,8 @@ pub fn pool(database_url: &str, max_size: usize, ca_file: Option<&str>) -> Resul
 
 /// Applies pending migrations (idempotent); returns the versions applied now.
 pub async fn migrate(database_url: &str, ca_file: Option<&str>) -> Result<Vec<String>> {
-    let pg = parse(database_url)?;
+    let mut pg = parse(database_url)?;
+    pg.connect_timeout(Duration::from_secs(10));
     let mut client = if wants_tls(&pg) {
         let (client, conn) = pg.connect(tls(ca_file)?).await?;
         tokio::spawn(conn);
