@@ -1,6 +1,6 @@
-//! Running a function on Lambda: JSON logs, state built once per cold start,
-//! then the router served by `lambda_http` (HTTP functions) or a job run per
-//! event by `lambda_runtime` (scheduled functions).
+//! Running a function on Lambda: JSON logs, EMF metrics, state built once per
+//! cold start, then the router served by `lambda_http` (HTTP functions) or a
+//! job run per event by `lambda_runtime` (scheduled functions).
 
 use axum::Router;
 
@@ -22,10 +22,13 @@ where
     T: serde::Serialize,
 {
     telemetry::init_logging();
+    let metrics = telemetry::init_metrics()?;
     let state = AppState::from_env().await?;
     let job = &job;
-    lambda_runtime::run(lambda_runtime::service_fn(
-        move |_: lambda_runtime::LambdaEvent<serde_json::Value>| {
+    // Its metrics (AuditViolations, CaptureRejected, …) are flushed as EMF after each run.
+    metrics_cloudwatch_embedded::lambda::service::run(
+        metrics,
+        lambda_runtime::service_fn(move |_: lambda_runtime::LambdaEvent<serde_json::Value>| {
             let state = state.clone();
             async move {
                 // Boxed: the job's future is deep, and the runtime's own future stays small.
@@ -34,7 +37,7 @@ where
                     .await
                     .map_err(lambda_runtime::Error::from)
             }
-        },
-    ))
+        }),
+    )
     .await
 }
