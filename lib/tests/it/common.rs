@@ -171,6 +171,18 @@ impl Stack {
         assert_eq!(self.count(captured, id).await, 1);
     }
 
+    /// The audit of `user`'s records and objects finds nothing wrong.
+    pub async fn assert_audit_clean(&self, user: Uuid) {
+        let filter = picture::audit::Filter {
+            since: None,
+            user: Some(user),
+        };
+        let report = picture::audit::run(&self.state, &filter).await.unwrap();
+        let lines: Vec<String> = report.violations.iter().map(ToString::to_string).collect();
+        assert!(lines.is_empty(), "audit violations:\n{}", lines.join("\n"));
+        assert!(report.checked.generations > 0);
+    }
+
     /// Whether the images bucket holds `key`.
     pub async fn object_exists(&self, key: &str) -> bool {
         let s3 = self.state.storage.client().await;
@@ -206,6 +218,11 @@ pub async fn dead_aws() -> aws_config::SdkConfig {
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
         .load()
         .await
+}
+
+/// Settings with owned values, as `Stack::with` takes them.
+pub fn borrowed<'a>(settings: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
+    settings.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
 pub fn id_of(v: &Value) -> String {

@@ -171,8 +171,7 @@ async fn the_orphan_search_reaches_past_three_pages_and_matches_without_a_webhoo
         ("RECONCILE_GRACE_SECONDS", "0".into()),
         ("WEBHOOK_BASE_URL", String::new()),
     ]);
-    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let s = Stack::with(&settings).await;
+    let s = Stack::with(&crate::common::borrowed(&settings)).await;
     let user = Uuid::new_v4();
     let (status, g) = s
         .generate(user, "the needle [sim:create-500] [sim:slow=50]", false)
