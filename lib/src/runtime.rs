@@ -2,16 +2,14 @@
 //! cold start, then the router served by `lambda_http` (HTTP functions) or a
 //! job run per event by `lambda_runtime` (scheduled functions).
 
-use axum::Router;
+use crate::{AppState, telemetry, web::Routes};
 
-use crate::{AppState, telemetry};
-
-/// The body of every function's `main`: build the state once, serve `router`.
-pub async fn run_function(router: fn(AppState) -> Router) -> Result<(), lambda_http::Error> {
+/// The body of every HTTP function's `main`: build the state once, serve its `routes`.
+pub async fn run_function(routes: fn() -> Routes) -> Result<(), lambda_http::Error> {
     telemetry::init_logging();
     let metrics = telemetry::init_metrics()?;
     let state = AppState::from_env().await?;
-    metrics_cloudwatch_embedded::lambda::service::run_http(metrics, router(state)).await
+    metrics_cloudwatch_embedded::lambda::service::run_http(metrics, routes().serve(state)).await
 }
 
 /// The body of a scheduled function's `main`: build the state once, run `job` per event.

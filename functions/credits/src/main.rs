@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    picture::runtime::run_function(picture::api::credits::router).await
+    picture::runtime::run_function(picture::api::credits::routes).await
 }

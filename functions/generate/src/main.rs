@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    picture::runtime::run_function(picture::api::generate::router).await
+    picture::runtime::run_function(picture::api::generate::routes).await
 }

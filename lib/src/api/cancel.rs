@@ -2,26 +2,20 @@
 //! Replicate, marks the generation `cancelled` and releases its hold.
 
 use axum::{
-    Router,
     extract::{Path, State},
     response::Response,
-    routing::delete,
 };
-use http::StatusCode;
+use http::{Method, StatusCode};
 
+use crate::web::{Routes, policy::READ};
 use crate::{
     AppState, Problem, lifecycle,
     web::{self, AuthUser},
 };
 
-/// The routes of this function.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/generate/{id}", delete(cancel))
-}
-
-/// What the `cancel` binary serves.
-pub fn router(state: AppState) -> Router {
-    web::serve(routes(), state)
+/// The routes of this function: declared once, with what each demands.
+pub fn routes() -> Routes {
+    Routes::new("cancel").route(Method::DELETE, "/api/v1/generate/{id}", READ, cancel)
 }
 
 async fn cancel(

@@ -1,23 +1,19 @@
 //! `credits` function: `GET /credits/balance` — the caller's balance and
 //! totals, the price of a generation and the free generations left.
 
-use axum::{Router, extract::State, response::Response, routing::get};
-use http::StatusCode;
+use axum::{extract::State, response::Response};
+use http::{Method, StatusCode};
 use serde_json::json;
 
+use crate::web::{Routes, policy::READ};
 use crate::{
     AppState, Problem,
     web::{self, AuthUser},
 };
 
-/// The routes of this function.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/credits/balance", get(balance))
-}
-
-/// What the `credits` binary serves.
-pub fn router(state: AppState) -> Router {
-    web::serve(routes(), state)
+/// The routes of this function: declared once, with what each demands.
+pub fn routes() -> Routes {
+    Routes::new("credits").route(Method::GET, "/api/v1/credits/balance", READ, balance)
 }
 
 async fn balance(

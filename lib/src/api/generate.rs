@@ -5,11 +5,15 @@
 
 use std::time::{Duration, Instant};
 
-use axum::{Extension, Router, extract::State, response::Response, routing::post};
-use http::StatusCode;
+use axum::{Extension, extract::State, response::Response};
+use http::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use crate::web::{
+    Routes,
+    policy::{Access, Limit},
+};
 use crate::{
     AppState, Error, Problem,
     credits::Hold,
@@ -25,16 +29,15 @@ use crate::{
     },
 };
 
-/// The routes of this function.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/generate", post(generate))
-        .route_layer(axum::middleware::from_fn(web::ssrf::guard_source_image))
-}
-
-/// What the `generate` binary serves.
-pub fn router(state: AppState) -> Router {
-    web::serve(routes(), state)
+/// The routes of this function: declared once, with what each demands.
+pub fn routes() -> Routes {
+    let access = Access::User {
+        limit: Limit::Generate,
+        idempotent: true,
+    };
+    Routes::new("generate")
+        .route(Method::POST, "/api/v1/generate", access, generate)
+        .with_router(|r| r.route_layer(axum::middleware::from_fn(web::ssrf::guard_source_image)))
 }
 
 const FIELDS: [&str; 13] = [

@@ -5,15 +5,14 @@
 use std::collections::HashMap;
 
 use axum::{
-    Router,
     extract::{Query, State},
     response::Response,
-    routing::get,
 };
-use http::StatusCode;
+use http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::web::{Routes, policy::READ};
 use crate::{
     AppState, Problem,
     db::{generations, images},
@@ -21,14 +20,9 @@ use crate::{
     web::{self, AuthUser, text},
 };
 
-/// The routes of this function.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/generate/history", get(history))
-}
-
-/// What the `history` binary serves.
-pub fn router(state: AppState) -> Router {
-    web::serve(routes(), state)
+/// The routes of this function: declared once, with what each demands.
+pub fn routes() -> Routes {
+    Routes::new("history").route(Method::GET, "/api/v1/generate/history", READ, history)
 }
 
 #[derive(Deserialize)]

@@ -4,18 +4,17 @@
 //! generation remembers that its image was deleted).
 
 use axum::{
-    Router,
     extract::{Path, Query, State},
     response::Response,
-    routing::get,
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
-use http::StatusCode;
+use http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::web::{Routes, policy::READ};
 use crate::{
     AppState, Problem,
     db::{
@@ -26,16 +25,13 @@ use crate::{
     web::{self, AuthUser, JsonBody, text},
 };
 
-/// The routes of this function.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/images", get(list))
-        .route("/api/v1/images/{id}", get(one).patch(update).delete(remove))
-}
-
-/// What the `images` binary serves.
-pub fn router(state: AppState) -> Router {
-    web::serve(routes(), state)
+/// The routes of this function: declared once, with what each demands.
+pub fn routes() -> Routes {
+    Routes::new("images")
+        .route(Method::GET, "/api/v1/images", READ, list)
+        .route(Method::GET, "/api/v1/images/{id}", READ, one)
+        .route(Method::PATCH, "/api/v1/images/{id}", READ, update)
+        .route(Method::DELETE, "/api/v1/images/{id}", READ, remove)
 }
 
 #[derive(Deserialize)]

@@ -2,28 +2,22 @@
 //! `GET /models/{id}`. Public; cached per instance and by clients.
 
 use axum::{
-    Router,
     extract::{Path, State},
     response::{IntoResponse, Response},
-    routing::get,
 };
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderValue, Method, StatusCode, header};
 use serde_json::json;
 
+use crate::web::{Routes, policy::Access};
 use crate::{AppState, Problem, web};
 
 const CACHE_CONTROL: &str = "public, max-age=300";
 
-/// The routes of this function.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/models", get(list))
-        .route("/api/v1/models/{id}", get(one))
-}
-
-/// What the `models` binary serves.
-pub fn router(state: AppState) -> Router {
-    web::serve(routes(), state)
+/// The routes of this function: declared once, with what each demands.
+pub fn routes() -> Routes {
+    Routes::new("models")
+        .route(Method::GET, "/api/v1/models", Access::Public, list)
+        .route(Method::GET, "/api/v1/models/{id}", Access::Public, one)
 }
 
 fn cached(mut res: Response) -> Response {

@@ -4,14 +4,13 @@
 //! when a dependency hangs, the answer is the state the generation has.
 
 use axum::{
-    Router,
     extract::{Path, State},
     response::Response,
-    routing::get,
 };
-use http::StatusCode;
+use http::{Method, StatusCode};
 use std::time::{Duration, Instant};
 
+use crate::web::{Routes, policy::READ};
 use crate::{
     AppState, Problem,
     db::generations,
@@ -23,14 +22,9 @@ use crate::{
 /// the answer comes within about this, whatever S3 or Replicate do.
 const POLL_BUDGET: Duration = Duration::from_secs(4);
 
-/// The routes of this function.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/generate/{id}/status", get(status))
-}
-
-/// What the `status` binary serves.
-pub fn router(state: AppState) -> Router {
-    web::serve(routes(), state)
+/// The routes of this function: declared once, with what each demands.
+pub fn routes() -> Routes {
+    Routes::new("status").route(Method::GET, "/api/v1/generate/{id}/status", READ, status)
 }
 
 /// The caller's generation, or 404 (also for another user's).

@@ -9,17 +9,16 @@
 //! without doing anything.
 
 use axum::{
-    Router,
     body::Body,
     extract::{Query, State},
     response::Response,
-    routing::post,
 };
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::web::{Routes, policy::Access};
 use crate::{
     AppState, Problem, lifecycle,
     limits::replay,
@@ -28,14 +27,14 @@ use crate::{
     web::{self, text::Text},
 };
 
-/// The routes of this function.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/generate/webhook", post(webhook))
-}
-
-/// What the `webhook` binary serves.
-pub fn router(state: AppState) -> Router {
-    web::serve(routes(), state)
+/// The routes of this function: declared once, with what each demands.
+pub fn routes() -> Routes {
+    Routes::new("webhook").route(
+        Method::POST,
+        "/api/v1/generate/webhook",
+        Access::Signed,
+        webhook,
+    )
 }
 
 #[derive(Deserialize)]

@@ -3,8 +3,10 @@
 //! common layers, including each route's [`policy`] (token, rate limit,
 //! idempotency) and the [`ssrf`] guard.
 
+pub mod idempotency;
 pub mod policy;
 pub mod problem;
+pub mod routes;
 pub mod ssrf;
 pub mod text;
 
@@ -22,6 +24,8 @@ use uuid::Uuid;
 
 use crate::AppState;
 pub use problem::Problem;
+pub use routes::Routes;
+use std::sync::Arc;
 
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -223,11 +227,11 @@ async fn plain_rejections(req: Request, next: Next) -> Response {
 
 /// Turns a function's routes into a service: each route's policy, problem-JSON
 /// fallbacks and rejections, CORS, request ids and security headers.
-pub fn serve(routes: Router<AppState>, state: AppState) -> Router {
+pub fn serve(routes: Router<AppState>, table: Arc<[policy::Route]>, state: AppState) -> Router {
     let origins = state.cfg.cors_origins.clone();
     let service: Router = routes
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            (state.clone(), table),
             policy::enforce,
         ))
         .fallback(|| async { Problem::not_found("NOT_FOUND", "Route") })

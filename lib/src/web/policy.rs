@@ -1,5 +1,5 @@
-//! What each route demands before its handler runs, declared once in
-//! [`crate::api::ROUTES`] and enforced by one middleware around every route:
+//! What each route demands before its handler runs, declared once with the
+//! route ([`super::routes`]) and enforced by one middleware around every route:
 //! a bearer token, then the caller's rate limit (with `RateLimit-*` headers,
 //! 429 `RATE_LIMITED` beyond it), then the idempotency key where the route
 //! takes one. A served route missing from the table answers 500, so a new
@@ -11,20 +11,20 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use std::sync::Arc;
 
 use super::AuthUser;
 use crate::{
     AppState, Problem,
-    limits::{
-        idempotency,
-        ratelimit::{self, Decision},
-    },
+    limits::ratelimit::{self, Decision},
 };
 
 /// A route and what it demands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    pub method: &'static str,
+    /// The function (binary) that serves it.
+    pub function: &'static str,
+    pub method: Method,
     pub path: &'static str,
     pub access: Access,
 }
@@ -40,6 +40,12 @@ pub enum Access {
     User { limit: Limit, idempotent: bool },
 }
 
+/// A user route drawing on the reads budget.
+pub const READ: Access = Access::User {
+    limit: Limit::Reads,
+    idempotent: false,
+};
+
 /// Which per-minute budget a route draws on (per user and per route).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
@@ -50,21 +56,18 @@ pub enum Limit {
 }
 
 /// The declared route for a method and matched path (`HEAD` is served by `GET`).
-fn find(routes: &[Route], method: &Method, path: &str) -> Option<Route> {
+fn find<'a>(routes: &'a [Route], method: &Method, path: &str) -> Option<&'a Route> {
     let method = if method == Method::HEAD {
-        "GET"
+        &Method::GET
     } else {
-        method.as_str()
+        method
     };
-    routes
-        .iter()
-        .find(|r| r.method == method && r.path == path)
-        .copied()
+    routes.iter().find(|r| r.method == method && r.path == path)
 }
 
-/// The middleware: applies the route's [`Access`] before its handler.
+/// The middleware: applies the declared route's [`Access`] before its handler.
 pub async fn enforce(
-    State(st): State<AppState>,
+    State((st, routes)): State<(AppState, Arc<[Route]>)>,
     matched: Option<MatchedPath>,
     req: Request,
     next: Next,
@@ -72,17 +75,16 @@ pub async fn enforce(
     let Some(path) = matched.map(|m| m.as_str().to_string()) else {
         return next.run(req).await;
     };
-    let routes = crate::api::ROUTES;
-    let Some(route) = find(routes, req.method(), &path) else {
+    let Some(route) = find(&routes, req.method(), &path) else {
         if routes.iter().any(|r| r.path == path) {
             return next.run(req).await; // another method of a known path: 405
         }
-        tracing::error!(%path, "route has no entry in api::ROUTES: refused");
+        tracing::error!(%path, "route served without a declaration: refused");
         return Problem::internal().into_response();
     };
     match route.access {
         Access::Public | Access::Signed => next.run(req).await,
-        Access::User { limit, idempotent } => user_route(&st, &route, limit, idempotent, req, next)
+        Access::User { limit, idempotent } => user_route(&st, route, limit, idempotent, req, next)
             .await
             .unwrap_or_else(IntoResponse::into_response),
     }
@@ -111,7 +113,7 @@ async fn user_route(
     // answer takes the longer of the two, not their sum) and is dropped if
     // it turns out to be over the limit. Anything else is counted first.
     let over = |decision: Option<Decision>| decision.filter(|d| !d.allowed).map(|d| limited(&d));
-    let (decision, mut res) = if route.method == "GET" && !idempotent {
+    let (decision, mut res) = if route.method == Method::GET && !idempotent {
         let (checked, res) = tokio::join!(check, next.run(req));
         let decision = decide(checked, limit, &name)?;
         if let Some(refused) = over(decision) {
@@ -124,7 +126,7 @@ async fn user_route(
             return Ok(refused);
         }
         let res = if idempotent {
-            idempotency::run(st, user, req, next)
+            super::idempotency::run(st, user, req, next)
                 .await
                 .unwrap_or_else(IntoResponse::into_response)
         } else {

@@ -46,18 +46,18 @@ async fn every_sample_event_gives_its_expected_status() {
         }
         let req =
             lambda_http::request::from_str(&raw).unwrap_or_else(|err| panic!("{}: {err}", e.file));
-        let router = match e.function.as_str() {
-            "generate" => picture::api::generate::router,
-            "status" => picture::api::status::router,
-            "cancel" => picture::api::cancel::router,
-            "webhook" => picture::api::webhook::router,
-            "models" => picture::api::models::router,
-            "images" => picture::api::images::router,
-            "history" => picture::api::history::router,
-            "credits" => picture::api::credits::router,
+        let routes = match e.function.as_str() {
+            "generate" => picture::api::generate::routes,
+            "status" => picture::api::status::routes,
+            "cancel" => picture::api::cancel::routes,
+            "webhook" => picture::api::webhook::routes,
+            "models" => picture::api::models::routes,
+            "images" => picture::api::images::routes,
+            "history" => picture::api::history::routes,
+            "credits" => picture::api::credits::routes,
             other => panic!("{}: unknown function {other}", e.file),
         };
-        let res = router(s.state.clone()).oneshot(req).await.unwrap();
+        let res = routes().serve(s.state.clone()).oneshot(req).await.unwrap();
         assert_eq!(
             res.status().as_u16(),
             e.status,

@@ -2,7 +2,7 @@
 //! `Idempotency-Key` are 400 `VALIDATION_FAILED` naming the field; cursors
 //! out of range, repeated or mis-encoded query parameters are 4xx problems;
 //! a signed webhook for a prediction id with NUL is acknowledged as unknown.
-//! And a property over every route of `api::ROUTES`: whatever the bytes, the
+//! And a property over every route of `api::routes()`: whatever the bytes, the
 //! answer is never a 5xx, and every 4xx is a problem document.
 
 use std::time::Instant;
@@ -11,7 +11,6 @@ use axum::body::Body;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use http::{HeaderValue, Request, header};
 use picture::{
-    api::ROUTES,
     replicate::signature,
     web::policy::{Access, Route},
 };
@@ -454,7 +453,7 @@ async fn request(s: &Stack, route: &Route, user: Uuid, case: &Case) -> Request<B
         q => format!("{path}?{q}"),
     };
     let body = case.body.clone();
-    let mut req = Request::builder().method(route.method).uri(&uri);
+    let mut req = Request::builder().method(route.method.clone()).uri(&uri);
     if case.json_type {
         req = req.header(header::CONTENT_TYPE, "application/json");
     }
@@ -543,7 +542,8 @@ fn no_request_to_any_route_is_answered_with_a_5xx_or_without_a_problem_document(
     let app = picture::api::all(s.state.clone());
     let user = Uuid::new_v4();
     let began = Instant::now();
-    for route in ROUTES {
+    let routes = picture::api::routes();
+    for route in routes.table() {
         let config = Config {
             failure_persistence: None,
             ..Config::with_cases(CASES)
@@ -558,7 +558,7 @@ fn no_request_to_any_route_is_answered_with_a_5xx_or_without_a_problem_document(
     }
     eprintln!(
         "{} routes × {CASES} cases in {:?}",
-        ROUTES.len(),
+        routes.table().len(),
         began.elapsed()
     );
     // What valid bodies started has failed (the simulator's marker), without an image.

@@ -19,4 +19,5 @@ mod openapi;
 mod pipeline;
 mod private;
 mod reconcile;
+mod template;
 mod webhooks;
