@@ -104,16 +104,17 @@ pub async fn run(
     wait: Option<Duration>,
     deadline: Instant,
 ) -> Result<()> {
+    let r = &new.request;
     let params = inputs::Params {
-        prompt: &new.prompt,
-        negative_prompt: new.negative_prompt.as_deref(),
-        width: new.width,
-        height: new.height,
-        steps: new.steps,
-        guidance: new.guidance_scale,
-        seed: new.seed,
-        source_image: new.source_image_url.as_deref(),
-        strength: new.generation_strength,
+        prompt: &r.prompt,
+        negative_prompt: r.negative_prompt.as_deref(),
+        width: r.width,
+        height: r.height,
+        steps: r.steps,
+        guidance: r.guidance_scale,
+        seed: r.seed,
+        source_image: r.source_image_url.as_deref(),
+        strength: r.generation_strength,
     };
     let input = inputs::build(&model.replicate_id, &params);
     let webhook = st.cfg.webhook_url(new.id);

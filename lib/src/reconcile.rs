@@ -218,7 +218,7 @@ async fn find_orphan(st: &AppState, g: &Generation) -> Result<Option<Prediction>
     let mine = |p: &Prediction| match &p.webhook {
         Some(w) => w.contains(&needle),
         None => {
-            p.prompt() == Some(g.prompt.as_str())
+            p.prompt() == Some(g.request.prompt.as_str())
                 && p.created_at
                     .is_some_and(|at| (at - g.created_at).abs() < SEARCH_SKEW)
         }

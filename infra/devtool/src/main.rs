@@ -272,8 +272,7 @@ async fn main() -> Result<()> {
             let mut db = state.db.get().await?;
             let tx = db.transaction().await?;
             let b =
-                picture::credits::ledger::grant(&*tx, user, amount, "granted with make credits")
-                    .await?;
+                picture::db::ledger::grant(&*tx, user, amount, "granted with make credits").await?;
             tx.commit().await?;
             println!(
                 "user {user}: balance {} (earned {}, spent {})",

@@ -7,18 +7,20 @@ use std::time::{Duration, Instant};
 
 use axum::{Extension, extract::State, response::Response};
 use http::{Method, StatusCode};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use super::views::{ErrorView, ImageView};
 use crate::web::{
     Routes,
     policy::{Access, Limit},
 };
 use crate::{
     AppState, Error, Problem,
-    credits::Hold,
+    credits::{Charge, Hold},
     db::{
-        generations::{self, Generation, NewGeneration, RequestKey, Status},
+        generations::{self, Generation, GenerationRequest, NewGeneration, RequestKey, Status},
         models::Model,
     },
     lifecycle,
@@ -265,16 +267,18 @@ fn apply_model(req: &Request, model: &Model, user_id: Uuid) -> Result<NewGenerat
         id: Uuid::new_v4(),
         user_id,
         model_id: model.id,
-        prompt,
-        negative_prompt: req.negative_prompt.clone().filter(|n| !n.is_empty()),
-        width,
-        height,
-        steps: req.steps.unwrap_or(model.default_steps),
-        guidance_scale: req.guidance_scale.unwrap_or(model.default_guidance_scale),
-        seed: req.seed,
-        source_image_url: req.source_image_url.clone(),
-        generation_strength: req.generation_strength,
-        style: req.style.clone(),
+        request: GenerationRequest {
+            prompt,
+            negative_prompt: req.negative_prompt.clone().filter(|n| !n.is_empty()),
+            width,
+            height,
+            steps: req.steps.unwrap_or(model.default_steps),
+            guidance_scale: req.guidance_scale.unwrap_or(model.default_guidance_scale),
+            seed: req.seed,
+            source_image_url: req.source_image_url.clone(),
+            generation_strength: req.generation_strength,
+            style: req.style.clone(),
+        },
         idempotency: None,
     })
 }
@@ -368,39 +372,53 @@ async fn earlier(
     }
 }
 
+/// The answer to a generate request.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Answer {
+    generation_id: Uuid,
+    /// `processing` while open (also while the row is still `pending`).
+    status: Status,
+    charge: Charge,
+    credits_used: i32,
+    free_generations_remaining: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<ImageView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorView>,
+}
+
 /// The answer to a generate request: 201 completed, 202 still running, 200 failed or cancelled.
 /// `hold` is the hold this request took (absent when answering with an earlier generation).
 async fn answer(st: &AppState, g: &Generation, hold: Option<&Hold>) -> Result<Response, Problem> {
     let view = super::views::generation(st, g).await?;
-    let status = match g.status {
-        Status::Completed => StatusCode::CREATED,
-        Status::Pending | Status::Processing => StatusCode::ACCEPTED,
-        Status::Failed | Status::Cancelled => StatusCode::OK,
+    let (code, status) = match g.status {
+        Status::Completed => (StatusCode::CREATED, g.status),
+        Status::Pending | Status::Processing => (StatusCode::ACCEPTED, Status::Processing),
+        Status::Failed | Status::Cancelled => (StatusCode::OK, g.status),
     };
     // What remained when this generation took its hold (parallel requests each see their
     // own step of 3 → 2 → 1 → 0); a released hold reports the count after the release.
-    let free = match hold {
-        Some(h) if status != StatusCode::OK => json!(h.free_remaining),
-        _ => view["freeGenerationsRemaining"].clone(),
+    let free_generations_remaining = match hold {
+        Some(h) if code != StatusCode::OK => h.free_remaining,
+        _ => view.free_generations_remaining,
     };
-    let mut out = json!({
-        "generationId": g.id,
-        "status": if status == StatusCode::ACCEPTED { json!("processing") } else { json!(g.status) },
-        "charge": view["charge"],
-        "creditsUsed": view["creditsUsed"],
-        "freeGenerationsRemaining": free,
-    });
-    for key in ["image", "error"] {
-        if let Some(v) = view.get(key) {
-            out[key] = v.clone();
-        }
-    }
-    Ok(web::json(status, out))
+    let out = Answer {
+        generation_id: g.id,
+        status,
+        charge: view.charge,
+        credits_used: view.credits_used,
+        free_generations_remaining,
+        image: view.image,
+        error: view.error,
+    };
+    Ok(web::json(code, out))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn fields(p: Problem) -> Vec<String> {
         p.body()["errors"]

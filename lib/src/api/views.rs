@@ -1,36 +1,87 @@
-//! JSON shapes of generations and images, shared by the routes that return them.
+//! What clients see of generations and images: typed views (camelCase JSON),
+//! built from the rows and shared by the routes that return them.
 
-use serde_json::{Value, json};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
 
 use crate::{
     AppState, Result,
+    credits::Charge,
     db::{
         generations::{Generation, Status},
         images::{self, Image},
     },
 };
 
-/// An image as clients see it, with a downloadable URL.
-pub async fn image(st: &AppState, img: &Image) -> Result<Value> {
-    Ok(json!({
-        "id": img.id,
-        "generationId": img.generation_id,
-        "prompt": img.prompt,
-        "negativePrompt": img.negative_prompt,
-        "model": img.model,
-        "width": img.width,
-        "height": img.height,
-        "format": img.format,
-        "fileSize": img.file_size,
-        "url": st.storage.url(&img.storage_key).await?,
-        "isFavorite": img.is_favorite,
-        "createdAt": img.created_at,
-    }))
+/// An image with a URL it can be downloaded from.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageView {
+    pub id: Uuid,
+    pub generation_id: Uuid,
+    pub prompt: String,
+    pub negative_prompt: Option<String>,
+    pub model: String,
+    pub width: i32,
+    pub height: i32,
+    pub format: String,
+    pub file_size: i64,
+    pub url: String,
+    pub is_favorite: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Why a generation failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorView {
+    pub code: String,
+    pub message: String,
 }
 
 /// A generation with its image (when completed and not deleted), its charge
 /// and the user's remaining free generations.
-pub async fn generation(st: &AppState, g: &Generation) -> Result<Value> {
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerationView {
+    pub generation_id: Uuid,
+    pub status: Status,
+    pub prompt: String,
+    pub negative_prompt: Option<String>,
+    pub model_id: Uuid,
+    pub width: i32,
+    pub height: i32,
+    pub charge: Charge,
+    pub credits_used: i32,
+    pub free_generations_remaining: i32,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorView>,
+}
+
+/// The view of an image.
+pub async fn image(st: &AppState, img: &Image) -> Result<ImageView> {
+    Ok(ImageView {
+        id: img.id,
+        generation_id: img.generation_id,
+        prompt: img.prompt.clone(),
+        negative_prompt: img.negative_prompt.clone(),
+        model: img.model.clone(),
+        width: img.width,
+        height: img.height,
+        format: img.format.clone(),
+        file_size: img.file_size,
+        url: st.storage.url(&img.storage_key).await?,
+        is_favorite: img.is_favorite,
+        created_at: img.created_at,
+    })
+}
+
+/// The view of a generation, loading its image and the user's free count.
+pub async fn generation(st: &AppState, g: &Generation) -> Result<GenerationView> {
     let db = st.db.get().await?;
     let free = st.credits.free_remaining(&**db, g.user_id).await?;
     let img = match g.status {
@@ -41,32 +92,38 @@ pub async fn generation(st: &AppState, g: &Generation) -> Result<Value> {
     render(st, g, img.as_ref(), free).await
 }
 
-/// The JSON of a generation whose image and free count are already loaded.
+/// The view of a generation whose image and free count are already loaded.
 pub async fn render(
     st: &AppState,
     g: &Generation,
     img: Option<&Image>,
     free_remaining: i32,
-) -> Result<Value> {
-    let mut v = json!({
-        "generationId": g.id,
-        "status": g.status,
-        "prompt": g.prompt,
-        "negativePrompt": g.negative_prompt,
-        "modelId": g.model_id,
-        "width": g.width,
-        "height": g.height,
-        "charge": g.charge,
-        "creditsUsed": g.credits_used,
-        "freeGenerationsRemaining": free_remaining,
-        "createdAt": g.created_at,
-        "completedAt": g.completed_at,
-    });
-    if let Some(img) = img {
-        v["image"] = image(st, img).await?;
-    }
-    if let (Some(code), Some(message)) = (&g.error_code, &g.error_message) {
-        v["error"] = json!({"code": code, "message": message});
-    }
-    Ok(v)
+) -> Result<GenerationView> {
+    let image = match img {
+        Some(img) => Some(image(st, img).await?),
+        None => None,
+    };
+    let error = match (&g.error_code, &g.error_message) {
+        (Some(code), Some(message)) => Some(ErrorView {
+            code: code.clone(),
+            message: message.clone(),
+        }),
+        _ => None,
+    };
+    Ok(GenerationView {
+        generation_id: g.id,
+        status: g.status,
+        prompt: g.request.prompt.clone(),
+        negative_prompt: g.request.negative_prompt.clone(),
+        model_id: g.model_id,
+        width: g.request.width,
+        height: g.request.height,
+        charge: g.charge,
+        credits_used: g.credits_used,
+        free_generations_remaining: free_remaining,
+        created_at: g.created_at,
+        completed_at: g.completed_at,
+        image,
+        error,
+    })
 }

@@ -1,5 +1,5 @@
-//! Freemium credits (DESIGN §4): free generations, credit holds and the
-//! providers that keep balances.
+//! Freemium credits (docs/architecture.md, "Credits"): free generations,
+//! credit holds and the providers that keep balances.
 //!
 //! A generation takes a hold in the same transaction that inserts it, with
 //! the user's `user_quotas` row locked, so parallel requests of one user are
@@ -8,19 +8,26 @@
 //! transaction that completes the generation, and released on failure or
 //! cancel (a released free hold gives the free generation back).
 //!
-//! Balances live in a provider ([`Provider`]): the built-in [`ledger`] (the
-//! capture is written in the completing transaction) or the external
-//! [`manacore`] service (the capture is sent after the commit, and retried
-//! until it went through exactly once).
+//! Balances live in a provider ([`Provider`]): the built-in ledger
+//! ([`crate::db::ledger`]: the capture is written in the completing
+//! transaction) or the external [`manacore`] service (the capture is sent
+//! after the commit, and retried until it went through exactly once). The
+//! rows are read and written by `db::holds` and `db::ledger`; this module
+//! holds the rules.
 
-pub mod ledger;
 pub mod manacore;
 
 use serde::Serialize;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::{Config, Error, Result, config::CreditsProvider};
+use crate::{
+    Config, Error, Result,
+    config::CreditsProvider,
+    db::{holds, ledger},
+};
+
+pub use ledger::Balance;
 
 /// How a generation is paid for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -42,6 +49,16 @@ impl Charge {
             Charge::Waived => "waived",
         }
     }
+
+    /// The charge stored as `s`; an unknown value is an error, never a guess.
+    pub fn parse(s: &str) -> Result<Charge> {
+        match s {
+            "free" => Ok(Charge::Free),
+            "credits" => Ok(Charge::Credits),
+            "waived" => Ok(Charge::Waived),
+            other => Err(Error::Internal(format!("unknown charge {other:?}"))),
+        }
+    }
 }
 
 /// A hold just taken.
@@ -50,15 +67,6 @@ pub struct Hold {
     pub charge: Charge,
     pub amount: i32,
     pub free_remaining: i32,
-}
-
-/// A user's credit account as the provider reports it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Balance {
-    pub balance: i64,
-    pub total_earned: i64,
-    pub total_spent: i64,
 }
 
 /// A failed call to a credit provider.
@@ -125,18 +133,7 @@ impl Credits {
     /// [`Error::InsufficientCredits`] / [`Error::Credits`] when the provider fails.
     /// Must run inside the transaction that then calls [`Credits::record_hold`].
     pub async fn reserve(&self, tx: &impl GenericClient, user_id: Uuid) -> Result<Hold> {
-        tx.execute(
-            "INSERT INTO user_quotas (user_id) VALUES ($1) ON CONFLICT DO NOTHING",
-            &[&user_id],
-        )
-        .await?;
-        let free_used: i32 = tx
-            .query_one(
-                "SELECT free_used FROM user_quotas WHERE user_id = $1 FOR UPDATE",
-                &[&user_id],
-            )
-            .await?
-            .get(0);
+        let free_used = holds::lock_quota(tx, user_id).await?;
         if free_used < self.free_generations {
             return Ok(Hold {
                 charge: Charge::Free,
@@ -177,22 +174,12 @@ impl Credits {
 
     /// The balance minus credits held or captured but not yet settled with the provider.
     async fn available(&self, tx: &impl GenericClient, user_id: Uuid) -> Result<i64> {
-        // One statement, one snapshot: a capture committing in between cannot be counted twice.
-        let row = tx
-            .query_one(
-                "SELECT (SELECT balance FROM credit_accounts WHERE user_id = $1),
-                        (SELECT coalesce(sum(amount), 0)::bigint FROM credit_holds
-                          WHERE user_id = $1 AND kind = 'credits'
-                            AND (state = 'held' OR (state = 'captured' AND capture_state <> 'done')))",
-                &[&user_id],
-            )
-            .await?;
-        let open: i64 = row.get(1);
+        let (ledger_balance, reserved) = holds::balance_and_reserved(tx, user_id).await?;
         let balance = match &self.provider {
-            Provider::Ledger => row.get::<_, Option<i64>>(0).unwrap_or(0),
+            Provider::Ledger => ledger_balance.unwrap_or(0),
             Provider::Manacore(client) => client.balance(user_id).await?.balance,
         };
-        Ok(balance - open)
+        Ok(balance - reserved)
     }
 
     /// Writes the hold of a generation inserted in the same transaction.
@@ -203,14 +190,9 @@ impl Credits {
         generation_id: Uuid,
         hold: &Hold,
     ) -> Result<()> {
-        tx.execute(
-            "INSERT INTO credit_holds (generation_id, user_id, kind, amount) VALUES ($1, $2, $3, $4)",
-            &[&generation_id, &user_id, &hold.charge.as_str(), &hold.amount],
-        )
-        .await?;
+        holds::insert(tx, generation_id, user_id, hold.charge, hold.amount).await?;
         if hold.charge == Charge::Free {
-            tx.execute("UPDATE user_quotas SET free_used = free_used + 1, updated_at = now() WHERE user_id = $1", &[&user_id])
-                .await?;
+            holds::add_free_used(tx, user_id, 1).await?;
         }
         tracing::info!(%user_id, %generation_id, charge = hold.charge.as_str(), amount = hold.amount, op = "hold", outcome = "held", "credit hold taken");
         Ok(())
@@ -218,33 +200,19 @@ impl Credits {
 
     /// Free generations the user has left.
     pub async fn free_remaining(&self, db: &impl GenericClient, user_id: Uuid) -> Result<i32> {
-        let used = db
-            .query_opt(
-                "SELECT free_used FROM user_quotas WHERE user_id = $1",
-                &[&user_id],
-            )
-            .await?
-            .map_or(0, |r| r.get::<_, i32>(0));
-        Ok(self.remaining(used))
+        Ok(self.remaining(holds::free_used(db, user_id).await?))
     }
 
     /// Captures an open hold inside the completing transaction; returns the
     /// credits charged. The ledger is debited in the same transaction; an
     /// external capture is marked `pending` for [`Credits::settle_capture`].
     pub async fn capture(&self, tx: &impl GenericClient, generation_id: Uuid) -> Result<i32> {
-        let Some(row) = tx
-            .query_opt(
-                "UPDATE credit_holds SET state = 'captured', settled_at = now()
-                  WHERE generation_id = $1 AND state = 'held' RETURNING kind, amount, user_id",
-                &[&generation_id],
-            )
-            .await?
-        else {
+        let Some(hold) = holds::capture(tx, generation_id).await? else {
             return Ok(0);
         };
-        let (kind, amount, user_id): (&str, i32, Uuid) = (row.get(0), row.get(1), row.get(2));
-        if kind != "credits" {
-            tracing::info!(%user_id, %generation_id, charge = kind, amount = 0, op = "capture", outcome = "captured", "hold captured");
+        let (user_id, amount) = (hold.user_id, hold.amount);
+        if hold.charge != Charge::Credits {
+            tracing::info!(%user_id, %generation_id, charge = hold.charge.as_str(), amount = 0, op = "capture", outcome = "captured", "hold captured");
             return Ok(0);
         }
         let state = match self.provider {
@@ -254,11 +222,7 @@ impl Credits {
             }
             Provider::Manacore(_) => "pending",
         };
-        tx.execute(
-            "UPDATE credit_holds SET capture_state = $2 WHERE generation_id = $1",
-            &[&generation_id, &state],
-        )
-        .await?;
+        holds::set_capture_state(tx, generation_id, state, None).await?;
         tracing::info!(%user_id, %generation_id, amount, op = "capture", outcome = state, "credits captured");
         Ok(amount)
     }
@@ -277,19 +241,10 @@ impl Credits {
         let Provider::Manacore(client) = &self.provider else {
             return Ok(true);
         };
-        let claimed = db
-            .query_opt(
-                "UPDATE credit_holds
-                    SET capture_state = 'in_flight', capture_lease = now() + interval '60 seconds',
-                        capture_attempts = capture_attempts + 1
-                  WHERE generation_id = $1 AND state = 'captured'
-                    AND (capture_state IN ('pending', 'failed') OR (capture_state = 'in_flight' AND capture_lease < now()))
-                  RETURNING user_id, amount, capture_attempts",
-                &[&generation_id],
-            )
-            .await?;
-        let Some(row) = claimed else { return Ok(false) };
-        let (user_id, amount, attempt): (Uuid, i32, i32) = (row.get(0), row.get(1), row.get(2));
+        let Some(claim) = holds::claim_capture(db, generation_id).await? else {
+            return Ok(false);
+        };
+        let (user_id, amount, attempt) = (claim.user_id, claim.amount, claim.attempt);
         let outcome = client
             .use_credits(user_id, amount.into(), generation_id)
             .await;
@@ -299,11 +254,7 @@ impl Credits {
             Err(e) if e.is_transient() => ("failed", Some(e.to_string())),
             Err(e) => ("rejected", Some(e.to_string())),
         };
-        db.execute(
-            "UPDATE credit_holds SET capture_state = $2, capture_error = $3, capture_lease = NULL WHERE generation_id = $1",
-            &[&generation_id, &state, &error],
-        )
-        .await?;
+        holds::set_capture_state(db, generation_id, state, error.as_deref()).await?;
         match &error {
             None => {
                 tracing::info!(%user_id, %generation_id, amount, attempt, op = "provider.use", outcome = "done", "capture sent")
@@ -326,43 +277,25 @@ impl Credits {
         db: &impl GenericClient,
         limit: i64,
     ) -> Result<(usize, usize)> {
-        let rows = db
-            .query(
-                "SELECT generation_id FROM credit_holds
-                  WHERE state = 'captured' AND capture_state IN ('pending', 'failed', 'in_flight')
-                  ORDER BY created_at LIMIT $1",
-                &[&limit],
-            )
-            .await?;
+        let open = holds::open_captures(db, limit).await?;
         let mut settled = 0;
-        for row in &rows {
-            if self.settle_capture(db, row.get(0)).await? {
+        for generation_id in &open {
+            if self.settle_capture(db, *generation_id).await? {
                 settled += 1;
             }
         }
-        Ok((settled, rows.len() - settled))
+        Ok((settled, open.len() - settled))
     }
 
     /// Releases an open hold (inside the failing/cancelling transaction); a
     /// free hold gives the free generation back.
     pub async fn release(&self, tx: &impl GenericClient, generation_id: Uuid) -> Result<()> {
-        let row = tx
-            .query_opt(
-                "UPDATE credit_holds SET state = 'released', settled_at = now()
-                  WHERE generation_id = $1 AND state = 'held' RETURNING kind, user_id, amount",
-                &[&generation_id],
-            )
-            .await?;
-        if let Some(r) = row {
-            let (kind, user_id, amount): (&str, Uuid, i32) = (r.get(0), r.get(1), r.get(2));
-            if kind == "free" {
-                tx.execute(
-                    "UPDATE user_quotas SET free_used = free_used - 1, updated_at = now() WHERE user_id = $1",
-                    &[&user_id],
-                )
-                .await?;
+        if let Some(hold) = holds::release(tx, generation_id).await? {
+            let (user_id, amount) = (hold.user_id, hold.amount);
+            if hold.charge == Charge::Free {
+                holds::add_free_used(tx, user_id, -1).await?;
             }
-            tracing::info!(%user_id, %generation_id, charge = kind, amount, op = "release", outcome = "released", "credit hold released");
+            tracing::info!(%user_id, %generation_id, charge = hold.charge.as_str(), amount, op = "release", outcome = "released", "credit hold released");
             crate::telemetry::count(
                 crate::telemetry::metric::CREDITS_RELEASED,
                 amount.unsigned_abs().into(),
@@ -374,7 +307,7 @@ impl Credits {
     /// The user's balance and totals.
     pub async fn balance(&self, db: &impl GenericClient, user_id: Uuid) -> Result<Balance> {
         match &self.provider {
-            Provider::Ledger => Ok(ledger::balance(db, user_id).await?),
+            Provider::Ledger => ledger::balance(db, user_id).await,
             Provider::Manacore(client) => Ok(client.balance(user_id).await?),
         }
     }
@@ -383,15 +316,9 @@ impl Credits {
     /// run it in a transaction so that a failed provider call leaves no trace).
     /// Returns the amount refunded, 0 if there was nothing (left) to refund.
     pub async fn refund(&self, tx: &impl GenericClient, generation_id: Uuid) -> Result<i64> {
-        let row = tx
-            .query_opt(
-                "SELECT user_id, amount FROM credit_holds
-                  WHERE generation_id = $1 AND kind = 'credits' AND state = 'captured' AND capture_state = 'done'",
-                &[&generation_id],
-            )
-            .await?;
-        let Some(row) = row else { return Ok(0) };
-        let (user_id, amount): (Uuid, i64) = (row.get(0), i64::from(row.get::<_, i32>(1)));
+        let Some((user_id, amount)) = holds::refundable(tx, generation_id).await? else {
+            return Ok(0);
+        };
         if !ledger::claim_refund(tx, user_id, generation_id, amount).await? {
             return Ok(0);
         }

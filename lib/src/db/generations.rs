@@ -7,7 +7,7 @@ use serde::Serialize;
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
-use crate::{Result, credits::Charge};
+use crate::{Error, Result, credits::Charge};
 
 /// Where a generation is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -33,19 +33,19 @@ impl Status {
 
     /// The status named `s`, if it is one.
     pub fn from_name(s: &str) -> Option<Status> {
-        ["pending", "processing", "completed", "failed", "cancelled"]
-            .contains(&s)
-            .then(|| Status::parse(s))
+        match s {
+            "pending" => Some(Status::Pending),
+            "processing" => Some(Status::Processing),
+            "completed" => Some(Status::Completed),
+            "failed" => Some(Status::Failed),
+            "cancelled" => Some(Status::Cancelled),
+            _ => None,
+        }
     }
 
-    fn parse(s: &str) -> Status {
-        match s {
-            "pending" => Status::Pending,
-            "processing" => Status::Processing,
-            "completed" => Status::Completed,
-            "failed" => Status::Failed,
-            _ => Status::Cancelled,
-        }
+    /// The status stored as `s`; an unknown value is an error, never a guess.
+    fn parse(s: &str) -> Result<Status> {
+        Status::from_name(s).ok_or_else(|| Error::Internal(format!("unknown status {s:?}")))
     }
 
     /// Completed, failed and cancelled are final.
@@ -54,12 +54,10 @@ impl Status {
     }
 }
 
-/// A generation row.
-#[derive(Debug, Clone)]
-pub struct Generation {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    pub model_id: Uuid,
+/// What the caller asked for (validated, the model's defaults applied), as
+/// stored with the generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationRequest {
     pub prompt: String,
     pub negative_prompt: Option<String>,
     pub width: i32,
@@ -70,26 +68,11 @@ pub struct Generation {
     pub source_image_url: Option<String>,
     pub generation_strength: Option<f64>,
     pub style: Option<String>,
-    pub status: Status,
-    pub prediction_id: Option<String>,
-    pub error_code: Option<String>,
-    pub error_message: Option<String>,
-    pub charge: String,
-    pub credits_used: i32,
-    /// The caller's `Idempotency-Key` and the SHA-256 of the request body, if given.
-    pub idempotency_key: Option<String>,
-    pub request_hash: Option<String>,
-    pub last_polled_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub completed_at: Option<DateTime<Utc>>,
 }
 
-impl From<&Row> for Generation {
-    fn from(r: &Row) -> Self {
-        Generation {
-            id: r.get("id"),
-            user_id: r.get("user_id"),
-            model_id: r.get("model_id"),
+impl GenerationRequest {
+    fn from_row(r: &Row) -> Self {
+        GenerationRequest {
             prompt: r.get("prompt"),
             negative_prompt: r.get("negative_prompt"),
             width: r.get("width"),
@@ -100,37 +83,61 @@ impl From<&Row> for Generation {
             source_image_url: r.get("source_image_url"),
             generation_strength: r.get("generation_strength"),
             style: r.get("style"),
-            status: Status::parse(r.get("status")),
+        }
+    }
+}
+
+/// A generation row.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub model_id: Uuid,
+    pub request: GenerationRequest,
+    pub status: Status,
+    pub prediction_id: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub charge: Charge,
+    pub credits_used: i32,
+    /// The caller's `Idempotency-Key` and the SHA-256 of the request body, if given.
+    pub idempotency_key: Option<String>,
+    pub request_hash: Option<String>,
+    pub last_polled_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+impl Generation {
+    /// The row as a generation; an unknown status or charge is an error.
+    fn from_row(r: &Row) -> Result<Self> {
+        Ok(Generation {
+            id: r.get("id"),
+            user_id: r.get("user_id"),
+            model_id: r.get("model_id"),
+            request: GenerationRequest::from_row(r),
+            status: Status::parse(r.get("status"))?,
             prediction_id: r.get("prediction_id"),
             error_code: r.get("error_code"),
             error_message: r.get("error_message"),
-            charge: r.get("charge"),
+            charge: Charge::parse(r.get("charge"))?,
             credits_used: r.get("credits_used"),
             idempotency_key: r.get("idempotency_key"),
             request_hash: r.get("request_hash"),
             last_polled_at: r.get("last_polled_at"),
             created_at: r.get("created_at"),
             completed_at: r.get("completed_at"),
-        }
+        })
     }
 }
 
-/// What a new generation is asked to make (validated request, model defaults applied).
+/// A generation about to be recorded.
 #[derive(Debug, Clone)]
 pub struct NewGeneration {
     pub id: Uuid,
     pub user_id: Uuid,
     pub model_id: Uuid,
-    pub prompt: String,
-    pub negative_prompt: Option<String>,
-    pub width: i32,
-    pub height: i32,
-    pub steps: i32,
-    pub guidance_scale: f64,
-    pub seed: Option<i64>,
-    pub source_image_url: Option<String>,
-    pub generation_strength: Option<f64>,
-    pub style: Option<String>,
+    pub request: GenerationRequest,
     /// The request's `Idempotency-Key` and body hash: a retry with the key finds this generation.
     pub idempotency: Option<RequestKey>,
 }
@@ -150,6 +157,7 @@ pub async fn insert(db: &impl GenericClient, g: &NewGeneration, charge: Charge) 
         .as_ref()
         .map(|k| (k.key.as_str(), k.hash.as_str()))
         .unzip();
+    let r = &g.request;
     let n = db.execute(
         "INSERT INTO generations (id, user_id, model_id, prompt, negative_prompt, width, height, steps,
                                   guidance_scale, seed, source_image_url, generation_strength, style, charge,
@@ -160,16 +168,16 @@ pub async fn insert(db: &impl GenericClient, g: &NewGeneration, charge: Charge) 
             &g.id,
             &g.user_id,
             &g.model_id,
-            &g.prompt,
-            &g.negative_prompt,
-            &g.width,
-            &g.height,
-            &g.steps,
-            &g.guidance_scale,
-            &g.seed,
-            &g.source_image_url,
-            &g.generation_strength,
-            &g.style,
+            &r.prompt,
+            &r.negative_prompt,
+            &r.width,
+            &r.height,
+            &r.steps,
+            &r.guidance_scale,
+            &r.seed,
+            &r.source_image_url,
+            &r.generation_strength,
+            &r.style,
             &charge.as_str(),
             &key,
             &hash,
@@ -185,23 +193,23 @@ pub async fn get_by_key(
     user_id: Uuid,
     key: &str,
 ) -> Result<Option<Generation>> {
-    Ok(db
-        .query_opt(
-            "SELECT * FROM generations WHERE user_id = $1 AND idempotency_key = $2",
-            &[&user_id, &key],
-        )
-        .await?
-        .as_ref()
-        .map(Generation::from))
+    db.query_opt(
+        "SELECT * FROM generations WHERE user_id = $1 AND idempotency_key = $2",
+        &[&user_id, &key],
+    )
+    .await?
+    .as_ref()
+    .map(Generation::from_row)
+    .transpose()
 }
 
 /// A generation by id, whoever owns it.
 pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<Generation>> {
-    Ok(db
-        .query_opt("SELECT * FROM generations WHERE id = $1", &[&id])
+    db.query_opt("SELECT * FROM generations WHERE id = $1", &[&id])
         .await?
         .as_ref()
-        .map(Generation::from))
+        .map(Generation::from_row)
+        .transpose()
 }
 
 /// A generation by id, only if `user_id` owns it.
@@ -210,14 +218,14 @@ pub async fn get_owned(
     id: Uuid,
     user_id: Uuid,
 ) -> Result<Option<Generation>> {
-    Ok(db
-        .query_opt(
-            "SELECT * FROM generations WHERE id = $1 AND user_id = $2",
-            &[&id, &user_id],
-        )
-        .await?
-        .as_ref()
-        .map(Generation::from))
+    db.query_opt(
+        "SELECT * FROM generations WHERE id = $1 AND user_id = $2",
+        &[&id, &user_id],
+    )
+    .await?
+    .as_ref()
+    .map(Generation::from_row)
+    .transpose()
 }
 
 /// The generation a Replicate prediction belongs to.
@@ -225,23 +233,23 @@ pub async fn get_by_prediction(
     db: &impl GenericClient,
     prediction_id: &str,
 ) -> Result<Option<Generation>> {
-    Ok(db
-        .query_opt(
-            "SELECT * FROM generations WHERE prediction_id = $1",
-            &[&prediction_id],
-        )
-        .await?
-        .as_ref()
-        .map(Generation::from))
+    db.query_opt(
+        "SELECT * FROM generations WHERE prediction_id = $1",
+        &[&prediction_id],
+    )
+    .await?
+    .as_ref()
+    .map(Generation::from_row)
+    .transpose()
 }
 
 /// Locks the row for the rest of the transaction and returns it.
 pub async fn lock(db: &impl GenericClient, id: Uuid) -> Result<Option<Generation>> {
-    Ok(db
-        .query_opt("SELECT * FROM generations WHERE id = $1 FOR UPDATE", &[&id])
+    db.query_opt("SELECT * FROM generations WHERE id = $1 FOR UPDATE", &[&id])
         .await?
         .as_ref()
-        .map(Generation::from))
+        .map(Generation::from_row)
+        .transpose()
 }
 
 /// Records the prediction id; a `pending` generation becomes `processing`
@@ -299,7 +307,7 @@ pub async fn claim_for_reconcile(
             &[&grace_secs, &limit],
         )
         .await?;
-    Ok(rows.iter().map(Generation::from).collect())
+    rows.iter().map(Generation::from_row).collect()
 }
 
 /// Records that the user deleted the image of a completed generation.
@@ -384,5 +392,10 @@ pub async fn page(
             .get(0)
         }
     };
-    Ok((rows.iter().map(Generation::from).collect(), total))
+    Ok((
+        rows.iter()
+            .map(Generation::from_row)
+            .collect::<Result<_>>()?,
+        total,
+    ))
 }

@@ -2,7 +2,9 @@
 //! table. Queries live next to the row type they produce.
 
 pub mod generations;
+pub mod holds;
 pub mod images;
+pub mod ledger;
 pub mod models;
 
 use std::{str::FromStr, time::Duration};

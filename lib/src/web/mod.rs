@@ -256,8 +256,11 @@ pub fn serve(routes: Router<AppState>, table: Arc<[policy::Route]>, state: AppSt
 }
 
 /// A JSON response with a status.
-pub fn json(status: StatusCode, body: Value) -> Response {
-    let mut res = Response::new(Body::from(body.to_string()));
+pub fn json(status: StatusCode, body: impl serde::Serialize) -> Response {
+    let Ok(bytes) = serde_json::to_vec(&body) else {
+        return Problem::internal().into_response();
+    };
+    let mut res = Response::new(Body::from(bytes));
     *res.status_mut() = status;
     res.headers_mut().insert(
         header::CONTENT_TYPE,

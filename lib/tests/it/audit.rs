@@ -102,7 +102,7 @@ async fn audit_finds_a_ledger_balance_its_transactions_do_not_explain() {
     let s = Stack::start().await;
     let user = Uuid::new_v4();
     let db = s.state.db.get().await.unwrap();
-    picture::credits::ledger::grant(&**db, user, 30, "audit test")
+    picture::db::ledger::grant(&**db, user, 30, "audit test")
         .await
         .unwrap();
     let report = audit::run(&s.state, &for_user(user)).await.unwrap();

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::common::{Stack, id_of};
 
 async fn grant(s: &Stack, user: Uuid, amount: i64) {
-    picture::credits::ledger::grant(&**s.state.db.get().await.unwrap(), user, amount, "test")
+    picture::db::ledger::grant(&**s.state.db.get().await.unwrap(), user, amount, "test")
         .await
         .unwrap();
 }

@@ -1,12 +1,22 @@
-//! The built-in credit ledger in PostgreSQL: one balance row per user and an
-//! append-only log of grants, captures and refunds (a generation is captured
-//! and refunded at most once, enforced by unique indexes).
+//! The built-in credit ledger (`credit_accounts`, `credit_transactions`): one
+//! balance row per user and an append-only log of grants, captures and
+//! refunds (a generation is captured and refunded at most once, enforced by
+//! unique indexes).
 
+use serde::Serialize;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::Balance;
 use crate::Result;
+
+/// A user's credit account (as the ledger or the credit service reports it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Balance {
+    pub balance: i64,
+    pub total_earned: i64,
+    pub total_spent: i64,
+}
 
 async fn append(
     db: &impl GenericClient,
