@@ -17,7 +17,7 @@ const STATUS: &str = "GET /api/v1/generate/{id}/status";
 const CANCEL: &str = "DELETE /api/v1/generate/{id}";
 const WEBHOOK: &str = "POST /api/v1/generate/webhook (redelivered)";
 /// How long a generation may stay open before the soak reports it and moves on.
-const SETTLE: Duration = Duration::from_secs(90);
+const SETTLE: Duration = Duration::from_secs(30);
 
 /// What a user does next.
 #[derive(Clone, Copy, Debug)]
@@ -188,10 +188,15 @@ impl User {
             self.generate(prompt, false, Some(&key)),
             self.generate(prompt, false, Some(&key))
         );
-        let id = accepted(&first)?;
-        let in_progress = racing.status == 409 && racing.str("code") == "IDEMPOTENCY_IN_PROGRESS";
-        if !in_progress && racing.str("generationId") != id {
-            return Err(format!("concurrent retry answered {}", racing.describe()));
+        // Either may claim the key; the other replays its answer or finds it in progress.
+        let (winner, other) = match accepted(&first) {
+            Ok(_) => (first, racing),
+            Err(_) => (racing, first),
+        };
+        let id = accepted(&winner)?;
+        let in_progress = other.status == 409 && other.str("code") == "IDEMPOTENCY_IN_PROGRESS";
+        if !in_progress && other.str("generationId") != id {
+            return Err(format!("concurrent retry answered {}", other.describe()));
         }
         let retry = self.generate(prompt, false, Some(&key)).await;
         let replayed = retry
