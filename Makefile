@@ -7,7 +7,7 @@ DEV_TOOL := target/debug/picture-dev
 # Runs a command with the local stack's settings.
 WITH_ENV := set -a && . ./.dev/local.env && set +a &&
 
-.PHONY: dev stop test token credits reconcile retry-captures migrate build-dev fuzz audit
+.PHONY: dev stop test token credits reconcile retry-captures migrate build-dev fuzz audit soak
 
 ## dev: start the background services, migrate, seed, serve every function on 127.0.0.1:$(PORT)
 dev: build-dev
@@ -62,6 +62,10 @@ test: build-dev
 ## fuzz: schemathesis against the local stack from docs/openapi.yaml (no 5xx, answers match the document)
 fuzz: build-dev
 	bash infra/scripts/fuzz.sh
+
+## soak [USERS=50] [DURATION=60] [FAULTS=1]: many users generating through a gateway of its own (:3026), then settle and audit (docs/reliability.md)
+soak: build-dev
+	bash infra/scripts/soak.sh
 
 # The Lambda functions: one crate and binary per directory of functions/.
 FUNCTIONS := $(notdir $(wildcard functions/*))
