@@ -6,8 +6,9 @@
 //! that arrives while the first still runs waits up to two seconds for it,
 //! then gets 409 `IDEMPOTENCY_IN_PROGRESS`; the same key with another body
 //! gets 409 `IDEMPOTENCY_KEY_REUSED`. A 5xx answer releases the record so
-//! that a retry runs again (the generation itself also records its key: see
-//! `api::generate`).
+//! that a retry runs again. The record is a cache of answers: the generation
+//! itself records its key (see `api::generate`), so when the runtime table
+//! cannot be reached the request runs without a record and stays exactly-once.
 
 use std::time::{Duration, Instant};
 
@@ -20,10 +21,7 @@ use super::problem::FieldError;
 use crate::{
     AppState, Problem,
     db::generations::RequestKey,
-    limits::{
-        Unavailable,
-        idempotency::{Claim, Stored, claim, complete, release},
-    },
+    limits::idempotency::{Claim, Stored, claim, complete, release},
 };
 
 /// The request header carrying the key.
@@ -54,16 +52,6 @@ fn replay(answer: Stored) -> Response {
     res.headers_mut()
         .insert(REPLAYED, HeaderValue::from_static("true"));
     res
-}
-
-fn unavailable(e: Unavailable) -> Response {
-    tracing::error!(error = %e, "idempotency store unavailable: request refused");
-    axum::response::IntoResponse::into_response(Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "IDEMPOTENCY_UNAVAILABLE",
-        "Service unavailable",
-        "Idempotency keys cannot be checked right now; retry shortly.",
-    ))
 }
 
 /// Runs `next` for `user` at most once per `Idempotency-Key` (requests without one just run).
@@ -110,7 +98,14 @@ pub async fn run(st: &AppState, user: Uuid, req: Request, next: Next) -> Result<
                 ));
             }
             Ok(Claim::InProgress) => tokio::time::sleep(POLL).await,
-            Err(e) => return Ok(unavailable(e)),
+            Err(e) => {
+                // The generation itself carries the key (unique per user), so the request
+                // stays exactly-once without the record: run it, and keep nothing here.
+                tracing::warn!(error = %e, "idempotency store unavailable: running on the generation's key alone");
+                return Ok(next
+                    .run(Request::from_parts(parts, Body::from(bytes)))
+                    .await);
+            }
         }
     }
 
