@@ -12,15 +12,17 @@
 //! the image (`generations.image_deleted_at`, set with the row's deletion);
 //! an object left behind by such a delete is an orphan.
 
-use std::{collections::HashMap, fmt, pin::pin};
+use std::{collections::HashMap, fmt};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use futures_util::TryStreamExt;
 use serde::Serialize;
-use tokio_postgres::{Row, types::ToSql};
 use uuid::Uuid;
 
-use crate::{AppState, Error, config::CreditsProvider};
+use crate::{
+    AppState, Error,
+    config::CreditsProvider,
+    db::audit::{self as rows, Account, GenRow, Quota},
+};
 
 /// What to audit: everything by default.
 #[derive(Debug, Clone, Default)]
@@ -124,13 +126,14 @@ pub async fn run(st: &AppState, filter: &Filter) -> Result<Report, Error> {
     let slack = (st.cfg.generation_deadline + st.cfg.reconcile_interval).as_secs_f64();
     let ledger = st.cfg.credits_provider == CreditsProvider::Ledger;
     let out = &mut report.violations;
-    report.checked.generations = stream_generations(st, filter, slack, |g| {
+    let db = st.db.get().await?;
+    report.checked.generations = rows::generations(&**db, filter.since, filter.user, slack, |g| {
         let keys = objects.by_generation.remove(&g.id).unwrap_or_default();
         check_generation(&g, &keys, ledger, out);
     })
     .await?;
     let rest: Vec<Uuid> = objects.by_generation.keys().copied().collect();
-    let known = lookup_generations(st, &rest).await?;
+    let known = rows::generations_by_id(&**db, &rest).await?;
     for (id, keys) in &objects.by_generation {
         match known.get(id) {
             Some(g) => check_objects(g, keys, out),
@@ -146,41 +149,14 @@ pub async fn run(st: &AppState, filter: &Filter) -> Result<Report, Error> {
             .iter()
             .map(|k| orphan(k, "not a generation's key")),
     );
-    report.checked.accounts = stream_accounts(st, filter, |a| check_account(&a, out)).await?;
+    report.checked.accounts =
+        rows::accounts(&**db, filter.user, |a| check_account(&a, out)).await?;
     let limit = i64::from(st.cfg.free_generations);
-    report.checked.quotas = stream_quotas(st, filter, |q| check_quota(&q, limit, out)).await?;
+    report.checked.quotas =
+        rows::quotas(&**db, filter.user, |q| check_quota(&q, limit, out)).await?;
+    drop(db);
     recheck_objects(st, &mut report.violations).await?;
     Ok(report)
-}
-
-/// A generation with its image row, hold and ledger capture.
-#[derive(Debug, Clone)]
-struct GenRow {
-    id: Uuid,
-    user_id: Uuid,
-    status: String,
-    image: Option<(Uuid, String)>,
-    /// The user deleted its image (`DELETE /images/{id}`).
-    image_deleted: bool,
-    hold: Option<Hold>,
-    /// The amount of its `capture` transaction on the ledger.
-    ledger_capture: Option<i64>,
-    /// Open past the deadline plus one reconciler interval.
-    overdue: bool,
-}
-
-#[derive(Debug, Clone)]
-struct Hold {
-    kind: String,
-    state: String,
-    amount: i32,
-    capture_state: Option<String>,
-}
-
-impl GenRow {
-    fn is_open(&self) -> bool {
-        matches!(self.status.as_str(), "pending" | "processing")
-    }
 }
 
 /// Checks a generation's rows and the objects found under its id.
@@ -350,82 +326,6 @@ async fn list_objects(st: &AppState, filter: &Filter) -> Result<Objects, Error> 
     Ok(objects)
 }
 
-/// A generation with its image, hold and ledger capture; `$1` is the overdue age in seconds.
-const GENERATIONS: &str = "
-SELECT g.id, g.user_id, g.status, i.id, i.storage_key, h.kind, h.state, h.amount, h.capture_state,
-       t.amount,
-       g.status IN ('pending', 'processing') AND g.created_at < now() - $1::float8 * interval '1 second',
-       g.image_deleted_at IS NOT NULL
-  FROM generations g
-  LEFT JOIN images i ON i.generation_id = g.id
-  LEFT JOIN credit_holds h ON h.generation_id = g.id
-  LEFT JOIN credit_transactions t ON t.generation_id = g.id AND t.kind = 'capture'";
-
-fn gen_row(r: &Row) -> GenRow {
-    let hold_kind: Option<String> = r.get(5);
-    GenRow {
-        id: r.get(0),
-        user_id: r.get(1),
-        status: r.get(2),
-        image: r.get::<_, Option<Uuid>>(3).map(|id| (id, r.get(4))),
-        hold: hold_kind.map(|kind| Hold {
-            kind,
-            state: r.get(6),
-            amount: r.get(7),
-            capture_state: r.get(8),
-        }),
-        ledger_capture: r.get(9),
-        overdue: r.get(10),
-        image_deleted: r.get(11),
-    }
-}
-
-/// Streams the filtered generations to `each`; returns how many.
-async fn stream_generations(
-    st: &AppState,
-    filter: &Filter,
-    slack_secs: f64,
-    mut each: impl FnMut(GenRow),
-) -> Result<usize, Error> {
-    let db = st.db.get().await?;
-    let sql = format!(
-        "{GENERATIONS} WHERE ($2::timestamptz IS NULL OR g.created_at >= $2) AND ($3::uuid IS NULL OR g.user_id = $3)"
-    );
-    let params: [&(dyn ToSql + Sync); 3] = [&slack_secs, &filter.since, &filter.user];
-    let mut rows = pin!(db.query_raw(&sql, params).await?);
-    let mut n = 0;
-    while let Some(r) = rows.try_next().await? {
-        each(gen_row(&r));
-        n += 1;
-    }
-    Ok(n)
-}
-
-/// The generations (with image and hold) of objects the stream did not cover.
-async fn lookup_generations(st: &AppState, ids: &[Uuid]) -> Result<HashMap<Uuid, GenRow>, Error> {
-    let sql = format!("{GENERATIONS} WHERE g.id = ANY($2)");
-    let db = st.db.get().await?;
-    let mut found = HashMap::new();
-    for chunk in ids.chunks(1000) {
-        for r in db.query(&sql, &[&0f64, &chunk]).await? {
-            let g = gen_row(&r);
-            found.insert(g.id, g);
-        }
-    }
-    Ok(found)
-}
-
-/// A ledger account with the sums of its transactions.
-struct Account {
-    user_id: Uuid,
-    balance: i64,
-    total_earned: i64,
-    total_spent: i64,
-    grants: i64,
-    captures: i64,
-    refunds: i64,
-}
-
 fn check_account(a: &Account, out: &mut Vec<Violation>) {
     let user = |v: Violation| Violation {
         user_id: Some(a.user_id),
@@ -460,48 +360,6 @@ fn check_account(a: &Account, out: &mut Vec<Violation>) {
     }
 }
 
-const ACCOUNTS: &str = "
-SELECT a.user_id, a.balance, a.total_earned, a.total_spent,
-       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'grant'), 0)::bigint,
-       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'capture'), 0)::bigint,
-       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'refund'), 0)::bigint
-  FROM credit_accounts a
-  LEFT JOIN credit_transactions t ON t.user_id = a.user_id
- WHERE $1::uuid IS NULL OR a.user_id = $1
- GROUP BY a.user_id";
-
-/// Streams the ledger accounts with their transaction sums; returns how many.
-async fn stream_accounts(
-    st: &AppState,
-    filter: &Filter,
-    mut each: impl FnMut(Account),
-) -> Result<usize, Error> {
-    let db = st.db.get().await?;
-    let params: [&(dyn ToSql + Sync); 1] = [&filter.user];
-    let mut rows = pin!(db.query_raw(ACCOUNTS, params).await?);
-    let mut n = 0;
-    while let Some(r) = rows.try_next().await? {
-        each(Account {
-            user_id: r.get(0),
-            balance: r.get(1),
-            total_earned: r.get(2),
-            total_spent: r.get(3),
-            grants: r.get(4),
-            captures: r.get(5),
-            refunds: r.get(6),
-        });
-        n += 1;
-    }
-    Ok(n)
-}
-
-/// A user's free-generation counter and the free holds that use it.
-struct Quota {
-    user_id: Uuid,
-    free_used: Option<i32>,
-    free_holds: i64,
-}
-
 fn check_quota(q: &Quota, limit: i64, out: &mut Vec<Violation>) {
     let user = |v: Violation| Violation {
         user_id: Some(q.user_id),
@@ -523,37 +381,10 @@ fn check_quota(q: &Quota, limit: i64, out: &mut Vec<Violation>) {
     }
 }
 
-const QUOTAS: &str = "
-SELECT coalesce(q.user_id, h.user_id), q.free_used, coalesce(h.n, 0)
-  FROM (SELECT * FROM user_quotas WHERE $1::uuid IS NULL OR user_id = $1) q
-  FULL JOIN (SELECT user_id, count(*) AS n FROM credit_holds
-              WHERE kind = 'free' AND state IN ('held', 'captured') AND ($1::uuid IS NULL OR user_id = $1)
-              GROUP BY user_id) h ON h.user_id = q.user_id";
-
-/// Streams every user's free quota with the count of their free holds; returns how many.
-async fn stream_quotas(
-    st: &AppState,
-    filter: &Filter,
-    mut each: impl FnMut(Quota),
-) -> Result<usize, Error> {
-    let db = st.db.get().await?;
-    let params: [&(dyn ToSql + Sync); 1] = [&filter.user];
-    let mut rows = pin!(db.query_raw(QUOTAS, params).await?);
-    let mut n = 0;
-    while let Some(r) = rows.try_next().await? {
-        each(Quota {
-            user_id: r.get(0),
-            free_used: r.get(1),
-            free_holds: r.get(2),
-        });
-        n += 1;
-    }
-    Ok(n)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::audit::Hold;
 
     fn completed(user: Uuid, id: Uuid, key: &str) -> GenRow {
         GenRow {

@@ -23,7 +23,7 @@ async fn cancel(
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let g = super::status::owned(&st, &id, user).await?;
+    let g = super::own_generation(&st, &id, user).await?;
     lifecycle::cancel(&st, &g).await?;
     let g = lifecycle::load(&st, g.id).await?;
     Ok(web::json(

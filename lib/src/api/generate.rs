@@ -1,5 +1,5 @@
 //! `generate` function: `POST /generate`. Validates the request against
-//! DESIGN §5 and the model's own limits, takes a credit hold and starts the
+//! the HTTP contract (docs/openapi.yaml) and the model's own limits, takes a credit hold and starts the
 //! prediction; with `waitForResult` it answers when done (or 202 before API
 //! Gateway's 30 s limit).
 
@@ -142,7 +142,7 @@ impl<'a> Checker<'a> {
     }
 }
 
-/// Checks the body's shape and bounds (DESIGN §5).
+/// Checks the body's shape and bounds (docs/openapi.yaml, `GenerateRequest`).
 fn parse(body: &Value) -> Result<Request, Problem> {
     let Value::Object(map) = body else {
         return Err(Problem::validation(vec![FieldError::new(

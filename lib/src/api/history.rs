@@ -32,26 +32,6 @@ struct HistoryQuery {
     status: Option<String>,
 }
 
-fn bounded(
-    errors: &mut Vec<FieldError>,
-    field: &str,
-    raw: Option<&str>,
-    default: i64,
-    max: i64,
-) -> i64 {
-    match raw.map(str::parse::<i64>) {
-        None => default,
-        Some(Ok(n)) if (1..=max).contains(&n) => n,
-        Some(_) => {
-            errors.push(FieldError::new(
-                field,
-                format!("must be an integer from 1 to {max}"),
-            ));
-            default
-        }
-    }
-}
-
 async fn history(
     State(st): State<AppState>,
     AuthUser(user): AuthUser,
@@ -62,8 +42,8 @@ async fn history(
         &mut errors,
         [("page", q.page), ("limit", q.limit), ("status", q.status)],
     );
-    let page = bounded(&mut errors, "page", page.as_deref(), 1, 1_000_000);
-    let limit = bounded(&mut errors, "limit", limit.as_deref(), 20, 100);
+    let page = text::int_param(&mut errors, "page", page.as_deref(), 1, 1_000_000);
+    let limit = text::int_param(&mut errors, "limit", limit.as_deref(), 20, 100);
     let status = match status.as_deref() {
         None | Some("") => None,
         Some(s) => generations::Status::from_name(s).or_else(|| {

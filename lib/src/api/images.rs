@@ -76,14 +76,7 @@ async fn list(
             ("favorites", q.favorites),
         ],
     );
-    let limit = match limit.as_deref().map(str::parse::<i64>) {
-        None => 20,
-        Some(Ok(n)) if (1..=100).contains(&n) => n,
-        Some(_) => {
-            errors.push(FieldError::new("limit", "must be an integer from 1 to 100"));
-            20
-        }
-    };
+    let limit = text::int_param(&mut errors, "limit", limit.as_deref(), 20, 100);
     let cursor = match cursor.as_deref().filter(|c| !c.is_empty()) {
         None => None,
         Some(raw) => decode_cursor(raw).or_else(|| {

@@ -12,8 +12,13 @@ pub mod views;
 pub mod webhook;
 
 use axum::Router;
+use uuid::Uuid;
 
-use crate::{AppState, web::Routes};
+use crate::{
+    AppState, Error, Problem,
+    db::generations::{self, Generation},
+    web::{self, Routes},
+};
 
 /// Every function's routes: the dev gateway and tests serve them all at once;
 /// `docs/openapi.yaml` and `template.yaml` are tested against their table.
@@ -31,4 +36,13 @@ pub fn routes() -> Routes {
 /// Every function's routes in one service.
 pub fn all(state: AppState) -> Router {
     routes().serve(state)
+}
+
+/// The caller's generation named by a path id, or 404 (also for another user's).
+async fn own_generation(st: &AppState, raw_id: &str, user: Uuid) -> Result<Generation, Problem> {
+    let id = web::path_id(raw_id, "GENERATION_NOT_FOUND", "Generation")?;
+    let db = st.db.get().await.map_err(Error::from)?;
+    Ok(generations::get_owned(&**db, id, user)
+        .await?
+        .ok_or(Error::GenerationNotFound)?)
 }

@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::web::{Routes, policy::READ};
 use crate::{
-    AppState, Problem,
-    db::generations,
-    lifecycle,
+    AppState, Problem, lifecycle,
     web::{self, AuthUser},
 };
 
@@ -27,25 +25,12 @@ pub fn routes() -> Routes {
     Routes::new("status").route(Method::GET, "/api/v1/generate/{id}/status", READ, status)
 }
 
-/// The caller's generation, or 404 (also for another user's).
-pub(crate) async fn owned(
-    st: &AppState,
-    raw_id: &str,
-    user_id: uuid::Uuid,
-) -> Result<generations::Generation, Problem> {
-    let id = web::path_id(raw_id, "GENERATION_NOT_FOUND", "Generation")?;
-    let db = st.db.get().await.map_err(crate::Error::from)?;
-    Ok(generations::get_owned(&**db, id, user_id)
-        .await?
-        .ok_or(crate::Error::GenerationNotFound)?)
-}
-
 async fn status(
     State(st): State<AppState>,
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let mut g = owned(&st, &id, user).await?;
+    let mut g = super::own_generation(&st, &id, user).await?;
     if !g.status.is_terminal() {
         lifecycle::poll(&st, &g, Instant::now() + POLL_BUDGET).await?;
         g = lifecycle::load(&st, g.id).await?;

@@ -1,6 +1,7 @@
 //! PostgreSQL: the connection pool, versioned migrations, and one module per
 //! table. Queries live next to the row type they produce.
 
+pub mod audit;
 pub mod generations;
 pub mod holds;
 pub mod images;

@@ -51,6 +51,28 @@ pub fn query_params<const N: usize>(
     })
 }
 
+/// A positive integer query parameter from 1 to `max` (`default` when absent); an
+/// error naming `field` otherwise. Pagination's `page` and `limit` use it.
+pub fn int_param(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    raw: Option<&str>,
+    default: i64,
+    max: i64,
+) -> i64 {
+    match raw.map(str::parse::<i64>) {
+        None => default,
+        Some(Ok(n)) if (1..=max).contains(&n) => n,
+        Some(_) => {
+            errors.push(FieldError::new(
+                field,
+                format!("must be an integer from 1 to {max}"),
+            ));
+            default
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

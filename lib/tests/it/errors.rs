@@ -77,7 +77,7 @@ async fn malformed_and_invalid_bodies_are_400() {
             vec!["width", "height"],
         ),
         (json!({"prompt": "x", "colour": "red"}), vec!["colour"]),
-        // Within DESIGN's bounds but beyond the model's own limits.
+        // Within the contract's bounds but beyond the model's own limits.
         (
             json!({"prompt": "x", "modelId": FLUX, "width": 2048, "steps": 20, "negativePrompt": "blur"}),
             vec!["width", "steps", "negativePrompt"],

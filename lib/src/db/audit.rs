@@ -1,0 +1,190 @@
+//! The audit's reads (`crate::audit` checks them): generations with their
+//! image, hold and ledger capture; ledger accounts with their transaction
+//! sums; free quotas with their free holds. Rows are streamed to a callback,
+//! never loaded whole.
+
+use std::{collections::HashMap, pin::pin};
+
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use tokio_postgres::{GenericClient, Row, types::ToSql};
+use uuid::Uuid;
+
+use crate::Result;
+
+/// A generation with its image row, hold and ledger capture.
+#[derive(Debug, Clone)]
+pub struct GenRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub status: String,
+    pub image: Option<(Uuid, String)>,
+    /// The user deleted its image (`DELETE /images/{id}`).
+    pub image_deleted: bool,
+    pub hold: Option<Hold>,
+    /// The amount of its `capture` transaction on the ledger.
+    pub ledger_capture: Option<i64>,
+    /// Open past the deadline plus one reconciler interval.
+    pub overdue: bool,
+}
+
+/// A generation's credit hold.
+#[derive(Debug, Clone)]
+pub struct Hold {
+    pub kind: String,
+    pub state: String,
+    pub amount: i32,
+    pub capture_state: Option<String>,
+}
+
+impl GenRow {
+    /// Pending or processing.
+    pub fn is_open(&self) -> bool {
+        matches!(self.status.as_str(), "pending" | "processing")
+    }
+}
+
+/// A ledger account with the sums of its transactions.
+pub struct Account {
+    pub user_id: Uuid,
+    pub balance: i64,
+    pub total_earned: i64,
+    pub total_spent: i64,
+    pub grants: i64,
+    pub captures: i64,
+    pub refunds: i64,
+}
+
+/// A user's free-generation counter and the free holds that use it.
+pub struct Quota {
+    pub user_id: Uuid,
+    pub free_used: Option<i32>,
+    pub free_holds: i64,
+}
+
+/// Runs `sql` and hands each row, mapped, to `each`; returns how many.
+async fn stream<T>(
+    db: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    map: fn(&Row) -> T,
+    mut each: impl FnMut(T),
+) -> Result<usize> {
+    let mut rows = pin!(db.query_raw(sql, params.iter().copied()).await?);
+    let mut n = 0;
+    while let Some(r) = rows.try_next().await? {
+        each(map(&r));
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// A generation with its image, hold and ledger capture; `$1` is the overdue age in seconds.
+const GENERATIONS: &str = "
+SELECT g.id, g.user_id, g.status, i.id, i.storage_key, h.kind, h.state, h.amount, h.capture_state,
+       t.amount,
+       g.status IN ('pending', 'processing') AND g.created_at < now() - $1::float8 * interval '1 second',
+       g.image_deleted_at IS NOT NULL
+  FROM generations g
+  LEFT JOIN images i ON i.generation_id = g.id
+  LEFT JOIN credit_holds h ON h.generation_id = g.id
+  LEFT JOIN credit_transactions t ON t.generation_id = g.id AND t.kind = 'capture'";
+
+fn gen_row(r: &Row) -> GenRow {
+    let hold_kind: Option<String> = r.get(5);
+    GenRow {
+        id: r.get(0),
+        user_id: r.get(1),
+        status: r.get(2),
+        image: r.get::<_, Option<Uuid>>(3).map(|id| (id, r.get(4))),
+        hold: hold_kind.map(|kind| Hold {
+            kind,
+            state: r.get(6),
+            amount: r.get(7),
+            capture_state: r.get(8),
+        }),
+        ledger_capture: r.get(9),
+        overdue: r.get(10),
+        image_deleted: r.get(11),
+    }
+}
+
+/// Streams the generations created since `since` (of `user`) to `each`; generations open
+/// longer than `overdue_secs` are marked overdue. Returns how many.
+pub async fn generations(
+    db: &impl GenericClient,
+    since: Option<DateTime<Utc>>,
+    user: Option<Uuid>,
+    overdue_secs: f64,
+    each: impl FnMut(GenRow),
+) -> Result<usize> {
+    let sql = format!(
+        "{GENERATIONS} WHERE ($2::timestamptz IS NULL OR g.created_at >= $2) AND ($3::uuid IS NULL OR g.user_id = $3)"
+    );
+    stream(db, &sql, &[&overdue_secs, &since, &user], gen_row, each).await
+}
+
+/// The generations with these ids (1000 per query).
+pub async fn generations_by_id(
+    db: &impl GenericClient,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, GenRow>> {
+    let sql = format!("{GENERATIONS} WHERE g.id = ANY($2)");
+    let mut found = HashMap::new();
+    for chunk in ids.chunks(1000) {
+        for r in db.query(&sql, &[&0f64, &chunk]).await? {
+            let g = gen_row(&r);
+            found.insert(g.id, g);
+        }
+    }
+    Ok(found)
+}
+
+const ACCOUNTS: &str = "
+SELECT a.user_id, a.balance, a.total_earned, a.total_spent,
+       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'grant'), 0)::bigint,
+       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'capture'), 0)::bigint,
+       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'refund'), 0)::bigint
+  FROM credit_accounts a
+  LEFT JOIN credit_transactions t ON t.user_id = a.user_id
+ WHERE $1::uuid IS NULL OR a.user_id = $1
+ GROUP BY a.user_id";
+
+/// Streams the ledger accounts (of `user`) with their transaction sums; returns how many.
+pub async fn accounts(
+    db: &impl GenericClient,
+    user: Option<Uuid>,
+    each: impl FnMut(Account),
+) -> Result<usize> {
+    let map = |r: &Row| Account {
+        user_id: r.get(0),
+        balance: r.get(1),
+        total_earned: r.get(2),
+        total_spent: r.get(3),
+        grants: r.get(4),
+        captures: r.get(5),
+        refunds: r.get(6),
+    };
+    stream(db, ACCOUNTS, &[&user], map, each).await
+}
+
+const QUOTAS: &str = "
+SELECT coalesce(q.user_id, h.user_id), q.free_used, coalesce(h.n, 0)
+  FROM (SELECT * FROM user_quotas WHERE $1::uuid IS NULL OR user_id = $1) q
+  FULL JOIN (SELECT user_id, count(*) AS n FROM credit_holds
+              WHERE kind = 'free' AND state IN ('held', 'captured') AND ($1::uuid IS NULL OR user_id = $1)
+              GROUP BY user_id) h ON h.user_id = q.user_id";
+
+/// Streams every user's (or `user`'s) free quota with the count of their free holds.
+pub async fn quotas(
+    db: &impl GenericClient,
+    user: Option<Uuid>,
+    each: impl FnMut(Quota),
+) -> Result<usize> {
+    let map = |r: &Row| Quota {
+        user_id: r.get(0),
+        free_used: r.get(1),
+        free_holds: r.get(2),
+    };
+    stream(db, QUOTAS, &[&user], map, each).await
+}
