@@ -64,7 +64,7 @@ async fn history(
     let mut by_generation: HashMap<_, _> = images::for_generations(&**db, &ids)
         .await?
         .into_iter()
-        .map(|i| (i.generation_id, i))
+        .map(|i| (i.file.generation_id, i))
         .collect();
     let free = st.credits.free_remaining(&**db, user).await?;
     drop(db);

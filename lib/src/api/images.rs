@@ -128,15 +128,19 @@ async fn one(
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let id = image_id(&id)?;
-    let db = st.db.get().await.map_err(crate::Error::from)?;
-    let img = images::get_owned(&**db, id, user)
-        .await?
-        .ok_or_else(missing)?;
+    let img = owned(&st, image_id(&id)?, user).await?;
     Ok(web::json(
         StatusCode::OK,
         super::views::image(&st, &img).await?,
     ))
+}
+
+/// The caller's image, or 404 (also for another user's).
+async fn owned(st: &AppState, id: Uuid, user: Uuid) -> Result<images::Image, Problem> {
+    let db = st.db.get().await.map_err(crate::Error::from)?;
+    images::get_owned(&**db, id, user)
+        .await?
+        .ok_or_else(missing)
 }
 
 async fn update(
@@ -160,9 +164,8 @@ async fn update(
     if !images::set_favorite(&**db, id, user, favorite).await? {
         return Err(missing());
     }
-    let img = images::get_owned(&**db, id, user)
-        .await?
-        .ok_or_else(missing)?;
+    drop(db);
+    let img = owned(&st, id, user).await?;
     Ok(web::json(
         StatusCode::OK,
         super::views::image(&st, &img).await?,
@@ -175,13 +178,11 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let id = image_id(&id)?;
-    let img = images::get_owned(&**st.db.get().await.map_err(crate::Error::from)?, id, user)
-        .await?
-        .ok_or_else(missing)?;
+    let img = owned(&st, id, user).await?;
     // The object first: if the row's deletion then fails, a retry finishes it, and the
     // audit sees a row without its object meanwhile, never an object nobody can reach.
     st.storage
-        .delete(&img.storage_key)
+        .delete(&img.file.storage_key)
         .await
         .map_err(crate::Error::from)?;
     let mut conn = st.db.get().await.map_err(crate::Error::from)?;
@@ -189,7 +190,7 @@ async fn remove(
     if images::delete(&*tx, id, user).await?.is_none() {
         return Err(missing()); // deleted by a concurrent request
     }
-    generations::mark_image_deleted(&*tx, img.generation_id).await?;
+    generations::mark_image_deleted(&*tx, img.file.generation_id).await?;
     tx.commit().await.map_err(crate::Error::from)?;
     Ok(axum::response::IntoResponse::into_response(
         StatusCode::NO_CONTENT,

@@ -66,15 +66,15 @@ pub struct GenerationView {
 pub async fn image(st: &AppState, img: &Image) -> Result<ImageView> {
     Ok(ImageView {
         id: img.id,
-        generation_id: img.generation_id,
+        generation_id: img.file.generation_id,
         prompt: img.prompt.clone(),
         negative_prompt: img.negative_prompt.clone(),
         model: img.model.clone(),
-        width: img.width,
-        height: img.height,
-        format: img.format.clone(),
-        file_size: img.file_size,
-        url: st.storage.url(&img.storage_key).await?,
+        width: img.file.width,
+        height: img.file.height,
+        format: img.file.format.clone(),
+        file_size: img.file.file_size,
+        url: st.storage.url(&img.file.storage_key).await?,
         is_favorite: img.is_favorite,
         created_at: img.created_at,
     })

@@ -17,7 +17,6 @@
 
 pub mod manacore;
 
-use serde::Serialize;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
@@ -27,39 +26,8 @@ use crate::{
     db::{holds, ledger},
 };
 
+pub use holds::Charge;
 pub use ledger::Balance;
-
-/// How a generation is paid for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Charge {
-    /// One of the user's free generations.
-    Free,
-    /// Paid with credits.
-    Credits,
-    /// Beyond the free ones where credits are not enforced (development): never charged.
-    Waived,
-}
-
-impl Charge {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Charge::Free => "free",
-            Charge::Credits => "credits",
-            Charge::Waived => "waived",
-        }
-    }
-
-    /// The charge stored as `s`; an unknown value is an error, never a guess.
-    pub fn parse(s: &str) -> Result<Charge> {
-        match s {
-            "free" => Ok(Charge::Free),
-            "credits" => Ok(Charge::Credits),
-            "waived" => Ok(Charge::Waived),
-            other => Err(Error::Internal(format!("unknown charge {other:?}"))),
-        }
-    }
-}
 
 /// A hold just taken.
 #[derive(Debug, Clone, Copy)]

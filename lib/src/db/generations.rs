@@ -7,7 +7,8 @@ use serde::Serialize;
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
-use crate::{Error, Result, credits::Charge};
+use super::holds::Charge;
+use crate::{Error, Result};
 
 /// Where a generation is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

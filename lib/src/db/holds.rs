@@ -1,10 +1,43 @@
 //! Credit holds (`credit_holds`) and free-generation counts (`user_quotas`):
 //! the rows behind `crate::credits`, which decides what they mean.
 
+use serde::Serialize;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::{Result, credits::Charge};
+use crate::{Error, Result};
+
+/// How a generation is paid for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Charge {
+    /// One of the user's free generations.
+    Free,
+    /// Paid with credits.
+    Credits,
+    /// Beyond the free ones where credits are not enforced (development): never charged.
+    Waived,
+}
+
+impl Charge {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Charge::Free => "free",
+            Charge::Credits => "credits",
+            Charge::Waived => "waived",
+        }
+    }
+
+    /// The charge stored as `s`; an unknown value is an error, never a guess.
+    pub fn parse(s: &str) -> Result<Charge> {
+        match s {
+            "free" => Ok(Charge::Free),
+            "credits" => Ok(Charge::Credits),
+            "waived" => Ok(Charge::Waived),
+            other => Err(Error::Internal(format!("unknown charge {other:?}"))),
+        }
+    }
+}
 
 /// Locks the user's quota row (creating it on first use) for the rest of the
 /// transaction; returns the free generations used.
@@ -99,23 +132,23 @@ impl Settled {
 
 /// `held → captured`, once; `None` if the hold was not held.
 pub async fn capture(tx: &impl GenericClient, generation_id: Uuid) -> Result<Option<Settled>> {
-    tx.query_opt(
-        "UPDATE credit_holds SET state = 'captured', settled_at = now()
-          WHERE generation_id = $1 AND state = 'held' RETURNING kind, amount, user_id",
-        &[&generation_id],
-    )
-    .await?
-    .as_ref()
-    .map(Settled::from_row)
-    .transpose()
+    settle(tx, generation_id, "captured").await
 }
 
 /// `held → released`, once; `None` if the hold was not held.
 pub async fn release(tx: &impl GenericClient, generation_id: Uuid) -> Result<Option<Settled>> {
+    settle(tx, generation_id, "released").await
+}
+
+async fn settle(
+    tx: &impl GenericClient,
+    generation_id: Uuid,
+    state: &str,
+) -> Result<Option<Settled>> {
     tx.query_opt(
-        "UPDATE credit_holds SET state = 'released', settled_at = now()
+        "UPDATE credit_holds SET state = $2, settled_at = now()
           WHERE generation_id = $1 AND state = 'held' RETURNING kind, amount, user_id",
-        &[&generation_id],
+        &[&generation_id, &state],
     )
     .await?
     .as_ref()

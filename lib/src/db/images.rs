@@ -10,13 +10,7 @@ use crate::Result;
 #[derive(Debug, Clone)]
 pub struct Image {
     pub id: Uuid,
-    pub generation_id: Uuid,
-    pub user_id: Uuid,
-    pub storage_key: String,
-    pub format: String,
-    pub file_size: i64,
-    pub width: i32,
-    pub height: i32,
+    pub file: NewImage,
     pub is_favorite: bool,
     pub created_at: DateTime<Utc>,
     pub prompt: String,
@@ -28,13 +22,15 @@ impl From<&Row> for Image {
     fn from(r: &Row) -> Self {
         Image {
             id: r.get("id"),
-            generation_id: r.get("generation_id"),
-            user_id: r.get("user_id"),
-            storage_key: r.get("storage_key"),
-            format: r.get("format"),
-            file_size: r.get("file_size"),
-            width: r.get("width"),
-            height: r.get("height"),
+            file: NewImage {
+                generation_id: r.get("generation_id"),
+                user_id: r.get("user_id"),
+                storage_key: r.get("storage_key"),
+                format: r.get("format"),
+                file_size: r.get("file_size"),
+                width: r.get("width"),
+                height: r.get("height"),
+            },
             is_favorite: r.get("is_favorite"),
             created_at: r.get("created_at"),
             prompt: r.get("prompt"),
@@ -49,7 +45,7 @@ const SELECT: &str = "SELECT i.*, g.prompt, g.negative_prompt, m.name AS model
                         JOIN generations g ON g.id = i.generation_id
                         JOIN models m ON m.id = g.model_id";
 
-/// The stored object of a new image.
+/// An image's stored object and whose it is (what a new image row records).
 #[derive(Debug, Clone)]
 pub struct NewImage {
     pub generation_id: Uuid,
