@@ -276,9 +276,7 @@ async fn commit(
     let generation_id = g.id;
     let mut conn = st.db.get().await?;
     let tx = conn.transaction().await?;
-    let current = generations::lock(&*tx, generation_id)
-        .await?
-        .ok_or(Error::GenerationNotFound)?;
+    let current = lock(&tx, generation_id).await?;
     if current.status.is_terminal() {
         drop(tx);
         drop(conn);
@@ -333,10 +331,7 @@ pub(crate) async fn close(
 ) -> Result<()> {
     let mut conn = st.db.get().await?;
     let tx = conn.transaction().await?;
-    let current = generations::lock(&*tx, generation_id)
-        .await?
-        .ok_or(Error::GenerationNotFound)?;
-    if current.status.is_terminal() {
+    if lock(&tx, generation_id).await?.status.is_terminal() {
         return Ok(());
     }
     st.credits.release(&*tx, generation_id).await?;
@@ -350,6 +345,13 @@ pub(crate) async fn close(
     };
     telemetry::count(closed, 1);
     Ok(())
+}
+
+/// Locks the generation's row for the rest of `tx` and returns it.
+async fn lock(tx: &deadpool_postgres::Transaction<'_>, generation_id: Uuid) -> Result<Generation> {
+    generations::lock(&**tx, generation_id)
+        .await?
+        .ok_or(Error::GenerationNotFound)
 }
 
 /// Cancels a user's open generation: Replicate's cancel, then `cancelled` and the hold released.
@@ -411,6 +413,21 @@ pub async fn wait_until(
         tokio::time::sleep(gap.min(left)).await;
         gap = (gap * 2).min(Duration::from_secs(2));
         poll(st, &g, deadline).await?;
+    }
+}
+
+/// Waits (reading the row, every 200 ms) until the generation has ended or
+/// `until` passes; returns whether it ended. For a caller that found another
+/// completion under way and would rather report its outcome than ask for a retry.
+pub async fn wait_for_end(st: &AppState, generation_id: Uuid, until: Instant) -> Result<bool> {
+    loop {
+        if load(st, generation_id).await?.status.is_terminal() {
+            return Ok(true);
+        }
+        if Instant::now() >= until {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(200).min(until - Instant::now())).await;
     }
 }
 

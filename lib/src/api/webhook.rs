@@ -8,6 +8,8 @@
 //! replay of it is acknowledged (`{"received":true,"duplicate":true}`)
 //! without doing anything.
 
+use std::time::{Duration, Instant};
+
 use axum::{
     body::Body,
     extract::{Query, State},
@@ -19,8 +21,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::web::{Routes, policy::Access};
+
 use crate::{
-    AppState, Problem, lifecycle,
+    AppState, Error, Problem, lifecycle,
     limits::replay,
     replicate::{Prediction, signature},
     telemetry::{self, metric},
@@ -36,6 +39,9 @@ pub fn routes() -> Routes {
         webhook,
     )
 }
+
+/// How long a delivery waits for another completion of its generation to end.
+const HOLDER_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -105,12 +111,22 @@ async fn process(st: &AppState, q: &Params, body: &[u8]) -> Result<Response, Pro
         None
     };
     drop(db);
-    let deadline = std::time::Instant::now() + st.cfg.request_budget();
+    let deadline = Instant::now() + st.cfg.request_budget();
     let Some(g) = found else {
         tracing::warn!(prediction_id = %prediction.id, "webhook for an unknown prediction acknowledged");
         return Ok(web::json(StatusCode::OK, json!({"received": true})));
     };
     tracing::info!(generation_id = %g.id, prediction_id = %prediction.id, status = %prediction.status, "webhook received");
-    lifecycle::settle(st, g.id, &prediction, deadline).await?;
+    match lifecycle::settle(st, g.id, &prediction, deadline).await {
+        // Another path (the sync wait, a poll) is completing it right now: its outcome is
+        // usually a moment away, and waiting for it spares Replicate a retry.
+        Err(Error::CompletionInProgress) => {
+            let until = deadline.min(Instant::now() + HOLDER_WAIT);
+            if !lifecycle::wait_for_end(st, g.id, until).await? {
+                return Err(Error::CompletionInProgress.into());
+            }
+        }
+        settled => settled?,
+    }
     Ok(web::json(StatusCode::OK, json!({"received": true})))
 }
