@@ -92,7 +92,7 @@ if ! podman image exists "$BASE:al2023-$arch"; then
     debootstrap --variant=minbase --include=ca-certificates bookworm "$root" >"$DEV/logs/debootstrap.log" 2>&1 ||
       { log "debootstrap failed; see .dev/logs/debootstrap.log"; exit 1; }
     mkdir -p "$root/var/runtime" "$root/var/task" "$root/opt" "$root/var/rapid"
-    tar -C "$root" -cf - . | podman import \
+    tar -C "$root" -cf - . | podman import --quiet \
       --change 'ENV LAMBDA_TASK_ROOT=/var/task' --change 'ENV LAMBDA_RUNTIME_DIR=/var/runtime' \
       --change 'WORKDIR /var/task' --change 'ENTRYPOINT ["/var/rapid/aws-lambda-rie"]' \
       --change 'CMD ["bootstrap"]' - "$BASE:al2023-$arch" >&2
@@ -107,6 +107,6 @@ fi
 if [ "$(podman inspect -f '{{.State.Running}}' picture-sam-bridge 2>/dev/null)" != true ]; then
   log "starting the container picture-sam-bridge (keeps podman's bridge, 10.88.0.1, up)"
   podman rm -f picture-sam-bridge >/dev/null 2>&1 || true
-  podman run -d --name picture-sam-bridge --network podman --entrypoint /bin/sleep "$BASE:al2023-$arch" infinity >/dev/null
+  podman run -d --name picture-sam-bridge --network podman --stop-signal KILL --entrypoint /bin/sleep "$BASE:al2023-$arch" infinity >/dev/null
 fi
 echo "unix://$SOCK"
