@@ -4,6 +4,7 @@
 #   sam.sh invoke FUNCTION EVENT   one `sam local invoke` (DEV_TOKEN replaced by a fresh token)
 #   sam.sh test                    every event of events/manifest.json through `sam local
 #                                  start-lambda`, then the API through `sam local start-api`
+#   sam.sh token [USER_ID]         a token the containers' key set accepts (last line)
 #
 # Both first make sure of: the local stack (stack.sh up: .dev/local.env and
 # .dev/sam-env.json), a container engine (sam-engine.sh), what containers need
@@ -135,8 +136,7 @@ invoke() { # FUNCTION EVENT
 test_all() {
   up
   build
-  token >/dev/null
-  # USER_ID in the checker's tokens: it asks for them through this script.
+  # The checker mints its tokens through this script, which also publishes the key set.
   SAM_TOKEN_CMD="bash $0 token" exec "$VENV/bin/python" infra/scripts/sam_test.py "${SAM_ARGS[@]}"
 }
 
@@ -144,5 +144,5 @@ case "${1:-}" in
   invoke) shift; invoke "$@" ;;
   test) test_all ;;
   token) set -a; . "$DEV/local.env"; set +a; token "${2:-}" ;;
-  *) echo "usage: sam.sh invoke FUNCTION EVENT | test" >&2; exit 2 ;;
+  *) echo "usage: sam.sh invoke FUNCTION EVENT [USER_ID] | test | token [USER_ID]" >&2; exit 2 ;;
 esac

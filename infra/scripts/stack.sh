@@ -72,8 +72,9 @@ postgres_up() {
 # if a Docker engine answers, else podman's (what sam-engine.sh sets up).
 container_host() {
   if [ "$(uname -s)" = Darwin ]; then echo host.docker.internal; return; fi
-  if [ -S /var/run/docker.sock ] && command -v docker >/dev/null && timeout 10 docker info >/dev/null 2>&1; then
-    docker network inspect bridge --format '{{(index .IPAM.Config 0).Gateway}}'; return
+  local docker=(env DOCKER_HOST=unix:///var/run/docker.sock docker)
+  if [ -S /var/run/docker.sock ] && command -v docker >/dev/null && timeout 10 "${docker[@]}" info >/dev/null 2>&1; then
+    "${docker[@]}" network inspect bridge --format '{{(index .IPAM.Config 0).Gateway}}'; return
   fi
   echo 10.88.0.1
 }
