@@ -70,7 +70,7 @@ soak: build-dev
 # The Lambda functions: one crate and binary per directory of functions/.
 FUNCTIONS := $(notdir $(wildcard functions/*))
 
-.PHONY: build bench
+.PHONY: build bench sam-invoke sam-test
 
 ## build: release zips for AWS Lambda (arm64, cargo-lambda + zig), one target/lambda/<function>/bootstrap.zip each
 build:
@@ -83,3 +83,11 @@ build:
 bench: build-dev
 	cargo build --release $(addprefix -p ,$(FUNCTIONS)) -p bench-hello -p picture-bench
 	target/release/picture-bench $(BENCH_ARGS)
+
+## sam-invoke FUNCTION=<LogicalId> EVENT=<file> [USER_ID=<uuid>]: one `sam local invoke` against the local stack (DEV_TOKEN replaced)
+sam-invoke:
+	@bash infra/scripts/sam.sh invoke '$(FUNCTION)' '$(EVENT)' '$(USER_ID)'
+
+## sam-test: every sample event through `sam local start-lambda`, the API through `sam local start-api` (podman set up if no Docker)
+sam-test:
+	@bash infra/scripts/sam.sh test

@@ -16,6 +16,11 @@ MOTO_PORT="${MOTO_PORT:-5000}"
 S3_PORT="${S3_PORT:-5002}"
 DYNAMODB_PORT="${DYNAMODB_PORT:-5001}"
 SIM_PORT="${SIM_PORT:-5100}"
+# sam local (sam.sh): its API, the simulator and key set for containers.
+SAM_API_PORT="${SAM_API_PORT:-3100}"
+SAM_LAMBDA_PORT="${SAM_LAMBDA_PORT:-3101}"
+SAM_SIM_PORT="${SAM_SIM_PORT:-5101}"
+SAM_KEYS_PORT="${SAM_KEYS_PORT:-5102}"
 SIM_TOKEN=r8_sim_token
 SIM_SECRET=whsec_cGljdHVyZS1sb2NhbC1yZXBsaWNhdGUtc2ltdWxhdG8=
 mkdir -p "$DEV/pids" "$DEV/logs"
@@ -62,6 +67,18 @@ postgres_up() {
   echo 5433
 }
 
+# The address at which a Lambda container of `sam local` reaches this host:
+# Docker Desktop (macOS) names it; on Linux it is the bridge's gateway, Docker's
+# if a Docker engine answers, else podman's (what sam-engine.sh sets up).
+container_host() {
+  if [ "$(uname -s)" = Darwin ]; then echo host.docker.internal; return; fi
+  local docker=(env DOCKER_HOST=unix:///var/run/docker.sock docker)
+  if [ -S /var/run/docker.sock ] && command -v docker >/dev/null && timeout 10 "${docker[@]}" info >/dev/null 2>&1; then
+    "${docker[@]}" network inspect bridge --format '{{(index .IPAM.Config 0).Gateway}}'; return
+  fi
+  echo 10.88.0.1
+}
+
 create_db() { # port, name
   local exists
   exists=$(psql "postgres://postgres@127.0.0.1:$1/postgres" -Atqc "select 1 from pg_database where datname = '$2'")
@@ -94,7 +111,8 @@ up() {
     wait_for "http://127.0.0.1:$DYNAMODB_PORT/moto-api/" dynamodb
   fi
 
-  local api_url=http://127.0.0.1:$PORT replicate_url token secret allowed
+  local api_url=http://127.0.0.1:$PORT replicate_url token secret allowed host
+  host=$(container_host)
   if [ -n "${REPLICATE_API_TOKEN:-}" ] && [ "${REPLICATE_API_TOKEN}" != "$SIM_TOKEN" ] && [ -z "${REPLICATE_API_BASE_URL:-}" ]; then
     log "REPLICATE_API_TOKEN is set: talking to Replicate itself"
     replicate_url=https://api.replicate.com token=$REPLICATE_API_TOKEN secret=${REPLICATE_WEBHOOK_SECRET:-} allowed=
@@ -131,8 +149,42 @@ OUTPUT_ALLOWED_HOSTS=$allowed
 JWKS_URL=$api_url/dev/jwks.json
 JWT_ISSUER=picture-dev
 JWT_AUDIENCE=manacore
+SAM_CONTAINER_HOST=$host
+SAM_API_PORT=$SAM_API_PORT
+SAM_LAMBDA_PORT=$SAM_LAMBDA_PORT
+SAM_SIM_PORT=$SAM_SIM_PORT
+SAM_KEYS_PORT=$SAM_KEYS_PORT
 ENV
-  log "settings in .dev/local.env"
+  # The same settings for functions in `sam local` containers (sam.sh): the
+  # services at $host, webhooks to `sam local start-api` (the simulator runs on
+  # this host), the simulator and key set that sam.sh serves for containers.
+  local sam_replicate=http://$host:$SAM_SIM_PORT sam_allowed=$host:$SAM_SIM_PORT
+  [ "$replicate_url" = https://api.replicate.com ] && sam_replicate=$replicate_url sam_allowed=
+  cat >"$DEV/sam-env.json" <<JSON
+{
+  "Parameters": {
+    "APP_ENV": "${APP_ENV:-development}",
+    "DATABASE_URL": "postgres://postgres@$host:$pg_port/picture",
+    "AWS_ENDPOINT_URL": "http://$host:$MOTO_PORT",
+    "AWS_ENDPOINT_URL_S3": "http://$host:$S3_PORT",
+    "AWS_ENDPOINT_URL_DYNAMODB": "http://$host:$DYNAMODB_PORT",
+    "S3_FORCE_PATH_STYLE": "true",
+    "IMAGES_BUCKET": "picture-images",
+    "RUNTIME_TABLE": "picture-runtime",
+    "REPLICATE_API_BASE_URL": "$sam_replicate",
+    "REPLICATE_API_TOKEN": "$token",
+    "REPLICATE_WEBHOOK_SECRET": "$secret",
+    "WEBHOOK_BASE_URL": "http://127.0.0.1:$SAM_API_PORT",
+    "OUTPUT_ALLOWED_HOSTS": "$sam_allowed",
+    "JWKS_URL": "http://$host:$SAM_KEYS_PORT/jwks.json",
+    "JWT_ISSUER": "picture-dev",
+    "JWT_AUDIENCE": "manacore",
+    "CREDITS_PROVIDER": "ledger",
+    "RUST_LOG": "info"
+  }
+}
+JSON
+  log "settings in .dev/local.env, for sam local in .dev/sam-env.json"
 }
 
 down() {
