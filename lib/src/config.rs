@@ -72,6 +72,8 @@ pub struct Config {
     /// How often the reconciler runs (the template's schedule); the audit allows one run of slack.
     pub reconcile_interval: Duration,
     pub free_generations: i32,
+    /// Most generations a user may have pending or processing at once.
+    pub max_in_flight_per_user: i64,
     pub credits_per_generation: i32,
     pub credits_provider: CreditsProvider,
     /// Allow generations when an enforced balance check cannot reach the provider.
@@ -231,6 +233,11 @@ impl Config {
                 300,
             )?),
             free_generations: number("FREE_GENERATIONS", get("FREE_GENERATIONS"), 3)?,
+            max_in_flight_per_user: number(
+                "MAX_IN_FLIGHT_PER_USER",
+                get("MAX_IN_FLIGHT_PER_USER"),
+                4,
+            )?,
             credits_per_generation: number(
                 "CREDITS_PER_GENERATION",
                 get("CREDITS_PER_GENERATION"),

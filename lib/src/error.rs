@@ -20,6 +20,9 @@ pub enum Error {
         balance: i64,
         free_remaining: i32,
     },
+    /// The user already has as many generations in flight as allowed.
+    #[error("{open} generations in flight")]
+    TooManyInFlight { open: i64, retry_after: u32 },
     /// Replicate refused the model version or the input (422); the generation failed.
     #[error("the provider refused the input")]
     InputRefused,
@@ -87,6 +90,7 @@ impl Error {
             Error::Storage(e) => e.is_transient(),
             Error::Replicate(e) => e.is_transient(),
             Error::InsufficientCredits { .. }
+            | Error::TooManyInFlight { .. }
             | Error::InputRefused
             | Error::ProviderRefused(_)
             | Error::GenerationNotFound

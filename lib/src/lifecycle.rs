@@ -24,16 +24,19 @@ use crate::{
     credits::{Charge, Hold},
     db::{
         generations::{self, Generation, NewGeneration, Status},
+        holds,
         images::{self, NewImage},
         models::Model,
     },
-    replicate::{Prediction, ReplicateError, inputs},
+    replicate::{NewPrediction, Prediction, ReplicateError, inputs, progress},
     storage::StoredObject,
     telemetry::{self, metric},
 };
 
 /// Time a lease holder keeps beyond its deadline for the final transaction.
 const LEASE_MARGIN: Duration = Duration::from_secs(10);
+/// How long past its deadline a create started in time may take to answer.
+const THROTTLE_GRACE: Duration = Duration::from_secs(2);
 /// Time an external capture call may take (the credit service's timeout and a margin).
 const CAPTURE_CALL: Duration = Duration::from_secs(6);
 /// Minimum gap between two provider polls of one generation.
@@ -54,6 +57,13 @@ const INPUT_REFUSED: (&str, &str) = (
     "PROVIDER_REJECTED_INPUT",
     "The image provider refused this model version or input.",
 );
+/// The error recorded when the provider could not make the image.
+const GENERATION_FAILED: (&str, &str) = (
+    "GENERATION_FAILED",
+    "The image provider could not generate this image.",
+);
+/// The error recorded when a generation ran past its deadline.
+pub(crate) const TIMED_OUT: (&str, &str) = ("TIMEOUT", "The generation took too long.");
 /// The error recorded when the output cannot be stored, now or ever.
 const OUTPUT_COPY_FAILED: (&str, &str) = (
     "OUTPUT_COPY_FAILED",
@@ -73,7 +83,14 @@ pub struct Started {
 pub async fn begin(st: &AppState, new: &NewGeneration) -> Result<Hold> {
     let mut conn = st.db.get().await?;
     let tx = conn.transaction().await?;
-    let hold = st.credits.reserve(&*tx, new.user_id).await?;
+    // The user's quota row, locked to the end of the transaction, serialises their starts:
+    // the cap and the hold are decided together, so parallel requests cannot exceed either.
+    let free_used = holds::lock_quota(&*tx, new.user_id).await?;
+    let (open, retry_after) = generations::in_flight(&*tx, new.user_id).await?;
+    if open >= st.cfg.max_in_flight_per_user {
+        return Err(Error::TooManyInFlight { open, retry_after });
+    }
+    let hold = st.credits.reserve(&*tx, new.user_id, free_used).await?;
     if !generations::insert(&*tx, new, hold.charge).await? {
         return Err(Error::IdempotencyKeyTaken);
     }
@@ -118,15 +135,18 @@ pub async fn run(
     };
     let input = inputs::build(&model.replicate_id, &params);
     let webhook = st.cfg.webhook_url(new.id);
-    let create = st.replicate.create(
-        &model.replicate_id,
-        model.version.as_deref(),
+    let create = st.replicate.create(NewPrediction {
+        model: &model.replicate_id,
+        version: model.version.as_deref(),
         input,
-        webhook.as_deref(),
+        webhook: webhook.as_deref(),
         wait,
-    );
-    // Past the deadline the answer is lost to us, not necessarily to Replicate: ambiguous.
-    let created = tokio::time::timeout_at(deadline.into(), create)
+        cancel_after: st.cfg.generation_deadline,
+        retry_until: deadline,
+    });
+    // Past the deadline (and the grace a last throttled attempt gets) the answer is lost to
+    // us, not necessarily to Replicate: ambiguous.
+    let created = tokio::time::timeout_at((deadline + THROTTLE_GRACE).into(), create)
         .await
         .unwrap_or(Err(ReplicateError::Timeout));
     let generation_id = new.id;
@@ -178,6 +198,11 @@ pub async fn settle(
     p: &Prediction,
     deadline: Instant,
 ) -> Result<()> {
+    let progress = p.logs.as_deref().and_then(progress::latest);
+    if progress.is_some() || p.started_at.is_some() {
+        let db = st.db.get().await?;
+        generations::record_progress(&**db, generation_id, progress, p.started_at).await?;
+    }
     match (p.status.as_str(), p.output_file()) {
         ("succeeded" | "starting" | "processing", Some(_)) if p.data_removed => {
             tracing::error!(%generation_id, "provider output already deleted");
@@ -195,23 +220,27 @@ pub async fn settle(
             )
             .await
         }
-        ("failed" | "aborted", _) => {
+        ("failed", _) => {
             let msg = p
                 .error_message()
                 .unwrap_or_else(|| "The generation failed.".into());
             tracing::warn!(%generation_id, provider_error = %msg, "prediction failed");
-            close(
-                st,
-                generation_id,
-                Status::Failed,
-                Some((
-                    "GENERATION_FAILED",
-                    "The image provider could not generate this image.",
-                )),
-            )
-            .await
+            close(st, generation_id, Status::Failed, Some(GENERATION_FAILED)).await
         }
-        ("canceled", _) => close(st, generation_id, Status::Cancelled, None).await,
+        // A user's cancel ends the generation before Replicate's: one still open was stopped
+        // by the provider, at our deadline (`Cancel-After`) or for its own reasons.
+        ("canceled" | "aborted", _) => {
+            let g = load(st, generation_id).await?;
+            let past_deadline = chrono::Utc::now() - g.created_at
+                >= chrono::TimeDelta::from_std(st.cfg.generation_deadline).unwrap_or_default();
+            let error = if past_deadline {
+                TIMED_OUT
+            } else {
+                GENERATION_FAILED
+            };
+            tracing::warn!(%generation_id, provider_status = %p.status, code = error.0, "prediction stopped by the provider");
+            close(st, generation_id, Status::Failed, Some(error)).await
+        }
         _ => Ok(()),
     }
 }
@@ -354,18 +383,20 @@ async fn lock(tx: &deadpool_postgres::Transaction<'_>, generation_id: Uuid) -> R
         .ok_or(Error::GenerationNotFound)
 }
 
-/// Cancels a user's open generation: Replicate's cancel, then `cancelled` and the hold released.
+/// Cancels a user's open generation: `cancelled` and the hold released, then Replicate's cancel.
 pub async fn cancel(st: &AppState, g: &Generation) -> Result<()> {
     if g.status.is_terminal() {
         return Err(Error::NotCancellable(g.status));
     }
+    // Ours first, so that the provider's `canceled` finds it ended by the user.
+    close(st, g.id, Status::Cancelled, None).await?;
     if let Some(pid) = &g.prediction_id {
         if let Err(e) = st.replicate.cancel(pid).await {
             // We stop charging and listening either way; a late result changes nothing.
             tracing::warn!(generation_id = %g.id, error = %e, "provider cancel failed");
         }
     }
-    close(st, g.id, Status::Cancelled, None).await
+    Ok(())
 }
 
 /// Asks Replicate about an open generation (at most once a second) and

@@ -199,7 +199,7 @@ async fn reconcile_one(st: &AppState, g: &Generation, deadline: Instant) -> Resu
     let error = if never_started {
         lifecycle::PROVIDER_ERROR
     } else {
-        ("TIMEOUT", "The generation took too long.")
+        lifecycle::TIMED_OUT
     };
     lifecycle::close(st, g.id, Status::Failed, Some(error)).await?;
     tracing::warn!(generation_id = %g.id, code = error.0, "open generation failed by the reconciler");

@@ -382,6 +382,8 @@ struct Answer {
     charge: Charge,
     credits_used: i32,
     free_generations_remaining: i32,
+    progress: Option<f32>,
+    started_at: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     image: Option<ImageView>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -409,6 +411,8 @@ async fn answer(st: &AppState, g: &Generation, hold: Option<&Hold>) -> Result<Re
         charge: view.charge,
         credits_used: view.credits_used,
         free_generations_remaining,
+        progress: view.progress,
+        started_at: view.started_at,
         image: view.image,
         error: view.error,
     };

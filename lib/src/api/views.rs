@@ -54,6 +54,10 @@ pub struct GenerationView {
     pub charge: Charge,
     pub credits_used: i32,
     pub free_generations_remaining: i32,
+    /// 0 to 1, `null` until anything is known, 1 once completed.
+    pub progress: Option<f32>,
+    /// When the provider began running it (`null` while queued or booting).
+    pub started_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -121,6 +125,8 @@ pub async fn render(
         charge: g.charge,
         credits_used: g.credits_used,
         free_generations_remaining: free_remaining,
+        progress: g.progress,
+        started_at: g.started_at,
         created_at: g.created_at,
         completed_at: g.completed_at,
         image,

@@ -96,12 +96,17 @@ impl Credits {
         (self.free_generations - free_used).max(0)
     }
 
-    /// Locks the user's quota row (creating it on first use) and decides the
-    /// charge of one more generation: free, waived, credits, or
-    /// [`Error::InsufficientCredits`] / [`Error::Credits`] when the provider fails.
-    /// Must run inside the transaction that then calls [`Credits::record_hold`].
-    pub async fn reserve(&self, tx: &impl GenericClient, user_id: Uuid) -> Result<Hold> {
-        let free_used = holds::lock_quota(tx, user_id).await?;
+    /// Decides the charge of one more generation of a user who has used
+    /// `free_used` free ones: free, waived, credits, or [`Error::InsufficientCredits`]
+    /// / [`Error::Credits`] when the provider fails. Must run inside the transaction
+    /// that locked the user's quota row (`db::holds::lock_quota`) and then calls
+    /// [`Credits::record_hold`].
+    pub async fn reserve(
+        &self,
+        tx: &impl GenericClient,
+        user_id: Uuid,
+        free_used: i32,
+    ) -> Result<Hold> {
         if free_used < self.free_generations {
             return Ok(Hold {
                 charge: Charge::Free,

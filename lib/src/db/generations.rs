@@ -104,6 +104,10 @@ pub struct Generation {
     /// The caller's `Idempotency-Key` and the SHA-256 of the request body, if given.
     pub idempotency_key: Option<String>,
     pub request_hash: Option<String>,
+    /// The provider's progress, 0 to 1 (`None` until known; 1 once completed).
+    pub progress: Option<f32>,
+    /// When the provider began running it.
+    pub started_at: Option<DateTime<Utc>>,
     pub last_polled_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -125,6 +129,8 @@ impl Generation {
             credits_used: r.get("credits_used"),
             idempotency_key: r.get("idempotency_key"),
             request_hash: r.get("request_hash"),
+            progress: r.get("progress"),
+            started_at: r.get("started_at"),
             last_polled_at: r.get("last_polled_at"),
             created_at: r.get("created_at"),
             completed_at: r.get("completed_at"),
@@ -345,6 +351,41 @@ pub async fn claim_poll(db: &impl GenericClient, id: Uuid, min_gap_ms: i32) -> R
     Ok(n == 1)
 }
 
+/// How many generations the user has pending or processing, and in how many
+/// seconds the first of them is expected to end (from its model's estimated
+/// time; at least 1).
+pub async fn in_flight(db: &impl GenericClient, user_id: Uuid) -> Result<(i64, u32)> {
+    let row = db
+        .query_one(
+            "SELECT count(*),
+                    coalesce(min(greatest(1, ceil(m.estimated_time_seconds
+                                 - extract(epoch FROM now() - g.created_at))))::int, 1)
+               FROM generations g JOIN models m ON m.id = g.model_id
+              WHERE g.user_id = $1 AND g.status IN ('pending', 'processing')",
+            &[&user_id],
+        )
+        .await?;
+    Ok((row.get(0), row.get::<_, i32>(1).unsigned_abs()))
+}
+
+/// Records what the provider reports of an open generation: its progress (never
+/// going back) and when it started.
+pub async fn record_progress(
+    db: &impl GenericClient,
+    id: Uuid,
+    progress: Option<f32>,
+    started_at: Option<DateTime<Utc>>,
+) -> Result<()> {
+    db.execute(
+        "UPDATE generations
+            SET progress = greatest(progress, $2), started_at = coalesce(started_at, $3)
+          WHERE id = $1 AND status IN ('pending', 'processing')",
+        &[&id, &progress, &started_at],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Moves an open generation (already locked by the caller) to a terminal status.
 pub async fn finish(
     db: &impl GenericClient,
@@ -357,6 +398,7 @@ pub async fn finish(
     db.execute(
         "UPDATE generations
             SET status = $2, credits_used = $3, error_code = $4, error_message = $5,
+                progress = CASE WHEN $2 = 'completed' THEN 1 ELSE progress END,
                 lease_owner = NULL, lease_until = NULL, completed_at = now(), updated_at = now()
           WHERE id = $1",
         &[&id, &status.as_str(), &credits_used, &code, &message],

@@ -1,9 +1,10 @@
 //! The Replicate HTTP client: create (version or official-model route, with
-//! `Prefer: wait`), get, cancel and the default webhook secret. GETs retry on
-//! 429/5xx honouring `Retry-After`; create retries only on 429, because a
-//! create that timed out may still have made a prediction.
+//! `Prefer: wait` and `Cancel-After`), get, list, cancel and the default
+//! webhook secret. GETs retry on 429/5xx honouring `Retry-After`; create
+//! retries only on 429 (a create that timed out may still have made a
+//! prediction), for as long as its caller's budget allows.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
@@ -26,6 +27,12 @@ pub struct Prediction {
     /// Set once Replicate has deleted the output (about an hour after the end).
     #[serde(default)]
     pub data_removed: bool,
+    /// What the model printed so far (image models print tqdm progress lines).
+    #[serde(default)]
+    pub logs: Option<String>,
+    /// When the model began running it (`null` while queued or booting).
+    #[serde(default)]
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The input it was created with.
     #[serde(default)]
     pub input: Option<Value>,
@@ -140,37 +147,37 @@ impl Replicate {
         }
     }
 
-    /// Creates a prediction of the model `replicate_id` (`owner/name`):
-    /// with a version through `/v1/predictions`, without one through the official
-    /// model route. `wait` asks Replicate to hold the answer until done (≤ 60 s).
-    pub async fn create(
-        &self,
-        replicate_id: &str,
-        version: Option<&str>,
-        input: Value,
-        webhook: Option<&str>,
-        wait: Option<Duration>,
-    ) -> Result<Prediction, ReplicateError> {
-        let mut body = json!({ "input": input });
-        if let Some(url) = webhook {
+    /// Creates a prediction: with a version through `/v1/predictions`, without
+    /// one through the official model route.
+    pub async fn create(&self, new: NewPrediction<'_>) -> Result<Prediction, ReplicateError> {
+        let mut body = json!({ "input": new.input });
+        if let Some(url) = new.webhook {
             body["webhook"] = json!(url);
-            body["webhook_events_filter"] = json!(["completed"]);
+            body["webhook_events_filter"] = json!(WEBHOOK_EVENTS);
         }
-        let url = match version {
+        let url = match new.version {
             Some(v) => {
                 body["version"] = json!(v);
                 format!("{}/v1/predictions", self.base)
             }
-            None => format!("{}/v1/models/{replicate_id}/predictions", self.base),
+            None => format!("{}/v1/models/{}/predictions", self.base, new.model),
         };
-        let wait_secs = wait.map(|w| w.as_secs().clamp(1, 60));
-        // A waiting create must answer soon after its wait, well inside API Gateway's 30 s.
-        let timeout = match wait_secs {
-            Some(w) => Duration::from_secs(w + 3),
-            None => CALL_TIMEOUT,
-        };
-        self.send(Method::POST, &url, Some(&body), timeout, wait_secs, |s| {
-            s == StatusCode::TOO_MANY_REQUESTS
+        // Replicate stops the prediction itself at our deadline (5 s at least).
+        let cancel_after = new.cancel_after.as_secs().max(5);
+        let mut headers = vec![("Cancel-After", format!("{cancel_after}s"))];
+        let wait_secs = new.wait.map(|w| w.as_secs().clamp(1, 60));
+        if let Some(w) = wait_secs {
+            headers.push(("Prefer", format!("wait={w}")));
+        }
+        self.send(Call {
+            method: Method::POST,
+            url: &url,
+            body: Some(&body),
+            // A waiting create must answer soon after its wait.
+            timeout: wait_secs.map_or(CALL_TIMEOUT, |w| Duration::from_secs(w + 3)),
+            headers,
+            retry_on: |s| s == StatusCode::TOO_MANY_REQUESTS,
+            retry_until: Some(new.retry_until),
         })
         .await
     }
@@ -178,8 +185,7 @@ impl Replicate {
     /// The current state of a prediction.
     pub async fn get(&self, id: &str) -> Result<Prediction, ReplicateError> {
         let url = format!("{}/v1/predictions/{id}", self.base);
-        self.send(Method::GET, &url, None, CALL_TIMEOUT, None, retryable_get)
-            .await
+        self.send(Call::get(&url)).await
     }
 
     /// A page of the account's predictions created after `since`, newest first:
@@ -193,15 +199,16 @@ impl Replicate {
         let first = format!("{}/v1/predictions?created_after={since}", self.base);
         // Only ever follow pages of our own API base: the token goes with the request.
         let url = next.filter(|n| n.starts_with(&self.base)).unwrap_or(&first);
-        self.send(Method::GET, url, None, CALL_TIMEOUT, None, retryable_get)
-            .await
+        self.send(Call::get(url)).await
     }
 
     /// Cancels a prediction (a finished one comes back unchanged).
     pub async fn cancel(&self, id: &str) -> Result<Prediction, ReplicateError> {
         let url = format!("{}/v1/predictions/{id}/cancel", self.base);
-        self.send(Method::POST, &url, None, CALL_TIMEOUT, None, |s| {
-            s == StatusCode::TOO_MANY_REQUESTS
+        self.send(Call {
+            method: Method::POST,
+            retry_on: |s| s == StatusCode::TOO_MANY_REQUESTS,
+            ..Call::get(&url)
         })
         .await
     }
@@ -213,34 +220,27 @@ impl Replicate {
             key: String,
         }
         let url = format!("{}/v1/webhooks/default/secret", self.base);
-        let s: Secret = self
-            .send(Method::GET, &url, None, CALL_TIMEOUT, None, retryable_get)
-            .await?;
+        let s: Secret = self.send(Call::get(&url)).await?;
         Ok(s.key)
     }
 
     async fn send<T: serde::de::DeserializeOwned>(
         &self,
-        method: Method,
-        url: &str,
-        body: Option<&Value>,
-        timeout: Duration,
-        wait_secs: Option<u64>,
-        retry_on: impl Fn(StatusCode) -> bool,
+        call: Call<'_>,
     ) -> Result<T, ReplicateError> {
         let mut attempt = 1;
         loop {
             let mut req: RequestBuilder = self
                 .http
                 .get()
-                .request(method.clone(), url)
+                .request(call.method.clone(), call.url)
                 .bearer_auth(&self.token)
-                .timeout(timeout);
-            if let Some(b) = body {
+                .timeout(call.timeout);
+            if let Some(b) = call.body {
                 req = req.json(b);
             }
-            if let Some(w) = wait_secs {
-                req = req.header("Prefer", format!("wait={w}"));
+            for (name, value) in &call.headers {
+                req = req.header(*name, value);
             }
             let started = std::time::Instant::now();
             let sent = req.send().await;
@@ -254,10 +254,17 @@ impl Replicate {
             if status.is_success() {
                 return res.json::<T>().await.map_err(transport);
             }
-            if attempt < MAX_ATTEMPTS && retry_on(status) {
-                tokio::time::sleep(retry_after(res.headers(), attempt)).await;
-                attempt += 1;
-                continue;
+            if (call.retry_on)(status) {
+                let wait = retry_after(res.headers(), attempt);
+                let again = match call.retry_until {
+                    Some(until) => Instant::now() + wait <= until,
+                    None => attempt < MAX_ATTEMPTS,
+                };
+                if again {
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                    continue;
+                }
             }
             let title = res
                 .json::<Value>()
@@ -279,8 +286,52 @@ impl Replicate {
     }
 }
 
-fn retryable_get(s: StatusCode) -> bool {
-    s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error()
+/// What a new prediction is, and how long its create may keep retrying.
+#[derive(Debug, Clone)]
+pub struct NewPrediction<'a> {
+    /// `owner/name`.
+    pub model: &'a str,
+    pub version: Option<&'a str>,
+    pub input: Value,
+    pub webhook: Option<&'a str>,
+    /// Ask Replicate to hold the answer until done (≤ 60 s).
+    pub wait: Option<Duration>,
+    /// Time left until the generation's deadline: Replicate stops it then.
+    pub cancel_after: Duration,
+    /// Throttled creates are retried (honouring `Retry-After`) while a wait ends before this.
+    pub retry_until: Instant,
+}
+
+/// The webhook events asked for: `start` (so `startedAt` shows without a poll) and
+/// `completed`. Progress comes from status polls, not `logs` events (one Lambda
+/// invocation every 500 ms per running generation): see docs/architecture.md.
+const WEBHOOK_EVENTS: [&str; 2] = ["start", "completed"];
+
+/// One call: what to send, and when to try again.
+struct Call<'a> {
+    method: Method,
+    url: &'a str,
+    body: Option<&'a Value>,
+    timeout: Duration,
+    headers: Vec<(&'static str, String)>,
+    retry_on: fn(StatusCode) -> bool,
+    /// Retry while a wait ends before this; without it, up to [`MAX_ATTEMPTS`] attempts.
+    retry_until: Option<Instant>,
+}
+
+impl<'a> Call<'a> {
+    /// A GET, retried on 429 and 5xx.
+    fn get(url: &'a str) -> Self {
+        Call {
+            method: Method::GET,
+            url,
+            body: None,
+            timeout: CALL_TIMEOUT,
+            headers: Vec::new(),
+            retry_on: |s| s == StatusCode::TOO_MANY_REQUESTS || s.is_server_error(),
+            retry_until: None,
+        }
+    }
 }
 
 fn transport(e: reqwest::Error) -> ReplicateError {

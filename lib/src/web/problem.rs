@@ -217,6 +217,13 @@ impl From<crate::Error> for Problem {
                 balance,
                 free_remaining,
             } => Problem::insufficient_credits(required, balance, free_remaining),
+            E::TooManyInFlight { open, retry_after } => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOO_MANY_IN_FLIGHT",
+                "Too many generations in flight",
+                format!("You have {open} generations running; retry when one has finished."),
+            )
+            .retry_after(retry_after),
             E::InputRefused => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "PROVIDER_REJECTED_INPUT",

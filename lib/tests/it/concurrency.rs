@@ -19,7 +19,7 @@ async fn parallel_generates(
 
 #[tokio::test]
 async fn parallel_requests_never_take_more_than_the_free_allowance() {
-    let s = Stack::start().await;
+    let s = Stack::with(&[("MAX_IN_FLIGHT_PER_USER", "100")]).await;
     let user = Uuid::new_v4();
     let results = parallel_generates(&s, user, 8).await;
     assert!(

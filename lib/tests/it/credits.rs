@@ -158,7 +158,7 @@ async fn failed_and_cancelled_generations_cost_nothing_on_the_ledger() {
 
 #[tokio::test]
 async fn parallel_requests_cannot_spend_credits_they_do_not_have() {
-    let s = Stack::with(&[("APP_ENV", "staging")]).await;
+    let s = Stack::with(&[("APP_ENV", "staging"), ("MAX_IN_FLIGHT_PER_USER", "100")]).await;
     let user = Uuid::new_v4();
     grant(&s, user, 25).await;
     let prompts: Vec<String> = (0..10)

@@ -302,6 +302,7 @@ async fn replicate_errors_and_throttling_end_correctly_and_charge_only_completio
         ("APP_ENV", "staging".into()),
         ("FREE_GENERATIONS", "0".into()),
         ("RECONCILE_GRACE_SECONDS", "0".into()),
+        ("SYNC_WAIT_SECONDS", "3".into()),
     ]);
     let s = Stack::with(&borrowed(&settings)).await;
     let user = Uuid::new_v4();
@@ -316,14 +317,16 @@ async fn replicate_errors_and_throttling_end_correctly_and_charge_only_completio
             .unwrap()
     };
 
-    // Throttled creates (429 on every attempt): nothing made, nothing held: 503 PROVIDER_BUSY.
-    sim.inject(&["create"], 429, 3).await;
+    // Throttled creates (429 on every attempt within the request's budget): nothing made,
+    // nothing held: 503 PROVIDER_BUSY.
+    sim.inject(&["create"], 429, 50).await;
     let (status, p) = s.generate(user, "throttled", true).await;
     assert_eq!(
         (status, p["code"].as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, Some("PROVIDER_BUSY")),
         "{p}"
     );
+    sim.clear().await;
     // A 5xx on create: maybe made, maybe not; here not: the reconciler fails it, hold released.
     sim.inject(&["create"], 500, 1).await;
     let (status, lost) = s.generate(user, "lost create", false).await;

@@ -75,7 +75,7 @@ async fn the_limiter_admits_exactly_its_limit_under_concurrency() {
 
 #[tokio::test]
 async fn forty_concurrent_generates_admit_ten_and_429_the_rest() {
-    let s = Stack::start().await;
+    let s = Stack::with(&[("MAX_IN_FLIGHT_PER_USER", "100")]).await;
     let (user, other) = (Uuid::new_v4(), Uuid::new_v4());
     fresh_window().await;
     let bodies: Vec<Value> = (0..40)
