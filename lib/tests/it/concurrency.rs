@@ -139,3 +139,53 @@ async fn concurrent_completions_create_one_image_and_one_capture() {
         "terminal states are final"
     );
 }
+
+#[tokio::test]
+async fn parallel_requests_beyond_the_in_flight_cap_are_429_and_hold_nothing() {
+    let s = Stack::with(&[("MAX_IN_FLIGHT_PER_USER", "2")]).await;
+    let user = Uuid::new_v4();
+    let send = |i: usize| {
+        s.http
+            .post(format!("{}/api/v1/generate", s.base))
+            .bearer_auth(s.token(user))
+            .json(&serde_json::json!({"prompt": format!("in flight {i} [sim:slow=1500]"), "modelId": crate::common::FLUX}))
+            .send()
+    };
+    let answers = futures::future::join_all((0..5).map(send)).await;
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for res in answers {
+        let res = res.unwrap();
+        let status = res.status();
+        let retry_after = res.headers().get("retry-after").cloned();
+        let body: serde_json::Value = res.json().await.unwrap();
+        match status {
+            StatusCode::ACCEPTED => accepted.push(body),
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(body["code"], "TOO_MANY_IN_FLIGHT", "{body}");
+                let secs: u32 = retry_after.unwrap().to_str().unwrap().parse().unwrap();
+                assert!(secs >= 1);
+                refused += 1;
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!((accepted.len(), refused), (2, 3));
+    let db = s.state.db.get().await.unwrap();
+    let holds: i64 = db
+        .query_one(
+            "SELECT count(*) FROM credit_holds WHERE user_id = $1",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(holds, 2, "a refused request holds nothing");
+    drop(db);
+    for g in &accepted {
+        s.wait_terminal(&id_of(g)).await;
+    }
+    let (status, g) = s.generate(user, "after the two [sim:slow=50]", false).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{g}");
+    s.wait_terminal(&id_of(&g)).await;
+}
