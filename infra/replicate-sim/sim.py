@@ -25,7 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -40,7 +40,7 @@ MODELS = {
 }
 VERSIONS = {version: model for model, version in MODELS.items()}
 
-TERMINAL = frozenset({"succeeded", "failed", "canceled"})
+TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
 EVENTS = frozenset({"start", "output", "logs", "completed"})
 DEFAULT_EVENTS = ("output", "completed")
 CREATE_FIELDS = frozenset({"version", "input", "webhook", "webhook_events_filter", "stream"})
@@ -51,6 +51,10 @@ HEX64 = re.compile(r"^[0-9a-f]{64}$")
 PREFER_WAIT = re.compile(r"^wait(?:=([1-9]|[1-9][0-9]))?$")
 MAX_WAIT_S = 60
 MAX_SIDE = 4096
+CANCEL_AFTER = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$|^(\d+)$")
+MIN_CANCEL_AFTER_S = 5
+LOGS_INTERVAL_S = 0.5  # `logs` webhooks are sent at most this often per prediction
+DEFAULT_STEPS, MAX_STEPS = 4, 50  # progress steps printed when the input has no num_inference_steps
 DEFAULT_SECRET = "whsec_" + base64.b64encode(b"picture-local-replicate-simulator"[:32]).decode()
 
 # output_format -> (Pillow format, file extension, MIME type, save options)
@@ -137,9 +141,10 @@ def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = Non
 class ApiError(Exception):
     """An error answered as an RFC 7807 problem+json document."""
 
-    def __init__(self, status: int, title: str, detail: str, **extra: Any):
+    def __init__(self, status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any):
         super().__init__(detail)
         self.status = status
+        self.headers = headers or {}
         self.body = {"title": title, "detail": detail, "status": status, **extra}
 
 
@@ -164,6 +169,17 @@ def invalid_input(fields: list[dict[str, str]]) -> ApiError:
     return ApiError(422, "Input validation failed", detail, invalid_fields=fields)
 
 
+def throttled() -> ApiError:
+    return ApiError(
+        429, "Request was throttled.", "Request was throttled. Expected available in 1 second.",
+        headers={"Retry-After": "1"},
+    )
+
+
+def invalid_cancel_after(detail: str) -> ApiError:
+    return ApiError(422, "Invalid Cancel-After header", detail)
+
+
 def field_error(kind: str, name: str, description: str) -> dict[str, str]:
     return {"type": kind, "field": name, "description": description}
 
@@ -182,11 +198,16 @@ class Markers:
     data_uri: bool
     create_error: bool
     slow_ms: int | None
-    noise: bool = False
+    queue_ms: int | None
+    create_429: int  # create attempts answered 429 before one succeeds
+    noise: bool
 
     @classmethod
     def parse(cls, prompt: str) -> Markers:
-        slow = re.search(r"\[sim:slow=(\d+)\]", prompt)
+        def number(name: str) -> int | None:
+            found = re.search(rf"\[sim:{name}=(\d+)\]", prompt)
+            return int(found.group(1)) if found else None
+
         return cls(
             fail="[sim:fail]" in prompt,
             hang="[sim:hang]" in prompt,
@@ -194,7 +215,9 @@ class Markers:
             bad_output="[sim:bad-output]" in prompt,
             data_uri="[sim:data-uri]" in prompt,
             create_error="[sim:create-500]" in prompt,
-            slow_ms=int(slow.group(1)) if slow else None,
+            slow_ms=number("slow"),
+            queue_ms=number("queue"),
+            create_429=number("create-429") or 0,
             noise="[sim:noise]" in prompt,
         )
 
@@ -317,6 +340,45 @@ def image_size(inp: dict[str, Any]) -> tuple[tuple[int, int], str | None]:
     return (1024, 1024), source
 
 
+def parse_cancel_after(value: str) -> int:
+    """Seconds of a `Cancel-After` duration (`30s`, `5m`, `1h30m45s`, bare seconds)."""
+    match = CANCEL_AFTER.match(value.strip())
+    if not match or not any(match.groups()):
+        raise invalid_cancel_after(f"Cancel-After must be a duration such as 30s, 5m or 1h30m45s, not {value!r}")
+    hours, minutes, seconds, bare = (int(part or 0) for part in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds + bare
+    if total < MIN_CANCEL_AFTER_S:
+        raise invalid_cancel_after(f"Cancel-After must be at least {MIN_CANCEL_AFTER_S} seconds")
+    return total
+
+
+# --------------------------------------------------------------------------- progress logs
+
+
+def inference_steps(inp: dict[str, Any]) -> int:
+    """Progress steps a prediction prints: `num_inference_steps` clamped to 1..MAX_STEPS."""
+    steps = inp.get("num_inference_steps")
+    return min(max(steps, 1), MAX_STEPS) if type(steps) is int else DEFAULT_STEPS
+
+
+def progress_line(step: int, total: int, elapsed: float) -> str:
+    """One tqdm-style line, e.g. ` 25%|██▌       | 1/4 [00:00<00:01,  5.20it/s]`."""
+    full, part = divmod(step * 80 // total, 8)
+    bar = ("█" * full + (" ▏▎▍▌▋▊▉"[part] if full < 10 else "")).ljust(10)
+    rate = step / elapsed if step and elapsed > 0 else None
+    if rate is None:
+        timing = f"{clock(elapsed)}<?, ?it/s"
+    else:
+        speed = f"{rate:5.2f}it/s" if rate >= 1 else f"{1 / rate:5.2f}s/it"
+        timing = f"{clock(elapsed)}<{clock((total - step) / rate)}, {speed}"
+    return f"{100 * step / total:3.0f}%|{bar}| {step}/{total} [{timing}]\n"
+
+
+def clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes:02d}:{secs:02d}"
+
+
 # --------------------------------------------------------------------------- images
 
 
@@ -380,8 +442,10 @@ class Prediction:
     status: str = "starting"
     output: Any = None
     error: str | None = None
+    logs: str = ""
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    deadline: datetime | None = None  # from Cancel-After
     final_webhook: tuple[str, bytes] | None = None  # (webhook-id, body) of the completed event
     deliveries: list[Delivery] = field(default_factory=list)
     outbox: queue.Queue | None = None  # pending webhook events, when webhooks are sent
@@ -399,7 +463,7 @@ class Prediction:
             "input": self.request.input,
             "output": self.output,
             "error": self.error,
-            "logs": "",
+            "logs": self.logs,
             "status": self.status,
             "created_at": rfc3339(self.created_at),
             "started_at": rfc3339(self.started_at),
@@ -409,6 +473,8 @@ class Prediction:
             "urls": {"get": get_url, "cancel": f"{get_url}/cancel", "web": f"https://replicate.com/p/{self.id}"},
             "webhook": self.request.webhook,
         }
+        if self.deadline is not None:
+            body["deadline"] = rfc3339(self.deadline)
         if self.terminal:
             predict = (self.completed_at - self.started_at).total_seconds() if self.started_at else 0.0
             body["metrics"] = {
@@ -429,13 +495,39 @@ class WebhookSender:
         self.opener = urllib.request.build_opener(_NoRedirect)
 
     def run_outbox(self, pred: Prediction, url: str) -> None:
-        """Deliver queued (event, webhook-id, body) items in order; None ends the queue."""
-        while (item := pred.outbox.get()) is not None:
+        """Deliver queued (event, webhook-id, body) items in order; None ends the queue.
+
+        `logs` events are throttled: one is sent at most every LOGS_INTERVAL_S, the newest
+        waiting one replaces older ones, and any later event (its body is a newer snapshot)
+        supersedes it. Only `completed` is retried.
+        """
+        waiting, logs_allowed_at = None, 0.0  # newest unsent logs event; when it may go
+        while True:
+            try:
+                timeout = None if waiting is None else max(0.0, logs_allowed_at - time.monotonic())
+                item = pred.outbox.get(timeout=timeout)
+            except queue.Empty:  # the waiting logs event is due
+                logs_allowed_at, waiting = self.deliver_logs(pred, url, waiting, logs_allowed_at), None
+                continue
+            if item is None:  # the last logs state still goes out
+                if waiting is not None:
+                    self.deliver_logs(pred, url, waiting, logs_allowed_at)
+                return
             event, webhook_id, body = item
+            if event == "logs":
+                waiting = item
+                continue
+            waiting = None
             if event == "completed":
                 self.deliver_with_retries(pred, url, webhook_id, body)
             else:
                 self.deliver(pred, url, event, webhook_id, body)
+
+    def deliver_logs(self, pred: Prediction, url: str, item: tuple[str, str, bytes], allowed_at: float) -> float:
+        """Send a logs event no earlier than `allowed_at`; returns when the next one may go."""
+        time.sleep(max(0.0, allowed_at - time.monotonic()))
+        self.deliver(pred, url, *item)
+        return time.monotonic() + LOGS_INTERVAL_S
 
     def deliver_with_retries(self, pred: Prediction, url: str, webhook_id: str, body: bytes) -> None:
         for delay in (0.0, *self.retry_delays):
@@ -488,6 +580,7 @@ class Simulator:
         self.files: dict[str, tuple[bytes, str]] = {}  # name -> (bytes, MIME type)
         self.webhooks = WebhookSender(config.signing_key(), config.retry_delays, self._record_delivery)
         self.faults: dict[str, list[int]] = {}  # operation -> statuses still to answer, in order
+        self.create_attempts: dict[str, int] = {}  # prompt -> creates tried, for [sim:create-429=N]
 
     # ---- queries
 
@@ -550,7 +643,15 @@ class Simulator:
 
     # ---- commands
 
-    def create(self, request: CreateRequest) -> Prediction:
+    def throttles(self, request: CreateRequest) -> bool:
+        """Count a create attempt; True while `[sim:create-429=N]` still refuses it."""
+        prompt = request.input["prompt"]
+        with self.cond:
+            attempt = self.create_attempts.get(prompt, 0) + 1
+            self.create_attempts[prompt] = attempt
+        return attempt <= request.markers.create_429
+
+    def create(self, request: CreateRequest, cancel_after_s: int | None) -> Prediction:
         with self.cond:
             pred = Prediction(new_id(), request, utcnow())
             self.predictions[pred.id] = pred
@@ -558,7 +659,11 @@ class Simulator:
             if request.webhook and not request.markers.no_webhook:
                 pred.outbox = queue.Queue()
                 threading.Thread(target=self.webhooks.run_outbox, args=(pred, request.webhook), daemon=True).start()
-            self._emit(pred, ["start"])
+            if cancel_after_s is not None:
+                pred.deadline = pred.created_at + timedelta(seconds=cancel_after_s)
+                timer = threading.Timer(cancel_after_s, self._expire, args=(pred,))
+                timer.daemon = True
+                timer.start()
         threading.Thread(target=self._run, args=(pred,), daemon=True, name=f"predict-{pred.id}").start()
         return pred
 
@@ -578,23 +683,30 @@ class Simulator:
     # ---- lifecycle
 
     def _run(self, pred: Prediction) -> None:
-        """Worker: starting -> processing -> succeeded/failed, unless canceled meanwhile."""
+        """Worker: starting -> processing (printing progress to logs) -> succeeded/failed,
+        unless it ends otherwise meanwhile (cancel, Cancel-After)."""
         request = pred.request
         markers = request.markers
         predict_s = (markers.slow_ms if markers.slow_ms is not None else self.config.predict_ms) / 1000
-        if not self._sleep(pred, predict_s * 0.1):
+        queue_s = predict_s * 0.1 if markers.queue_ms is None else markers.queue_ms / 1000
+        if not self._sleep(pred, queue_s):
             return
+        steps = inference_steps(request.input)
+        seed = request.input.get("seed")
         with self.cond:
             if pred.terminal:
                 return
             pred.status, pred.started_at = "processing", utcnow()
-            self.cond.notify_all()
+            pred.logs = f"Using seed: {seed if type(seed) is int else random.randrange(1 << 16)}\n"
+            self._emit(pred, ["start"])
+            self._progress(pred, 0, steps)
         if markers.hang:
             with self.cond:
                 self.cond.wait_for(lambda: pred.terminal)
             return
-        if not self._sleep(pred, predict_s * 0.9):
-            return
+        for step in range(1, (steps // 2 if markers.fail else steps) + 1):
+            if not (self._sleep(pred, predict_s * 0.9 / steps) and self._progress(pred, step, steps)):
+                return
         if markers.fail:
             with self.cond:
                 self._finish(pred, "failed", error="Simulated failure")
@@ -604,6 +716,20 @@ class Simulator:
             if stored and not pred.terminal:
                 self.files[stored[0]] = stored[1]
             self._finish(pred, "succeeded", output=[output])
+
+    def _progress(self, pred: Prediction, step: int, steps: int) -> bool:
+        """Append a progress line to the logs; False if the prediction has already ended."""
+        with self.cond:
+            if pred.terminal:
+                return False
+            pred.logs += progress_line(step, steps, (utcnow() - pred.started_at).total_seconds())
+            self._emit(pred, ["logs"])
+            return True
+
+    def _expire(self, pred: Prediction) -> None:
+        """Cancel-After deadline: `aborted` if it has not started yet, else `canceled`."""
+        with self.cond:
+            self._finish(pred, "aborted" if pred.status == "starting" else "canceled")
 
     def _produce_output(self, pred: Prediction) -> tuple[str, tuple[str, tuple[bytes, str]] | None]:
         """Output string plus the file to serve for it (if any)."""
@@ -618,7 +744,7 @@ class Simulator:
         return f"{self.public_url}/files/{name}", (name, (data, spec.mime))
 
     def _sleep(self, pred: Prediction, seconds: float) -> bool:
-        """Sleep unless canceled; True when the prediction is still running afterwards."""
+        """Sleep unless the prediction ends meanwhile; True when it is still running afterwards."""
         with self.cond:
             return not self.cond.wait_for(lambda: pred.terminal, seconds)
 
@@ -713,7 +839,7 @@ class Handler(BaseHTTPRequestHandler):
             self.raw_body = self.read_body()
             self.send(self.route(method, url.path))
         except ApiError as exc:
-            self.send(Response(exc.status, json.dumps(exc.body).encode(), "application/problem+json"))
+            self.send(Response(exc.status, json.dumps(exc.body).encode(), "application/problem+json", exc.headers))
 
     def route(self, method: str, path: str) -> Response:
         path_known = False
@@ -789,8 +915,12 @@ class Handler(BaseHTTPRequestHandler):
         return self.start(parse_create(self.json_body(), MODEL_CREATE_FIELDS, model, "hidden"))
 
     def start(self, request: CreateRequest) -> Response:
-        """Create the prediction and honour `Prefer: wait[=N]`."""
-        pred = self.sim.create(request)
+        """Create the prediction, honouring `Cancel-After` and `Prefer: wait[=N]`."""
+        cancel_after = self.headers.get("Cancel-After")
+        cancel_after_s = None if cancel_after is None else parse_cancel_after(cancel_after)
+        if self.sim.throttles(request):
+            raise throttled()
+        pred = self.sim.create(request, cancel_after_s)
         if request.markers.create_error:
             # The prediction exists, but the client never learns it: an ambiguous create.
             return json_response(500, {"title": "Internal Server Error", "status": 500})

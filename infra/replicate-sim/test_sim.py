@@ -10,6 +10,7 @@ import hmac
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -53,7 +54,7 @@ class Receiver:
 
     def __init__(self):
         self.cond = threading.Condition()
-        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.requests: list[tuple[str, dict[str, str], bytes, float]] = []  # (path, headers, body, arrival)
         self.counts: dict[str, int] = {}
         receiver = self
 
@@ -64,7 +65,8 @@ class Receiver:
                 with receiver.cond:
                     seen = receiver.counts.get(self.path, 0)
                     receiver.counts[self.path] = seen + 1
-                    receiver.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    receiver.requests.append((self.path, headers, body, time.monotonic()))
                     receiver.cond.notify_all()
                 self.send_response(500 if seen < fail else 200)
                 self.send_header("Content-Length", "0")
@@ -81,14 +83,18 @@ class Receiver:
         return f"http://127.0.0.1:{self.server.server_address[1]}/hook/{uuid.uuid4().hex}{query}"
 
     def wait_for(self, url: str, count: int, timeout: float = 5.0) -> list[tuple[dict[str, str], bytes]]:
-        path = url.split(str(self.server.server_address[1]), 1)[1]
-
-        def matching():
-            return [(headers, body) for p, headers, body in self.requests if p == path]
-
         with self.cond:
-            self.cond.wait_for(lambda: len(matching()) >= count, timeout)
-            return matching()
+            self.cond.wait_for(lambda: len(self.matching(url)) >= count, timeout)
+            return [(headers, body) for headers, body, _ in self.matching(url)]
+
+    def arrivals(self, url: str) -> list[float]:
+        """Monotonic arrival times of the requests made to `url`."""
+        with self.cond:
+            return [at for _, _, at in self.matching(url)]
+
+    def matching(self, url: str) -> list[tuple[dict[str, str], bytes, float]]:
+        path = url.split(str(self.server.server_address[1]), 1)[1]
+        return [(headers, body, at) for p, headers, body, at in self.requests if p == path]
 
 
 @pytest.fixture(scope="module")
@@ -116,19 +122,32 @@ def call(method: str, url: str, body=None, headers=None, raw: bytes | None = Non
     return status, head, payload
 
 
-def create(base_url, input, prefer=None, **fields):
-    headers = dict(AUTH, **({"Prefer": prefer} if prefer else {}))
+def create(base_url, input, prefer=None, cancel_after=None, **fields):
+    headers = dict(AUTH, **({"Prefer": prefer} if prefer else {}), **({"Cancel-After": cancel_after} if cancel_after else {}))
     return call("POST", f"{base_url}/v1/predictions", {"version": FLUX, "input": input, **fields}, headers)
 
 
-def wait_terminal(base_url, prediction_id, timeout=5.0):
+def wait_status(base_url, prediction_id, statuses, timeout=5.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _, _, body = call("GET", f"{base_url}/v1/predictions/{prediction_id}", headers=AUTH)
-        if body["status"] in sim.TERMINAL:
+        if body["status"] in statuses:
             return body
         time.sleep(0.02)
-    raise AssertionError(f"prediction {prediction_id} did not finish")
+    raise AssertionError(f"prediction {prediction_id} did not reach {sorted(statuses)}")
+
+
+def wait_terminal(base_url, prediction_id, timeout=5.0):
+    return wait_status(base_url, prediction_id, sim.TERMINAL, timeout)
+
+
+def percentages(logs: str) -> list[int]:
+    """Progress percentages of the tqdm lines in `logs`, in order."""
+    return [int(value) for value in re.findall(r"^ *(\d+)%\|", logs, re.MULTILINE)]
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def verify_signature(secret: str, headers: dict[str, str], body: bytes) -> bool:
@@ -141,12 +160,14 @@ def verify_signature(secret: str, headers: dict[str, str], body: bytes) -> bool:
     )
 
 
-def deliveries(base_url, prediction_id, count=0, timeout=5.0):
-    """Delivery records, waiting until at least `count` exist (records follow the receiver's answer)."""
+def deliveries(base_url, prediction_id, count=0, timeout=5.0, event=None):
+    """Delivery records, waiting until at least `count` exist and, if given, one of `event`
+    (records follow the receiver's answer)."""
     deadline = time.monotonic() + timeout
     while True:
         records = call("GET", f"{base_url}/_sim/predictions/{prediction_id}/deliveries")[2]
-        if len(records) >= count or time.monotonic() > deadline:
+        done = len(records) >= count and (event is None or event in {r["event"] for r in records})
+        if done or time.monotonic() > deadline:
             return records
         time.sleep(0.02)
 
@@ -279,6 +300,47 @@ def test_slow_marker(base_url):
     assert wait_terminal(base_url, body["id"])["status"] == "succeeded"
 
 
+def test_progress_in_logs_while_processing(base_url):
+    status, _, body = create(base_url, {"prompt": "progress [sim:slow=1000]", "seed": 42})
+    assert status == 201 and body["status"] == "starting" and body["logs"] == "" and body["started_at"] is None
+    seen = []  # latest percentage of each poll while processing
+    while (polled := call("GET", body["urls"]["get"], headers=AUTH)[2])["status"] not in sim.TERMINAL:
+        if polled["status"] == "processing":
+            assert polled["started_at"] and percentages(polled["logs"])
+            seen.append(percentages(polled["logs"])[-1])
+        time.sleep(0.02)
+    assert seen == sorted(seen) and len({value for value in seen if 0 < value < 100}) >= 2
+    assert polled["status"] == "succeeded" and polled["logs"].startswith("Using seed: 42\n")
+    assert percentages(polled["logs"]) == [0, 25, 50, 75, 100]
+    assert re.fullmatch(r"100%\|█{10}\| 4/4 \[00:0\d<00:00, +\d+\.\d\dit/s\]", polled["logs"].splitlines()[-1])
+
+
+@pytest.mark.parametrize("steps,total", [(2, 2), (100, 50), (0, 1), ("many", 4)])
+def test_num_inference_steps_sets_the_step_count(base_url, steps, total):
+    body = create(base_url, {"prompt": "steps", "num_inference_steps": steps}, prefer="wait")[2]
+    assert body["status"] == "succeeded"
+    assert len(percentages(body["logs"])) == total + 1 and f"| {total}/{total} [" in body["logs"]
+
+
+def test_hang_and_fail_stop_at_partial_progress(base_url):
+    hung = create(base_url, {"prompt": "x [sim:hang]"})[2]
+    failed = create(base_url, {"prompt": "x [sim:fail]"}, prefer="wait")[2]
+    assert failed["status"] == "failed" and percentages(failed["logs"]) == [0, 25, 50]
+    assert percentages(wait_status(base_url, hung["id"], {"processing"})["logs"]) == [0]
+    time.sleep(0.2)
+    assert percentages(call("POST", hung["urls"]["cancel"], headers=AUTH)[2]["logs"]) == [0]
+
+
+def test_queue_marker_keeps_starting(base_url):
+    body = create(base_url, {"prompt": "queued [sim:queue=400]"})[2]
+    time.sleep(0.2)
+    polled = call("GET", body["urls"]["get"], headers=AUTH)[2]
+    assert (polled["status"], polled["started_at"], polled["logs"]) == ("starting", None, "")
+    final = wait_terminal(base_url, body["id"])
+    assert final["status"] == "succeeded"
+    assert parse_time(final["started_at"]) - parse_time(final["created_at"]) >= timedelta(seconds=0.4)
+
+
 def test_noise_marker_makes_large_deterministic_images(base_url):
     def image_bytes(prompt):
         return call("GET", create(base_url, {"prompt": prompt, "size": "576x576", "output_format": "png"}, prefer="wait")[2]["output"][0])[2]
@@ -348,9 +410,11 @@ def test_webhook_signature_and_default_events(base_url, receiver):
 def test_webhook_events_filter_start_and_cancel(base_url, receiver):
     url = receiver.url()
     body = create(base_url, {"prompt": "x [sim:hang]"}, webhook=url, webhook_events_filter=["start", "completed"])[2]
+    wait_status(base_url, body["id"], {"processing"})
     call("POST", body["urls"]["cancel"], headers=AUTH)
     received = receiver.wait_for(url, 2)
-    assert [json.loads(raw)["status"] for _, raw in received] == ["starting", "canceled"]
+    assert [json.loads(raw)["status"] for _, raw in received] == ["processing", "canceled"]
+    assert [d["event"] for d in deliveries(base_url, body["id"], 2)] == ["start", "completed"]
 
 
 def test_completed_webhook_is_retried(base_url, receiver):
@@ -359,6 +423,32 @@ def test_completed_webhook_is_retried(base_url, receiver):
     received = receiver.wait_for(url, 3)
     assert len({headers["webhook-id"] for headers, _ in received}) == 1
     assert [d["status"] for d in deliveries(base_url, body["id"], 3)] == [500, 500, 200]
+
+
+def test_logs_events_are_throttled(base_url, receiver):
+    slow = {"prompt": "chatty [sim:slow=1200]", "num_inference_steps": 50}
+    url, logs_only = receiver.url(), receiver.url()
+    body = create(base_url, slow, webhook=url, webhook_events_filter=["logs", "completed"])[2]
+    quiet = create(base_url, slow, webhook=logs_only, webhook_events_filter=["logs"])[2]
+    final = wait_terminal(base_url, body["id"])
+    events = [d["event"] for d in deliveries(base_url, body["id"], event="completed")]
+    received = receiver.wait_for(url, len(events))
+    assert events[-1] == "completed" and set(events[:-1]) == {"logs"} and 2 <= len(events) - 1 <= 4
+    progress = [percentages(json.loads(raw)["logs"])[-1] for _, raw in received]
+    assert progress == sorted(set(progress)) and progress[-1] == 100
+    assert json.loads(received[-1][1]) == final
+    arrivals = receiver.arrivals(url)[:-1]
+    assert all(later - earlier >= 0.45 for earlier, later in zip(arrivals, arrivals[1:]))
+    # Without `completed`, the last logs state still arrives.
+    def last_state():
+        return json.loads(receiver.wait_for(logs_only, 1)[-1][1])
+
+    wait_terminal(base_url, quiet["id"])
+    deadline = time.monotonic() + 3
+    while percentages(last_state()["logs"])[-1] < 100 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert percentages(last_state()["logs"])[-1] == 100 and last_state()["status"] == "processing"
+    assert {d["event"] for d in deliveries(base_url, quiet["id"])} == {"logs"}
 
 
 def test_no_webhook_marker(base_url, receiver):
@@ -383,6 +473,66 @@ def test_redeliver_keeps_webhook_id_and_body(base_url, receiver):
     assert [(d["event"], d["webhook_id"]) for d in deliveries(base_url, body["id"])] == [
         ("completed", original[0]["webhook-id"])
     ] * 2
+
+
+# --------------------------------------------------------------------------- deadlines and throttling
+
+
+def test_cancel_after_aborts_queued_and_cancels_running(base_url, receiver):
+    queued_url, running_url = receiver.url(), receiver.url()
+    status, _, queued = create(base_url, {"prompt": "never runs [sim:queue=60000]"}, cancel_after="5s",
+                               webhook=queued_url, webhook_events_filter=["start", "completed"])
+    assert status == 201 and parse_time(queued["deadline"]) - parse_time(queued["created_at"]) == timedelta(seconds=5)
+    status, _, running = call("POST", f"{base_url}/v1/models/{FLUX}/predictions", {
+        "input": {"prompt": "runs forever [sim:hang]"}, "webhook": running_url,
+        "webhook_events_filter": ["start", "completed"],
+    }, dict(AUTH, **{"Cancel-After": "5"}))
+    assert status == 201 and running["deadline"]
+    polled = call("GET", queued["urls"]["get"], headers=AUTH)[2]
+    assert (polled["status"], polled["started_at"], polled["logs"]) == ("starting", None, "")
+    aborted = wait_terminal(base_url, queued["id"], timeout=8)
+    assert aborted["status"] == "aborted" and aborted["started_at"] is None and aborted["completed_at"]
+    assert aborted["metrics"]["predict_time"] == 0 and aborted["metrics"]["total_time"] >= 5
+    canceled = wait_terminal(base_url, running["id"], timeout=2)
+    assert canceled["status"] == "canceled" and canceled["started_at"] and canceled["metrics"]["predict_time"] > 4
+    assert [json.loads(raw) for _, raw in receiver.wait_for(queued_url, 1)] == [aborted]
+    assert [json.loads(raw)["status"] for _, raw in receiver.wait_for(running_url, 2)] == ["processing", "canceled"]
+    assert [d["event"] for d in deliveries(base_url, running["id"], 2)] == ["start", "completed"]
+
+
+@pytest.mark.parametrize("value,seconds", [("30s", 30), ("5m", 300), ("1h30m45s", 5445), ("7", 7)])
+def test_cancel_after_formats(base_url, value, seconds):
+    status, _, body = create(base_url, {"prompt": "deadline"}, cancel_after=value)
+    assert status == 201
+    assert parse_time(body["deadline"]) - parse_time(body["created_at"]) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("value,detail", [
+    ("4", "at least 5 seconds"), ("0s", "at least 5 seconds"),
+    ("soon", "a duration"), ("1h30", "a duration"), ("-5", "a duration"), ("5 m", "a duration"), ("1.5s", "a duration"),
+])
+def test_cancel_after_errors(base_url, value, detail):
+    def newest():
+        return [p["id"] for p in call("GET", f"{base_url}/v1/predictions?page_size=1", headers=AUTH)[2]["results"]]
+
+    before = newest()
+    status, head, body = create(base_url, {"prompt": "deadline"}, cancel_after=value)
+    assert status == 422 and head.get_content_type() == "application/problem+json"
+    assert body["title"] == "Invalid Cancel-After header" and detail in body["detail"] and "Cancel-After" in body["detail"]
+    assert newest() == before
+
+
+def test_create_429_marker_counts_attempts_per_prompt(base_url):
+    prompt = f"busy {uuid.uuid4().hex} [sim:create-429=2]"
+    for route in ("/v1/predictions", f"/v1/models/{FLUX}/predictions"):
+        status, head, body = call("POST", f"{base_url}{route}", {"version": FLUX, "input": {"prompt": prompt}}
+                                  if route == "/v1/predictions" else {"input": {"prompt": prompt}}, AUTH)
+        assert status == 429 and head["Retry-After"] == "1" and head.get_content_type() == "application/problem+json"
+        assert body == {"title": "Request was throttled.",
+                        "detail": "Request was throttled. Expected available in 1 second.", "status": 429}
+    assert create(base_url, {"prompt": prompt}, prefer="wait")[2]["status"] == "succeeded"
+    assert create(base_url, {"prompt": prompt})[0] == 201
+    assert create(base_url, {"prompt": prompt + " "})[0] == 429
 
 
 # --------------------------------------------------------------------------- process
