@@ -18,6 +18,7 @@ mod objectstore;
 mod openapi;
 mod pipeline;
 mod private;
+mod progress;
 mod reconcile;
 mod template;
 mod webhooks;
