@@ -87,10 +87,23 @@ def start(command, port):
     sys.exit(f"sam local {command} did not listen on :{port}; see .dev/logs/sam-{command}.log")
 
 
-def invoke(entry, tok):
+def running_generation(tok):
+    """A generation of the token's user that keeps running ([sim:hang]), for the samples
+    that name one (RUNNING_GENERATION_ID): started through the generate function."""
+    with open(os.path.join(ROOT, "events", "generate-async.json")) as f:
+        event = json.loads(f.read().replace("DEV_TOKEN", tok))
+    event["body"] = json.dumps({"prompt": "running sample [sim:hang]"})
+    status, _, body = http(
+        "POST", f"{LAMBDA}/2015-03-31/functions/GenerateFunction/invocations", json.dumps(event).encode()
+    )
+    answer = json.loads(json.loads(body)["body"]) if status == 200 else {}
+    return answer.get("generationId", "not-started")
+
+
+def invoke(entry, tok, running):
     """Status code of one manifest event through start-lambda (200 for a job that succeeded)."""
     with open(os.path.join(ROOT, "events", entry["file"])) as f:
-        event = f.read().replace("DEV_TOKEN", tok)
+        event = f.read().replace("DEV_TOKEN", tok).replace("RUNNING_GENERATION_ID", running)
     logical = entry["function"].capitalize() + "Function"
     status, headers, body = http(
         "POST", f"{LAMBDA}/2015-03-31/functions/{logical}/invocations", event.encode()
@@ -108,8 +121,9 @@ def events():
     with open(manifest_file) as f:
         manifest = json.load(f)
     tok = token(uuid.uuid4())
+    running = running_generation(tok)
     for entry in manifest:
-        status, detail = invoke(entry, tok)
+        status, detail = invoke(entry, tok, running)
         check(
             f"invoke {entry['file']} -> {entry['status']}",
             status == entry["status"],
@@ -117,7 +131,7 @@ def events():
         )
     # The checker must notice a wrong expectation: the first event, expecting another status.
     wrong = dict(manifest[0], status=manifest[0]["status"] + 1)
-    status, _ = invoke(wrong, tok)
+    status, _ = invoke(wrong, tok, running)
     check(
         f"checker fails {wrong['file']} when the manifest expects {wrong['status']}",
         status is not None and status != wrong["status"],

@@ -7,10 +7,9 @@ use axum::{
 };
 use http::{Method, StatusCode};
 
-use crate::web::{Routes, policy::READ};
 use crate::{
     AppState, Problem, lifecycle,
-    web::{self, AuthUser},
+    web::{self, AuthUser, Routes, policy::READ},
 };
 
 /// The routes of this function: declared once, with what each demands.

@@ -5,10 +5,9 @@ use axum::{extract::State, response::Response};
 use http::{Method, StatusCode};
 use serde_json::json;
 
-use crate::web::{Routes, policy::READ};
 use crate::{
     AppState, Problem,
-    web::{self, AuthUser},
+    web::{self, AuthUser, Routes, policy::READ},
 };
 
 /// The routes of this function: declared once, with what each demands.

@@ -12,10 +12,6 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::views::{ErrorView, ImageView};
-use crate::web::{
-    Routes,
-    policy::{Access, Limit},
-};
 use crate::{
     AppState, Error, Problem,
     credits::{Charge, Hold},
@@ -25,7 +21,8 @@ use crate::{
     },
     lifecycle,
     web::{
-        self, AuthUser, JsonBody,
+        self, AuthUser, JsonBody, Routes,
+        policy::{Access, Limit},
         problem::FieldError,
         text::{self, Text},
     },

@@ -12,12 +12,10 @@ use http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::web::{Routes, policy::READ};
 use crate::{
     AppState, Problem,
     db::{generations, images},
-    web::problem::FieldError,
-    web::{self, AuthUser, text},
+    web::{self, AuthUser, Routes, policy::READ, problem::FieldError, text},
 };
 
 /// The routes of this function: declared once, with what each demands.

@@ -14,15 +14,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::web::{Routes, policy::READ};
 use crate::{
     AppState, Problem,
     db::{
         generations,
         images::{self, Cursor},
     },
-    web::problem::FieldError,
-    web::{self, AuthUser, JsonBody, text},
+    web::{self, AuthUser, JsonBody, Routes, policy::READ, problem::FieldError, text},
 };
 
 /// The routes of this function: declared once, with what each demands.

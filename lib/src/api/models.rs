@@ -8,8 +8,10 @@ use axum::{
 use http::{HeaderValue, Method, StatusCode, header};
 use serde_json::json;
 
-use crate::web::{Routes, policy::Access};
-use crate::{AppState, Problem, web};
+use crate::{
+    AppState, Problem,
+    web::{self, Routes, policy::Access},
+};
 
 const CACHE_CONTROL: &str = "public, max-age=300";
 

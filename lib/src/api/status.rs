@@ -10,10 +10,9 @@ use axum::{
 use http::{Method, StatusCode};
 use std::time::{Duration, Instant};
 
-use crate::web::{Routes, policy::READ};
 use crate::{
     AppState, Problem, lifecycle,
-    web::{self, AuthUser},
+    web::{self, AuthUser, Routes, policy::READ},
 };
 
 /// How long a status request may spend asking Replicate and completing:

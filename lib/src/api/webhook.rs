@@ -20,14 +20,12 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::web::{Routes, policy::Access};
-
 use crate::{
     AppState, Error, Problem, lifecycle,
     limits::replay,
     replicate::{Prediction, signature},
     telemetry::{self, metric},
-    web::{self, text::Text},
+    web::{self, Routes, policy::Access, text::Text},
 };
 
 /// The routes of this function: declared once, with what each demands.

@@ -32,11 +32,16 @@ async fn every_sample_event_gives_its_expected_status() {
         "events/manifest.json must list every event"
     );
 
-    let token = s.token(Uuid::new_v4());
+    let user = Uuid::new_v4();
+    let token = s.token(user);
+    // A running generation of the token's user, for the samples that name one.
+    let (_, running) = s.generate(user, "running sample [sim:hang]", false).await;
+    let running_id = crate::common::id_of(&running);
     for e in &manifest {
         let raw = std::fs::read_to_string(format!("{dir}/{}", e.file))
             .unwrap()
-            .replace("DEV_TOKEN", &token);
+            .replace("DEV_TOKEN", &token)
+            .replace("RUNNING_GENERATION_ID", &running_id);
         if e.function == "reconcile" {
             // A scheduled event, not HTTP: the run itself must succeed.
             serde_json::from_str::<serde_json::Value>(&raw).unwrap();
@@ -67,4 +72,5 @@ async fn every_sample_event_gives_its_expected_status() {
         );
         assert!(res.headers().contains_key("x-request-id"), "{}", e.file);
     }
+    s.cancel_all(user, &[running]).await;
 }
