@@ -390,11 +390,11 @@ pub async fn cancel(st: &AppState, g: &Generation) -> Result<()> {
     }
     // Ours first, so that the provider's `canceled` finds it ended by the user.
     close(st, g.id, Status::Cancelled, None).await?;
-    if let Some(pid) = &g.prediction_id {
-        if let Err(e) = st.replicate.cancel(pid).await {
-            // We stop charging and listening either way; a late result changes nothing.
-            tracing::warn!(generation_id = %g.id, error = %e, "provider cancel failed");
-        }
+    if let Some(pid) = &g.prediction_id
+        && let Err(e) = st.replicate.cancel(pid).await
+    {
+        // We stop charging and listening either way; a late result changes nothing.
+        tracing::warn!(generation_id = %g.id, error = %e, "provider cancel failed");
     }
     Ok(())
 }

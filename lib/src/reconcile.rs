@@ -140,26 +140,11 @@ fn audit_due(interval: std::time::Duration, now: chrono::DateTime<chrono::Utc>) 
     u64::from(now.minute()) * 60 + u64::from(now.second()) < interval.as_secs()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_first_run_of_each_hour_audits() {
-        let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap().to_utc();
-        let five = std::time::Duration::from_secs(300);
-        assert!(audit_due(five, at("2026-11-29T10:00:07Z")));
-        assert!(audit_due(five, at("2026-11-29T10:04:59Z")));
-        assert!(!audit_due(five, at("2026-11-29T10:05:00Z")));
-        assert!(!audit_due(five, at("2026-11-29T10:55:00Z")));
-    }
-}
-
 /// Claims open generations older than the grace period that no other run is looking at.
 async fn claim(st: &AppState) -> Result<Vec<Generation>> {
     let grace = st.cfg.reconcile_grace.as_secs_f64();
     let db = st.db.get().await?;
-    Ok(generations::claim_for_reconcile(&**db, grace, BATCH).await?)
+    generations::claim_for_reconcile(&**db, grace, BATCH).await
 }
 
 async fn reconcile_one(st: &AppState, g: &Generation, deadline: Instant) -> Result<Outcome> {
@@ -237,4 +222,19 @@ async fn find_orphan(st: &AppState, g: &Generation) -> Result<Option<Prediction>
     }
     // More predictions than we searched: not proof that it does not exist.
     Err(Error::TimedOut("prediction search"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_run_of_each_hour_audits() {
+        let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).unwrap().to_utc();
+        let five = std::time::Duration::from_secs(300);
+        assert!(audit_due(five, at("2026-11-29T10:00:07Z")));
+        assert!(audit_due(five, at("2026-11-29T10:04:59Z")));
+        assert!(!audit_due(five, at("2026-11-29T10:05:00Z")));
+        assert!(!audit_due(five, at("2026-11-29T10:55:00Z")));
+    }
 }

@@ -289,10 +289,10 @@ async fn generate(
     let began = Instant::now();
     let req = parse(&body)?;
     let key = key.map(|Extension(k)| k);
-    if let Some(k) = &key {
-        if let Some(g) = earlier(&st, user_id, k).await? {
-            return answer(&st, &g, None).await;
-        }
+    if let Some(k) = &key
+        && let Some(g) = earlier(&st, user_id, k).await?
+    {
+        return answer(&st, &g, None).await;
     }
     let models = st.models().await?;
     let model = match req.model_id {
