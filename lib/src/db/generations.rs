@@ -453,11 +453,10 @@ pub async fn record_usage(
                     provider_cost_usd = CASE m.billing
                         WHEN 'per_image' THEN m.price_usd * $6::int
                         ELSE m.price_usd * $7::float8::numeric END
-               FROM models m
+               FROM models m, before b
               WHERE g.id = $1 AND m.id = g.model_id
           RETURNING m.name, g.provider_cost_usd::float8,
-                    (SELECT provider_completed_at IS NULL FROM before)
-                      AND g.provider_completed_at IS NOT NULL AS first",
+                    b.provider_completed_at IS NULL AND g.provider_completed_at IS NOT NULL",
             &[
                 &id,
                 &r.created_at,
