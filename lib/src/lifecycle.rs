@@ -337,6 +337,7 @@ async fn commit(
     drop(conn);
     tracing::info!(%generation_id, user_id = %g.user_id, credits = charged, "generation completed");
     telemetry::count_for_model(metric::GENERATION_SUCCEEDED, &model, 1);
+    telemetry::generation_time(&model, (chrono::Utc::now() - g.created_at).as_seconds_f64());
     telemetry::count(metric::CREDITS_CAPTURED, charged.unsigned_abs().into());
     let time_left = deadline.saturating_duration_since(Instant::now());
     if charged > 0 && time_left > CAPTURE_CALL {

@@ -41,6 +41,8 @@ pub mod metric {
     pub const PROVIDER_COST_USD: &str = "ProviderCostUsd";
     /// Histogram by model, seconds: from the provider's `created_at` to its `started_at`.
     pub const QUEUE_TIME: &str = "QueueTime";
+    /// Histogram by model, seconds: from the request to the completed generation.
+    pub const GENERATION_TIME: &str = "GenerationTime";
     /// An external capture the credit service refused (final; alarmed on).
     pub const CAPTURE_REJECTED: &str = "CaptureRejected";
     /// Broken invariants found by an audit run (`crate::audit`).
@@ -55,6 +57,11 @@ pub fn count(name: &'static str, n: u64) {
 /// Adds `n` to a counter of one model.
 pub fn count_for_model(name: &'static str, model: &str, n: u64) {
     metrics::counter!(name, "model" => model.to_string()).increment(n);
+}
+
+/// Records how long a completed generation of `model` took, request to image.
+pub fn generation_time(model: &str, seconds: f64) {
+    metrics::histogram!(metric::GENERATION_TIME, "model" => model.to_string()).record(seconds);
 }
 
 /// What the provider used for one finished prediction of `model`.
@@ -82,6 +89,7 @@ fn describe() {
     use metrics::Unit;
     metrics::describe_histogram!(metric::REPLICATE_PREDICT_TIME, Unit::Seconds, "");
     metrics::describe_histogram!(metric::QUEUE_TIME, Unit::Seconds, "");
+    metrics::describe_histogram!(metric::GENERATION_TIME, Unit::Seconds, "");
 }
 
 /// The service name in logs and metrics: the Lambda function's name, else `picture`.
@@ -241,6 +249,7 @@ mod tests {
         };
         provider_usage("flux-schnell", usage);
         count_for_model(metric::GENERATION_SUCCEEDED, "flux-schnell", 1);
+        generation_time("flux-schnell", 3.5);
         let docs = flush(collector);
         assert_eq!(docs.len(), 1, "{docs:?}");
         let doc = &docs[0];
@@ -257,6 +266,7 @@ mod tests {
             units,
             [
                 (metric::GENERATION_SUCCEEDED, None),
+                (metric::GENERATION_TIME, Some("Seconds")),
                 (metric::PROVIDER_COST_USD, None),
                 (metric::QUEUE_TIME, Some("Seconds")),
                 (metric::REPLICATE_PREDICT_TIME, Some("Seconds")),
@@ -274,5 +284,6 @@ mod tests {
         assert_eq!(doc[metric::PROVIDER_COST_USD], serde_json::json!([0.003]));
         assert_eq!(doc[metric::QUEUE_TIME], serde_json::json!([0.25]));
         assert_eq!(doc[metric::GENERATION_SUCCEEDED], 1);
+        assert_eq!(doc[metric::GENERATION_TIME], serde_json::json!([3.5]));
     }
 }
