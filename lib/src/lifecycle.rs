@@ -31,6 +31,7 @@ use crate::{
     replicate::{NewPrediction, Prediction, ReplicateError, inputs, progress},
     storage::StoredObject,
     telemetry::{self, metric},
+    usage,
 };
 
 /// Time a lease holder keeps beyond its deadline for the final transaction.
@@ -80,7 +81,7 @@ pub struct Started {
 /// Takes a hold and records the generation (one transaction): before this
 /// commits nothing exists; after it, the generation is accepted and ends
 /// with an outcome whatever happens to this process.
-pub async fn begin(st: &AppState, new: &NewGeneration) -> Result<Hold> {
+pub async fn begin(st: &AppState, new: &NewGeneration, model: &Model) -> Result<Hold> {
     let mut conn = st.db.get().await?;
     let tx = conn.transaction().await?;
     // The user's quota row, locked to the end of the transaction, serialises their starts:
@@ -98,7 +99,7 @@ pub async fn begin(st: &AppState, new: &NewGeneration) -> Result<Hold> {
         .record_hold(&*tx, new.user_id, new.id, &hold)
         .await?;
     tx.commit().await?;
-    telemetry::count(metric::GENERATION_STARTED, 1);
+    telemetry::count_for_model(metric::GENERATION_STARTED, &model.name, 1);
     if hold.charge == Charge::Free {
         telemetry::count(metric::FREE_GENERATION_USED, 1);
     }
@@ -202,6 +203,9 @@ pub async fn settle(
     if progress.is_some() || p.started_at.is_some() {
         let db = st.db.get().await?;
         generations::record_progress(&**db, generation_id, progress, p.started_at).await?;
+    }
+    if p.is_terminal() {
+        usage::record(st, generation_id, p).await?;
     }
     match (p.status.as_str(), p.output_file()) {
         ("succeeded" | "starting" | "processing", Some(_)) if p.data_removed => {
@@ -328,11 +332,12 @@ async fn commit(
     };
     images::insert(&*tx, &image).await?;
     let charged = st.credits.capture(&*tx, generation_id).await?;
-    generations::finish(&*tx, generation_id, Status::Completed, charged, None).await?;
+    let model = generations::finish(&*tx, generation_id, Status::Completed, charged, None).await?;
     tx.commit().await?;
     drop(conn);
     tracing::info!(%generation_id, user_id = %g.user_id, credits = charged, "generation completed");
-    telemetry::count(metric::GENERATION_SUCCEEDED, 1);
+    telemetry::count_for_model(metric::GENERATION_SUCCEEDED, &model, 1);
+    telemetry::generation_time(&model, (chrono::Utc::now() - g.created_at).as_seconds_f64());
     telemetry::count(metric::CREDITS_CAPTURED, charged.unsigned_abs().into());
     let time_left = deadline.saturating_duration_since(Instant::now());
     if charged > 0 && time_left > CAPTURE_CALL {
@@ -364,7 +369,7 @@ pub(crate) async fn close(
         return Ok(());
     }
     st.credits.release(&*tx, generation_id).await?;
-    generations::finish(&*tx, generation_id, status, 0, error).await?;
+    let model = generations::finish(&*tx, generation_id, status, 0, error).await?;
     tx.commit().await?;
     tracing::info!(%generation_id, status = status.as_str(), "generation closed");
     let closed = if status == Status::Cancelled {
@@ -372,7 +377,7 @@ pub(crate) async fn close(
     } else {
         metric::GENERATION_FAILED
     };
-    telemetry::count(closed, 1);
+    telemetry::count_for_model(closed, &model, 1);
     Ok(())
 }
 
@@ -390,11 +395,19 @@ pub async fn cancel(st: &AppState, g: &Generation) -> Result<()> {
     }
     // Ours first, so that the provider's `canceled` finds it ended by the user.
     close(st, g.id, Status::Cancelled, None).await?;
-    if let Some(pid) = &g.prediction_id
-        && let Err(e) = st.replicate.cancel(pid).await
-    {
-        // We stop charging and listening either way; a late result changes nothing.
-        tracing::warn!(generation_id = %g.id, error = %e, "provider cancel failed");
+    if let Some(pid) = &g.prediction_id {
+        match st.replicate.cancel(pid).await {
+            // What it used until then is billed (run-time models): recorded now, as the
+            // webhook would.
+            Ok(p) if p.is_terminal() => {
+                if let Err(e) = usage::record(st, g.id, &p).await {
+                    tracing::warn!(generation_id = %g.id, error = %e, "cancelled prediction's usage not recorded");
+                }
+            }
+            Ok(_) => {}
+            // We stop charging and listening either way; a late result changes nothing.
+            Err(e) => tracing::warn!(generation_id = %g.id, error = %e, "provider cancel failed"),
+        }
     }
     Ok(())
 }

@@ -7,7 +7,9 @@
 //! - Metrics are CloudWatch Embedded Metric Format documents (namespace
 //!   `Picture`, dimension `service`), recorded through the `metrics` facade and
 //!   flushed to stdout after every invocation by `metrics_cloudwatch_embedded`.
-//!   Without a collector (the dev gateway, tests) recording is a no-op.
+//!   `picture-dev serve` installs the same collector and flushes after every
+//!   request. Without a collector (tests) recording is a no-op.
+//! - Generation counters and provider usage carry a `model` dimension too.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,6 +17,7 @@ use tracing_subscriber::{EnvFilter, fmt::MakeWriter};
 
 /// Metric names (counters unless noted).
 pub mod metric {
+    /// By model ([`super::count_for_model`]), like the other three.
     pub const GENERATION_STARTED: &str = "GenerationStarted";
     pub const GENERATION_SUCCEEDED: &str = "GenerationSucceeded";
     pub const GENERATION_FAILED: &str = "GenerationFailed";
@@ -28,6 +31,18 @@ pub mod metric {
     pub const WEBHOOK_RECEIVED: &str = "WebhookReceived";
     pub const WEBHOOK_REJECTED: &str = "WebhookRejected";
     pub const RATE_LIMITED: &str = "RateLimited";
+    /// 402 answers: not enough credits for a generation.
+    pub const INSUFFICIENT_CREDITS: &str = "InsufficientCredits";
+    /// 429 answers: too many generations in flight for a user.
+    pub const TOO_MANY_IN_FLIGHT: &str = "TooManyInFlight";
+    /// Histogram by model, seconds: Replicate's `metrics.predict_time` of a finished prediction.
+    pub const REPLICATE_PREDICT_TIME: &str = "ReplicatePredictTime";
+    /// Histogram by model, US dollars (unit None): a finished prediction's estimated cost.
+    pub const PROVIDER_COST_USD: &str = "ProviderCostUsd";
+    /// Histogram by model, seconds: from the provider's `created_at` to its `started_at`.
+    pub const QUEUE_TIME: &str = "QueueTime";
+    /// Histogram by model, seconds: from the request to the completed generation.
+    pub const GENERATION_TIME: &str = "GenerationTime";
     /// An external capture the credit service refused (final; alarmed on).
     pub const CAPTURE_REJECTED: &str = "CaptureRejected";
     /// Broken invariants found by an audit run (`crate::audit`).
@@ -37,6 +52,44 @@ pub mod metric {
 /// Adds `n` to a counter.
 pub fn count(name: &'static str, n: u64) {
     metrics::counter!(name).increment(n);
+}
+
+/// Adds `n` to a counter of one model.
+pub fn count_for_model(name: &'static str, model: &str, n: u64) {
+    metrics::counter!(name, "model" => model.to_string()).increment(n);
+}
+
+/// Records how long a completed generation of `model` took, request to image.
+pub fn generation_time(model: &str, seconds: f64) {
+    metrics::histogram!(metric::GENERATION_TIME, "model" => model.to_string()).record(seconds);
+}
+
+/// What the provider used for one finished prediction of `model`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProviderUsage {
+    pub predict_seconds: Option<f64>,
+    pub cost_usd: f64,
+    pub queue_seconds: Option<f64>,
+}
+
+/// Records a finished prediction's predict time, estimated cost and queue time.
+pub fn provider_usage(model: &str, usage: ProviderUsage) {
+    let label = || ("model", model.to_string());
+    if let Some(s) = usage.predict_seconds {
+        metrics::histogram!(metric::REPLICATE_PREDICT_TIME, &[label()]).record(s);
+    }
+    metrics::histogram!(metric::PROVIDER_COST_USD, &[label()]).record(usage.cost_usd);
+    if let Some(s) = usage.queue_seconds {
+        metrics::histogram!(metric::QUEUE_TIME, &[label()]).record(s);
+    }
+}
+
+/// Declares the units of the metrics that have one (once, after the collector is installed).
+fn describe() {
+    use metrics::Unit;
+    metrics::describe_histogram!(metric::REPLICATE_PREDICT_TIME, Unit::Seconds, "");
+    metrics::describe_histogram!(metric::QUEUE_TIME, Unit::Seconds, "");
+    metrics::describe_histogram!(metric::GENERATION_TIME, Unit::Seconds, "");
 }
 
 /// The service name in logs and metrics: the Lambda function's name, else `picture`.
@@ -73,15 +126,31 @@ pub fn init_logging() {
     let _ = tracing::subscriber::set_global_default(subscriber(std::io::stdout));
 }
 
+/// The collector's settings for `service`: namespace `Picture`, dimension `service`.
+fn builder(service: String) -> metrics_cloudwatch_embedded::Builder {
+    metrics_cloudwatch_embedded::Builder::new()
+        .cloudwatch_namespace("Picture")
+        .with_dimension("service", service)
+}
+
 /// Installs the EMF metrics collector for a Lambda function.
 pub fn init_metrics()
 -> Result<&'static metrics_cloudwatch_embedded::Collector, metrics_cloudwatch_embedded::Error> {
-    metrics_cloudwatch_embedded::Builder::new()
-        .cloudwatch_namespace("Picture")
-        .with_dimension("service", service_name())
+    let collector = builder(service_name())
         .lambda_cold_start_metric("ColdStart")
         .with_lambda_request_id("RequestId")
-        .init()
+        .init()?;
+    describe();
+    Ok(collector)
+}
+
+/// Installs the EMF metrics collector for a process that flushes it itself
+/// (`picture-dev serve`, after every request): the same documents as on Lambda.
+pub fn init_local_metrics()
+-> Result<&'static metrics_cloudwatch_embedded::Collector, metrics_cloudwatch_embedded::Error> {
+    let collector = builder(service_name()).init()?;
+    describe();
+    Ok(collector)
 }
 
 #[cfg(test)]
@@ -143,18 +212,25 @@ mod tests {
         );
     }
 
-    #[test]
-    fn metrics_flush_as_embedded_metric_format() {
-        let collector = metrics_cloudwatch_embedded::Builder::new()
-            .cloudwatch_namespace("Picture")
-            .with_dimension("service", "generate")
-            .init()
-            .unwrap();
-        count(metric::GENERATION_SUCCEEDED, 2);
+    /// Every EMF document one flush writes (one per label set).
+    fn flush(collector: &metrics_cloudwatch_embedded::Collector) -> Vec<Value> {
         let mut out = Vec::new();
         collector.flush(&mut out).unwrap();
-        let doc: Value =
-            serde_json::from_slice(out.split(|b| *b == b'\n').next().unwrap()).unwrap();
+        out.split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect()
+    }
+
+    /// One test installs the process's recorder (there can be one): both checks run in it.
+    #[test]
+    fn metrics_flush_as_embedded_metric_format() {
+        let collector = builder("generate".into()).init().unwrap();
+        describe();
+
+        count(metric::GENERATION_SUCCEEDED, 2);
+        let docs = flush(collector);
+        let doc = &docs[0];
         let aws = &doc["_aws"];
         assert!(aws["Timestamp"].as_u64().is_some());
         let cw = &aws["CloudWatchMetrics"][0];
@@ -163,5 +239,51 @@ mod tests {
         assert_eq!(cw["Metrics"][0]["Name"], metric::GENERATION_SUCCEEDED);
         assert_eq!(doc["service"], "generate");
         assert_eq!(doc[metric::GENERATION_SUCCEEDED], 2);
+
+        // A finished prediction: predict time and queue time in seconds, cost without a unit,
+        // by service and model.
+        let usage = ProviderUsage {
+            predict_seconds: Some(1.5),
+            cost_usd: 0.003,
+            queue_seconds: Some(0.25),
+        };
+        provider_usage("flux-schnell", usage);
+        count_for_model(metric::GENERATION_SUCCEEDED, "flux-schnell", 1);
+        generation_time("flux-schnell", 3.5);
+        let docs = flush(collector);
+        assert_eq!(docs.len(), 1, "{docs:?}");
+        let doc = &docs[0];
+        let cw = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(cw["Namespace"], "Picture");
+        assert_eq!(cw["Dimensions"], serde_json::json!([["service", "model"]]));
+        let units: std::collections::BTreeMap<&str, Option<&str>> = cw["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["Name"].as_str().unwrap(), m["Unit"].as_str()))
+            .collect();
+        assert_eq!(
+            units,
+            [
+                (metric::GENERATION_SUCCEEDED, None),
+                (metric::GENERATION_TIME, Some("Seconds")),
+                (metric::PROVIDER_COST_USD, None),
+                (metric::QUEUE_TIME, Some("Seconds")),
+                (metric::REPLICATE_PREDICT_TIME, Some("Seconds")),
+            ]
+            .into()
+        );
+        assert_eq!(
+            (&doc["service"], &doc["model"]),
+            (&"generate".into(), &"flux-schnell".into())
+        );
+        assert_eq!(
+            doc[metric::REPLICATE_PREDICT_TIME],
+            serde_json::json!([1.5])
+        );
+        assert_eq!(doc[metric::PROVIDER_COST_USD], serde_json::json!([0.003]));
+        assert_eq!(doc[metric::QUEUE_TIME], serde_json::json!([0.25]));
+        assert_eq!(doc[metric::GENERATION_SUCCEEDED], 1);
+        assert_eq!(doc[metric::GENERATION_TIME], serde_json::json!([3.5]));
     }
 }

@@ -11,7 +11,9 @@
 //! - `reconcile`: one run of the reconciler (what the scheduled function does);
 //! - `refund GENERATION_ID`: gives a captured generation's credits back;
 //! - `audit [--since DATE|RFC3339] [--user USER_ID]`: checks the stores' invariants,
-//!   prints every violation and exits 1 if there is any (2 if it cannot run).
+//!   prints every violation and exits 1 if there is any (2 if it cannot run);
+//! - `usage [--since DATE|RFC3339] [--until DATE|RFC3339] [--format table|json]`:
+//!   generations, outcomes, credits, predict time and estimated provider cost per model.
 //!
 //! Settings come from the environment (`make` loads `.dev/local.env`).
 
@@ -20,6 +22,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use base64::{Engine, engine::general_purpose::STANDARD};
 use picture::{AppState, auth::devkey::DevKey};
+
+mod usage;
 
 const KID: &str = "picture-dev";
 
@@ -47,11 +51,13 @@ fn dev_key(dir: &Path) -> Result<DevKey> {
 
 async fn serve() -> Result<()> {
     picture::telemetry::init_logging();
+    let metrics =
+        picture::telemetry::init_local_metrics().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
     let state = AppState::from_env().await?;
     let dir = dev_dir();
     dev_key(&dir)?;
     let jwks_file = dir.join("jwks.json");
-    schedule_reconciler(state.clone());
+    schedule_reconciler(state.clone(), metrics);
     let app = picture::api::all(state).route(
         "/dev/jwks.json",
         axum::routing::get(move || {
@@ -67,6 +73,13 @@ async fn serve() -> Result<()> {
             }
         }),
     );
+    // As on Lambda, the metrics of each request go to stdout as EMF once it is answered.
+    let app = app.layer(axum::middleware::map_response(
+        move |res: axum::response::Response| async move {
+            flush(metrics);
+            res
+        },
+    ));
     let port = std::env::var("PORT").unwrap_or_else(|_| "3006".into());
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
         .await
@@ -80,9 +93,17 @@ async fn serve() -> Result<()> {
     Ok(())
 }
 
+/// Writes the collected metrics to stdout as EMF documents.
+fn flush(metrics: &metrics_cloudwatch_embedded::Collector) {
+    if let Err(e) = metrics.flush(std::io::stdout().lock()) {
+        tracing::warn!(error = %e, "metrics not flushed");
+    }
+}
+
 /// Runs the reconciler every `RECONCILE_INTERVAL_SECONDS`, as EventBridge does on
-/// AWS (the first run one interval after start); `0` turns it off.
-fn schedule_reconciler(state: AppState) {
+/// AWS (the first run one interval after start); `0` turns it off. Its metrics
+/// are flushed after each run.
+fn schedule_reconciler(state: AppState, metrics: &'static metrics_cloudwatch_embedded::Collector) {
     let every = state.cfg.reconcile_interval;
     if every.is_zero() {
         return;
@@ -95,6 +116,7 @@ fn schedule_reconciler(state: AppState) {
             if let Err(e) = picture::reconcile::run(&state).await {
                 tracing::warn!(error = %e, "scheduled reconciler run failed");
             }
+            flush(metrics);
         }
     });
 }
@@ -308,8 +330,9 @@ async fn main() -> Result<()> {
             Ok(())
         }
         ["audit", rest @ ..] => audit(rest).await,
+        ["usage", rest @ ..] => usage::run(rest).await,
         _ => bail!(
-            "usage: picture-dev serve | migrate | setup | token USER_ID | credits USER_ID AMOUNT | reconcile | retry-captures | refund GENERATION_ID | audit [--since DATE] [--user USER_ID]"
+            "usage: picture-dev serve | migrate | setup | token USER_ID | credits USER_ID AMOUNT | reconcile | retry-captures | refund GENERATION_ID | audit [--since DATE] [--user USER_ID] | usage [--since DATE] [--until DATE] [--format table|json]"
         ),
     }
 }

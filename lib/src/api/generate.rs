@@ -307,7 +307,7 @@ async fn generate(
     let mut new = apply_model(&req, &model, user_id)?;
     new.idempotency = key.clone();
 
-    let hold = match lifecycle::begin(&st, &new).await {
+    let hold = match lifecycle::begin(&st, &new, &model).await {
         // A concurrent request with the same key recorded its generation first.
         Err(Error::IdempotencyKeyTaken) => {
             let k = key.as_ref().ok_or(Error::IdempotencyKeyTaken)?;

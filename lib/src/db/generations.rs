@@ -386,25 +386,93 @@ pub async fn record_progress(
     Ok(())
 }
 
-/// Moves an open generation (already locked by the caller) to a terminal status.
+/// Moves an open generation (already locked by the caller) to a terminal
+/// status; returns its model's name (for metrics).
 pub async fn finish(
     db: &impl GenericClient,
     id: Uuid,
     status: Status,
     credits_used: i32,
     error: Option<(&str, &str)>,
-) -> Result<()> {
+) -> Result<String> {
     let (code, message) = error.unzip();
-    db.execute(
-        "UPDATE generations
-            SET status = $2, credits_used = $3, error_code = $4, error_message = $5,
-                progress = CASE WHEN $2 = 'completed' THEN 1 ELSE progress END,
-                lease_owner = NULL, lease_until = NULL, completed_at = now(), updated_at = now()
-          WHERE id = $1",
-        &[&id, &status.as_str(), &credits_used, &code, &message],
-    )
-    .await?;
-    Ok(())
+    let row = db
+        .query_one(
+            "UPDATE generations
+                SET status = $2, credits_used = $3, error_code = $4, error_message = $5,
+                    progress = CASE WHEN $2 = 'completed' THEN 1 ELSE progress END,
+                    lease_owner = NULL, lease_until = NULL, completed_at = now(), updated_at = now()
+              WHERE id = $1
+          RETURNING (SELECT name FROM models WHERE models.id = generations.model_id)",
+            &[&id, &status.as_str(), &credits_used, &code, &message],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// What the provider reported of a finished prediction, and what it bills
+/// (`crate::usage::billable`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderReport {
+    pub created_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    /// `metrics.predict_time`, seconds.
+    pub predict_time: Option<f64>,
+    /// Output images billed by a per-image model.
+    pub billed_images: i32,
+    /// Seconds billed by a per-second model.
+    pub billed_seconds: f64,
+}
+
+/// The usage recorded for a generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedUsage {
+    pub model: String,
+    /// The estimated provider cost at the model's price.
+    pub cost_usd: f64,
+    /// Whether this is the first terminal report recorded for it.
+    pub first: bool,
+}
+
+/// Records a finished prediction's timings and estimated cost on its generation,
+/// whatever its status (later reports overwrite earlier ones); `None` if there is no such generation.
+pub async fn record_usage(
+    db: &impl GenericClient,
+    id: Uuid,
+    r: &ProviderReport,
+) -> Result<Option<RecordedUsage>> {
+    let row = db
+        .query_opt(
+            "WITH before AS (SELECT provider_completed_at FROM generations WHERE id = $1 FOR UPDATE)
+             UPDATE generations g
+                SET provider_created_at = coalesce($2, g.provider_created_at),
+                    started_at = coalesce($3, g.started_at),
+                    provider_completed_at = coalesce($4, g.provider_completed_at),
+                    predict_time = coalesce($5, g.predict_time),
+                    provider_cost_usd = CASE m.billing
+                        WHEN 'per_image' THEN m.price_usd * $6::int
+                        ELSE m.price_usd * $7::float8::numeric END
+               FROM models m, before b
+              WHERE g.id = $1 AND m.id = g.model_id
+          RETURNING m.name, g.provider_cost_usd::float8,
+                    b.provider_completed_at IS NULL AND g.provider_completed_at IS NOT NULL",
+            &[
+                &id,
+                &r.created_at,
+                &r.started_at,
+                &r.completed_at,
+                &r.predict_time,
+                &r.billed_images,
+                &r.billed_seconds,
+            ],
+        )
+        .await?;
+    Ok(row.map(|r| RecordedUsage {
+        model: r.get(0),
+        cost_usd: r.get(1),
+        first: r.get(2),
+    }))
 }
 
 /// A page of the user's generations, newest first (optionally of one status), and the total.

@@ -38,6 +38,20 @@ pub struct Prediction {
     pub input: Option<Value>,
     #[serde(default)]
     pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When it reached its terminal status.
+    #[serde(default)]
+    pub completed_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Usage, reported on terminal predictions.
+    #[serde(default)]
+    pub metrics: Option<Metrics>,
+}
+
+/// What a prediction used, as Replicate reports it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Metrics {
+    /// Seconds the model ran (queue time excluded): what run-time billing charges.
+    #[serde(default)]
+    pub predict_time: Option<f64>,
 }
 
 /// One page of the prediction list, newest first.
@@ -50,6 +64,20 @@ pub struct PredictionPage {
 }
 
 impl Prediction {
+    /// `metrics.predict_time`, if reported.
+    pub fn predict_time(&self) -> Option<f64> {
+        self.metrics.as_ref()?.predict_time
+    }
+
+    /// How many output files it produced.
+    pub fn output_count(&self) -> usize {
+        match &self.output {
+            Some(Value::Array(items)) => items.len(),
+            Some(Value::Null) | None => 0,
+            Some(_) => 1,
+        }
+    }
+
     /// `succeeded`, `failed`, `canceled` and `aborted` are final.
     pub fn is_terminal(&self) -> bool {
         matches!(

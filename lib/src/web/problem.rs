@@ -9,6 +9,8 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use crate::telemetry::{self, metric};
+
 /// One invalid field of a request.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FieldError {
@@ -216,14 +218,20 @@ impl From<crate::Error> for Problem {
                 required,
                 balance,
                 free_remaining,
-            } => Problem::insufficient_credits(required, balance, free_remaining),
-            E::TooManyInFlight { open, retry_after } => Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TOO_MANY_IN_FLIGHT",
-                "Too many generations in flight",
-                format!("You have {open} generations running; retry when one has finished."),
-            )
-            .retry_after(retry_after),
+            } => {
+                telemetry::count(metric::INSUFFICIENT_CREDITS, 1);
+                Problem::insufficient_credits(required, balance, free_remaining)
+            }
+            E::TooManyInFlight { open, retry_after } => {
+                telemetry::count(metric::TOO_MANY_IN_FLIGHT, 1);
+                Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TOO_MANY_IN_FLIGHT",
+                    "Too many generations in flight",
+                    format!("You have {open} generations running; retry when one has finished."),
+                )
+                .retry_after(retry_after)
+            }
             E::InputRefused => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "PROVIDER_REJECTED_INPUT",

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::common::{Stack, id_of};
 
 /// `picture-dev`, built by `make test` (`build-dev`) into the workspace's target dir.
-fn devtool() -> PathBuf {
+pub fn devtool() -> PathBuf {
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));

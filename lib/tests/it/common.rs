@@ -211,6 +211,26 @@ impl Stack {
     }
 }
 
+/// A migrated database only this test run uses (`picture_<prefix>_<uuid>`, so parallel
+/// runs do not collide); returns its URL and name, and a client of the server to drop it with.
+pub async fn own_database(prefix: &str) -> (String, String, tokio_postgres::Client) {
+    let shared = std::env::var("DATABASE_URL").expect("run with `make test`");
+    let (server, _) = shared.rsplit_once('/').unwrap();
+    let (client, conn) =
+        tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let name = format!("picture_{prefix}_{}", Uuid::new_v4().simple());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let url = format!("{server}/{name}");
+    picture::db::migrate(&url, None).await.unwrap();
+    (url, name, client)
+}
+
 /// AWS settings pointing at a closed loopback port: that service is unavailable.
 pub async fn dead_aws() -> aws_config::SdkConfig {
     aws_config::from_env()

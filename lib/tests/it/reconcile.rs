@@ -4,29 +4,9 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use tokio_postgres::NoTls;
 use uuid::Uuid;
 
-use crate::common::{Stack, id_of};
-
-/// A migrated database only this test run uses (unique, so parallel runs do not collide);
-/// returns its URL and a client of the server to drop it with.
-async fn own_database() -> (String, String, tokio_postgres::Client) {
-    let shared = std::env::var("DATABASE_URL").expect("run with `make test`");
-    let (server, _) = shared.rsplit_once('/').unwrap();
-    let (client, conn) = tokio_postgres::connect(&format!("{server}/postgres"), NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let name = format!("picture_reconcile_{}", Uuid::new_v4().simple());
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let url = format!("{server}/{name}");
-    picture::db::migrate(&url, None).await.unwrap();
-    (url, name, client)
-}
+use crate::common::{Stack, id_of, own_database};
 
 /// Waits until the simulator has finished the generation's prediction.
 async fn prediction_done(s: &Stack, id: &str) {
@@ -43,7 +23,7 @@ async fn prediction_done(s: &Stack, id: &str) {
 
 #[tokio::test]
 async fn the_reconciler_finishes_lost_orphaned_and_stuck_generations_once() {
-    let (db, name, server) = own_database().await;
+    let (db, name, server) = own_database("reconcile").await;
     let settings = [
         ("DATABASE_URL", db.as_str()),
         ("RECONCILE_GRACE_SECONDS", "0"),
@@ -163,7 +143,7 @@ async fn the_reconciler_finishes_lost_orphaned_and_stuck_generations_once() {
 
 #[tokio::test]
 async fn the_orphan_search_reaches_past_three_pages_and_matches_without_a_webhook() {
-    let (db, name, server) = own_database().await;
+    let (db, name, server) = own_database("reconcile").await;
     let sim = crate::private::PrivateSim::start().await;
     let mut settings: Vec<(&str, String)> = sim.settings();
     settings.extend([
@@ -209,7 +189,7 @@ async fn the_orphan_search_reaches_past_three_pages_and_matches_without_a_webhoo
 
 #[tokio::test]
 async fn one_generation_that_cannot_be_finished_does_not_stop_the_run() {
-    let (db, name, server) = own_database().await;
+    let (db, name, server) = own_database("reconcile").await;
     let settings = [
         ("DATABASE_URL", db.as_str()),
         ("RECONCILE_GRACE_SECONDS", "0"),

@@ -1,0 +1,122 @@
+//! `picture-dev usage`: the usage report (`picture::usage`) as a table for
+//! people or as JSON.
+
+use anyhow::{Context, Result, bail};
+use picture::{
+    AppState,
+    usage::{self, Report, Usage, Window},
+};
+
+/// Parses the options, builds the report and prints it.
+pub async fn run(args: &[&str]) -> Result<()> {
+    let (mut since, mut until, mut json) = (None, None, false);
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let value = *args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
+        match *flag {
+            "--since" => since = Some(value),
+            "--until" => until = Some(value),
+            "--format" => {
+                json = match value {
+                    "json" => true,
+                    "table" => false,
+                    other => bail!("--format: table or json, not {other:?}"),
+                }
+            }
+            other => bail!("usage: unknown option {other}"),
+        }
+    }
+    let window = Window::parse(
+        since,
+        until,
+        chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 0),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let state = AppState::from_env().await?;
+    let report = usage::report(&**state.db.get().await?, window).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", table(&report));
+    }
+    Ok(())
+}
+
+/// Column headings; every column after the first is right-aligned.
+const HEADINGS: [&str; 13] = [
+    "model",
+    "generations",
+    "completed",
+    "failed",
+    "cancelled",
+    "free",
+    "credits",
+    "waived",
+    "credits captured",
+    "predict time",
+    "predict p50",
+    "est. cost",
+    "cost/completed",
+];
+
+/// One row's cells: counts, seconds (`s`) and US dollars (`$`); `-` for none.
+fn cells(name: &str, u: &Usage) -> Vec<String> {
+    let dollars = |x: f64| format!("${x:.4}");
+    vec![
+        name.to_string(),
+        u.generations.to_string(),
+        u.completed.to_string(),
+        u.failed.to_string(),
+        u.cancelled.to_string(),
+        u.free.to_string(),
+        u.credits.to_string(),
+        u.waived.to_string(),
+        u.credits_captured.to_string(),
+        format!("{:.1} s", u.predict_seconds),
+        u.predict_seconds_p50
+            .map_or("-".into(), |s| format!("{s:.2} s")),
+        dollars(u.estimated_cost_usd),
+        u.cost_per_completed_usd.map_or("-".into(), dollars),
+    ]
+}
+
+/// The report as an aligned table, the window first and the totals last.
+fn table(r: &Report) -> String {
+    let mut rows: Vec<Vec<String>> = vec![HEADINGS.iter().map(|h| h.to_string()).collect()];
+    rows.extend(r.models.iter().map(|m| cells(&m.model, &m.usage)));
+    rows.push(cells("total", &r.totals));
+    let widths: Vec<usize> = (0..HEADINGS.len())
+        .map(|c| {
+            rows.iter()
+                .map(|row| row[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = format!(
+        "Provider usage of generations created {} – {} (UTC)\n",
+        r.window.since.format("%Y-%m-%d %H:%M"),
+        r.window.until.format("%Y-%m-%d %H:%M")
+    );
+    for (i, row) in rows.iter().enumerate() {
+        if i == rows.len() - 1 {
+            out.push_str(&"-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1)));
+            out.push('\n');
+        }
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(c, (cell, w))| match c {
+                0 => format!("{cell:<w$}"),
+                _ => format!("{cell:>w$}"),
+            })
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out.push_str("Predict time: Replicate's metrics.predict_time. Cost: estimated from the catalog's prices.\n");
+    out
+}

@@ -1,0 +1,74 @@
+//! The usage report's read: generations, outcomes, charges, predict time and
+//! estimated provider cost per model over a time window (`crate::usage`).
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::{GenericClient, Row};
+
+use crate::Result;
+
+/// The sums of one model (`model` set) or of all of them (`model` `None`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRow {
+    pub model: Option<String>,
+    pub generations: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    pub free: i64,
+    pub credits: i64,
+    pub waived: i64,
+    pub credits_captured: i64,
+    pub predict_seconds: f64,
+    pub predict_seconds_p50: Option<f64>,
+    pub estimated_cost_usd: f64,
+}
+
+impl From<&Row> for UsageRow {
+    fn from(r: &Row) -> Self {
+        UsageRow {
+            model: r.get("model"),
+            generations: r.get("generations"),
+            completed: r.get("completed"),
+            failed: r.get("failed"),
+            cancelled: r.get("cancelled"),
+            free: r.get("free"),
+            credits: r.get("credits"),
+            waived: r.get("waived"),
+            credits_captured: r.get("credits_captured"),
+            predict_seconds: r.get("predict_seconds"),
+            predict_seconds_p50: r.get("predict_seconds_p50"),
+            estimated_cost_usd: r.get("estimated_cost_usd"),
+        }
+    }
+}
+
+/// Generations created in `[since, until)`: one row per model (by name) with
+/// any, then the totals (always present).
+pub async fn by_model(
+    db: &impl GenericClient,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Vec<UsageRow>> {
+    let rows = db
+        .query(
+            "SELECT m.name AS model,
+                    count(*) AS generations,
+                    count(*) FILTER (WHERE g.status = 'completed') AS completed,
+                    count(*) FILTER (WHERE g.status = 'failed') AS failed,
+                    count(*) FILTER (WHERE g.status = 'cancelled') AS cancelled,
+                    count(*) FILTER (WHERE g.charge = 'free') AS free,
+                    count(*) FILTER (WHERE g.charge = 'credits') AS credits,
+                    count(*) FILTER (WHERE g.charge = 'waived') AS waived,
+                    coalesce(sum(g.credits_used), 0)::bigint AS credits_captured,
+                    coalesce(sum(g.predict_time), 0)::float8 AS predict_seconds,
+                    percentile_cont(0.5) WITHIN GROUP (ORDER BY g.predict_time) AS predict_seconds_p50,
+                    coalesce(sum(g.provider_cost_usd), 0)::float8 AS estimated_cost_usd
+               FROM generations g JOIN models m ON m.id = g.model_id
+              WHERE g.created_at >= $1 AND g.created_at < $2
+              GROUP BY ROLLUP (m.name)
+              ORDER BY m.name NULLS LAST",
+            &[&since, &until],
+        )
+        .await?;
+    Ok(rows.iter().map(UsageRow::from).collect())
+}

@@ -1,0 +1,259 @@
+//! Provider usage: what Replicate used for each generation and what it is
+//! estimated to cost (operator data, never in user responses), and the usage
+//! report (`picture-dev usage`). See docs/architecture.md, "Provider cost".
+
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use serde::Serialize;
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use crate::{
+    AppState, Result,
+    db::{
+        generations::{self, ProviderReport},
+        usage::{self as rows, UsageRow},
+    },
+    replicate::Prediction,
+    telemetry,
+};
+
+/// What Replicate bills for a finished prediction, following its billing:
+/// per-image (official) models bill the outputs produced, and not a failed
+/// prediction; per-second models bill the predict time whatever the outcome;
+/// an `aborted` prediction (stopped before it started) is not billed.
+pub fn billable(p: &Prediction) -> (i32, f64) {
+    let seconds = p.predict_time().unwrap_or(0.0);
+    match p.status.as_str() {
+        "aborted" => (0, 0.0),
+        "failed" => (0, seconds),
+        _ => (i32::try_from(p.output_count()).unwrap_or(i32::MAX), seconds),
+    }
+}
+
+/// Records a finished prediction's timings and estimated cost on its
+/// generation (later reports win); the first time, also as metrics.
+pub async fn record(st: &AppState, generation_id: Uuid, p: &Prediction) -> Result<()> {
+    let (billed_images, billed_seconds) = billable(p);
+    let report = ProviderReport {
+        created_at: p.created_at,
+        started_at: p.started_at,
+        completed_at: p.completed_at,
+        predict_time: p.predict_time(),
+        billed_images,
+        billed_seconds,
+    };
+    let db = st.db.get().await?;
+    let Some(recorded) = generations::record_usage(&**db, generation_id, &report).await? else {
+        return Ok(());
+    };
+    if recorded.first {
+        let queue = p
+            .started_at
+            .zip(p.created_at)
+            .map(|(started, created)| (started - created).as_seconds_f64().max(0.0));
+        let usage = telemetry::ProviderUsage {
+            predict_seconds: report.predict_time,
+            cost_usd: recorded.cost_usd,
+            queue_seconds: queue,
+        };
+        telemetry::provider_usage(&recorded.model, usage);
+    }
+    Ok(())
+}
+
+/// The report's time window, `[since, until)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Window {
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+}
+
+impl Window {
+    /// From `SINCE` (a date: its midnight UTC; or an RFC 3339 time) and `UNTIL`
+    /// (a date: the end of that day; or a time); by default the last 7 days.
+    pub fn parse(
+        since: Option<&str>,
+        until: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Window, String> {
+        let until = match until {
+            Some(s) => time(s, TimeDelta::days(1)).map_err(|e| format!("--until: {e}"))?,
+            None => now,
+        };
+        let since = match since {
+            Some(s) => time(s, TimeDelta::zero()).map_err(|e| format!("--since: {e}"))?,
+            None => until - TimeDelta::days(7),
+        };
+        Ok(Window { since, until })
+    }
+}
+
+/// An RFC 3339 time, or a date's midnight UTC plus `date_offset`.
+fn time(s: &str, date_offset: TimeDelta) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.to_utc());
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc() + date_offset)
+        .map_err(|_| format!("expected YYYY-MM-DD or an RFC 3339 time, got {s:?}"))
+}
+
+/// Usage of one model or of all.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub generations: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    pub free: i64,
+    pub credits: i64,
+    pub waived: i64,
+    pub credits_captured: i64,
+    pub predict_seconds: f64,
+    pub predict_seconds_p50: Option<f64>,
+    pub estimated_cost_usd: f64,
+    /// `null` without a completed generation.
+    pub cost_per_completed_usd: Option<f64>,
+}
+
+/// A model's usage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelUsage {
+    pub model: String,
+    #[serde(flatten)]
+    pub usage: Usage,
+}
+
+/// The usage report: `{"since", "until", "models": [...], "totals": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    #[serde(flatten)]
+    pub window: Window,
+    pub models: Vec<ModelUsage>,
+    pub totals: Usage,
+}
+
+/// Seconds to the millisecond, dollars to the millionth.
+fn round(x: f64, places: i32) -> f64 {
+    let scale = 10f64.powi(places);
+    (x * scale).round() / scale
+}
+
+impl From<&UsageRow> for Usage {
+    fn from(r: &UsageRow) -> Self {
+        Usage {
+            generations: r.generations,
+            completed: r.completed,
+            failed: r.failed,
+            cancelled: r.cancelled,
+            free: r.free,
+            credits: r.credits,
+            waived: r.waived,
+            credits_captured: r.credits_captured,
+            predict_seconds: round(r.predict_seconds, 3),
+            predict_seconds_p50: r.predict_seconds_p50.map(|s| round(s, 3)),
+            estimated_cost_usd: round(r.estimated_cost_usd, 6),
+            cost_per_completed_usd: (r.completed > 0)
+                .then(|| round(r.estimated_cost_usd / r.completed as f64, 6)),
+        }
+    }
+}
+
+/// The usage of generations created in `window`, per model and in total.
+pub async fn report(db: &impl GenericClient, window: Window) -> Result<Report> {
+    let rows = rows::by_model(db, window.since, window.until).await?;
+    let mut models = Vec::new();
+    let mut totals = None;
+    for r in &rows {
+        match &r.model {
+            Some(name) => models.push(ModelUsage {
+                model: name.clone(),
+                usage: r.into(),
+            }),
+            None => totals = Some(r.into()),
+        }
+    }
+    let totals = totals.ok_or_else(|| crate::Error::Internal("usage: no totals row".into()))?;
+    Ok(Report {
+        window,
+        models,
+        totals,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn prediction(status: &str, output: serde_json::Value, predict: Option<f64>) -> Prediction {
+        serde_json::from_value(json!({
+            "id": "p", "status": status, "output": output,
+            "metrics": predict.map(|p| json!({"predict_time": p})),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn billing_follows_replicate() {
+        let out = json!(["https://replicate.delivery/a.webp"]);
+        assert_eq!(
+            billable(&prediction("succeeded", out.clone(), Some(2.5))),
+            (1, 2.5)
+        );
+        // Official models do not bill a failure; run-time models bill the time it used.
+        assert_eq!(
+            billable(&prediction("failed", json!(null), Some(1.0))),
+            (0, 1.0)
+        );
+        assert_eq!(
+            billable(&prediction("canceled", json!(null), Some(0.5))),
+            (0, 0.5)
+        );
+        // Stopped before it started: nothing.
+        assert_eq!(
+            billable(&prediction("aborted", json!(null), Some(0.0))),
+            (0, 0.0)
+        );
+        assert_eq!(billable(&prediction("succeeded", out, None)), (1, 0.0));
+    }
+
+    #[test]
+    fn window_takes_dates_and_times() {
+        let now = "2026-03-10T12:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let w = Window::parse(Some("2026-03-01"), Some("2026-03-01"), now).unwrap();
+        assert_eq!(w.since.to_rfc3339(), "2026-03-01T00:00:00+00:00");
+        assert_eq!(w.until.to_rfc3339(), "2026-03-02T00:00:00+00:00");
+        let w = Window::parse(None, Some("2026-03-05T10:00:00+02:00"), now).unwrap();
+        assert_eq!(w.until.to_rfc3339(), "2026-03-05T08:00:00+00:00");
+        assert_eq!(w.since, w.until - TimeDelta::days(7));
+        assert_eq!(Window::parse(None, None, now).unwrap().until, now);
+        assert!(Window::parse(Some("last week"), None, now).is_err());
+    }
+
+    #[test]
+    fn cost_per_completed_is_null_without_completions() {
+        let row = UsageRow {
+            model: None,
+            generations: 2,
+            completed: 0,
+            failed: 2,
+            cancelled: 0,
+            free: 2,
+            credits: 0,
+            waived: 0,
+            credits_captured: 0,
+            predict_seconds: 1.23456,
+            predict_seconds_p50: Some(0.61728),
+            estimated_cost_usd: 0.0012037,
+        };
+        let u = Usage::from(&row);
+        assert_eq!(u.cost_per_completed_usd, None);
+        assert_eq!((u.predict_seconds, u.estimated_cost_usd), (1.235, 0.001204));
+        let json = serde_json::to_value(&u).unwrap();
+        assert_eq!(json["costPerCompletedUsd"], json!(null));
+        assert_eq!(json["predictSecondsP50"], json!(0.617));
+    }
+}
