@@ -7,7 +7,7 @@ DEV_TOOL := target/debug/picture-dev
 # Runs a command with the local stack's settings.
 WITH_ENV := set -a && . ./.dev/local.env && set +a &&
 
-.PHONY: dev stop test token credits reconcile retry-captures migrate build-dev fuzz audit soak
+.PHONY: dev stop test token credits reconcile retry-captures migrate build-dev fuzz audit soak backfill-thumbnails
 
 ## dev: start the background services, migrate, seed, serve every function on 127.0.0.1:$(PORT)
 dev: build-dev
@@ -50,6 +50,10 @@ retry-captures: build-dev
 ## audit [SINCE=<date|RFC3339>] [USER_ID=<uuid>]: check the stores' invariants; exit 1 on any violation
 audit: build-dev
 	@$(WITH_ENV) $(DEV_TOOL) audit $(if $(SINCE),--since '$(SINCE)') $(if $(USER_ID),--user '$(USER_ID)')
+
+## backfill-thumbnails [BATCH=32]: thumbnails and blurhash for images stored without them (resumable, safe to repeat)
+backfill-thumbnails: build-dev
+	@$(WITH_ENV) $(DEV_TOOL) backfill-thumbnails $(BATCH)
 
 ## test: unit + integration tests (real PostgreSQL, moto, simulator), simulator tests, template lint
 test: build-dev

@@ -11,7 +11,9 @@
 //! - `reconcile`: one run of the reconciler (what the scheduled function does);
 //! - `refund GENERATION_ID`: gives a captured generation's credits back;
 //! - `audit [--since DATE|RFC3339] [--user USER_ID]`: checks the stores' invariants,
-//!   prints every violation and exits 1 if there is any (2 if it cannot run).
+//!   prints every violation and exits 1 if there is any (2 if it cannot run);
+//! - `backfill-thumbnails [BATCH]`: gives images stored without a thumbnail one (and a
+//!   blurhash), BATCH (32) rows per transaction; safe to repeat or run concurrently.
 //!
 //! Settings come from the environment (`make` loads `.dev/local.env`).
 
@@ -308,8 +310,24 @@ async fn main() -> Result<()> {
             Ok(())
         }
         ["audit", rest @ ..] => audit(rest).await,
+        ["backfill-thumbnails", rest @ ..] => {
+            let batch: i64 = match rest {
+                [] => 32,
+                [n] => n
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .context("BATCH must be an integer from 1 to 1000")?,
+                _ => bail!("usage: picture-dev backfill-thumbnails [BATCH]"),
+            };
+            picture::telemetry::init_logging();
+            let state = AppState::from_env().await?;
+            let report = picture::thumbnail::backfill(&state, batch).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
         _ => bail!(
-            "usage: picture-dev serve | migrate | setup | token USER_ID | credits USER_ID AMOUNT | reconcile | retry-captures | refund GENERATION_ID | audit [--since DATE] [--user USER_ID]"
+            "usage: picture-dev serve | migrate | setup | token USER_ID | credits USER_ID AMOUNT | reconcile | retry-captures | refund GENERATION_ID | audit [--since DATE] [--user USER_ID] | backfill-thumbnails [BATCH]"
         ),
     }
 }
