@@ -157,17 +157,18 @@ pub struct Backfilled {
     pub left: usize,
 }
 
-/// Gives every image without a thumbnail try one, `batch` rows at a time: each
-/// batch is claimed in a transaction (`FOR UPDATE SKIP LOCKED`, so concurrent
-/// runs share the work and a deletion waits for it) and committed with the
-/// outcomes. One pass in id order: rows left by a fault wait for the next run.
-pub async fn backfill(st: &AppState, batch: i64) -> Result<Backfilled> {
+/// Gives every image (of `user`) without a thumbnail try one, `batch` rows at
+/// a time: each batch is claimed in a transaction (`FOR UPDATE SKIP LOCKED`,
+/// so concurrent runs share the work and a deletion waits for it) and
+/// committed with the outcomes. One pass in id order: rows left by a fault
+/// wait for the next run.
+pub async fn backfill(st: &AppState, batch: i64, user: Option<Uuid>) -> Result<Backfilled> {
     let mut report = Backfilled::default();
     let mut after = None;
     loop {
         let mut conn = st.db.get().await?;
         let tx = conn.transaction().await?;
-        let rows = images::claim_pending(&*tx, after, batch).await?;
+        let rows = images::claim_pending(&*tx, user, after, batch).await?;
         let Some(last) = rows.last() else {
             return Ok(report);
         };

@@ -12,8 +12,9 @@
 //! - `refund GENERATION_ID`: gives a captured generation's credits back;
 //! - `audit [--since DATE|RFC3339] [--user USER_ID]`: checks the stores' invariants,
 //!   prints every violation and exits 1 if there is any (2 if it cannot run);
-//! - `backfill-thumbnails [BATCH]`: gives images stored without a thumbnail one (and a
-//!   blurhash), BATCH (32) rows per transaction; safe to repeat or run concurrently.
+//! - `backfill-thumbnails [--batch N] [--user USER_ID]`: gives images stored without a
+//!   thumbnail one (and a blurhash), N (32) rows per transaction; safe to repeat or run
+//!   concurrently.
 //!
 //! Settings come from the environment (`make` loads `.dev/local.env`).
 
@@ -225,6 +226,33 @@ async fn run_audit(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// `backfill-thumbnails [--batch N] [--user USER_ID]`: prints what was done.
+async fn backfill_thumbnails(args: &[&str]) -> Result<()> {
+    let (mut batch, mut user) = (32, None);
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
+        match *flag {
+            "--batch" => {
+                batch = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .context("--batch must be an integer from 1 to 1000")?
+            }
+            "--user" => user = Some(uuid::Uuid::parse_str(value).context("--user must be a uuid")?),
+            other => bail!("backfill-thumbnails: unknown option {other}"),
+        }
+    }
+    picture::telemetry::init_logging();
+    let state = AppState::from_env().await?;
+    let report = picture::thumbnail::backfill(&state, batch, user).await?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -310,24 +338,9 @@ async fn main() -> Result<()> {
             Ok(())
         }
         ["audit", rest @ ..] => audit(rest).await,
-        ["backfill-thumbnails", rest @ ..] => {
-            let batch: i64 = match rest {
-                [] => 32,
-                [n] => n
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=1000).contains(n))
-                    .context("BATCH must be an integer from 1 to 1000")?,
-                _ => bail!("usage: picture-dev backfill-thumbnails [BATCH]"),
-            };
-            picture::telemetry::init_logging();
-            let state = AppState::from_env().await?;
-            let report = picture::thumbnail::backfill(&state, batch).await?;
-            println!("{}", serde_json::to_string(&report)?);
-            Ok(())
-        }
+        ["backfill-thumbnails", rest @ ..] => backfill_thumbnails(rest).await,
         _ => bail!(
-            "usage: picture-dev serve | migrate | setup | token USER_ID | credits USER_ID AMOUNT | reconcile | retry-captures | refund GENERATION_ID | audit [--since DATE] [--user USER_ID] | backfill-thumbnails [BATCH]"
+            "usage: picture-dev serve | migrate | setup | token USER_ID | credits USER_ID AMOUNT | reconcile | retry-captures | refund GENERATION_ID | audit [--since DATE] [--user USER_ID] | backfill-thumbnails [--batch N] [--user USER_ID]"
         ),
     }
 }

@@ -108,20 +108,23 @@ pub struct Pending {
     pub storage_key: String,
 }
 
-/// Locks up to `limit` images without a thumbnail try, ids after `after`, in id
-/// order, for the rest of the transaction; rows other runs hold are skipped.
+/// Locks up to `limit` images (of `user`) without a thumbnail try, ids after
+/// `after`, in id order, for the rest of the transaction; rows other runs hold
+/// are skipped.
 pub async fn claim_pending(
     db: &impl GenericClient,
+    user: Option<Uuid>,
     after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Pending>> {
     let rows = db
         .query(
             "SELECT id, generation_id, user_id, storage_key FROM images
-              WHERE thumbnail_state = 'pending' AND ($1::uuid IS NULL OR id > $1)
-              ORDER BY id LIMIT $2
+              WHERE thumbnail_state = 'pending' AND ($1::uuid IS NULL OR user_id = $1)
+                AND ($2::uuid IS NULL OR id > $2)
+              ORDER BY id LIMIT $3
                 FOR UPDATE SKIP LOCKED",
-            &[&after, &limit],
+            &[&user, &after, &limit],
         )
         .await?;
     Ok(rows

@@ -21,4 +21,5 @@ mod private;
 mod progress;
 mod reconcile;
 mod template;
+mod thumbnails;
 mod webhooks;
