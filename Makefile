@@ -85,7 +85,7 @@ build:
 
 ## bench: cold-start benchmark of x86_64 release builds against the local stack (docs/performance.md); BENCH_ARGS="--warm N --cold N --sync-runs N --only f1,f2"
 bench: build-dev
-	cargo build --release $(addprefix -p ,$(FUNCTIONS)) -p bench-hello -p picture-bench
+	cargo build --release $(addprefix -p ,$(FUNCTIONS)) -p bench-hello -p bench-thumbnail -p picture-bench
 	target/release/picture-bench $(BENCH_ARGS)
 
 ## sam-invoke FUNCTION=<LogicalId> EVENT=<file> [USER_ID=<uuid>]: one `sam local invoke` against the local stack (DEV_TOKEN replaced)
