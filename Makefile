@@ -51,9 +51,9 @@ retry-captures: build-dev
 audit: build-dev
 	@$(WITH_ENV) $(DEV_TOOL) audit $(if $(SINCE),--since '$(SINCE)') $(if $(USER_ID),--user '$(USER_ID)')
 
-## backfill-thumbnails [BATCH=32] [USER_ID=<uuid>]: thumbnails and blurhash for images stored without them (resumable, safe to repeat or run concurrently)
+## backfill-thumbnails [BATCH=32] [USER_ID=<uuid>] [DATABASE_URL=…]: thumbnails and blurhash for images stored without them (resumable, safe to repeat or run concurrently)
 backfill-thumbnails: build-dev
-	@$(WITH_ENV) $(DEV_TOOL) backfill-thumbnails $(if $(BATCH),--batch '$(BATCH)') $(if $(USER_ID),--user '$(USER_ID)')
+	@$(WITH_ENV) $(if $(DATABASE_URL),DATABASE_URL='$(DATABASE_URL)') $(DEV_TOOL) backfill-thumbnails $(if $(BATCH),--batch '$(BATCH)') $(if $(USER_ID),--user '$(USER_ID)')
 
 ## test: unit + integration tests (real PostgreSQL, moto, simulator), simulator tests, template lint
 test: build-dev
