@@ -5,9 +5,9 @@
 //! are final. Completion can be reported by the sync wait, the webhook,
 //! status polls and the reconciler, concurrently and repeatedly; all of them
 //! call [`settle`] with a deadline. A lease, sized from that deadline, decides
-//! who copies the output to S3 (and its thumbnail), and one transaction (with the row locked)
-//! inserts the image, marks `completed` and captures the hold, so a
-//! generation completes, and is charged, exactly once.
+//! who copies the output to S3 and makes its thumbnail, and one transaction
+//! (with the row locked) inserts the image, marks `completed` and captures the
+//! hold, so a generation completes, and is charged, exactly once.
 //!
 //! Faults: a transient failure (S3, the database, the network, the deadline)
 //! releases the lease and leaves the generation open for the next webhook
@@ -273,8 +273,14 @@ async fn complete(st: &AppState, generation_id: Uuid, file: &str, deadline: Inst
     };
     let outcome = match copied {
         Ok(stored) => {
-            let bytes = stored.bytes.clone();
-            match thumbnail::store(&st.storage, g.user_id, generation_id, bytes, deadline).await {
+            let thumb = thumbnail::store(
+                &st.storage,
+                g.user_id,
+                generation_id,
+                stored.bytes.clone(),
+                deadline,
+            );
+            match thumb.await {
                 Ok(thumb) => commit(st, &g, stored, thumb, deadline).await,
                 Err(e) => Err(e),
             }
