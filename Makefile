@@ -7,7 +7,7 @@ DEV_TOOL := target/debug/picture-dev
 # Runs a command with the local stack's settings.
 WITH_ENV := set -a && . ./.dev/local.env && set +a &&
 
-.PHONY: dev stop test token credits reconcile retry-captures migrate build-dev fuzz audit soak usage
+.PHONY: dev stop test token credits reconcile retry-captures migrate build-dev fuzz audit soak usage backfill-thumbnails
 
 ## dev: start the background services, migrate, seed, serve every function on 127.0.0.1:$(PORT)
 dev: build-dev
@@ -55,6 +55,10 @@ audit: build-dev
 usage: build-dev
 	@$(WITH_ENV) $(DEV_TOOL) usage $(if $(SINCE),--since '$(SINCE)') $(if $(UNTIL),--until '$(UNTIL)') $(if $(FORMAT),--format '$(FORMAT)')
 
+## backfill-thumbnails [BATCH=32] [USER_ID=<uuid>] [DATABASE_URL=…]: thumbnails and blurhash for images stored without them (resumable, safe to repeat or run concurrently)
+backfill-thumbnails: build-dev
+	@$(WITH_ENV) $(if $(DATABASE_URL),DATABASE_URL='$(DATABASE_URL)') $(DEV_TOOL) backfill-thumbnails $(if $(BATCH),--batch '$(BATCH)') $(if $(USER_ID),--user '$(USER_ID)')
+
 ## test: unit + integration tests (real PostgreSQL, moto, simulator), simulator tests, template lint
 test: build-dev
 	bash infra/scripts/stack.sh up
@@ -85,7 +89,7 @@ build:
 
 ## bench: cold-start benchmark of x86_64 release builds against the local stack (docs/performance.md); BENCH_ARGS="--warm N --cold N --sync-runs N --only f1,f2"
 bench: build-dev
-	cargo build --release $(addprefix -p ,$(FUNCTIONS)) -p bench-hello -p picture-bench
+	cargo build --release $(addprefix -p ,$(FUNCTIONS)) -p bench-hello -p bench-thumbnail -p picture-bench
 	target/release/picture-bench $(BENCH_ARGS)
 
 ## sam-invoke FUNCTION=<LogicalId> EVENT=<file> [USER_ID=<uuid>]: one `sam local invoke` against the local stack (DEV_TOKEN replaced)

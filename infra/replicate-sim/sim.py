@@ -201,6 +201,7 @@ class Markers:
     queue_ms: int | None
     create_429: int  # create attempts answered 429 before one succeeds
     noise: bool
+    svg: bool  # the output is an SVG document (as from a vector model)
 
     @classmethod
     def parse(cls, prompt: str) -> Markers:
@@ -219,6 +220,7 @@ class Markers:
             queue_ms=number("queue"),
             create_429=number("create-429") or 0,
             noise="[sim:noise]" in prompt,
+            svg="[sim:svg]" in prompt,
         )
 
 
@@ -420,6 +422,26 @@ def render_image(prompt: str, seed: Any, spec: ImageSpec, noise: bool = False) -
     buffer = io.BytesIO()
     canvas.save(buffer, spec.pil_format, **FORMATS[spec.output_format][3])
     return buffer.getvalue()
+
+
+def render_svg(prompt: str, seed: Any, spec: ImageSpec) -> bytes:
+    """Deterministic SVG document of the requested size: a background and a few shapes."""
+    material = prompt if seed is None else f"{prompt}\0{json.dumps(seed)}"
+    rng = random.Random(hashlib.sha256(material.encode()).digest())
+    w, h = spec.width, spec.height
+
+    def color() -> str:
+        return "#%02x%02x%02x" % (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+
+    shapes = [f'<rect width="{w}" height="{h}" fill="{color()}"/>']
+    for _ in range(rng.randint(3, 7)):
+        x, y, r = rng.randrange(w), rng.randrange(h), rng.randint(max(1, min(w, h) // 20), max(1, min(w, h) // 4))
+        shapes.append(f'<circle cx="{x}" cy="{y}" r="{r}" fill="{color()}"/>')
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}">'
+        + "".join(shapes)
+        + "</svg>\n"
+    ).encode()
 
 
 # --------------------------------------------------------------------------- predictions
@@ -737,11 +759,15 @@ class Simulator:
         spec, markers = request.image, request.markers
         if markers.bad_output:
             return f"{self.public_url}/files/missing-{pred.id}.png", None
-        data = render_image(request.input["prompt"], request.input.get("seed"), spec, markers.noise)
+        prompt, seed = request.input["prompt"], request.input.get("seed")
+        if markers.svg:
+            data, ext, mime = render_svg(prompt, seed, spec), "svg", "image/svg+xml"
+        else:
+            data, ext, mime = render_image(prompt, seed, spec, markers.noise), spec.ext, spec.mime
         if markers.data_uri:
-            return f"data:{spec.mime};base64,{base64.b64encode(data).decode()}", None
-        name = f"{pred.id}.{spec.ext}"
-        return f"{self.public_url}/files/{name}", (name, (data, spec.mime))
+            return f"data:{mime};base64,{base64.b64encode(data).decode()}", None
+        name = f"{pred.id}.{ext}"
+        return f"{self.public_url}/files/{name}", (name, (data, mime))
 
     def _sleep(self, pred: Prediction, seconds: float) -> bool:
         """Sleep unless the prediction ends meanwhile; True when it is still running afterwards."""

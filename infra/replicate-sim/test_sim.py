@@ -23,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
+from xml.etree import ElementTree
 
 import pytest
 from PIL import Image
@@ -292,6 +293,20 @@ def test_data_uri_marker(base_url):
     header, encoded = body["output"][0].split(",", 1)
     assert header == "data:image/png;base64"
     assert Image.open(io.BytesIO(base64.b64decode(encoded))).format == "PNG"
+
+
+def test_svg_marker(base_url):
+    input = {"prompt": "a vector fox [sim:svg]", "width": 640, "height": 480}
+    body = create(base_url, input, prefer="wait")[2]
+    assert body["status"] == "succeeded" and body["output"][0].endswith(".svg")
+    status, head, data = call("GET", body["output"][0])
+    assert status == 200 and head["Content-Type"] == "image/svg+xml"
+    root = ElementTree.fromstring(data)
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    assert (root.get("width"), root.get("height"), root.get("viewBox")) == ("640", "480", "0 0 640 480")
+    assert call("GET", create(base_url, input, prefer="wait")[2]["output"][0])[2] == data
+    inline = create(base_url, {"prompt": "inline [sim:svg] [sim:data-uri]"}, prefer="wait")[2]["output"][0]
+    assert inline.startswith("data:image/svg+xml;base64,")
 
 
 def test_slow_marker(base_url):

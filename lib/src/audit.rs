@@ -168,11 +168,18 @@ fn check_generation(g: &GenRow, keys: &[String], ledger: bool, out: &mut Vec<Vio
                 image_id: Some(*image_id),
                 ..Violation::of("image_of_unfinished", g, msg).key(key)
             });
-        } else if !keys.contains(key) {
-            out.push(Violation {
-                image_id: Some(*image_id),
-                ..Violation::of("missing_object", g, "the image's S3 object is missing").key(key)
-            });
+        } else {
+            let objects = [(Some(key), "image"), (g.thumbnail.as_ref(), "thumbnail")];
+            for (key, what) in objects {
+                let Some(key) = key.filter(|k| !keys.contains(k)) else {
+                    continue;
+                };
+                let msg = format!("the {what}'s S3 object is missing");
+                out.push(Violation {
+                    image_id: Some(*image_id),
+                    ..Violation::of("missing_object", g, msg).key(key)
+                });
+            }
         }
     }
     if g.image.is_none() && g.status == "completed" && !g.image_deleted {
@@ -223,12 +230,13 @@ fn check_hold(g: &GenRow, ledger: bool, out: &mut Vec<Violation>) {
 }
 
 /// Objects under a generation's id: fine if open, or if it is the completed
-/// generation's image; an object of a failed or cancelled one is reported as
+/// generation's image or the thumbnail its row names; an object of a failed or cancelled one is reported as
 /// such, anything else is an orphan.
 fn check_objects(g: &GenRow, keys: &[String], out: &mut Vec<Violation>) {
     let prefix = format!("users/{}/images/{}.", g.user_id, g.id);
     for key in keys {
-        let image = g.image.as_ref().is_some_and(|(_, k)| k == key);
+        let image =
+            g.image.as_ref().is_some_and(|(_, k)| k == key) || g.thumbnail.as_ref() == Some(key);
         let v = if !key.starts_with(&prefix) {
             orphan(key, "under another user's prefix")
         } else if g.is_open() || image {
@@ -287,13 +295,13 @@ struct Objects {
     count: usize,
 }
 
-/// `users/{userId}/images/{generationId}.{ext}` → the generation id; `None` if
-/// the key is not an image key at all.
+/// `users/{userId}/images/{generationId}.{ext}` (`ext` may have dots:
+/// `thumb.webp`) → the generation id; `None` if the key is not an image key at all.
 fn image_key(key: &str) -> Option<Result<Uuid, ()>> {
     let rest = key.strip_prefix("users/")?;
     let (user, file) = rest.split_once("/images/")?;
     let parsed = file
-        .rsplit_once('.')
+        .split_once('.')
         .filter(|(_, ext)| !ext.is_empty() && !ext.contains('/'))
         .and_then(|(g, _)| Uuid::parse_str(g).ok())
         .filter(|_| Uuid::parse_str(user).is_ok());
@@ -392,6 +400,7 @@ mod tests {
             user_id: user,
             status: "completed".into(),
             image: Some((Uuid::new_v4(), key.into())),
+            thumbnail: None,
             hold: Some(Hold {
                 kind: "credits".into(),
                 state: "captured".into(),
@@ -424,6 +433,10 @@ mod tests {
         let (u, g) = (Uuid::new_v4(), Uuid::new_v4());
         assert_eq!(
             image_key(&format!("users/{u}/images/{g}.webp")),
+            Some(Ok(g))
+        );
+        assert_eq!(
+            image_key(&format!("users/{u}/images/{g}.thumb.webp")),
             Some(Ok(g))
         );
         assert_eq!(
@@ -484,5 +497,34 @@ mod tests {
         };
         check_generation(&deleted, &[], true, &mut out);
         assert_eq!(out, []);
+    }
+
+    #[test]
+    fn a_thumbnail_its_row_names_is_expected_and_not_an_orphan() {
+        let (u, g) = (Uuid::new_v4(), Uuid::new_v4());
+        let key = format!("users/{u}/images/{g}.png");
+        let thumb = format!("users/{u}/images/{g}.thumb.webp");
+        let row = GenRow {
+            thumbnail: Some(thumb.clone()),
+            ..completed(u, g, &key)
+        };
+        let mut out = Vec::new();
+        check_generation(&row, &[key.clone(), thumb.clone()], true, &mut out);
+        assert_eq!(out, []);
+
+        check_generation(&row, std::slice::from_ref(&key), true, &mut out);
+        let found: Vec<_> = out.iter().map(|v| (v.kind, v.key.clone())).collect();
+        assert_eq!(found, [("missing_object", Some(thumb.clone()))]);
+
+        // A thumbnail its row does not name (e.g. left by a backfill racing a delete) is an orphan.
+        out.clear();
+        check_generation(
+            &completed(u, g, &key),
+            &[key, thumb.clone()],
+            true,
+            &mut out,
+        );
+        let found: Vec<_> = out.iter().map(|v| (v.kind, v.key.clone())).collect();
+        assert_eq!(found, [("orphan_object", Some(thumb))]);
     }
 }

@@ -25,6 +25,7 @@ pub mod secrets;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod thumbnail;
 pub mod usage;
 pub mod web;
 

@@ -5,9 +5,9 @@
 //! are final. Completion can be reported by the sync wait, the webhook,
 //! status polls and the reconciler, concurrently and repeatedly; all of them
 //! call [`settle`] with a deadline. A lease, sized from that deadline, decides
-//! who copies the output to S3, and one transaction (with the row locked)
-//! inserts the image, marks `completed` and captures the hold, so a
-//! generation completes, and is charged, exactly once.
+//! who copies the output to S3 and makes its thumbnail, and one transaction
+//! (with the row locked) inserts the image, marks `completed` and captures the
+//! hold, so a generation completes, and is charged, exactly once.
 //!
 //! Faults: a transient failure (S3, the database, the network, the deadline)
 //! releases the lease and leaves the generation open for the next webhook
@@ -31,6 +31,7 @@ use crate::{
     replicate::{NewPrediction, Prediction, ReplicateError, inputs, progress},
     storage::StoredObject,
     telemetry::{self, metric},
+    thumbnail::{self, StoredThumbnail},
     usage,
 };
 
@@ -249,10 +250,11 @@ pub async fn settle(
     }
 }
 
-/// Copies the output and completes the generation, exactly once. Returns
-/// [`Error::CompletionInProgress`] while another holder's lease is live, and
-/// a transient error (with the lease released) when the copy or the commit
-/// could not be done now.
+/// Copies the output, makes its thumbnail and completes the generation,
+/// exactly once. Returns [`Error::CompletionInProgress`] while another
+/// holder's lease is live, and a transient error (with the lease released)
+/// when the copy, the thumbnail's upload or the commit could not be done now.
+/// An output that cannot be decoded completes without a thumbnail.
 async fn complete(st: &AppState, generation_id: Uuid, file: &str, deadline: Instant) -> Result<()> {
     let owner = Uuid::new_v4();
     let lease = deadline.saturating_duration_since(Instant::now()) + LEASE_MARGIN;
@@ -274,7 +276,15 @@ async fn complete(st: &AppState, generation_id: Uuid, file: &str, deadline: Inst
         Err(_) => Err(Error::TimedOut("output copy")),
     };
     let outcome = match copied {
-        Ok(stored) => commit(st, &g, stored, deadline).await,
+        Ok(mut stored) => {
+            // The bytes go to the thumbnail; the row needs only what was stored.
+            let bytes = std::mem::take(&mut stored.bytes);
+            let thumb = thumbnail::store(&st.storage, g.user_id, generation_id, bytes, deadline);
+            match thumb.await {
+                Ok(thumb) => commit(st, &g, stored, thumb, deadline).await,
+                Err(e) => Err(e),
+            }
+        }
         Err(e) if !e.is_transient() => {
             tracing::error!(%generation_id, error = %e, "output cannot be stored");
             close(st, generation_id, Status::Failed, Some(OUTPUT_COPY_FAILED)).await
@@ -299,11 +309,12 @@ async fn release_lease(st: &AppState, generation_id: Uuid, owner: Uuid) {
 }
 
 /// The completing transaction: the image row, the capture and `completed`, or
-/// nothing if the generation ended meanwhile (then the copy is deleted).
+/// nothing if the generation ended meanwhile (then the copy and its thumbnail are deleted).
 async fn commit(
     st: &AppState,
     g: &Generation,
     stored: StoredObject,
+    thumbnail: Option<StoredThumbnail>,
     deadline: Instant,
 ) -> Result<()> {
     let generation_id = g.id;
@@ -315,8 +326,11 @@ async fn commit(
         drop(conn);
         if current.status != Status::Completed {
             // Cancelled while we copied: the image must not outlive it (the audit lists it if this fails).
-            if let Err(e) = st.storage.delete(&stored.key).await {
-                tracing::warn!(%generation_id, key = %stored.key, error = %e, "copy of an ended generation not deleted");
+            let thumb = thumbnail.map(|t| t.key);
+            for key in std::iter::once(&stored.key).chain(&thumb) {
+                if let Err(e) = st.storage.delete(key).await {
+                    tracing::warn!(%generation_id, %key, error = %e, "copy of an ended generation not deleted");
+                }
             }
         }
         return Ok(());
@@ -329,6 +343,7 @@ async fn commit(
         file_size: stored.size,
         width: stored.width,
         height: stored.height,
+        thumbnail,
     };
     images::insert(&*tx, &image).await?;
     let charged = st.credits.capture(&*tx, generation_id).await?;

@@ -1,11 +1,13 @@
 //! Image objects in S3: copying a provider output (an `https:` URL from an
 //! allowed host, or a `data:` URI) into `users/{userId}/images/{generationId}.{ext}`,
-//! image URLs (presigned GET or CDN), listing and deletion.
+//! thumbnails beside it (`{generationId}.thumb.webp`), image URLs (presigned
+//! GET or CDN), reading, listing and deletion.
 
 use std::time::Duration;
 
 use aws_sdk_s3::{Client, presigning::PresigningConfig, primitives::ByteStream};
 use base64::{Engine, engine::general_purpose::STANDARD};
+use bytes::Bytes;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
@@ -13,7 +15,7 @@ use crate::Config;
 
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// An output stored in the bucket.
+/// An output stored in the bucket, with its bytes (for the thumbnail).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredObject {
     pub key: String,
@@ -21,6 +23,7 @@ pub struct StoredObject {
     pub size: i64,
     pub width: i32,
     pub height: i32,
+    pub bytes: Bytes,
 }
 
 /// Why an object could not be copied, signed or deleted.
@@ -123,6 +126,11 @@ impl Storage {
         format!("users/{user_id}/images/{generation_id}.{ext}")
     }
 
+    /// The object key of a generation's thumbnail.
+    pub fn thumbnail_key(user_id: Uuid, generation_id: Uuid) -> String {
+        Self::key(user_id, generation_id, "thumb.webp")
+    }
+
     /// Downloads `source` and stores it under the generation's key.
     pub async fn copy_output(
         &self,
@@ -130,31 +138,71 @@ impl Storage {
         user_id: Uuid,
         generation_id: Uuid,
     ) -> Result<StoredObject, StorageError> {
-        let bytes = match source.strip_prefix("data:") {
+        let bytes = Bytes::from(match source.strip_prefix("data:") {
             Some(data) => decode_data_uri(data, self.max_bytes)?,
             None => self.download(source).await?,
-        };
+        });
         let (format, mime) = sniff(&bytes).ok_or(StorageError::NotAnImage)?;
-        let size = imagesize::blob_size(&bytes).map_err(|_| StorageError::NotAnImage)?;
+        let (width, height) = dimensions(&bytes).ok_or(StorageError::NotAnImage)?;
         let key = Self::key(user_id, generation_id, format);
-        let len = bytes.len() as i64;
-        self.client()
-            .await
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .content_type(mime)
-            .body(ByteStream::from(bytes))
-            .send()
-            .await
-            .map_err(|e| StorageError::s3("put", e))?;
+        self.put(&key, mime, bytes.clone()).await?;
         Ok(StoredObject {
             key,
             format: format.to_string(),
-            size: len,
-            width: size.width as i32,
-            height: size.height as i32,
+            size: bytes.len() as i64,
+            width,
+            height,
+            bytes,
         })
+    }
+
+    /// Stores `bytes` at `key`. SVG is served as an attachment: opened from its
+    /// URL, its scripts never run on the bucket's origin (an `<img>` still shows it).
+    pub async fn put(&self, key: &str, mime: &str, bytes: Bytes) -> Result<(), StorageError> {
+        let mut put = self
+            .client()
+            .await
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(mime);
+        if mime == SVG_MIME {
+            put = put.content_disposition("attachment");
+        }
+        put.body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| StorageError::s3("put", e))?;
+        Ok(())
+    }
+
+    /// An object's bytes, at most `MAX_OUTPUT_BYTES`; `None` if there is no such object.
+    pub async fn read(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
+        let got = self
+            .client()
+            .await
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await;
+        let obj = match got {
+            Ok(obj) => obj,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(StorageError::s3("get", e)),
+        };
+        if obj
+            .content_length()
+            .is_some_and(|n| n as usize > self.max_bytes)
+        {
+            return Err(StorageError::TooLarge(self.max_bytes));
+        }
+        let body = obj
+            .body
+            .collect()
+            .await
+            .map_err(|e| StorageError::Upload(format!("get: {e}")))?;
+        Ok(Some(body.into_bytes()))
     }
 
     async fn download(&self, source: &str) -> Result<Vec<u8>, StorageError> {
@@ -311,15 +359,81 @@ fn decode_data_uri(data: &str, max_bytes: usize) -> Result<Vec<u8>, StorageError
         .map_err(|_| StorageError::NotAnImage)
 }
 
-/// The format (file extension) and MIME type of image bytes, from their magic numbers.
+const SVG_MIME: &str = "image/svg+xml";
+
+/// The format (file extension) and MIME type of image bytes, from their magic
+/// numbers (an SVG document from its root element).
 pub fn sniff(bytes: &[u8]) -> Option<(&'static str, &'static str)> {
-    match imagesize::image_type(bytes).ok()? {
-        imagesize::ImageType::Png => Some(("png", "image/png")),
-        imagesize::ImageType::Jpeg => Some(("jpg", "image/jpeg")),
-        imagesize::ImageType::Webp => Some(("webp", "image/webp")),
-        imagesize::ImageType::Gif => Some(("gif", "image/gif")),
-        _ => None,
+    match imagesize::image_type(bytes) {
+        Ok(imagesize::ImageType::Png) => Some(("png", "image/png")),
+        Ok(imagesize::ImageType::Jpeg) => Some(("jpg", "image/jpeg")),
+        Ok(imagesize::ImageType::Webp) => Some(("webp", "image/webp")),
+        Ok(imagesize::ImageType::Gif) => Some(("gif", "image/gif")),
+        _ => svg_tag(bytes).map(|_| ("svg", SVG_MIME)),
     }
+}
+
+/// Width and height in pixels: from the header, or an SVG's `width`/`height`
+/// (else its `viewBox`).
+fn dimensions(bytes: &[u8]) -> Option<(i32, i32)> {
+    if let Ok(size) = imagesize::blob_size(bytes) {
+        return Some((size.width as i32, size.height as i32));
+    }
+    let tag = svg_tag(bytes)?;
+    let number = |v: &str| v.trim().trim_end_matches("px").parse::<f64>().ok();
+    let side =
+        |v: f64| (v.is_finite() && v >= 1.0 && v <= f64::from(i32::MAX)).then(|| v.round() as i32);
+    let sized = attribute(tag, "width")
+        .and_then(number)
+        .zip(attribute(tag, "height").and_then(number));
+    let (w, h) = sized.or_else(|| {
+        let view: Vec<f64> = attribute(tag, "viewBox")?
+            .split([' ', ','])
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().ok())
+            .collect::<Option<_>>()?;
+        (view.len() == 4).then(|| (view[2], view[3]))
+    })?;
+    side(w).zip(side(h))
+}
+
+/// The attributes of an SVG document's root `<svg …>` tag, found in its first 4 KiB.
+fn svg_tag(bytes: &[u8]) -> Option<&str> {
+    let head = &bytes[..bytes.len().min(4096)];
+    let text = match std::str::from_utf8(head) {
+        Ok(t) => t,
+        Err(e) => std::str::from_utf8(&head[..e.valid_up_to()]).ok()?,
+    };
+    let text = text.trim_start_matches('\u{feff}').trim_start();
+    if !text.starts_with('<') {
+        return None;
+    }
+    let start = text.find("<svg")? + 4;
+    let rest = &text[start..];
+    if !rest.starts_with(|c: char| c.is_whitespace() || c == '>' || c == '/') {
+        return None;
+    }
+    Some(&rest[..rest.find('>')?])
+}
+
+/// The value of `name="…"` (or `'…'`) in a tag's attributes.
+fn attribute<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    let mut rest = tag;
+    while let Some(at) = rest.find(name) {
+        let before = rest[..at].chars().next_back();
+        let after = rest[at + name.len()..].trim_start();
+        rest = &rest[at + name.len()..];
+        if !before.is_some_and(char::is_whitespace) {
+            continue;
+        }
+        let Some(value) = after.strip_prefix('=').map(str::trim_start) else {
+            continue;
+        };
+        let quote = value.chars().next().filter(|q| *q == '"' || *q == '\'')?;
+        let value = &value[1..];
+        return value.find(quote).map(|end| &value[..end]);
+    }
+    None
 }
 
 #[cfg(test)]
@@ -384,6 +498,27 @@ mod tests {
         );
         assert_eq!(sniff(b"RIFF\0\0\0\0WEBPVP8 "), Some(("webp", "image/webp")));
         assert_eq!(sniff(b"<html>not an image"), None);
+        assert_eq!(
+            sniff(b"<?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\">"),
+            Some(("svg", "image/svg+xml"))
+        );
+        assert_eq!(sniff(b"<svgx>"), None);
+    }
+
+    #[test]
+    fn svg_sizes_come_from_width_and_height_or_the_view_box() {
+        let size = |s: &str| dimensions(s.as_bytes());
+        assert_eq!(
+            size(r#"<svg xmlns="http://www.w3.org/2000/svg" width="1024" height="768px">"#),
+            Some((1024, 768))
+        );
+        assert_eq!(
+            size(r#"<svg stroke-width="3" viewBox="0 0 640.4 480"><rect width="5"/></svg>"#),
+            Some((640, 480))
+        );
+        assert_eq!(size(r#"<svg width="100%" height="100%">"#), None);
+        assert_eq!(size("<svg>"), None);
+        assert_eq!(size("\u{feff} <svg width='2' height='3'/>"), Some((2, 3)));
     }
 
     #[test]
@@ -392,6 +527,10 @@ mod tests {
         assert_eq!(
             Storage::key(u, g, "png"),
             format!("users/{u}/images/{g}.png")
+        );
+        assert_eq!(
+            Storage::thumbnail_key(u, g),
+            format!("users/{u}/images/{g}.thumb.webp")
         );
     }
 }

@@ -5,12 +5,14 @@
 //! Lambda does, against the local stack, and measures init (spawn → first
 //! `next`), the first invocation, warm latency over the samples of `events/`,
 //! peak RSS and the package size; then the overhead of synchronous
-//! generations. It prints a markdown table against the targets and writes
+//! generations, and the thumbnail budget (`bench-thumbnail`). It prints a
+//! markdown table against the targets and writes
 //! `target/bench/results.json`. Missed targets are reported, not failed:
 //! the exit status is non-zero only when something could not be measured.
 //!
 //! Usage: `picture-bench [--bin-dir DIR] [--warm N] [--cold N] [--sync-runs N]
-//! [--only f1,f2]` from the workspace root (`make bench` builds the binaries).
+//! [--thumbnail-runs N] [--only f1,f2,thumbnail]` from the workspace root
+//! (`make bench` builds the binaries).
 
 mod callbacks;
 mod events;
@@ -22,6 +24,7 @@ mod simulator;
 mod stack;
 mod stats;
 mod sync_gen;
+mod thumbs;
 mod zips;
 
 use std::{
@@ -77,6 +80,8 @@ struct Options {
     /// Cold starts per function (init and first invocation are their medians).
     cold: usize,
     sync_runs: usize,
+    /// Timed thumbnail runs per input.
+    thumbnail_runs: usize,
     only: Option<Vec<String>>,
 }
 
@@ -88,6 +93,7 @@ impl Options {
             warm: 300,
             cold: 10,
             sync_runs: 50,
+            thumbnail_runs: 20,
             only: None,
         };
         while let Some(flag) = args.next() {
@@ -99,9 +105,10 @@ impl Options {
                 "--warm" => o.warm = count(value()?)?,
                 "--cold" => o.cold = count(value()?)?.max(1),
                 "--sync-runs" => o.sync_runs = count(value()?)?,
+                "--thumbnail-runs" => o.thumbnail_runs = count(value()?)?.max(1),
                 "--only" => o.only = Some(value()?.split(',').map(str::to_string).collect()),
                 _ => bail!(
-                    "usage: picture-bench [--bin-dir DIR] [--out DIR] [--warm N] [--cold N] [--sync-runs N] [--only f1,f2]"
+                    "usage: picture-bench [--bin-dir DIR] [--out DIR] [--warm N] [--cold N] [--sync-runs N] [--thumbnail-runs N] [--only f1,f2,thumbnail]"
                 ),
             }
         }
@@ -263,6 +270,18 @@ async fn run(opts: Options) -> Result<bool> {
         record("migrate", result, &mut measured, &mut failed);
     }
 
+    let mut thumbnails = None;
+    if ctx.opts.wants("thumbnail") {
+        let binary = ctx.target("bench-thumbnail")?.binary;
+        match thumbs::measure(&sim, &binary, &ctx.opts.out, ctx.opts.thumbnail_runs).await {
+            Ok(figures) => thumbnails = Some(figures),
+            Err(e) => {
+                eprintln!("bench: thumbnail: {e:#}");
+                failed.push(("thumbnail".into(), format!("{e:#}")));
+            }
+        }
+    }
+
     let mut rows = vec![Row::new(
         &floor,
         true,
@@ -277,6 +296,9 @@ async fn run(opts: Options) -> Result<bool> {
     println!("\n{}", report::table(&rows, &failed));
     if let Some(s) = &sync {
         println!("{}\n", report::sync_line(s));
+    }
+    if let Some(figures) = &thumbnails {
+        println!("{}", thumbs::lines(figures));
     }
     for m in measured.iter().filter(|m| !m.problems.is_empty()) {
         println!(
@@ -299,12 +321,15 @@ async fn run(opts: Options) -> Result<bool> {
             "peak_rss_mb": report::PEAK_RSS_MB,
             "zip_mb": report::ZIP_MB,
             "sync_overhead_p50_ms": report::SYNC_OVERHEAD_MS,
+            "thumbnail_p50_ms": thumbs::P50_MS,
+            "thumbnail_peak_rss_mb": thumbs::PEAK_RSS_MB,
         },
         "rows": rows,
         "failed": failed,
         "floor": floor,
         "functions": measured,
         "sync_generation": sync,
+        "thumbnail": thumbnails,
     });
     std::fs::write(&results, serde_json::to_string_pretty(&doc)?)
         .with_context(|| format!("writing {}", results.display()))?;

@@ -116,6 +116,44 @@ impl Simulator {
         })
     }
 
+    /// The image the simulator draws for `prompt` at `side`² in `format`
+    /// (`webp`, `png`, `jpg`): a FLUX prediction with `Prefer: wait`, then its output file.
+    pub async fn render(&self, prompt: &str, format: &str, side: u32) -> Result<Vec<u8>> {
+        let url = format!(
+            "{}/v1/models/black-forest-labs/flux-schnell/predictions",
+            self.base_url
+        );
+        let input = serde_json::json!({"prompt": prompt, "width": side, "height": side, "output_format": format});
+        let prediction: Value = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .header("Prefer", "wait=30")
+            .timeout(Duration::from_secs(40))
+            .json(&serde_json::json!({ "input": input }))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .with_context(|| format!("POST {url}"))?
+            .json()
+            .await
+            .with_context(|| format!("POST {url}: not JSON"))?;
+        let output = prediction["output"][0]
+            .as_str()
+            .or_else(|| prediction["output"].as_str())
+            .with_context(|| format!("no output in {prediction}"))?;
+        let bytes = self
+            .http
+            .get(output)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .with_context(|| format!("GET {output}"))?
+            .bytes()
+            .await?;
+        Ok(bytes.to_vec())
+    }
+
     async fn get(&self, path: &str) -> Result<Value> {
         let url = format!("{}{path}", self.base_url);
         self.http

@@ -14,6 +14,9 @@
 //!   prints every violation and exits 1 if there is any (2 if it cannot run);
 //! - `usage [--since DATE|RFC3339] [--until DATE|RFC3339] [--format table|json]`:
 //!   generations, outcomes, credits, predict time and estimated provider cost per model.
+//! - `backfill-thumbnails [--batch N] [--user USER_ID]`: gives images stored without a
+//!   thumbnail one (and a blurhash), N (32) rows per transaction; safe to repeat or run
+//!   concurrently.
 //!
 //! Settings come from the environment (`make` loads `.dev/local.env`).
 
@@ -245,6 +248,33 @@ async fn run_audit(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// `backfill-thumbnails [--batch N] [--user USER_ID]`: prints what was done.
+async fn backfill_thumbnails(args: &[&str]) -> Result<()> {
+    let (mut batch, mut user) = (32, None);
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
+        match *flag {
+            "--batch" => {
+                batch = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .context("--batch must be an integer from 1 to 1000")?
+            }
+            "--user" => user = Some(uuid::Uuid::parse_str(value).context("--user must be a uuid")?),
+            other => bail!("backfill-thumbnails: unknown option {other}"),
+        }
+    }
+    picture::telemetry::init_logging();
+    let state = AppState::from_env().await?;
+    let report = picture::thumbnail::backfill(&state, batch, user).await?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -331,8 +361,9 @@ async fn main() -> Result<()> {
         }
         ["audit", rest @ ..] => audit(rest).await,
         ["usage", rest @ ..] => usage::run(rest).await,
+        ["backfill-thumbnails", rest @ ..] => backfill_thumbnails(rest).await,
         _ => bail!(
-            "usage: picture-dev serve | migrate | setup | token USER_ID | credits USER_ID AMOUNT | reconcile | retry-captures | refund GENERATION_ID | audit [--since DATE] [--user USER_ID] | usage [--since DATE] [--until DATE] [--format table|json]"
+            "usage: picture-dev serve | migrate | setup | token USER_ID | credits USER_ID AMOUNT | reconcile | retry-captures | refund GENERATION_ID | audit [--since DATE] [--user USER_ID] | usage [--since DATE] [--until DATE] [--format table|json] | backfill-thumbnails [--batch N] [--user USER_ID]"
         ),
     }
 }

@@ -1,7 +1,7 @@
 //! `images` function: the caller's gallery. `GET /images` (newest first,
 //! `?limit=&cursor=&favorites=true` → `{data, nextCursor}`), `GET`, `PATCH`
-//! (`{isFavorite}`) and `DELETE /images/{id}` (S3 object, then the row; the
-//! generation remembers that its image was deleted).
+//! (`{isFavorite}`) and `DELETE /images/{id}` (the S3 objects, image and
+//! thumbnail, then the row; the generation remembers that its image was deleted).
 
 use axum::{
     extract::{Path, Query, State},
@@ -177,19 +177,26 @@ async fn remove(
 ) -> Result<Response, Problem> {
     let id = image_id(&id)?;
     let img = owned(&st, id, user).await?;
-    // The object first: if the row's deletion then fails, a retry finishes it, and the
-    // audit sees a row without its object meanwhile, never an object nobody can reach.
-    st.storage
-        .delete(&img.file.storage_key)
-        .await
-        .map_err(crate::Error::from)?;
+    // The objects first: if the row's deletion then fails, a retry finishes it, and the
+    // audit sees a row without its objects meanwhile, never an object nobody can reach.
+    let thumb = img.file.thumbnail.as_ref().map(|t| &t.key);
+    for key in std::iter::once(&img.file.storage_key).chain(thumb) {
+        st.storage.delete(key).await.map_err(crate::Error::from)?;
+    }
     let mut conn = st.db.get().await.map_err(crate::Error::from)?;
     let tx = conn.transaction().await.map_err(crate::Error::from)?;
-    if images::delete(&*tx, id, user).await?.is_none() {
+    let Some(thumb_at_delete) = images::delete(&*tx, id, user).await? else {
         return Err(missing()); // deleted by a concurrent request
-    }
+    };
     generations::mark_image_deleted(&*tx, img.file.generation_id).await?;
     tx.commit().await.map_err(crate::Error::from)?;
+    drop(conn);
+    // A backfill that held the row meanwhile may have added a thumbnail (the audit lists it if this fails).
+    if let Some(key) = thumb_at_delete.filter(|k| Some(k) != thumb) {
+        if let Err(e) = st.storage.delete(&key).await {
+            tracing::warn!(image_id = %id, %key, error = %e, "thumbnail of a deleted image not deleted");
+        }
+    }
     Ok(axum::response::IntoResponse::into_response(
         StatusCode::NO_CONTENT,
     ))

@@ -14,7 +14,8 @@ use crate::{
     },
 };
 
-/// An image with a URL it can be downloaded from.
+/// An image with a URL it can be downloaded from, and its thumbnail's URL and
+/// blurhash (`null` when it has none: not decodable, or not backfilled yet).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageView {
@@ -28,6 +29,8 @@ pub struct ImageView {
     pub format: String,
     pub file_size: i64,
     pub url: String,
+    pub thumbnail_url: Option<String>,
+    pub blurhash: Option<String>,
     pub is_favorite: bool,
     pub created_at: DateTime<Utc>,
 }
@@ -68,6 +71,11 @@ pub struct GenerationView {
 
 /// The view of an image.
 pub async fn image(st: &AppState, img: &Image) -> Result<ImageView> {
+    let thumb = img.file.thumbnail.as_ref();
+    let thumbnail_url = match thumb {
+        Some(t) => Some(st.storage.url(&t.key).await?),
+        None => None,
+    };
     Ok(ImageView {
         id: img.id,
         generation_id: img.file.generation_id,
@@ -79,6 +87,8 @@ pub async fn image(st: &AppState, img: &Image) -> Result<ImageView> {
         format: img.file.format.clone(),
         file_size: img.file.file_size,
         url: st.storage.url(&img.file.storage_key).await?,
+        thumbnail_url,
+        blurhash: thumb.map(|t| t.blurhash.clone()),
         is_favorite: img.is_favorite,
         created_at: img.created_at,
     })

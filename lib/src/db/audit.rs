@@ -19,6 +19,8 @@ pub struct GenRow {
     pub user_id: Uuid,
     pub status: String,
     pub image: Option<(Uuid, String)>,
+    /// The thumbnail key its image row names.
+    pub thumbnail: Option<String>,
     /// The user deleted its image (`DELETE /images/{id}`).
     pub image_deleted: bool,
     pub hold: Option<Hold>,
@@ -84,7 +86,7 @@ const GENERATIONS: &str = "
 SELECT g.id, g.user_id, g.status, i.id, i.storage_key, h.kind, h.state, h.amount, h.capture_state,
        t.amount,
        g.status IN ('pending', 'processing') AND g.created_at < now() - $1::float8 * interval '1 second',
-       g.image_deleted_at IS NOT NULL
+       g.image_deleted_at IS NOT NULL, i.thumbnail_key
   FROM generations g
   LEFT JOIN images i ON i.generation_id = g.id
   LEFT JOIN credit_holds h ON h.generation_id = g.id
@@ -106,6 +108,7 @@ fn gen_row(r: &Row) -> GenRow {
         ledger_capture: r.get(9),
         overdue: r.get(10),
         image_deleted: r.get(11),
+        thumbnail: r.get(12),
     }
 }
 

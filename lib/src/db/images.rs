@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
-use crate::Result;
+use crate::{Result, thumbnail::StoredThumbnail};
 
 /// An image with the generation facts clients show next to it.
 #[derive(Debug, Clone)]
@@ -30,6 +30,7 @@ impl From<&Row> for Image {
                 file_size: r.get("file_size"),
                 width: r.get("width"),
                 height: r.get("height"),
+                thumbnail: thumbnail(r),
             },
             is_favorite: r.get("is_favorite"),
             created_at: r.get("created_at"),
@@ -38,6 +39,14 @@ impl From<&Row> for Image {
             model: r.get("model"),
         }
     }
+}
+
+/// The thumbnail a row names, if any.
+fn thumbnail(r: &Row) -> Option<StoredThumbnail> {
+    let key: Option<String> = r.get("thumbnail_key");
+    let blurhash: Option<String> = r.get("blurhash");
+    key.zip(blurhash)
+        .map(|(key, blurhash)| StoredThumbnail { key, blurhash })
 }
 
 const SELECT: &str = "SELECT i.*, g.prompt, g.negative_prompt, m.name AS model
@@ -55,13 +64,22 @@ pub struct NewImage {
     pub file_size: i64,
     pub width: i32,
     pub height: i32,
+    /// `None`: the image could not be decoded (`thumbnail_state` 'none').
+    pub thumbnail: Option<StoredThumbnail>,
+}
+
+/// `thumbnail_state` for a thumbnail made, or found impossible.
+fn state(thumbnail: Option<&StoredThumbnail>) -> &'static str {
+    if thumbnail.is_some() { "done" } else { "none" }
 }
 
 /// Inserts the image of a generation; a second insert for the same generation does nothing.
 pub async fn insert(db: &impl GenericClient, img: &NewImage) -> Result<()> {
+    let thumb = img.thumbnail.as_ref();
     db.execute(
-        "INSERT INTO images (id, generation_id, user_id, storage_key, format, file_size, width, height)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        "INSERT INTO images (id, generation_id, user_id, storage_key, format, file_size, width, height,
+                             thumbnail_key, blurhash, thumbnail_state)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT (generation_id) DO NOTHING",
         &[
             &Uuid::new_v4(),
@@ -72,10 +90,74 @@ pub async fn insert(db: &impl GenericClient, img: &NewImage) -> Result<()> {
             &img.file_size,
             &img.width,
             &img.height,
+            &thumb.map(|t| &t.key),
+            &thumb.map(|t| &t.blurhash),
+            &state(thumb),
         ],
     )
     .await?;
     Ok(())
+}
+
+/// An image whose thumbnail has not been tried yet.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub id: Uuid,
+    pub generation_id: Uuid,
+    pub user_id: Uuid,
+    pub storage_key: String,
+}
+
+/// Locks up to `limit` images (of `user`) without a thumbnail try, ids after
+/// `after`, in id order, for the rest of the transaction; rows other runs hold
+/// are skipped.
+pub async fn claim_pending(
+    db: &impl GenericClient,
+    user: Option<Uuid>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Pending>> {
+    let rows = db
+        .query(
+            "SELECT id, generation_id, user_id, storage_key FROM images
+              WHERE thumbnail_state = 'pending' AND ($1::uuid IS NULL OR user_id = $1)
+                AND ($2::uuid IS NULL OR id > $2)
+              ORDER BY id LIMIT $3
+                FOR UPDATE SKIP LOCKED",
+            &[&user, &after, &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Pending {
+            id: r.get(0),
+            generation_id: r.get(1),
+            user_id: r.get(2),
+            storage_key: r.get(3),
+        })
+        .collect())
+}
+
+/// Records the outcome of a thumbnail try on an image that had none; false if
+/// it has one already (or is gone).
+pub async fn set_thumbnail(
+    db: &impl GenericClient,
+    id: Uuid,
+    thumbnail: Option<&StoredThumbnail>,
+) -> Result<bool> {
+    let n = db
+        .execute(
+            "UPDATE images SET thumbnail_key = $2, blurhash = $3, thumbnail_state = $4
+              WHERE id = $1 AND thumbnail_state = 'pending'",
+            &[
+                &id,
+                &thumbnail.map(|t| &t.key),
+                &thumbnail.map(|t| &t.blurhash),
+                &state(thumbnail),
+            ],
+        )
+        .await?;
+    Ok(n == 1)
 }
 
 /// An image by id, only if `user_id` owns it.
@@ -154,11 +236,16 @@ pub async fn set_favorite(
     Ok(n == 1)
 }
 
-/// Deletes the row; returns its storage key if the user had such an image.
-pub async fn delete(db: &impl GenericClient, id: Uuid, user_id: Uuid) -> Result<Option<String>> {
+/// Deletes the row; returns the thumbnail key it named (`Some(None)`: none)
+/// if the user had such an image.
+pub async fn delete(
+    db: &impl GenericClient,
+    id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<Option<String>>> {
     Ok(db
         .query_opt(
-            "DELETE FROM images WHERE id = $1 AND user_id = $2 RETURNING storage_key",
+            "DELETE FROM images WHERE id = $1 AND user_id = $2 RETURNING thumbnail_key",
             &[&id, &user_id],
         )
         .await?

@@ -60,7 +60,8 @@ async fn audit_is_clean_until_an_image_object_disappears() {
             report.checked.objects,
             report.checked.quotas
         ),
-        (2, 1, 1)
+        (2, 2, 1),
+        "the image and its thumbnail"
     );
     let (code, out) = audit_cli(user);
     assert_eq!(code, 0, "{out}");
@@ -95,6 +96,36 @@ async fn audit_is_clean_until_an_image_object_disappears() {
         "{out}"
     );
     assert!(out.contains("1 violations"), "{out}");
+}
+
+#[tokio::test]
+async fn a_missing_thumbnail_object_is_reported_like_a_missing_image_object() {
+    let s = Stack::start().await;
+    let user = Uuid::new_v4();
+    let (status, done) = s.generate(user, "a thumbnail to lose", true).await;
+    assert_eq!(status, StatusCode::CREATED, "{done}");
+    let image_id = Uuid::parse_str(done["image"]["id"].as_str().unwrap()).unwrap();
+    let db = s.state.db.get().await.unwrap();
+    let thumb: String = db
+        .query_one(
+            "SELECT thumbnail_key FROM images WHERE id = $1",
+            &[&image_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    s.state.storage.delete(&thumb).await.unwrap();
+
+    let report = audit::run(&s.state, &for_user(user)).await.unwrap();
+    let found: Vec<_> = report
+        .violations
+        .iter()
+        .map(|v| (v.kind, v.image_id, v.key.as_deref()))
+        .collect();
+    assert_eq!(
+        found,
+        [("missing_object", Some(image_id), Some(thumb.as_str()))]
+    );
 }
 
 #[tokio::test]

@@ -21,5 +21,6 @@ mod private;
 mod progress;
 mod reconcile;
 mod template;
+mod thumbnails;
 mod usage;
 mod webhooks;

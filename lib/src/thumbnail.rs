@@ -1,0 +1,277 @@
+//! Gallery thumbnails: a WebP whose longer side is at most [`LONG_SIDE`]
+//! pixels (never upscaled, aspect ratio kept) and a blurhash placeholder
+//! (4×3 components) computed from it, made from an output's bytes (PNG, JPEG
+//! or WebP). Only the completion path and the [`backfill`] call this: decoding
+//! is CPU work, run on a blocking thread ([`store`]).
+
+use std::{
+    io::Cursor,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use image::{DynamicImage, ExtendedColorType, ImageFormat, ImageReader, codecs::webp::WebPEncoder};
+use uuid::Uuid;
+
+use crate::{
+    AppState, Error, Result,
+    db::images::{self, Pending},
+    storage::Storage,
+};
+
+/// The longer side of a thumbnail, in pixels.
+pub const LONG_SIDE: u32 = 384;
+/// Images wider or taller than this are not decoded (memory: 4096² RGBA is 64 MiB).
+pub const MAX_SIDE: u32 = 4096;
+/// Blurhash components, horizontally and vertically.
+pub const BLURHASH_COMPONENTS: (u32, u32) = (4, 3);
+/// At most this much memory for one decode (4096² RGBA plus the decoder's own).
+const MAX_ALLOC: u64 = 80 << 20;
+
+/// A thumbnail, encoded, with its size and the blurhash of its pixels.
+#[derive(Debug, Clone)]
+pub struct Thumbnail {
+    pub webp: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+    pub blurhash: String,
+}
+
+/// Where a thumbnail was stored, as the image row records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredThumbnail {
+    pub key: String,
+    pub blurhash: String,
+}
+
+/// Why no thumbnail can be made of some bytes (now or ever: none is transient).
+#[derive(Debug, thiserror::Error)]
+pub enum ThumbnailError {
+    /// Not PNG, JPEG or WebP (e.g. SVG or GIF).
+    #[error("not a decodable raster format")]
+    Unsupported,
+    #[error("{0}×{1} is larger than {MAX_SIDE}×{MAX_SIDE}")]
+    TooLarge(u32, u32),
+    #[error("decode: {0}")]
+    Decode(#[from] image::ImageError),
+    #[error("blurhash: {0}")]
+    Blurhash(String),
+}
+
+/// Decodes `bytes` and makes the thumbnail and its blurhash. CPU-bound: call
+/// it off the async executor.
+pub fn make(bytes: &[u8]) -> Result<Thumbnail, ThumbnailError> {
+    let format = match imagesize::image_type(bytes) {
+        Ok(imagesize::ImageType::Png) => ImageFormat::Png,
+        Ok(imagesize::ImageType::Jpeg) => ImageFormat::Jpeg,
+        Ok(imagesize::ImageType::Webp) => ImageFormat::WebP,
+        _ => return Err(ThumbnailError::Unsupported),
+    };
+    let size = imagesize::blob_size(bytes).map_err(|_| ThumbnailError::Unsupported)?;
+    let (w, h) = (size.width as u32, size.height as u32);
+    if w > MAX_SIDE || h > MAX_SIDE {
+        return Err(ThumbnailError::TooLarge(w, h));
+    }
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_ALLOC);
+    reader.limits(limits);
+    let decoded = reader.decode()?;
+    let small = shrink(decoded);
+    let (width, height) = (small.width(), small.height());
+    let rgba = small.to_rgba8();
+    let (cx, cy) = BLURHASH_COMPONENTS;
+    let blurhash = blurhash::encode(cx, cy, width, height, rgba.as_raw())
+        .map_err(|e| ThumbnailError::Blurhash(e.to_string()))?;
+    let mut webp = Vec::new();
+    let encoder = WebPEncoder::new_lossless(&mut webp);
+    if small.color().has_alpha() {
+        encoder.encode(rgba.as_raw(), width, height, ExtendedColorType::Rgba8)?;
+    } else {
+        let rgb = small.to_rgb8();
+        encoder.encode(rgb.as_raw(), width, height, ExtendedColorType::Rgb8)?;
+    }
+    Ok(Thumbnail {
+        webp,
+        width,
+        height,
+        blurhash,
+    })
+}
+
+/// The image scaled down to fit [`LONG_SIDE`]², aspect ratio kept; a smaller one as it is.
+fn shrink(img: DynamicImage) -> DynamicImage {
+    if img.width().max(img.height()) <= LONG_SIDE {
+        return img;
+    }
+    img.thumbnail(LONG_SIDE, LONG_SIDE)
+}
+
+/// Makes the thumbnail of an image's bytes (on a blocking thread) and stores
+/// it at its deterministic key, all before `deadline`. `Ok(None)`: the bytes
+/// cannot be decoded (the image has no thumbnail); an error is transient (S3,
+/// or the deadline).
+pub async fn store(
+    storage: &Storage,
+    user_id: Uuid,
+    generation_id: Uuid,
+    bytes: Bytes,
+    deadline: Instant,
+) -> Result<Option<StoredThumbnail>> {
+    let work = async {
+        let made = tokio::task::spawn_blocking(move || make(&bytes))
+            .await
+            .map_err(|e| Error::Internal(format!("thumbnail task: {e}")))?;
+        let thumb = match made {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::info!(%generation_id, error = %e, "no thumbnail for this image");
+                return Ok(None);
+            }
+        };
+        let key = Storage::thumbnail_key(user_id, generation_id);
+        storage.put(&key, "image/webp", thumb.webp.into()).await?;
+        Ok::<_, Error>(Some(StoredThumbnail {
+            key,
+            blurhash: thumb.blurhash,
+        }))
+    };
+    tokio::time::timeout_at(deadline.into(), work)
+        .await
+        .map_err(|_| Error::TimedOut("thumbnail"))?
+}
+
+/// Time the backfill gives one image (read, thumbnail, upload).
+const BACKFILL_ITEM: Duration = Duration::from_secs(60);
+
+/// What a [`backfill`] run did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Backfilled {
+    /// Images that got a thumbnail and blurhash.
+    pub made: usize,
+    /// Images that cannot be decoded, now marked as having none.
+    pub undecodable: usize,
+    /// Images left for the next run: their object is missing or a fault occurred.
+    pub left: usize,
+}
+
+/// Gives every image (of `user`) without a thumbnail try one, `batch` rows at
+/// a time: each batch is claimed in a transaction (`FOR UPDATE SKIP LOCKED`,
+/// so concurrent runs share the work and a deletion waits for it) and
+/// committed with the outcomes. One pass in id order: rows left by a fault
+/// wait for the next run.
+pub async fn backfill(st: &AppState, batch: i64, user: Option<Uuid>) -> Result<Backfilled> {
+    let mut report = Backfilled::default();
+    let mut after = None;
+    loop {
+        let mut conn = st.db.get().await?;
+        let tx = conn.transaction().await?;
+        let rows = images::claim_pending(&*tx, user, after, batch).await?;
+        let Some(last) = rows.last() else {
+            return Ok(report);
+        };
+        after = Some(last.id);
+        for row in &rows {
+            match backfill_one(&st.storage, row).await {
+                Ok(Some(thumb)) => {
+                    images::set_thumbnail(&*tx, row.id, thumb.as_ref()).await?;
+                    match thumb {
+                        Some(_) => report.made += 1,
+                        None => report.undecodable += 1,
+                    }
+                }
+                Ok(None) => {
+                    tracing::warn!(image_id = %row.id, key = %row.storage_key, "image object missing; no thumbnail");
+                    report.left += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(image_id = %row.id, error = %e, "thumbnail not made; left for the next run");
+                    report.left += 1;
+                }
+            }
+        }
+        tx.commit().await?;
+    }
+}
+
+/// The thumbnail of a stored image (`Some(None)`: not decodable); `None` if its object is gone.
+async fn backfill_one(storage: &Storage, row: &Pending) -> Result<Option<Option<StoredThumbnail>>> {
+    let Some(bytes) = storage.read(&row.storage_key).await? else {
+        return Ok(None);
+    };
+    let deadline = Instant::now() + BACKFILL_ITEM;
+    Ok(Some(
+        store(storage, row.user_id, row.generation_id, bytes, deadline).await?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use image::{ImageEncoder, Rgb, RgbImage, codecs::png::PngEncoder};
+
+    use super::*;
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let img = RgbImage::from_fn(w, h, |x, y| Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
+        let mut out = Vec::new();
+        PngEncoder::new(&mut out)
+            .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8)
+            .unwrap();
+        out
+    }
+
+    fn decoded(t: &Thumbnail) -> DynamicImage {
+        image::load_from_memory_with_format(&t.webp, ImageFormat::WebP).unwrap()
+    }
+
+    #[test]
+    fn the_longer_side_becomes_384_with_the_aspect_ratio_kept() {
+        for (w, h, tw, th) in [
+            (1024, 1024, 384, 384),
+            (1600, 900, 384, 216),
+            (600, 1200, 192, 384),
+        ] {
+            let t = make(&png(w, h)).unwrap();
+            assert_eq!((t.width, t.height), (tw, th), "{w}×{h}");
+            let img = decoded(&t);
+            assert_eq!((img.width(), img.height()), (tw, th));
+        }
+    }
+
+    #[test]
+    fn small_images_are_not_upscaled() {
+        let t = make(&png(200, 100)).unwrap();
+        assert_eq!((t.width, t.height), (200, 100));
+    }
+
+    #[test]
+    fn the_blurhash_has_4_by_3_components() {
+        let t = make(&png(512, 256)).unwrap();
+        // Size flag: (x − 1) + (y − 1) × 9 = 21 → base83 'L'; 4 + 2 × 11 more characters.
+        assert!(t.blurhash.starts_with('L'), "{}", t.blurhash);
+        assert_eq!(t.blurhash.len(), 28);
+        assert!(blurhash::decode(&t.blurhash, 32, 32, 1.0).is_ok());
+    }
+
+    #[test]
+    fn other_formats_and_huge_images_are_refused() {
+        let svg = br#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"></svg>"#;
+        assert!(matches!(make(svg), Err(ThumbnailError::Unsupported)));
+        assert!(matches!(
+            make(b"GIF89a\x01\0\x01\0"),
+            Err(ThumbnailError::Unsupported)
+        ));
+        // A PNG header claiming 5000×10 is refused before anything is decoded.
+        let mut huge = png(1, 1);
+        huge[16..20].copy_from_slice(&5000u32.to_be_bytes());
+        assert!(matches!(
+            make(&huge),
+            Err(ThumbnailError::TooLarge(5000, 1))
+        ));
+        let mut truncated = png(64, 64);
+        truncated.truncate(60);
+        assert!(matches!(make(&truncated), Err(ThumbnailError::Decode(_))));
+    }
+}

@@ -1,0 +1,235 @@
+//! Thumbnails and blurhash placeholders (issue 12): made when a generation
+//! completes, served by every image view, deleted with the image, absent for
+//! an output that cannot be decoded, and filled in by the backfill.
+
+use picture::storage::Storage;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::common::{FLUX, Stack, id_of};
+
+const BASE83: &str =
+    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz#$%*+,-.:;=?@[]^_{|}~";
+
+/// The component counts a blurhash's first character encodes: `(x − 1) + (y − 1) × 9`.
+fn components(blurhash: &str) -> (usize, usize) {
+    let flag = BASE83.find(&blurhash[..1]).expect("a base83 character");
+    (flag % 9 + 1, flag / 9 + 1)
+}
+
+/// A synchronous FLUX generation of about `width`×`height` for a new image.
+async fn generate(s: &Stack, user: Uuid, prompt: &str, width: i32, height: i32) -> Value {
+    let body = json!({"prompt": prompt, "modelId": FLUX, "width": width, "height": height, "waitForResult": true});
+    let (status, g) = s
+        .call(Method::POST, "/api/v1/generate", Some(user), Some(body))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{g}");
+    g
+}
+
+/// The image row's object keys and thumbnail state.
+async fn keys(s: &Stack, image_id: &str) -> (String, Option<String>, String) {
+    let db = s.state.db.get().await.unwrap();
+    let r = db
+        .query_one(
+            "SELECT storage_key, thumbnail_key, thumbnail_state FROM images WHERE id = $1",
+            &[&Uuid::parse_str(image_id).unwrap()],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2))
+}
+
+/// Downloads the thumbnail an image view names and checks it against the image.
+async fn check_thumbnail(image: &Value) {
+    let url = image["thumbnailUrl"].as_str().expect("a thumbnailUrl");
+    let res = reqwest::get(url).await.unwrap();
+    assert_eq!(res.status(), 200, "GET {url}");
+    let bytes = res.bytes().await.unwrap();
+    assert_eq!((&bytes[..4], &bytes[8..12]), (&b"RIFF"[..], &b"WEBP"[..]));
+    let thumb = image::load_from_memory_with_format(&bytes, image::ImageFormat::WebP).unwrap();
+    let (tw, th) = (i64::from(thumb.width()), i64::from(thumb.height()));
+    let (w, h) = (
+        image["width"].as_i64().unwrap(),
+        image["height"].as_i64().unwrap(),
+    );
+    assert_eq!(tw.max(th), 384.min(w.max(h)), "{tw}×{th} of {w}×{h}");
+    // Same aspect ratio, up to rounding to whole pixels.
+    assert!((tw * h - th * w).abs() <= w.max(h), "{tw}×{th} of {w}×{h}");
+    let hash = image["blurhash"].as_str().expect("a blurhash");
+    assert_eq!(components(hash), (4, 3), "{hash}");
+    assert_eq!(hash.len(), 4 + 2 * 4 * 3);
+    assert!(blurhash::decode(hash, 32, 24, 1.0).is_ok());
+}
+
+#[tokio::test]
+async fn completed_images_carry_a_webp_thumbnail_and_a_blurhash_in_every_view() {
+    let s = Stack::start().await;
+    let user = Uuid::new_v4();
+    let g = generate(&s, user, "a wide harbour at dawn [sim:slow=50]", 1344, 768).await;
+    let image = &g["image"];
+    assert!(
+        image["width"].as_i64() > image["height"].as_i64(),
+        "{image}"
+    );
+    check_thumbnail(image).await;
+
+    let id = image["id"].as_str().unwrap();
+    let status = format!("/api/v1/generate/{}/status", id_of(&g));
+    let views = [
+        s.call(Method::GET, &status, Some(user), None).await.1["image"].clone(),
+        s.call(
+            Method::GET,
+            &format!("/api/v1/images/{id}"),
+            Some(user),
+            None,
+        )
+        .await
+        .1,
+        s.call(Method::GET, "/api/v1/images", Some(user), None)
+            .await
+            .1["data"][0]
+            .clone(),
+        s.call(Method::GET, "/api/v1/generate/history", Some(user), None)
+            .await
+            .1["data"][0]["image"]
+            .clone(),
+    ];
+    for view in &views {
+        assert_eq!(view["id"], image["id"], "{view}");
+        assert_eq!(view["blurhash"], image["blurhash"], "{view}");
+        check_thumbnail(view).await;
+    }
+    let (_, thumb, state) = keys(&s, id).await;
+    let expected = Storage::thumbnail_key(user, Uuid::parse_str(&id_of(&g)).unwrap());
+    assert_eq!(
+        (thumb.as_deref(), state.as_str()),
+        (Some(&*expected), "done")
+    );
+    s.assert_audit_clean(user).await; // the thumbnail is no orphan
+}
+
+#[tokio::test]
+async fn deleting_an_image_deletes_its_thumbnail_too() {
+    let s = Stack::start().await;
+    let user = Uuid::new_v4();
+    let g = generate(&s, user, "soon gone [sim:slow=50]", 1024, 1024).await;
+    let id = g["image"]["id"].as_str().unwrap();
+    let (key, thumb, _) = keys(&s, id).await;
+    let thumb = thumb.expect("a thumbnail key");
+    assert!(s.object_exists(&key).await && s.object_exists(&thumb).await);
+
+    let path = format!("/api/v1/images/{id}");
+    let (status, _) = s.call(Method::DELETE, &path, Some(user), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(!s.object_exists(&key).await, "{key}");
+    assert!(!s.object_exists(&thumb).await, "{thumb}");
+    s.assert_audit_clean(user).await;
+}
+
+#[tokio::test]
+async fn an_svg_output_completes_without_a_thumbnail() {
+    let s = Stack::start().await;
+    let user = Uuid::new_v4();
+    let g = generate(&s, user, "a vector fox [sim:svg] [sim:slow=50]", 1024, 1024).await;
+    let image = &g["image"];
+    assert_eq!(image["format"], "svg", "{image}");
+    assert!(
+        image["thumbnailUrl"].is_null() && image["blurhash"].is_null(),
+        "{image}"
+    );
+    let (key, thumb, state) = keys(&s, image["id"].as_str().unwrap()).await;
+    assert_eq!((thumb, state.as_str()), (None, "none"));
+    assert!(
+        key.ends_with(".svg") && s.object_exists(&key).await,
+        "{key}"
+    );
+    let res = reqwest::get(image["url"].as_str().unwrap()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().starts_with("<svg"));
+    s.assert_audit_clean(user).await;
+}
+
+#[tokio::test]
+async fn the_backfill_fills_images_stored_before_twice_without_harm() {
+    let s = Stack::start().await;
+    let user = Uuid::new_v4();
+    let mut images = Vec::new();
+    for (prompt, w, h) in [
+        ("old square [sim:slow=50]", 1024, 1024),
+        ("old portrait [sim:slow=50]", 768, 1344),
+        ("old vector [sim:svg] [sim:slow=50]", 1024, 1024),
+    ] {
+        images.push(generate(&s, user, prompt, w, h).await["image"].clone());
+    }
+    assert!(images.iter().all(Value::is_object));
+    let hashes: Vec<Value> = images.iter().map(|i| i["blurhash"].clone()).collect();
+
+    // As stored before thumbnails existed: no columns, no thumbnail objects.
+    for i in &images[..2] {
+        let (_, thumb, _) = keys(&s, i["id"].as_str().unwrap()).await;
+        s.state.storage.delete(&thumb.unwrap()).await.unwrap();
+    }
+    let db = s.state.db.get().await.unwrap();
+    let cleared = db
+        .execute(
+            "UPDATE images SET thumbnail_key = NULL, blurhash = NULL, thumbnail_state = 'pending'
+              WHERE user_id = $1",
+            &[&user],
+        )
+        .await
+        .unwrap();
+    assert_eq!(cleared, 3);
+    drop(db);
+    let (_, listed) = s
+        .call(Method::GET, "/api/v1/images", Some(user), None)
+        .await;
+    assert!(
+        listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["thumbnailUrl"].is_null())
+    );
+
+    // Two runs at once share the work (batches of one): each image is done once.
+    let st = &s.state;
+    let (a, b) = tokio::join!(
+        picture::thumbnail::backfill(st, 1, Some(user)),
+        picture::thumbnail::backfill(st, 1, Some(user)),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        (
+            a.made + b.made,
+            a.undecodable + b.undecodable,
+            a.left + b.left
+        ),
+        (2, 1, 0)
+    );
+    let again = picture::thumbnail::backfill(st, 1, Some(user))
+        .await
+        .unwrap();
+    assert_eq!((again.made, again.undecodable, again.left), (0, 0, 0));
+
+    for (i, hash) in images.iter().zip(&hashes) {
+        let id = i["id"].as_str().unwrap();
+        let (_, view) = s
+            .call(
+                Method::GET,
+                &format!("/api/v1/images/{id}"),
+                Some(user),
+                None,
+            )
+            .await;
+        assert_eq!(&view["blurhash"], hash, "the same blurhash as at ingest");
+        if i["format"] == "svg" {
+            assert!(view["thumbnailUrl"].is_null(), "{view}");
+            assert_eq!(keys(&s, id).await.2, "none");
+        } else {
+            check_thumbnail(&view).await;
+        }
+    }
+    s.assert_audit_clean(user).await;
+}
