@@ -68,16 +68,20 @@ runroot = "/run/containers/storage"
 graphroot = "/var/lib/containers/storage"' && changed=1
 
 PID_FILE=/run/podman/picture-service.pid
+# The service outlives the checkout that started it: one whose directory is gone (a
+# deleted clone) can no longer start containers ("write child: broken pipe").
+if [ -f "$PID_FILE" ] && readlink "/proc/$(cat "$PID_FILE")/cwd" | grep -q '(deleted)$'; then changed=1; fi
 if [ "$changed" = 1 ] && [ -f "$PID_FILE" ]; then
   kill "$(cat "$PID_FILE")" 2>/dev/null || true; rm -f "$PID_FILE"; sleep 1
 fi
 if ! podman_answers; then
-  log "starting podman system service on $SOCK (log: .dev/logs/podman-service.log)"
+  log "starting podman system service on $SOCK (log: /var/log/picture-podman-service.log)"
   mkdir -p /run/podman
-  nohup podman system service --time=0 "unix://$SOCK" >"$DEV/logs/podman-service.log" 2>&1 &
+  # From /, and logging outside the checkout, so that it does not depend on this one.
+  (cd / && exec nohup podman system service --time=0 "unix://$SOCK" >/var/log/picture-podman-service.log 2>&1) &
   echo $! >"$PID_FILE"
   for _ in $(seq 1 50); do podman_answers && break; sleep 0.2; done
-  podman_answers || { log "podman's API did not come up; see .dev/logs/podman-service.log"; exit 1; }
+  podman_answers || { log "podman's API did not come up; see /var/log/picture-podman-service.log"; exit 1; }
 fi
 
 # --- base image --------------------------------------------------------------
