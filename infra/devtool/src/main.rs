@@ -28,6 +28,17 @@ use picture::{AppState, auth::devkey::DevKey};
 
 mod usage;
 
+/// `--flag value` pairs of a command's arguments, each flag one of `known`.
+fn options<'a>(command: &str, args: &[&'a str], known: &[&str]) -> Result<Vec<(&'a str, &'a str)>> {
+    args.chunks(2)
+        .map(|pair| match (pair[0], pair.get(1)) {
+            (flag, Some(value)) if known.contains(&flag) => Ok((flag, *value)),
+            (flag, Some(_)) => bail!("{command}: unknown option {flag}"),
+            (flag, None) => bail!("{command}: {flag} needs a value"),
+        })
+        .collect()
+}
+
 const KID: &str = "picture-dev";
 
 fn dev_dir() -> PathBuf {
@@ -213,19 +224,12 @@ async fn audit(args: &[&str]) -> Result<()> {
 
 async fn run_audit(args: &[&str]) -> Result<()> {
     let mut filter = picture::audit::Filter::default();
-    let mut args = args.iter();
-    while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .with_context(|| format!("{flag} needs a value"))?;
-        match *flag {
+    for (flag, value) in options("audit", args, &["--since", "--user"])? {
+        match flag {
             "--since" => {
                 filter.since = Some(picture::audit::parse_since(value).map_err(anyhow::Error::msg)?)
             }
-            "--user" => {
-                filter.user = Some(uuid::Uuid::parse_str(value).context("--user must be a uuid")?)
-            }
-            other => bail!("audit: unknown option {other}"),
+            _ => filter.user = Some(uuid::Uuid::parse_str(value).context("--user must be a uuid")?),
         }
     }
     let state = AppState::from_env().await?;
@@ -251,12 +255,8 @@ async fn run_audit(args: &[&str]) -> Result<()> {
 /// `backfill-thumbnails [--batch N] [--user USER_ID]`: prints what was done.
 async fn backfill_thumbnails(args: &[&str]) -> Result<()> {
     let (mut batch, mut user) = (32, None);
-    let mut args = args.iter();
-    while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .with_context(|| format!("{flag} needs a value"))?;
-        match *flag {
+    for (flag, value) in options("backfill-thumbnails", args, &["--batch", "--user"])? {
+        match flag {
             "--batch" => {
                 batch = value
                     .parse()
@@ -264,8 +264,7 @@ async fn backfill_thumbnails(args: &[&str]) -> Result<()> {
                     .filter(|n| (1..=1000).contains(n))
                     .context("--batch must be an integer from 1 to 1000")?
             }
-            "--user" => user = Some(uuid::Uuid::parse_str(value).context("--user must be a uuid")?),
-            other => bail!("backfill-thumbnails: unknown option {other}"),
+            _ => user = Some(uuid::Uuid::parse_str(value).context("--user must be a uuid")?),
         }
     }
     picture::telemetry::init_logging();

@@ -1,7 +1,7 @@
 //! `picture-dev usage`: the usage report (`picture::usage`) as a table for
 //! people or as JSON.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use picture::{
     AppState,
     usage::{self, Report, Usage, Window},
@@ -10,22 +10,17 @@ use picture::{
 /// Parses the options, builds the report and prints it.
 pub async fn run(args: &[&str]) -> Result<()> {
     let (mut since, mut until, mut json) = (None, None, false);
-    let mut args = args.iter();
-    while let Some(flag) = args.next() {
-        let value = *args
-            .next()
-            .with_context(|| format!("{flag} needs a value"))?;
-        match *flag {
+    for (flag, value) in crate::options("usage", args, &["--since", "--until", "--format"])? {
+        match flag {
             "--since" => since = Some(value),
             "--until" => until = Some(value),
-            "--format" => {
+            _ => {
                 json = match value {
                     "json" => true,
                     "table" => false,
                     other => bail!("--format: table or json, not {other:?}"),
                 }
             }
-            other => bail!("usage: unknown option {other}"),
         }
     }
     let window = Window::parse(
