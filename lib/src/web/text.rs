@@ -75,47 +75,6 @@ pub fn int_param(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn free_text_keeps_tabs_and_line_breaks_only() {
-        assert!(Text::Free.allows("a\tb\r\nc ünïcode ✓"));
-        for bad in [
-            "a\u{0}b",
-            "\u{1b}[31m",
-            "\u{7f}",
-            "\u{85}",
-            "\u{9f}",
-            "\u{8}",
-        ] {
-            assert!(!Text::Free.allows(bad), "{bad:?}");
-            assert!(!Text::Strict.allows(bad), "{bad:?}");
-        }
-        for bad in ["a\tb", "a\nb", "a\rb"] {
-            assert!(!Text::Strict.allows(bad), "{bad:?}");
-        }
-        // Format characters (Cf) and separators are not control characters.
-        assert!(Text::Strict.allows("a\u{200b}b\u{2028}c"));
-    }
-
-    #[test]
-    fn dirty_query_params_are_dropped_with_an_error_each() {
-        let mut errors = Vec::new();
-        let [a, b, c] = query_params(
-            &mut errors,
-            [
-                ("a", Some("1".into())),
-                ("b", Some("x\u{0}".into())),
-                ("c", None),
-            ],
-        );
-        assert_eq!((a.as_deref(), b, c), (Some("1"), None, None));
-        assert_eq!(errors, [FieldError::new("b", CONTROL)]);
-    }
-}
-
 /// Collects every problem of a body at once.
 pub struct Checker<'a> {
     body: &'a Map<String, Value>,
@@ -191,5 +150,46 @@ impl<'a> Checker<'a> {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_text_keeps_tabs_and_line_breaks_only() {
+        assert!(Text::Free.allows("a\tb\r\nc ünïcode ✓"));
+        for bad in [
+            "a\u{0}b",
+            "\u{1b}[31m",
+            "\u{7f}",
+            "\u{85}",
+            "\u{9f}",
+            "\u{8}",
+        ] {
+            assert!(!Text::Free.allows(bad), "{bad:?}");
+            assert!(!Text::Strict.allows(bad), "{bad:?}");
+        }
+        for bad in ["a\tb", "a\nb", "a\rb"] {
+            assert!(!Text::Strict.allows(bad), "{bad:?}");
+        }
+        // Format characters (Cf) and separators are not control characters.
+        assert!(Text::Strict.allows("a\u{200b}b\u{2028}c"));
+    }
+
+    #[test]
+    fn dirty_query_params_are_dropped_with_an_error_each() {
+        let mut errors = Vec::new();
+        let [a, b, c] = query_params(
+            &mut errors,
+            [
+                ("a", Some("1".into())),
+                ("b", Some("x\u{0}".into())),
+                ("c", None),
+            ],
+        );
+        assert_eq!((a.as_deref(), b, c), (Some("1"), None, None));
+        assert_eq!(errors, [FieldError::new("b", CONTROL)]);
     }
 }
