@@ -61,6 +61,8 @@ pub struct Config {
     /// Hosts (with optional `:port`) outputs may be downloaded from, besides `replicate.delivery`.
     pub output_allowed_hosts: Vec<String>,
     pub max_output_bytes: usize,
+    /// Largest image a client may upload (`POST /uploads`).
+    pub max_upload_bytes: usize,
     pub sync_wait: Duration,
     /// The function's own timeout (`FUNCTION_TIMEOUT_SECONDS`, the template's `Timeout`):
     /// every time budget, and so every completion lease, is sized from it.
@@ -206,6 +208,11 @@ impl Config {
                 "MAX_OUTPUT_BYTES",
                 get("MAX_OUTPUT_BYTES"),
                 25 * 1024 * 1024,
+            )?,
+            max_upload_bytes: number(
+                "MAX_UPLOAD_BYTES",
+                get("MAX_UPLOAD_BYTES"),
+                10 * 1024 * 1024,
             )?,
             sync_wait: Duration::from_secs(number(
                 "SYNC_WAIT_SECONDS",

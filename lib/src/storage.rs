@@ -289,6 +289,45 @@ impl Storage {
             .to_string())
     }
 
+    /// The tag of every upload, which the bucket's lifecycle rule expires after a day.
+    pub const UPLOAD_TAG: &str = "picture-upload=true";
+
+    /// The object key of a user's upload.
+    pub fn upload_key(user_id: Uuid, upload_id: Uuid) -> String {
+        format!("users/{user_id}/uploads/{upload_id}")
+    }
+
+    /// A presigned PUT of `key`, valid for `ttl`, that S3 accepts only with this
+    /// `Content-Type` and `Content-Length` and the [`Self::UPLOAD_TAG`] tagging
+    /// (all signed headers): its URL and the headers the client must send.
+    pub async fn presign_put(
+        &self,
+        key: &str,
+        mime: &str,
+        length: i64,
+        ttl: Duration,
+    ) -> Result<(String, Vec<(String, String)>), StorageError> {
+        let presign =
+            PresigningConfig::expires_in(ttl).map_err(|e| StorageError::s3("presign", e))?;
+        let req = self
+            .client()
+            .await
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(mime)
+            .content_length(length)
+            .tagging(Self::UPLOAD_TAG)
+            .presigned(presign)
+            .await
+            .map_err(|e| StorageError::s3("presign", e))?;
+        let headers = req
+            .headers()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Ok((req.uri().to_string(), headers))
+    }
+
     /// Calls `each` with the key and last-modified time (Unix seconds) of every
     /// object under `prefix`, a page (up to 1000 keys) at a time.
     pub async fn list(

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::{Extension, extract::State, response::Response};
 use http::{Method, StatusCode};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::views::{ErrorView, ImageView};
@@ -24,7 +24,7 @@ use crate::{
         self, AuthUser, JsonBody, Routes,
         policy::{Access, Limit},
         problem::FieldError,
-        text::{self, Text},
+        text::{Checker, Text},
     },
 };
 
@@ -73,72 +73,6 @@ struct Request {
     wait_for_result: bool,
 }
 
-/// Collects every problem of a body at once.
-struct Checker<'a> {
-    body: &'a Map<String, Value>,
-    errors: Vec<FieldError>,
-}
-
-impl<'a> Checker<'a> {
-    fn fail(&mut self, field: &str, message: impl Into<String>) {
-        self.errors.push(FieldError::new(field, message));
-    }
-
-    /// A string of `min` to `max` characters with no control character `kind` forbids.
-    fn string(&mut self, field: &str, kind: Text, min: usize, max: usize) -> Option<String> {
-        match self.body.get(field)? {
-            Value::Null => None,
-            Value::String(s) if !kind.allows(s) => {
-                self.fail(field, text::CONTROL);
-                None
-            }
-            Value::String(s) if (min..=max).contains(&s.chars().count()) => Some(s.clone()),
-            Value::String(_) => {
-                self.fail(field, format!("must be {min} to {max} characters"));
-                None
-            }
-            _ => {
-                self.fail(field, "must be a string");
-                None
-            }
-        }
-    }
-
-    fn int(&mut self, field: &str, min: i64, max: i64) -> Option<i64> {
-        match self.body.get(field)? {
-            Value::Null => None,
-            Value::Number(n) => match n.as_i64().filter(|v| (min..=max).contains(v)) {
-                Some(v) => Some(v),
-                None => {
-                    self.fail(field, format!("must be an integer from {min} to {max}"));
-                    None
-                }
-            },
-            _ => {
-                self.fail(field, "must be an integer");
-                None
-            }
-        }
-    }
-
-    fn number(&mut self, field: &str, min: f64, max: f64) -> Option<f64> {
-        match self.body.get(field)? {
-            Value::Null => None,
-            Value::Number(n) => match n.as_f64().filter(|v| (min..=max).contains(v)) {
-                Some(v) => Some(v),
-                None => {
-                    self.fail(field, format!("must be a number from {min} to {max}"));
-                    None
-                }
-            },
-            _ => {
-                self.fail(field, "must be a number");
-                None
-            }
-        }
-    }
-}
-
 /// Checks the body's shape and bounds (docs/openapi.yaml, `GenerateRequest`).
 fn parse(body: &Value) -> Result<Request, Problem> {
     let Value::Object(map) = body else {
@@ -147,10 +81,7 @@ fn parse(body: &Value) -> Result<Request, Problem> {
             "must be a JSON object",
         )]));
     };
-    let mut c = Checker {
-        body: map,
-        errors: Vec::new(),
-    };
+    let mut c = Checker::new(map);
     for key in map.keys().filter(|k| !FIELDS.contains(&k.as_str())) {
         c.errors
             .push(FieldError::new(key.clone(), "is not a known field"));
@@ -419,6 +350,7 @@ async fn answer(st: &AppState, g: &Generation, hold: Option<&Hold>) -> Result<Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::web::text;
     use serde_json::json;
 
     fn fields(p: Problem) -> Vec<String> {

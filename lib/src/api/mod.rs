@@ -8,6 +8,7 @@ pub mod history;
 pub mod images;
 pub mod models;
 pub mod status;
+pub mod uploads;
 pub mod views;
 pub mod webhook;
 
@@ -31,6 +32,7 @@ pub fn routes() -> Routes {
         .merge(images::routes())
         .merge(history::routes())
         .merge(credits::routes())
+        .merge(uploads::routes())
 }
 
 /// Every function's routes in one service.

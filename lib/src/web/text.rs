@@ -3,6 +3,8 @@
 //! identifier, URL, query parameter or header; free text (a prompt) may keep
 //! its tabs and line breaks.
 
+use serde_json::{Map, Value};
+
 use super::problem::FieldError;
 
 /// What a text field may hold.
@@ -69,6 +71,84 @@ pub fn int_param(
                 format!("must be an integer from 1 to {max}"),
             ));
             default
+        }
+    }
+}
+
+/// Collects every problem of a body at once.
+pub struct Checker<'a> {
+    body: &'a Map<String, Value>,
+    /// What was found so far.
+    pub errors: Vec<FieldError>,
+}
+
+impl<'a> Checker<'a> {
+    /// A checker of `body`, with no problem found yet.
+    pub fn new(body: &'a Map<String, Value>) -> Self {
+        Checker {
+            body,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Records a problem of `field`.
+    pub fn fail(&mut self, field: &str, message: impl Into<String>) {
+        self.errors.push(FieldError::new(field, message));
+    }
+
+    /// A string of `min` to `max` characters with no control character `kind` forbids.
+    pub fn string(&mut self, field: &str, kind: Text, min: usize, max: usize) -> Option<String> {
+        match self.body.get(field)? {
+            Value::Null => None,
+            Value::String(s) if !kind.allows(s) => {
+                self.fail(field, CONTROL);
+                None
+            }
+            Value::String(s) if (min..=max).contains(&s.chars().count()) => Some(s.clone()),
+            Value::String(_) => {
+                self.fail(field, format!("must be {min} to {max} characters"));
+                None
+            }
+            _ => {
+                self.fail(field, "must be a string");
+                None
+            }
+        }
+    }
+
+    /// An integer from `min` to `max`.
+    pub fn int(&mut self, field: &str, min: i64, max: i64) -> Option<i64> {
+        match self.body.get(field)? {
+            Value::Null => None,
+            Value::Number(n) => match n.as_i64().filter(|v| (min..=max).contains(v)) {
+                Some(v) => Some(v),
+                None => {
+                    self.fail(field, format!("must be an integer from {min} to {max}"));
+                    None
+                }
+            },
+            _ => {
+                self.fail(field, "must be an integer");
+                None
+            }
+        }
+    }
+
+    /// A number from `min` to `max`.
+    pub fn number(&mut self, field: &str, min: f64, max: f64) -> Option<f64> {
+        match self.body.get(field)? {
+            Value::Null => None,
+            Value::Number(n) => match n.as_f64().filter(|v| (min..=max).contains(v)) {
+                Some(v) => Some(v),
+                None => {
+                    self.fail(field, format!("must be a number from {min} to {max}"));
+                    None
+                }
+            },
+            _ => {
+                self.fail(field, "must be a number");
+                None
+            }
         }
     }
 }

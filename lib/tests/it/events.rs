@@ -60,6 +60,7 @@ async fn every_sample_event_gives_its_expected_status() {
             "images" => picture::api::images::routes,
             "history" => picture::api::history::routes,
             "credits" => picture::api::credits::routes,
+            "uploads" => picture::api::uploads::routes,
             other => panic!("{}: unknown function {other}", e.file),
         };
         let res = routes().serve(s.state.clone()).oneshot(req).await.unwrap();

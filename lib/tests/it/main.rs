@@ -22,5 +22,6 @@ mod progress;
 mod reconcile;
 mod template;
 mod thumbnails;
+mod uploads;
 mod usage;
 mod webhooks;

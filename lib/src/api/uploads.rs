@@ -1,0 +1,162 @@
+//! `uploads` function: `POST /uploads` (`{contentType, contentLength}`) → 201
+//! `{id, uploadUrl, method, headers, expiresAt}`, a presigned S3 PUT of
+//! `users/{userId}/uploads/{id}` that S3 accepts only with that content type
+//! and length. The bucket expires uploads after a day (`template.yaml`).
+
+use std::time::Duration;
+
+use axum::{extract::State, response::Response};
+use chrono::Utc;
+use http::{Method, StatusCode};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::{
+    AppState, Error, Problem,
+    storage::Storage,
+    web::{
+        self, AuthUser, JsonBody, Routes,
+        policy::{Access, Limit},
+        problem::FieldError,
+        text::{Checker, Text},
+    },
+};
+
+/// The routes of this function: declared once, with what each demands.
+pub fn routes() -> Routes {
+    let access = Access::User {
+        limit: Limit::Generate,
+        idempotent: false,
+    };
+    Routes::new("uploads").route(Method::POST, "/api/v1/uploads", access, create)
+}
+
+/// The image types a client may upload.
+pub const CONTENT_TYPES: [&str; 3] = ["image/png", "image/jpeg", "image/webp"];
+
+/// How long an upload URL is valid.
+pub const URL_TTL: Duration = Duration::from_secs(15 * 60);
+
+const FIELDS: [&str; 2] = ["contentType", "contentLength"];
+
+/// Checks the body (docs/openapi.yaml, `UploadRequest`): the content type and length.
+fn parse(body: &Value, max_bytes: usize) -> Result<(String, i64), Problem> {
+    let Value::Object(map) = body else {
+        return Err(Problem::validation(vec![FieldError::new(
+            "body",
+            "must be a JSON object",
+        )]));
+    };
+    let mut c = Checker::new(map);
+    for key in map.keys().filter(|k| !FIELDS.contains(&k.as_str())) {
+        c.fail(key, "is not a known field");
+    }
+    let content_type = required(&mut c, map, "contentType", |c| {
+        c.string("contentType", Text::Strict, 1, 100)
+    });
+    if content_type
+        .as_deref()
+        .is_some_and(|t| !CONTENT_TYPES.contains(&t))
+    {
+        c.fail(
+            "contentType",
+            format!("must be one of {}", CONTENT_TYPES.join(", ")),
+        );
+    }
+    let max = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+    let content_length = required(&mut c, map, "contentLength", |c| {
+        c.int("contentLength", 1, max)
+    });
+    match (content_type, content_length) {
+        (Some(t), Some(n)) if c.errors.is_empty() => Ok((t, n)),
+        _ => Err(Problem::validation(c.errors)),
+    }
+}
+
+/// `check`'s value of `field`, or an error if the field is absent or null.
+fn required<T>(
+    c: &mut Checker,
+    map: &Map<String, Value>,
+    field: &str,
+    check: impl FnOnce(&mut Checker) -> Option<T>,
+) -> Option<T> {
+    if matches!(map.get(field), None | Some(Value::Null)) {
+        c.fail(field, "is required");
+        return None;
+    }
+    check(c)
+}
+
+async fn create(
+    State(st): State<AppState>,
+    AuthUser(user): AuthUser,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem> {
+    let (content_type, content_length) = parse(&body, st.cfg.max_upload_bytes)?;
+    let id = Uuid::new_v4();
+    let expires_at = Utc::now() + URL_TTL;
+    let (url, headers) = st
+        .storage
+        .presign_put(
+            &Storage::upload_key(user, id),
+            &content_type,
+            content_length,
+            URL_TTL,
+        )
+        .await
+        .map_err(Error::from)?;
+    let headers: Map<String, Value> = headers
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    Ok(web::json(
+        StatusCode::CREATED,
+        json!({
+            "id": id,
+            "uploadUrl": url,
+            "method": "PUT",
+            "headers": headers,
+            "expiresAt": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(body: Value) -> Vec<String> {
+        parse(&body, 100).unwrap_err().body()["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn accepts_the_three_types_within_the_limit() {
+        for t in CONTENT_TYPES {
+            let ok = parse(&json!({"contentType": t, "contentLength": 100}), 100).unwrap();
+            assert_eq!(ok, (t.to_string(), 100));
+        }
+    }
+
+    #[test]
+    fn names_each_bad_field() {
+        assert_eq!(fields(json!({})), ["contentType", "contentLength"]);
+        assert_eq!(
+            fields(json!({"contentType": "image/gif", "contentLength": 0})),
+            ["contentType", "contentLength"]
+        );
+        assert_eq!(
+            fields(json!({"contentType": "image/png", "contentLength": 101})),
+            ["contentLength"]
+        );
+        assert_eq!(
+            fields(json!({"contentType": "image/png", "contentLength": 1, "x": 1})),
+            ["x"]
+        );
+        assert_eq!(fields(json!([1])), ["body"]);
+    }
+}
