@@ -79,6 +79,20 @@ container_host() {
   echo 10.88.0.1
 }
 
+# An s3s-fs left listening on our port whose data directory is gone (started by a
+# checkout since deleted) answers every request with InternalError: stop it.
+stale_s3() {
+  local pid dir
+  pid=$(ss -ltnpH "sport = :$S3_PORT" 2>/dev/null | sed -nE 's/.*pid=([0-9]+).*/\1/p' | head -1)
+  [ -n "$pid" ] || return 0
+  dir=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | tail -1)
+  if [ -n "$dir" ] && [ ! -d "$dir" ]; then
+    log "stopping an s3s-fs whose data directory is gone ($dir)"
+    kill "$pid" 2>/dev/null || true
+    sleep 0.5
+  fi
+}
+
 create_db() { # port, name
   local exists
   exists=$(psql "postgres://postgres@127.0.0.1:$1/postgres" -Atqc "select 1 from pg_database where datname = '$2'")
@@ -98,6 +112,7 @@ up() {
     start_bg moto "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
     wait_for "http://127.0.0.1:$MOTO_PORT/moto-api/" moto
   fi
+  stale_s3
   if ! curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/"; then
     log "starting s3s-fs (S3, data in .dev/s3) on :$S3_PORT"
     mkdir -p "$DEV/s3"
