@@ -79,18 +79,18 @@ container_host() {
   echo 10.88.0.1
 }
 
-# An s3s-fs left listening on our port whose data directory is gone (started by a
-# checkout since deleted) answers every request with InternalError: stop it.
-stale_s3() {
-  local pid dir
-  pid=$(ss -ltnpH "sport = :$S3_PORT" 2>/dev/null | sed -nE 's/.*pid=([0-9]+).*/\1/p' | head -1)
-  [ -n "$pid" ] || return 0
-  dir=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | tail -1)
-  if [ -n "$dir" ] && [ ! -d "$dir" ]; then
-    log "stopping an s3s-fs whose data directory is gone ($dir)"
-    kill "$pid" 2>/dev/null || true
-    sleep 0.5
-  fi
+# A service left listening on one of our ports by a checkout since deleted (its
+# working directory is gone) serves that checkout's files, or fails: stop it.
+stale_services() {
+  local port pid
+  for port in "$MOTO_PORT" "$S3_PORT" "$DYNAMODB_PORT" "$SIM_PORT" "$SAM_SIM_PORT" "$SAM_KEYS_PORT"; do
+    pid=$(ss -ltnpH "sport = :$port" 2>/dev/null | sed -nE 's/.*pid=([0-9]+).*/\1/p' | head -1)
+    if [ -n "$pid" ] && readlink "/proc/$pid/cwd" | grep -q '(deleted)$'; then
+      log "stopping the service on :$port of a checkout that is gone"
+      kill "$pid" 2>/dev/null || true
+      sleep 0.5
+    fi
+  done
 }
 
 create_db() { # port, name
@@ -102,6 +102,7 @@ create_db() { # port, name
 up() {
   bash infra/scripts/tools.sh
   command -v curl >/dev/null || (apt-get update -qq && apt-get install -y -qq curl) >&2
+  stale_services
   local pg_port
   pg_port=$(postgres_up)
   create_db "$pg_port" picture
@@ -112,7 +113,6 @@ up() {
     start_bg moto "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT"
     wait_for "http://127.0.0.1:$MOTO_PORT/moto-api/" moto
   fi
-  stale_s3
   if ! curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/"; then
     log "starting s3s-fs (S3, data in .dev/s3) on :$S3_PORT"
     mkdir -p "$DEV/s3"
