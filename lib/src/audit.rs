@@ -14,7 +14,7 @@
 
 use std::{collections::HashMap, fmt};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -36,12 +36,7 @@ pub struct Filter {
 
 /// Parses `--since`: a date (midnight UTC) or an RFC 3339 time.
 pub fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.to_utc());
-    }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
-        .map_err(|_| format!("--since: expected YYYY-MM-DD or an RFC 3339 time, got {s:?}"))
+    crate::usage::parse_time(s, chrono::TimeDelta::zero()).map_err(|e| format!("--since: {e}"))
 }
 
 /// How much was looked at.

@@ -77,19 +77,20 @@ impl Window {
         now: DateTime<Utc>,
     ) -> Result<Window, String> {
         let until = match until {
-            Some(s) => time(s, TimeDelta::days(1)).map_err(|e| format!("--until: {e}"))?,
+            Some(s) => parse_time(s, TimeDelta::days(1)).map_err(|e| format!("--until: {e}"))?,
             None => now,
         };
         let since = match since {
-            Some(s) => time(s, TimeDelta::zero()).map_err(|e| format!("--since: {e}"))?,
+            Some(s) => parse_time(s, TimeDelta::zero()).map_err(|e| format!("--since: {e}"))?,
             None => until - TimeDelta::days(7),
         };
         Ok(Window { since, until })
     }
 }
 
-/// An RFC 3339 time, or a date's midnight UTC plus `date_offset`.
-fn time(s: &str, date_offset: TimeDelta) -> Result<DateTime<Utc>, String> {
+/// An RFC 3339 time, or a date's midnight UTC plus `date_offset` (the
+/// command-line form of a time, for `usage` and `audit`).
+pub fn parse_time(s: &str, date_offset: TimeDelta) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.to_utc());
     }
