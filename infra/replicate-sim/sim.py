@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import http.client
 import io
 import json
 import os
@@ -24,11 +25,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, unquote_to_bytes, urlencode, urlsplit
 
 from PIL import Image, ImageDraw, ImageOps
 
@@ -56,6 +57,10 @@ MIN_CANCEL_AFTER_S = 5
 LOGS_INTERVAL_S = 0.5  # `logs` webhooks are sent at most this often per prediction
 DEFAULT_STEPS, MAX_STEPS = 4, 50  # progress steps printed when the input has no num_inference_steps
 DEFAULT_SECRET = "whsec_" + base64.b64encode(b"picture-local-replicate-simulator"[:32]).decode()
+IMAGE_FIELDS = ("image", "input_image")  # input fields holding one image (URL or data URI)
+IMAGE_LIST_FIELD = "image_input"  # input field holding a list of them
+MAX_INPUT_BYTES = 64 << 20  # larger input images fail the prediction
+TINT_STRENGTH = 0.35  # how much of a source image's average colour the output takes on
 
 # output_format -> (Pillow format, file extension, MIME type, save options)
 FORMATS = {
@@ -95,6 +100,7 @@ class Config:
     predict_ms: int = 1000
     public_url: str | None = None  # None: derived from the bound address
     retry_delays: tuple[float, ...] = (0.5, 1, 2, 4, 8, 15, 30)
+    fetch_timeout_ms: int = 5000  # connect/read timeout when fetching input images
 
     def signing_key(self) -> bytes:
         return secret_key(self.webhook_secret)
@@ -126,12 +132,15 @@ def parse_config(argv: list[str] | None = None, env: dict[str, str] | None = Non
             retry_delays=tuple(
                 float(part) for part in env.get("SIM_WEBHOOK_RETRY_DELAYS", "0.5,1,2,4,8,15,30").split(",") if part.strip()
             ),
+            fetch_timeout_ms=int(env.get("SIM_FETCH_TIMEOUT_MS", "5000")),
         )
         config.signing_key()
     except (ValueError, binascii.Error) as exc:
         parser.error(str(exc))
     if config.predict_ms < 0 or any(delay < 0 for delay in config.retry_delays):
         parser.error("SIM_PREDICT_MS and SIM_WEBHOOK_RETRY_DELAYS must not be negative")
+    if config.fetch_timeout_ms <= 0:
+        parser.error("SIM_FETCH_TIMEOUT_MS must be positive")
     return config
 
 
@@ -293,7 +302,7 @@ def parse_create(body: Any, allowed: frozenset[str], model: str, version: str) -
     elif not isinstance(events, list) or not all(isinstance(e, str) and e in EVENTS for e in events):
         errors.append(field_error("enum", "webhook_events_filter", f"items must be one of {sorted(EVENTS)}"))
     image, image_errors = image_spec(inp)
-    errors += image_errors
+    errors += image_errors + image_input_errors(inp)
     if errors:
         raise invalid_input(errors)
     return CreateRequest(model, version, inp, webhook, frozenset(events), image, Markers.parse(prompt))
@@ -317,6 +326,20 @@ def image_spec(inp: dict[str, Any]) -> tuple[ImageSpec, list[dict[str, str]]]:
     if size_error:
         errors.append(field_error("range", size_error, f"sides must be integers from 1 to {MAX_SIDE}"))
     return ImageSpec(size[0], size[1], output_format), errors
+
+
+def image_input_errors(inp: dict[str, Any]) -> list[dict[str, str]]:
+    """Type errors of the image input fields: `image`/`input_image` strings, `image_input` a list of them."""
+    errors = [
+        field_error("type", f"input.{name}", f"{name} must be a string (URL or data URI)")
+        for name in IMAGE_FIELDS
+        if inp.get(name) is not None and not isinstance(inp[name], str)
+    ]
+    images = inp.get(IMAGE_LIST_FIELD)
+    if images is not None and not (isinstance(images, list) and all(isinstance(item, str) for item in images)):
+        errors.append(field_error(
+            "type", f"input.{IMAGE_LIST_FIELD}", f"{IMAGE_LIST_FIELD} must be an array of strings (URLs or data URIs)"))
+    return errors
 
 
 def image_size(inp: dict[str, Any]) -> tuple[tuple[int, int], str | None]:
@@ -381,12 +404,150 @@ def clock(seconds: float) -> str:
     return f"{minutes:02d}:{secs:02d}"
 
 
+# --------------------------------------------------------------------------- input images
+
+
+class FetchError(Exception):
+    """An input image could not be fetched or is not an image; the message is the reason."""
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """What the model received for one image input (the bytes themselves are not kept)."""
+
+    length: int
+    sha256: str
+    mime: str
+    size: tuple[int, int] | None  # None: the header could not be read
+    average: tuple[int, int, int] | None  # mean colour, None if it could not be decoded
+
+    def log_line(self) -> str:
+        """`input image: <bytes> bytes sha256=<hex> <width>x<height> <mime>` (stable: tests parse it)."""
+        width, height = self.size or ("?", "?")
+        return f"input image: {self.length} bytes sha256={self.sha256} {width}x{height} {self.mime}\n"
+
+
+def image_inputs(inp: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field label, URL or data URI) of every image input, in fetch order."""
+    found = [(name, inp[name]) for name in IMAGE_FIELDS if isinstance(inp.get(name), str)]
+    images = inp.get(IMAGE_LIST_FIELD)
+    if isinstance(images, list):
+        found += [(f"{IMAGE_LIST_FIELD}[{i}]", value) for i, value in enumerate(images) if isinstance(value, str)]
+    return found
+
+
+def fetch_input(value: str, timeout_s: float) -> bytes:
+    """The bytes behind an http(s) URL (GET) or a data URI; raises FetchError."""
+    try:
+        scheme = urlsplit(value).scheme.lower()
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise FetchError("not a URL or data URI") from None
+    if scheme == "data":
+        return decode_data_uri(value)
+    if scheme in ("http", "https"):
+        return fetch_url(value, timeout_s)
+    raise FetchError(f"unsupported URL scheme {scheme!r}" if scheme else "not a URL or data URI")
+
+
+def fetch_url(url: str, timeout_s: float) -> bytes:
+    """GET `url` (redirects followed) with a connect/read timeout; non-2xx answers fail."""
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": "replicate-sim"})
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            if not 200 <= response.status < 300:
+                raise FetchError(f"HTTP {response.status} {response.reason}")
+            data = response.read(MAX_INPUT_BYTES + 1)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        raise FetchError(f"HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise FetchError(connection_failure(exc.reason, timeout_s)) from None
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        raise FetchError(connection_failure(exc, timeout_s)) from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise FetchError(f"larger than {MAX_INPUT_BYTES} bytes")
+    return data
+
+
+def connection_failure(reason: Any, timeout_s: float) -> str:
+    """Reason text for a request that got no HTTP answer."""
+    if isinstance(reason, TimeoutError):
+        return f"timed out after {timeout_s:g} s"
+    return f"connection failed ({reason})"
+
+
+def decode_data_uri(uri: str) -> bytes:
+    """Payload of `data:[<mime>][;base64],<data>`; raises FetchError if malformed."""
+    header, comma, payload = uri[len("data:"):].partition(",")
+    if not comma:
+        raise FetchError("invalid data URI (no comma)")
+    if not header.lower().endswith(";base64"):
+        return unquote_to_bytes(payload)
+    try:
+        return base64.b64decode("".join(payload.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise FetchError("invalid data URI (bad base64)") from None
+
+
+def sniff_image(data: bytes) -> str | None:
+    """MIME type from the magic bytes (PNG, JPEG, WebP), else None."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def inspect_image(data: bytes) -> InputImage:
+    """Hash, type, size and mean colour of fetched bytes; raises FetchError if not an image."""
+    mime = sniff_image(data)
+    if mime is None:
+        raise FetchError(f"not a PNG, JPEG or WebP image ({len(data)} bytes)")
+    size = average = None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            size = image.size
+            image.draft("RGB", (64, 64))  # JPEG: decode at a reduced scale
+            average = image.convert("RGB").resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
+    except Exception:  # noqa: BLE001 - any decoding problem only leaves size/colour unknown
+        pass
+    return InputImage(len(data), hashlib.sha256(data).hexdigest(), mime, size, average)
+
+
+def describe_source(value: str) -> str:
+    """A URL without its query (presigned signatures stay out of logs), or a data URI's header."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return repr(value[:40])
+    if parts.scheme.lower() == "data":
+        return value.partition(",")[0] + ",…"
+    return f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.netloc else repr(value[:40])
+
+
+def matched_spec(inp: dict[str, Any], spec: ImageSpec, sources: list[InputImage]) -> ImageSpec:
+    """With `aspect_ratio` "match_input_image" and no other size, the output takes the first
+    source's aspect ratio (shorter side 1024, sides at most MAX_SIDE)."""
+    first = sources[0].size if sources else None
+    sized = (inp.get("width") is not None and inp.get("height") is not None) or re.match(
+        r"^(\d+)x(\d+)$", str(inp.get("size", "")))
+    if inp.get("aspect_ratio") != "match_input_image" or first is None or sized:
+        return spec
+    w, h = first
+    dims = (round(1024 * w / h), 1024) if w >= h else (1024, round(1024 * h / w))
+    return replace(spec, width=min(max(dims[0], 1), MAX_SIDE), height=min(max(dims[1], 1), MAX_SIDE))
+
+
 # --------------------------------------------------------------------------- images
 
 
-def render_image(prompt: str, seed: Any, spec: ImageSpec, noise: bool = False) -> bytes:
+def render_image(prompt: str, seed: Any, spec: ImageSpec, noise: bool = False,
+                 tint: tuple[int, int, int] | None = None) -> bytes:
     """Deterministic picture for a prompt (and seed): gradient background plus shapes.
 
+    With `tint` (a source image's mean colour), that colour is blended in at TINT_STRENGTH.
     With `noise`, deterministic noise is blended in (half strength), which makes the file
     nearly incompressible: about 0.5 bytes per pixel as WebP, 2.9 as PNG, 0.7 as JPEG.
     """
@@ -416,6 +577,8 @@ def render_image(prompt: str, seed: Any, spec: ImageSpec, noise: bool = False) -
         else:
             points = [(rng.randrange(w), rng.randrange(h)) for _ in range(rng.randint(3, 6))]
             draw.polygon(points, fill=color(), outline=outline)
+    if tint is not None:
+        canvas = Image.blend(canvas, Image.new("RGB", canvas.size, tint), TINT_STRENGTH)
     if noise:
         grain = Image.frombytes("RGB", (w, h), rng.randbytes(w * h * 3))
         canvas = Image.blend(canvas, grain, 0.5)
@@ -424,8 +587,8 @@ def render_image(prompt: str, seed: Any, spec: ImageSpec, noise: bool = False) -
     return buffer.getvalue()
 
 
-def render_svg(prompt: str, seed: Any, spec: ImageSpec) -> bytes:
-    """Deterministic SVG document of the requested size: a background and a few shapes."""
+def render_svg(prompt: str, seed: Any, spec: ImageSpec, tint: tuple[int, int, int] | None = None) -> bytes:
+    """Deterministic SVG document of the requested size: a background (`tint` if given) and a few shapes."""
     material = prompt if seed is None else f"{prompt}\0{json.dumps(seed)}"
     rng = random.Random(hashlib.sha256(material.encode()).digest())
     w, h = spec.width, spec.height
@@ -433,7 +596,10 @@ def render_svg(prompt: str, seed: Any, spec: ImageSpec) -> bytes:
     def color() -> str:
         return "#%02x%02x%02x" % (rng.randrange(256), rng.randrange(256), rng.randrange(256))
 
-    shapes = [f'<rect width="{w}" height="{h}" fill="{color()}"/>']
+    background = color()
+    if tint is not None:
+        background = "#%02x%02x%02x" % tint
+    shapes = [f'<rect width="{w}" height="{h}" fill="{background}"/>']
     for _ in range(rng.randint(3, 7)):
         x, y, r = rng.randrange(w), rng.randrange(h), rng.randint(max(1, min(w, h) // 20), max(1, min(w, h) // 4))
         shapes.append(f'<circle cx="{x}" cy="{y}" r="{r}" fill="{color()}"/>')
@@ -471,6 +637,7 @@ class Prediction:
     final_webhook: tuple[str, bytes] | None = None  # (webhook-id, body) of the completed event
     deliveries: list[Delivery] = field(default_factory=list)
     outbox: queue.Queue | None = None  # pending webhook events, when webhooks are sent
+    sources: list[InputImage] = field(default_factory=list)  # fetched image inputs
 
     @property
     def terminal(self) -> bool:
@@ -714,14 +881,8 @@ class Simulator:
         if not self._sleep(pred, queue_s):
             return
         steps = inference_steps(request.input)
-        seed = request.input.get("seed")
-        with self.cond:
-            if pred.terminal:
-                return
-            pred.status, pred.started_at = "processing", utcnow()
-            pred.logs = f"Using seed: {seed if type(seed) is int else random.randrange(1 << 16)}\n"
-            self._emit(pred, ["start"])
-            self._progress(pred, 0, steps)
+        if not self._start(pred, steps):
+            return
         if markers.hang:
             with self.cond:
                 self.cond.wait_for(lambda: pred.terminal)
@@ -738,6 +899,54 @@ class Simulator:
             if stored and not pred.terminal:
                 self.files[stored[0]] = stored[1]
             self._finish(pred, "succeeded", output=[output])
+
+    def _start(self, pred: Prediction, steps: int) -> bool:
+        """starting -> processing: fetch the image inputs, then log the seed and 0 %.
+
+        False if the prediction ended meanwhile or an input could not be fetched (then it
+        has failed). Without image inputs, all of it happens at once.
+        """
+        inputs = image_inputs(pred.request.input)
+        with self.cond:
+            if pred.terminal:
+                return False
+            pred.status, pred.started_at = "processing", utcnow()
+            if not inputs:
+                return self._begin(pred, [], steps, announce=True)
+            self._emit(pred, ["start"])
+        sources = self._fetch_inputs(pred, inputs)
+        with self.cond:
+            return sources is not None and self._begin(pred, sources, steps, announce=False)
+
+    def _fetch_inputs(self, pred: Prediction, inputs: list[tuple[str, str]]) -> list[InputImage] | None:
+        """Fetch every image input in order; on the first failure, fail the prediction and return None."""
+        sources = []
+        for label, value in inputs:
+            try:
+                source = inspect_image(fetch_input(value, self.config.fetch_timeout_ms / 1000))
+            except FetchError as exc:
+                log(f"input {pred.id} {label} {describe_source(value)}: {exc}")
+                with self.cond:
+                    if not pred.terminal:
+                        pred.logs += f"Failed to fetch input image {label} from {describe_source(value)}: {exc}\n"
+                        self._finish(pred, "failed", error=f"Failed to fetch input image: {exc}")
+                return None
+            log(f"input {pred.id} {label} {describe_source(value)}: {source.log_line().strip()}")
+            sources.append(source)
+        return sources
+
+    def _begin(self, pred: Prediction, sources: list[InputImage], steps: int, announce: bool) -> bool:
+        """Log the inputs and the seed, send `start` if `announce`, then log 0 %
+        (caller holds the lock); False if the prediction has already ended."""
+        if pred.terminal:
+            return False
+        seed = pred.request.input.get("seed")
+        pred.sources = sources
+        pred.logs += "".join(source.log_line() for source in sources)
+        pred.logs += f"Using seed: {seed if type(seed) is int else random.randrange(1 << 16)}\n"
+        if announce:
+            self._emit(pred, ["start"])
+        return self._progress(pred, 0, steps)
 
     def _progress(self, pred: Prediction, step: int, steps: int) -> bool:
         """Append a progress line to the logs; False if the prediction has already ended."""
@@ -756,14 +965,18 @@ class Simulator:
     def _produce_output(self, pred: Prediction) -> tuple[str, tuple[str, tuple[bytes, str]] | None]:
         """Output string plus the file to serve for it (if any)."""
         request = pred.request
-        spec, markers = request.image, request.markers
+        markers = request.markers
         if markers.bad_output:
             return f"{self.public_url}/files/missing-{pred.id}.png", None
+        with self.cond:
+            sources = list(pred.sources)
+        spec = matched_spec(request.input, request.image, sources)
+        tint = sources[0].average if sources else None
         prompt, seed = request.input["prompt"], request.input.get("seed")
         if markers.svg:
-            data, ext, mime = render_svg(prompt, seed, spec), "svg", "image/svg+xml"
+            data, ext, mime = render_svg(prompt, seed, spec, tint), "svg", "image/svg+xml"
         else:
-            data, ext, mime = render_image(prompt, seed, spec, markers.noise), spec.ext, spec.mime
+            data, ext, mime = render_image(prompt, seed, spec, markers.noise, tint), spec.ext, spec.mime
         if markers.data_uri:
             return f"data:{mime};base64,{base64.b64encode(data).decode()}", None
         name = f"{pred.id}.{ext}"

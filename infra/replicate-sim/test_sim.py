@@ -42,7 +42,8 @@ FLUX_VERSION = sim.MODELS[FLUX]
 
 @pytest.fixture(scope="module")
 def base_url():
-    config = sim.Config(host="127.0.0.1", port=0, api_token=TOKEN, predict_ms=100, retry_delays=(0.05, 0.05, 0.05))
+    config = sim.Config(host="127.0.0.1", port=0, api_token=TOKEN, predict_ms=100, retry_delays=(0.05, 0.05, 0.05),
+                        fetch_timeout_ms=300)
     server = sim.make_server(config)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server.sim.public_url
@@ -106,6 +107,54 @@ def receiver():
     instance.server.server_close()
 
 
+class Origin:
+    """Serves input images: `put(path, body)` then GET it; `?status=N` answers N, `?delay=S` sleeps first."""
+
+    def __init__(self):
+        self.files: dict[str, tuple[bytes, str]] = {}
+        self.requests: list[str] = []  # paths (with query) requested, in order
+        origin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                origin.requests.append(self.path)
+                url = urlsplit(self.path)
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                time.sleep(float(query.get("delay", 0)))
+                status = int(query.get("status", 200))
+                body, content_type = origin.files.get(url.path, (b"<Error>NoSuchKey</Error>", "application/xml"))
+                if url.path not in origin.files:
+                    status = 404
+                if status != 200:
+                    body, content_type = b"<Error><Code>AccessDenied</Code></Error>", "application/xml"
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def put(self, body: bytes, content_type: str = "image/png", query: str = "") -> str:
+        """Serve `body` at a fresh path; returns its URL (plus `query`)."""
+        path = f"/bucket/{uuid.uuid4().hex}"
+        self.files[path] = (body, content_type)
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}{query}"
+
+
+@pytest.fixture(scope="module")
+def origin():
+    instance = Origin()
+    yield instance
+    instance.server.shutdown()
+    instance.server.server_close()
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -140,6 +189,21 @@ def wait_status(base_url, prediction_id, statuses, timeout=5.0):
 
 def wait_terminal(base_url, prediction_id, timeout=5.0):
     return wait_status(base_url, prediction_id, sim.TERMINAL, timeout)
+
+
+def encode_image(size=(64, 48), color=(200, 30, 30), fmt="PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def input_line(data: bytes, size: str, mime: str) -> str:
+    """The log line the simulator prints for a fetched input image."""
+    return f"input image: {len(data)} bytes sha256={hashlib.sha256(data).hexdigest()} {size} {mime}"
+
+
+def mean_color(data: bytes) -> tuple[int, int, int]:
+    return Image.open(io.BytesIO(data)).convert("RGB").resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
 
 
 def percentages(logs: str) -> list[int]:
@@ -402,6 +466,97 @@ def test_injected_faults_answer_then_clear(base_url):
     assert call("DELETE", f"{base_url}/_sim/faults")[0] == 200
     assert call("GET", f"{base_url}/v1/predictions/{made['id']}", headers=AUTH)[0] == 200
     assert call("POST", f"{base_url}/_sim/faults", {"ops": ["nothing"], "status": 500})[0] == 400
+
+
+# --------------------------------------------------------------------------- input images
+
+
+def test_image_url_is_fetched_and_logged(base_url, origin):
+    png = encode_image((64, 48))
+    url = origin.put(png, query="?X-Amz-Signature=secret")
+    status, _, body = create(base_url, {"prompt": "edit me", "image": url}, prefer="wait")
+    assert status == 201 and body["status"] == "succeeded"
+    lines = body["logs"].splitlines()
+    assert lines[0] == input_line(png, "64x48", "image/png") and lines[1].startswith("Using seed: ")
+    assert percentages(body["logs"])[-1] == 100
+    assert origin.requests.count(urlsplit(url).path + "?X-Amz-Signature=secret") == 1
+
+
+def test_data_uri_and_input_image_fields(base_url):
+    jpeg = encode_image((40, 30), fmt="JPEG")
+    uri = f"data:image/jpeg;base64,{base64.b64encode(jpeg).decode()}"
+    body = create(base_url, {"prompt": "inline", "input_image": uri}, prefer="wait")[2]
+    assert body["status"] == "succeeded" and input_line(jpeg, "40x30", "image/jpeg") in body["logs"].splitlines()
+
+
+def test_image_input_list_fetches_each_in_order(base_url, origin):
+    png, webp = encode_image((16, 16)), encode_image((20, 10), fmt="WEBP")
+    inputs = [origin.put(png), f"data:image/webp;base64,{base64.b64encode(webp).decode()}"]
+    body = create(base_url, {"prompt": "combine", "image_input": inputs}, prefer="wait")[2]
+    assert body["status"] == "succeeded"
+    assert body["logs"].splitlines()[:2] == [input_line(png, "16x16", "image/png"), input_line(webp, "20x10", "image/webp")]
+    assert create(base_url, {"prompt": "none", "image_input": []}, prefer="wait")[2]["logs"].startswith("Using seed: ")
+
+
+def test_fetch_failure_fails_asynchronously_with_completed_webhook(base_url, origin, receiver):
+    url, hook = origin.put(encode_image(), query="?status=403"), receiver.url()
+    status, _, body = create(base_url, {"prompt": "expired", "image": url}, webhook=hook)
+    assert status == 201 and body["status"] == "starting"
+    final = wait_terminal(base_url, body["id"])
+    assert final["status"] == "failed" and final["output"] is None
+    assert final["error"] == "Failed to fetch input image: HTTP 403 Forbidden"
+    assert final["started_at"] and final["metrics"]["predict_time"] >= 0 and percentages(final["logs"]) == []
+    assert final["logs"] == f"Failed to fetch input image image from {url.split('?')[0]}: HTTP 403 Forbidden\n"
+    assert [json.loads(raw) for _, raw in receiver.wait_for(hook, 1)] == [final]
+    assert [d["event"] for d in deliveries(base_url, body["id"], 1)] == ["completed"]
+
+
+@pytest.mark.parametrize("make,error", [
+    (lambda o: o.put(encode_image())[:-4] + "gone", "HTTP 404 Not Found"),
+    (lambda o: o.put(b"<html>login</html>", "text/html"), "not a PNG, JPEG or WebP image (18 bytes)"),
+    (lambda o: o.put(encode_image(), query="?delay=1"), "timed out after 0.3 s"),
+    (lambda o: "http://127.0.0.1:9/closed.png", "connection failed ("),
+    (lambda o: "data:image/png;base64,%%%", "invalid data URI (bad base64)"),
+    (lambda o: "data:text/plain,hello", "not a PNG, JPEG or WebP image (5 bytes)"),
+    (lambda o: "ftp://example.com/a.png", "unsupported URL scheme 'ftp'"),
+    (lambda o: "just text", "not a URL or data URI"),
+    (lambda o: "http://[::1/a.png", "not a URL or data URI"),
+    (lambda o: "http://exa mple.com/a.png", "connection failed ("),
+])
+def test_fetch_failures(base_url, origin, make, error):
+    body = create(base_url, {"prompt": "bad source", "image": make(origin)}, prefer="wait")[2]
+    assert body["status"] == "failed" and body["error"].startswith(f"Failed to fetch input image: {error}")
+    assert body["logs"].startswith("Failed to fetch input image image ")
+
+
+def test_one_bad_image_in_the_list_fails(base_url, origin):
+    good, bad = origin.put(encode_image()), origin.put(b"nope", "text/plain")
+    body = create(base_url, {"prompt": "mixed", "image_input": [good, bad]}, prefer="wait")[2]
+    assert body["status"] == "failed" and body["error"] == "Failed to fetch input image: not a PNG, JPEG or WebP image (4 bytes)"
+    assert body["logs"].splitlines()[0].startswith("Failed to fetch input image image_input[1] from http://")
+
+
+@pytest.mark.parametrize("input,field", [
+    ({"image": 5}, "input.image"), ({"input_image": ["x"]}, "input.input_image"),
+    ({"image_input": "http://x/a.png"}, "input.image_input"), ({"image_input": [1]}, "input.image_input"),
+])
+def test_image_input_types_are_validated(base_url, input, field):
+    status, _, body = create(base_url, {"prompt": "typed", **input})
+    assert status == 422 and [item["field"] for item in body["invalid_fields"]] == [field]
+
+
+def test_output_takes_on_the_source_colour_and_matched_size(base_url, origin):
+    def output(input):
+        body = create(base_url, {"prompt": "tinted", "output_format": "png", **input}, prefer="wait")[2]
+        return call("GET", body["output"][0])[2]
+
+    red = origin.put(encode_image((300, 200), (255, 0, 0)))
+    plain, tinted = output({}), output({"image": red})
+    assert mean_color(tinted)[0] - mean_color(tinted)[1] > mean_color(plain)[0] - mean_color(plain)[1] + 40
+    assert output({"image": red}) == tinted
+    assert Image.open(io.BytesIO(tinted)).size == (1024, 1024)
+    matched = output({"image": red, "aspect_ratio": "match_input_image"})
+    assert Image.open(io.BytesIO(matched)).size == (1536, 1024)
 
 
 # --------------------------------------------------------------------------- webhooks
