@@ -39,6 +39,15 @@ pub enum Error {
     /// The generation has already ended.
     #[error("the generation is already {}", .0.as_str())]
     NotCancellable(Status),
+    /// No such upload for this user (unknown, another user's, or expired).
+    #[error("upload not found")]
+    UploadNotFound,
+    /// The upload URL was handed out but nothing was PUT with it yet.
+    #[error("nothing was uploaded yet")]
+    UploadNotReady,
+    /// The uploaded object is not what an image-to-image source must be.
+    #[error("the upload {0}")]
+    UploadUnusable(String),
     /// A generation with this idempotency key was recorded meanwhile.
     #[error("the idempotency key was taken by a concurrent request")]
     IdempotencyKeyTaken,
@@ -94,6 +103,9 @@ impl Error {
             | Error::InputRefused
             | Error::ProviderRefused(_)
             | Error::GenerationNotFound
+            | Error::UploadNotFound
+            | Error::UploadNotReady
+            | Error::UploadUnusable(_)
             | Error::NotCancellable(_)
             | Error::Internal(_) => false,
         }

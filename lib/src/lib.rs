@@ -26,6 +26,7 @@ pub mod state;
 pub mod storage;
 pub mod telemetry;
 pub mod thumbnail;
+pub mod uploads;
 pub mod usage;
 pub mod web;
 

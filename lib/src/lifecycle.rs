@@ -107,7 +107,9 @@ pub async fn begin(st: &AppState, new: &NewGeneration, model: &Model) -> Result<
     Ok(hold)
 }
 
-/// Creates the Replicate prediction of a generation that [`begin`] recorded.
+/// Creates the Replicate prediction of a generation that [`begin`] recorded,
+/// with `source_image` as the provider reads it (the request's URL, or an
+/// upload's data URI or presigned URL: `crate::uploads::source`).
 /// With `wait`, Replicate is asked to answer only when done (`Prefer: wait`),
 /// and a finished prediction is settled before `deadline`.
 ///
@@ -120,6 +122,7 @@ pub async fn run(
     st: &AppState,
     new: &NewGeneration,
     model: &Model,
+    source_image: Option<&str>,
     wait: Option<Duration>,
     deadline: Instant,
 ) -> Result<()> {
@@ -132,7 +135,7 @@ pub async fn run(
         steps: r.steps,
         guidance: r.guidance_scale,
         seed: r.seed,
-        source_image: r.source_image_url.as_deref(),
+        source_image,
         strength: r.generation_strength,
     };
     let input = inputs::build(&model.replicate_id, &params);

@@ -205,6 +205,45 @@ impl Storage {
         Ok(Some(body.into_bytes()))
     }
 
+    /// The first `max` bytes of an object and its whole length; `None` if there is no such object.
+    pub async fn read_head(
+        &self,
+        key: &str,
+        max: u64,
+    ) -> Result<Option<(Bytes, u64)>, StorageError> {
+        let got = self
+            .client()
+            .await
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes=0-{}", max.saturating_sub(1)))
+            .send()
+            .await;
+        let obj = match got {
+            Ok(obj) => obj,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            // An empty object has no byte 0.
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) => {
+                return Ok(Some((Bytes::new(), 0)));
+            }
+            Err(e) => return Err(StorageError::s3("get", e)),
+        };
+        // `Content-Range: bytes 0-N/TOTAL` when the object is longer than the range.
+        let total = obj
+            .content_range()
+            .and_then(|r| r.rsplit_once('/'))
+            .and_then(|(_, t)| t.parse().ok());
+        let body = obj
+            .body
+            .collect()
+            .await
+            .map_err(|e| StorageError::Upload(format!("get: {e}")))?
+            .into_bytes();
+        let total = total.unwrap_or(body.len() as u64);
+        Ok(Some((body.slice(..body.len().min(max as usize)), total)))
+    }
+
     async fn download(&self, source: &str) -> Result<Vec<u8>, StorageError> {
         let url = url::Url::parse(source)
             .map_err(|_| StorageError::Disallowed("unparseable URL".into()))?;
@@ -270,11 +309,16 @@ impl Storage {
 
     /// A URL the client can download the image from.
     pub async fn url(&self, key: &str) -> Result<String, StorageError> {
-        if let Some(base) = &self.public_base_url {
-            return Ok(format!("{base}/{key}"));
+        match &self.public_base_url {
+            Some(base) => Ok(format!("{base}/{key}")),
+            None => self.presign_get(key, self.presign_ttl).await,
         }
-        let presign = PresigningConfig::expires_in(self.presign_ttl)
-            .map_err(|e| StorageError::s3("presign", e))?;
+    }
+
+    /// A presigned GET of `key`, valid for `ttl`.
+    pub async fn presign_get(&self, key: &str, ttl: Duration) -> Result<String, StorageError> {
+        let presign =
+            PresigningConfig::expires_in(ttl).map_err(|e| StorageError::s3("presign", e))?;
         let req = self
             .client()
             .await

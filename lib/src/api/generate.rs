@@ -19,7 +19,7 @@ use crate::{
         generations::{self, Generation, GenerationRequest, NewGeneration, RequestKey, Status},
         models::Model,
     },
-    lifecycle,
+    lifecycle, uploads,
     web::{
         self, AuthUser, JsonBody, Routes,
         policy::{Access, Limit},
@@ -39,7 +39,7 @@ pub fn routes() -> Routes {
         .with_router(|r| r.route_layer(axum::middleware::from_fn(web::ssrf::guard_source_image)))
 }
 
-const FIELDS: [&str; 13] = [
+const FIELDS: [&str; 14] = [
     "prompt",
     "modelId",
     "modelVersion",
@@ -50,6 +50,7 @@ const FIELDS: [&str; 13] = [
     "guidanceScale",
     "seed",
     "sourceImageUrl",
+    "sourceImageId",
     "generationStrength",
     "style",
     "waitForResult",
@@ -68,6 +69,8 @@ struct Request {
     guidance_scale: Option<f64>,
     seed: Option<i64>,
     source_image_url: Option<String>,
+    /// The caller's upload as the source image (exclusive with `source_image_url`).
+    source_image_id: Option<Uuid>,
     generation_strength: Option<f64>,
     style: Option<String>,
     wait_for_result: bool,
@@ -92,18 +95,14 @@ fn parse(body: &Value) -> Result<Request, Problem> {
     } else if prompt.as_deref().is_some_and(|p| p.trim().is_empty()) {
         c.fail("prompt", "must not be blank");
     }
-    let model_id =
-        c.string("modelId", Text::Strict, 1, 64)
-            .and_then(|s| match Uuid::parse_str(&s) {
-                Ok(id) => Some(id),
-                Err(_) => {
-                    c.fail("modelId", "must be a uuid");
-                    None
-                }
-            });
+    let model_id = uuid(&mut c, "modelId");
     let source_image_url = c.string("sourceImageUrl", Text::Strict, 1, 2048);
     if let Some(Err(message)) = source_image_url.as_deref().map(web::ssrf::check) {
         c.fail("sourceImageUrl", message);
+    }
+    let source_image_id = uuid(&mut c, "sourceImageId");
+    if source_image_id.is_some() && source_image_url.is_some() {
+        c.fail("sourceImageId", "cannot be combined with sourceImageUrl");
     }
     let wait_for_result = match map.get("waitForResult") {
         None | Some(Value::Null) => false,
@@ -125,6 +124,7 @@ fn parse(body: &Value) -> Result<Request, Problem> {
         generation_strength: c.number("generationStrength", 0.0, 1.0),
         style: c.string("style", Text::Free, 0, 200),
         source_image_url,
+        source_image_id,
         wait_for_result,
         prompt: prompt.unwrap_or_default(),
     };
@@ -133,6 +133,12 @@ fn parse(body: &Value) -> Result<Request, Problem> {
     } else {
         Err(Problem::validation(c.errors))
     }
+}
+
+/// The uuid in string `field`, if present (a failure otherwise).
+fn uuid(c: &mut Checker, field: &str) -> Option<Uuid> {
+    let id = Uuid::parse_str(&c.string(field, Text::Strict, 1, 64)?);
+    id.map_err(|_| c.fail(field, "must be a uuid")).ok()
 }
 
 /// Checks the request against the model's limits and fills in its defaults.
@@ -175,11 +181,14 @@ fn apply_model(req: &Request, model: &Model, user_id: Uuid) -> Result<NewGenerat
             "is not supported by this model",
         ));
     }
-    if req.source_image_url.is_some() && !model.supports_img2img {
-        errors.push(FieldError::new(
-            "sourceImageUrl",
-            "is not supported by this model",
-        ));
+    if !model.supports_img2img {
+        let source = [
+            ("sourceImageUrl", req.source_image_url.is_some()),
+            ("sourceImageId", req.source_image_id.is_some()),
+        ];
+        for (field, _) in source.into_iter().filter(|(_, given)| *given) {
+            errors.push(FieldError::new(field, "is not supported by this model"));
+        }
     }
     if req.seed.is_some() && !model.supports_seed {
         errors.push(FieldError::new("seed", "is not supported by this model"));
@@ -204,6 +213,7 @@ fn apply_model(req: &Request, model: &Model, user_id: Uuid) -> Result<NewGenerat
             guidance_scale: req.guidance_scale.unwrap_or(model.default_guidance_scale),
             seed: req.seed,
             source_image_url: req.source_image_url.clone(),
+            source_upload_id: req.source_image_id,
             generation_strength: req.generation_strength,
             style: req.style.clone(),
         },
@@ -237,6 +247,11 @@ async fn generate(
     }
     let mut new = apply_model(&req, &model, user_id)?;
     new.idempotency = key.clone();
+    // Checked before anything is held: a refused source leaves nothing behind.
+    let source_image = match req.source_image_id {
+        Some(id) => Some(uploads::source(&st, user_id, id).await?),
+        None => req.source_image_url.clone(),
+    };
 
     let hold = match lifecycle::begin(&st, &new, &model).await {
         // A concurrent request with the same key recorded its generation first.
@@ -261,7 +276,7 @@ async fn generate(
             .saturating_duration_since(Instant::now())
             .saturating_sub(Duration::from_secs(2))
     });
-    match lifecycle::run(&st, &new, &model, wait, deadline).await {
+    match lifecycle::run(&st, &new, &model, source_image.as_deref(), wait, deadline).await {
         Ok(()) => {}
         // The only input Replicate can refuse that we did not check is a caller's version id.
         Err(Error::InputRefused) if req.model_version.is_some() => {
@@ -430,6 +445,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.prompt, "a cat\r\n\tsitting");
+    }
+
+    #[test]
+    fn source_image_id_is_a_uuid_and_excludes_source_image_url() {
+        let id = Uuid::new_v4();
+        let r = parse(&json!({"prompt": "a cat", "sourceImageId": id})).unwrap();
+        assert_eq!(r.source_image_id, Some(id));
+        assert_eq!(
+            fields(parse(&json!({"prompt": "a cat", "sourceImageId": "x"})).unwrap_err()),
+            ["sourceImageId"]
+        );
+        let both = json!({"prompt": "a cat", "sourceImageId": id,
+                          "sourceImageUrl": "https://93.184.216.34/a.png"});
+        assert_eq!(fields(parse(&both).unwrap_err()), ["sourceImageId"]);
     }
 
     #[test]

@@ -3,17 +3,13 @@
 //! `users/{userId}/uploads/{id}` that S3 accepts only with that content type
 //! and length. The bucket expires uploads after a day (`template.yaml`).
 
-use std::time::Duration;
-
 use axum::{extract::State, response::Response};
-use chrono::Utc;
 use http::{Method, StatusCode};
 use serde_json::{Map, Value, json};
-use uuid::Uuid;
 
 use crate::{
-    AppState, Error, Problem,
-    storage::Storage,
+    AppState, Problem,
+    uploads::{self, CONTENT_TYPES},
     web::{
         self, AuthUser, JsonBody, Routes,
         policy::{Access, Limit},
@@ -30,12 +26,6 @@ pub fn routes() -> Routes {
     };
     Routes::new("uploads").route(Method::POST, "/api/v1/uploads", access, create)
 }
-
-/// The image types a client may upload.
-pub const CONTENT_TYPES: [&str; 3] = ["image/png", "image/jpeg", "image/webp"];
-
-/// How long an upload URL is valid.
-pub const URL_TTL: Duration = Duration::from_secs(15 * 60);
 
 const FIELDS: [&str; 2] = ["contentType", "contentLength"];
 
@@ -93,30 +83,20 @@ async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
     let (content_type, content_length) = parse(&body, st.cfg.max_upload_bytes)?;
-    let id = Uuid::new_v4();
-    let expires_at = Utc::now() + URL_TTL;
-    let (url, headers) = st
-        .storage
-        .presign_put(
-            &Storage::upload_key(user, id),
-            &content_type,
-            content_length,
-            URL_TTL,
-        )
-        .await
-        .map_err(Error::from)?;
-    let headers: Map<String, Value> = headers
+    let ticket = uploads::create(&st, user, &content_type, content_length).await?;
+    let headers: Map<String, Value> = ticket
+        .headers
         .into_iter()
         .map(|(k, v)| (k, Value::String(v)))
         .collect();
     Ok(web::json(
         StatusCode::CREATED,
         json!({
-            "id": id,
-            "uploadUrl": url,
+            "id": ticket.id,
+            "uploadUrl": ticket.url,
             "method": "PUT",
             "headers": headers,
-            "expiresAt": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "expiresAt": ticket.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         }),
     ))
 }

@@ -67,6 +67,8 @@ pub struct GenerationRequest {
     pub guidance_scale: f64,
     pub seed: Option<i64>,
     pub source_image_url: Option<String>,
+    /// The caller's upload used as the source image (`sourceImageId`).
+    pub source_upload_id: Option<Uuid>,
     pub generation_strength: Option<f64>,
     pub style: Option<String>,
 }
@@ -82,6 +84,7 @@ impl GenerationRequest {
             guidance_scale: r.get("guidance_scale"),
             seed: r.get("seed"),
             source_image_url: r.get("source_image_url"),
+            source_upload_id: r.get("source_upload_id"),
             generation_strength: r.get("generation_strength"),
             style: r.get("style"),
         }
@@ -168,8 +171,8 @@ pub async fn insert(db: &impl GenericClient, g: &NewGeneration, charge: Charge) 
     let n = db.execute(
         "INSERT INTO generations (id, user_id, model_id, prompt, negative_prompt, width, height, steps,
                                   guidance_scale, seed, source_image_url, generation_strength, style, charge,
-                                  idempotency_key, request_hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                                  idempotency_key, request_hash, source_upload_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
          ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
         &[
             &g.id,
@@ -188,6 +191,7 @@ pub async fn insert(db: &impl GenericClient, g: &NewGeneration, charge: Charge) 
             &charge.as_str(),
             &key,
             &hash,
+            &r.source_upload_id,
         ],
     )
     .await?;

@@ -7,6 +7,7 @@ pub mod holds;
 pub mod images;
 pub mod ledger;
 pub mod models;
+pub mod uploads;
 pub mod usage;
 
 use std::{str::FromStr, time::Duration};

@@ -254,6 +254,14 @@ impl From<crate::Error> for Problem {
                 Problem::provider_error("The image provider could not start this generation.")
             }
             E::GenerationNotFound => Problem::not_found("GENERATION_NOT_FOUND", "Generation"),
+            E::UploadNotFound => Problem::not_found("UPLOAD_NOT_FOUND", "Upload"),
+            E::UploadNotReady => Problem::conflict(
+                "UPLOAD_NOT_READY",
+                "Nothing was uploaded with this id yet: PUT the image to its upload URL first.",
+            ),
+            E::UploadUnusable(message) => {
+                Problem::validation(vec![FieldError::new("sourceImageId", message)])
+            }
             E::NotCancellable(status) => Problem::conflict(
                 "GENERATION_NOT_CANCELLABLE",
                 format!("The generation is already {}.", status.as_str()),

@@ -6,10 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::common::Stack;
-
-/// nano-banana: the seeded model that takes a source image.
-const IMG2IMG: &str = "3f1c0b6e-7a55-4c1e-9d2a-5b0c1f6a9e03";
+use crate::common::{IMG2IMG, Stack};
 
 #[tokio::test]
 async fn source_image_urls_pointing_inside_are_400() {

@@ -14,6 +14,8 @@ use uuid::Uuid;
 
 pub const ISSUER: &str = "picture-test";
 pub const FLUX: &str = "3f1c0b6e-7a55-4c1e-9d2a-5b0c1f6a9e01";
+/// nano-banana: the seeded model that takes a source image.
+pub const IMG2IMG: &str = "3f1c0b6e-7a55-4c1e-9d2a-5b0c1f6a9e03";
 
 /// The environment `make test` exports, with what this test overrides.
 pub fn env(overrides: &[(&str, &str)]) -> HashMap<String, String> {

@@ -5,7 +5,9 @@ use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::Stack;
+use sha2::Digest;
+
+use crate::common::{IMG2IMG, Stack};
 
 /// A 2×2 PNG.
 fn png() -> Vec<u8> {
@@ -153,4 +155,182 @@ async fn invalid_bodies_name_the_field() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED);
+}
+
+/// An upload of `bytes` declared as `content_type`, PUT to its URL; returns its id.
+async fn uploaded(stack: &Stack, user: Uuid, content_type: &str, bytes: Vec<u8>) -> String {
+    let (status, upload) = create(
+        stack,
+        user,
+        json!({"contentType": content_type, "contentLength": bytes.len()}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{upload}");
+    assert_eq!(put(stack, &upload, bytes, &[]).await, StatusCode::OK);
+    id_of_upload(&upload)
+}
+
+fn id_of_upload(upload: &Value) -> String {
+    upload["id"].as_str().unwrap().to_string()
+}
+
+/// A `w`×`h` PNG of noise: about 3 bytes per pixel, whatever the compressor does.
+fn noisy_png(w: u32, h: u32) -> Vec<u8> {
+    let mut state = 0x2545_f491_u32;
+    let img = image::RgbImage::from_fn(w, h, |_, _| {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let [a, b, c, _] = state.to_le_bytes();
+        image::Rgb([a, b, c])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+async fn generate_from(stack: &Stack, user: Uuid, body: Value) -> (StatusCode, Value) {
+    stack
+        .call(Method::POST, "/api/v1/generate", Some(user), Some(body))
+        .await
+}
+
+/// What the simulator logged about the input image it fetched for a generation.
+async fn provider_input(stack: &Stack, generation: &str) -> (Value, String) {
+    let prediction = stack.row(generation).await.prediction_id.unwrap();
+    let (status, p) = stack
+        .sim(Method::GET, &format!("/v1/predictions/{prediction}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{p}");
+    (
+        p["input"].clone(),
+        p["logs"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn a_generation_from_an_upload_reaches_the_provider_inline_or_by_url() {
+    let stack = Stack::start().await;
+    let user = Uuid::new_v4();
+    // Small enough to pass inline (a data URI), and too large for that (a presigned GET).
+    for (bytes, inline) in [(png(), true), (noisy_png(320, 320), false)] {
+        assert_eq!(bytes.len() <= 256 * 1024, inline);
+        let id = uploaded(&stack, user, "image/png", bytes.clone()).await;
+        let (status, g) = generate_from(
+            &stack,
+            user,
+            json!({"prompt": "a red square, repainted", "modelId": IMG2IMG, "sourceImageId": id,
+                   "waitForResult": true}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{g}");
+        assert_eq!(g["status"], "completed", "{g}");
+        let generation = g["generationId"].as_str().unwrap();
+        assert_eq!(
+            stack.row(generation).await.request.source_upload_id,
+            Some(Uuid::parse_str(&id).unwrap())
+        );
+        let (input, logs) = provider_input(&stack, generation).await;
+        let sent = input["image"].as_str().unwrap();
+        if inline {
+            assert!(sent.starts_with("data:image/png;base64,"), "{sent}");
+        } else {
+            assert!(sent.starts_with("http") && sent.contains(&id), "{sent}");
+        }
+        let sha = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        let received = format!("input image: {} bytes sha256={sha}", bytes.len());
+        assert!(logs.contains(&received), "{received} not in:\n{logs}");
+    }
+    stack.assert_audit_clean(user).await;
+}
+
+#[tokio::test]
+async fn unusable_sources_are_refused_and_hold_nothing() {
+    let stack = Stack::with(&[("RATE_LIMIT_GENERATE_PER_MINUTE", "100")]).await;
+    let user = Uuid::new_v4();
+    let request = |id: &str| json!({"prompt": "a cat", "modelId": IMG2IMG, "sourceImageId": id});
+
+    // Unknown, and another user's (same answer: nothing tells them apart).
+    let other = uploaded(&stack, Uuid::new_v4(), "image/png", png()).await;
+    let mut not_found = Vec::new();
+    for id in [Uuid::new_v4().to_string(), other] {
+        let (status, p) = generate_from(&stack, user, request(&id)).await;
+        assert_eq!(
+            (status, p["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("UPLOAD_NOT_FOUND")),
+            "{p}"
+        );
+        not_found.push(p["detail"].clone());
+    }
+    assert_eq!(not_found[0], not_found[1]);
+
+    // Handed out, nothing PUT yet.
+    let (_, pending) = create(
+        &stack,
+        user,
+        json!({"contentType": "image/png", "contentLength": 10}),
+    )
+    .await;
+    let (status, p) = generate_from(&stack, user, request(&id_of_upload(&pending))).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::CONFLICT, Some("UPLOAD_NOT_READY")),
+        "{p}"
+    );
+
+    // Not an image; another type than declared; too many pixels; a model without image-to-image.
+    let jpeg_declared = uploaded(&stack, user, "image/jpeg", png()).await;
+    let text = uploaded(&stack, user, "image/webp", b"RIFF, but not really".to_vec()).await;
+    let huge = uploaded(&stack, user, "image/png", noisy_png(4097, 1)).await;
+    let fine = uploaded(&stack, user, "image/png", png()).await;
+    for (body, message) in [
+        (
+            request(&jpeg_declared),
+            "is image/png, not image/jpeg as declared",
+        ),
+        (
+            request(&text),
+            "is not an image of the declared type image/webp",
+        ),
+        (request(&huge), "is 4097×1 pixels"),
+        (
+            json!({"prompt": "a cat", "modelId": crate::common::FLUX, "sourceImageId": fine}),
+            "is not supported by this model",
+        ),
+        (
+            json!({"prompt": "a cat", "modelId": IMG2IMG, "sourceImageId": fine,
+                   "sourceImageUrl": "https://93.184.216.34/a.png"}),
+            "cannot be combined with sourceImageUrl",
+        ),
+    ] {
+        let (status, p) = generate_from(&stack, user, body.clone()).await;
+        assert_eq!(
+            (status, p["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("VALIDATION_FAILED")),
+            "{body}: {p}"
+        );
+        assert_eq!(p["errors"][0]["field"], "sourceImageId", "{p}");
+        let got = p["errors"][0]["message"].as_str().unwrap();
+        assert!(got.starts_with(message), "{got} vs {message}");
+    }
+
+    // Nothing was held or recorded for any of them.
+    let db = stack.state.db.get().await.unwrap();
+    let held: i64 = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM generations WHERE user_id = $1)
+                  + (SELECT count(*) FROM credit_holds WHERE user_id = $1)",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(held, 0);
+    let (_, credits) = stack
+        .call(Method::GET, "/api/v1/credits/balance", Some(user), None)
+        .await;
+    assert_eq!(credits["freeGenerationsRemaining"], 3, "{credits}");
 }

@@ -1,0 +1,59 @@
+//! The `uploads` table: one row per upload URL handed out, so a generation's
+//! `sourceImageId` can be told apart as unknown, not PUT yet, or ready.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::{GenericClient, Row};
+use uuid::Uuid;
+
+use crate::Result;
+
+/// An upload URL handed out to a user, with what the user declared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upload {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub content_type: String,
+    pub content_length: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Upload {
+    fn from_row(r: &Row) -> Self {
+        Upload {
+            id: r.get("id"),
+            user_id: r.get("user_id"),
+            content_type: r.get("content_type"),
+            content_length: r.get("content_length"),
+            created_at: r.get("created_at"),
+        }
+    }
+}
+
+/// Records an upload URL handed out to `user_id`; returns the row.
+pub async fn insert(
+    db: &impl GenericClient,
+    id: Uuid,
+    user_id: Uuid,
+    content_type: &str,
+    content_length: i64,
+) -> Result<Upload> {
+    let r = db
+        .query_one(
+            "INSERT INTO uploads (id, user_id, content_type, content_length)
+             VALUES ($1, $2, $3, $4) RETURNING *",
+            &[&id, &user_id, &content_type, &content_length],
+        )
+        .await?;
+    Ok(Upload::from_row(&r))
+}
+
+/// The user's upload `id`; `None` for an unknown id or another user's.
+pub async fn get(db: &impl GenericClient, id: Uuid, user_id: Uuid) -> Result<Option<Upload>> {
+    let r = db
+        .query_opt(
+            "SELECT * FROM uploads WHERE id = $1 AND user_id = $2",
+            &[&id, &user_id],
+        )
+        .await?;
+    Ok(r.as_ref().map(Upload::from_row))
+}
