@@ -1,8 +1,9 @@
-//! Gallery thumbnails: a WebP whose longer side is at most [`LONG_SIDE`]
-//! pixels (never upscaled, aspect ratio kept) and a blurhash placeholder
-//! (4×3 components) computed from it, made from an output's bytes (PNG, JPEG
-//! or WebP). Only the completion path and the [`backfill`] call this: decoding
-//! is CPU work, run on a blocking thread ([`store`]).
+//! Gallery thumbnails: a lossy WebP whose longer side is at most
+//! [`LONG_SIDE`] pixels (never upscaled, aspect ratio kept) and a blurhash
+//! placeholder (4×3 components) computed from it, made from an output's bytes
+//! (PNG and JPEG decoded by the `image` crate, WebP by libwebp, which also
+//! encodes the thumbnail). Only the completion path and the [`backfill`] call
+//! this: decoding is CPU work, run on a blocking thread ([`store`]).
 
 use std::{
     io::Cursor,
@@ -10,7 +11,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use image::{DynamicImage, ExtendedColorType, ImageFormat, ImageReader, codecs::webp::WebPEncoder};
+use image::{DynamicImage, ImageFormat, ImageReader, RgbImage, RgbaImage};
 use uuid::Uuid;
 
 use crate::{
@@ -27,6 +28,8 @@ pub const MAX_SIDE: u32 = 4096;
 pub const BLURHASH_COMPONENTS: (u32, u32) = (4, 3);
 /// At most this much memory for one decode (4096² RGBA plus the decoder's own).
 const MAX_ALLOC: u64 = 80 << 20;
+/// libwebp's quality for thumbnails (0–100): small files, no visible loss at gallery size.
+const QUALITY: f32 = 80.0;
 
 /// A thumbnail, encoded, with its size and the blurhash of its pixels.
 #[derive(Debug, Clone)]
@@ -54,6 +57,11 @@ pub enum ThumbnailError {
     TooLarge(u32, u32),
     #[error("decode: {0}")]
     Decode(#[from] image::ImageError),
+    /// libwebp could not decode it (corrupt, or animated).
+    #[error("undecodable WebP")]
+    WebP,
+    #[error("encode: {0}")]
+    Encode(String),
     #[error("blurhash: {0}")]
     Blurhash(String),
 }
@@ -72,33 +80,52 @@ pub fn make(bytes: &[u8]) -> Result<Thumbnail, ThumbnailError> {
     if w > MAX_SIDE || h > MAX_SIDE {
         return Err(ThumbnailError::TooLarge(w, h));
     }
-    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(MAX_ALLOC);
-    reader.limits(limits);
-    let decoded = reader.decode()?;
+    let decoded = match format {
+        ImageFormat::WebP => decode_webp(bytes)?,
+        _ => {
+            let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+            let mut limits = image::Limits::default();
+            limits.max_image_width = Some(MAX_SIDE);
+            limits.max_image_height = Some(MAX_SIDE);
+            limits.max_alloc = Some(MAX_ALLOC);
+            reader.limits(limits);
+            reader.decode()?
+        }
+    };
     let small = shrink(decoded);
     let (width, height) = (small.width(), small.height());
     let rgba = small.to_rgba8();
     let (cx, cy) = BLURHASH_COMPONENTS;
     let blurhash = blurhash::encode(cx, cy, width, height, rgba.as_raw())
         .map_err(|e| ThumbnailError::Blurhash(e.to_string()))?;
-    let mut webp = Vec::new();
-    let encoder = WebPEncoder::new_lossless(&mut webp);
-    if small.color().has_alpha() {
-        encoder.encode(rgba.as_raw(), width, height, ExtendedColorType::Rgba8)?;
+    let encoded = if small.color().has_alpha() {
+        webp::Encoder::from_rgba(rgba.as_raw(), width, height).encode_simple(false, QUALITY)
     } else {
         let rgb = small.to_rgb8();
-        encoder.encode(rgb.as_raw(), width, height, ExtendedColorType::Rgb8)?;
-    }
+        webp::Encoder::from_rgb(rgb.as_raw(), width, height).encode_simple(false, QUALITY)
+    };
+    let webp = encoded.map_err(|e| ThumbnailError::Encode(format!("{e:?}")))?;
     Ok(Thumbnail {
-        webp,
+        webp: webp.to_vec(),
         width,
         height,
         blurhash,
     })
+}
+
+/// Decodes a (still) WebP with libwebp: several times faster than the `image`
+/// crate's decoder on detailed lossy images (docs/performance.md).
+fn decode_webp(bytes: &[u8]) -> Result<DynamicImage, ThumbnailError> {
+    let img = webp::Decoder::new(bytes)
+        .decode()
+        .ok_or(ThumbnailError::WebP)?;
+    let (w, h, pixels) = (img.width(), img.height(), img.to_vec());
+    let decoded = if img.is_alpha() {
+        RgbaImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgba8)
+    } else {
+        RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8)
+    };
+    decoded.ok_or(ThumbnailError::WebP)
 }
 
 /// The image scaled down to fit [`LONG_SIDE`]², aspect ratio kept; a smaller one as it is.
@@ -209,7 +236,7 @@ async fn backfill_one(storage: &Storage, row: &Pending) -> Result<Option<Option<
 
 #[cfg(test)]
 mod tests {
-    use image::{ImageEncoder, Rgb, RgbImage, codecs::png::PngEncoder};
+    use image::{ExtendedColorType, ImageEncoder, Rgb, codecs::png::PngEncoder};
 
     use super::*;
 
@@ -223,7 +250,7 @@ mod tests {
     }
 
     fn decoded(t: &Thumbnail) -> DynamicImage {
-        image::load_from_memory_with_format(&t.webp, ImageFormat::WebP).unwrap()
+        decode_webp(&t.webp).unwrap()
     }
 
     #[test]
@@ -238,6 +265,28 @@ mod tests {
             let img = decoded(&t);
             assert_eq!((img.width(), img.height()), (tw, th));
         }
+    }
+
+    #[test]
+    fn webp_outputs_are_decoded_too() {
+        let (w, h) = (800, 600);
+        let rgb = RgbImage::from_fn(w, h, |x, y| Rgb([(x % 256) as u8, (y % 256) as u8, 40]));
+        let lossy = webp::Encoder::from_rgb(rgb.as_raw(), w, h)
+            .encode_simple(false, 90.0)
+            .unwrap();
+        let t = make(&lossy).unwrap();
+        assert_eq!((t.width, t.height), (384, 288));
+        let img = decoded(&t).to_rgb8();
+        // Lossy, but the colours survive: the pixel at (192, 144) came from (400, 300).
+        let Rgb([r, g, b]) = *img.get_pixel(192, 144);
+        assert!(
+            (r as i32 - 144).abs() < 24 && (g as i32 - 44).abs() < 24 && (b as i32 - 40).abs() < 24,
+            "{r} {g} {b}"
+        );
+        assert!(matches!(
+            make(&lossy[..lossy.len() / 2]),
+            Err(ThumbnailError::WebP)
+        ));
     }
 
     #[test]
