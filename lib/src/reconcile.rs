@@ -9,6 +9,8 @@
 //!   their prediction (searched among those created since), or failed;
 //! - generations open past the deadline are cancelled at Replicate and
 //!   failed, releasing their holds;
+//! - upload records older than two days (their objects expired after one)
+//!   are forgotten;
 //! - about once an hour (the run in the first reconcile interval of the hour)
 //!   the stores are audited ([`crate::audit`]) over the last day, each
 //!   violation logged and their number sent as the `AuditViolations` metric.
@@ -25,7 +27,10 @@ use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
     AppState, Error, Result, audit,
-    db::generations::{self, Generation, Status},
+    db::{
+        generations::{self, Generation, Status},
+        uploads,
+    },
     lifecycle,
     replicate::Prediction,
     telemetry::{self, metric},
@@ -39,6 +44,8 @@ const PARALLEL: usize = 8;
 const SEARCH_PAGES: usize = 20;
 /// How far back the hourly audit looks (a day, and the hour since the last one).
 const AUDIT_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(25);
+/// How long upload records are kept: a day past their objects' expiry.
+const UPLOADS_KEPT: chrono::TimeDelta = chrono::TimeDelta::days(2);
 /// Predictions created this long before a generation are searched too (clock skew).
 const SEARCH_SKEW: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
@@ -57,6 +64,8 @@ pub struct Report {
     /// External credit captures sent now, and still open.
     pub captures_settled: usize,
     pub captures_open: usize,
+    /// Upload records forgotten (older than [`UPLOADS_KEPT`]).
+    pub uploads_forgotten: u64,
     /// Broken invariants found, when this run audited the stores.
     pub audit_violations: Option<usize>,
 }
@@ -83,6 +92,16 @@ pub async fn run(st: &AppState) -> Result<Report> {
         }
         Ok(Err(e)) => tracing::warn!(error = %e, "capture retries failed; next run"),
         Err(_) => tracing::warn!("capture retries ran out of time; next run"),
+    }
+
+    let forgotten = async {
+        let before = chrono::Utc::now() - UPLOADS_KEPT;
+        uploads::delete_before(&**st.db.get().await?, before).await
+    };
+    match tokio::time::timeout_at(deadline.into(), forgotten).await {
+        Ok(Ok(n)) => report.uploads_forgotten = n,
+        Ok(Err(e)) => tracing::warn!(error = %e, "old uploads not forgotten; next run"),
+        Err(_) => tracing::warn!("forgetting old uploads ran out of time; next run"),
     }
 
     let mut tasks = JoinSet::new();

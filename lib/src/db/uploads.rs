@@ -57,3 +57,10 @@ pub async fn get(db: &impl GenericClient, id: Uuid, user_id: Uuid) -> Result<Opt
         .await?;
     Ok(r.as_ref().map(Upload::from_row))
 }
+
+/// Forgets uploads created before `before`; returns how many.
+pub async fn delete_before(db: &impl GenericClient, before: DateTime<Utc>) -> Result<u64> {
+    Ok(db
+        .execute("DELETE FROM uploads WHERE created_at < $1", &[&before])
+        .await?)
+}

@@ -39,9 +39,30 @@ async fn the_reconciler_finishes_lost_orphaned_and_stuck_generations_once() {
     let lost = id_of(&g);
     prediction_done(&s, &lost).await;
     assert_eq!(s.row(&lost).await.status.as_str(), "processing");
+    // Upload records: one three days old (its object long expired), one fresh.
+    let pg = s.state.db.get().await.unwrap();
+    let (old, fresh) = (Uuid::new_v4(), Uuid::new_v4());
+    for (id, age) in [(old, "3 days"), (fresh, "1 hour")] {
+        pg.execute(
+            "INSERT INTO uploads (id, user_id, content_type, content_length, created_at)
+             VALUES ($1, $2, 'image/png', 10, now() - $3::text::interval)",
+            &[&id, &user, &age],
+        )
+        .await
+        .unwrap();
+    }
     let report = picture::reconcile::run(&s.state).await.unwrap();
     assert_eq!((report.checked, report.settled), (1, 1));
     s.assert_completed_once(&lost).await;
+    assert_eq!(report.uploads_forgotten, 1);
+    let left = picture::db::uploads::get(&**pg, fresh, user).await.unwrap();
+    assert!(left.is_some());
+    assert!(
+        picture::db::uploads::get(&**pg, old, user)
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // A create whose answer was lost: the prediction is found by the generation id in its webhook URL.
     let (status, g) = s
