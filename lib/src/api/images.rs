@@ -192,10 +192,10 @@ async fn remove(
     tx.commit().await.map_err(crate::Error::from)?;
     drop(conn);
     // A backfill that held the row meanwhile may have added a thumbnail (the audit lists it if this fails).
-    if let Some(key) = thumb_at_delete.filter(|k| Some(k) != thumb) {
-        if let Err(e) = st.storage.delete(&key).await {
-            tracing::warn!(image_id = %id, %key, error = %e, "thumbnail of a deleted image not deleted");
-        }
+    if let Some(key) = thumb_at_delete.filter(|k| Some(k) != thumb)
+        && let Err(e) = st.storage.delete(&key).await
+    {
+        tracing::warn!(image_id = %id, %key, error = %e, "thumbnail of a deleted image not deleted");
     }
     Ok(axum::response::IntoResponse::into_response(
         StatusCode::NO_CONTENT,

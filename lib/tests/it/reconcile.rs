@@ -11,10 +11,10 @@ use crate::common::{Stack, id_of, own_database};
 /// Waits until the simulator has finished the generation's prediction.
 async fn prediction_done(s: &Stack, id: &str) {
     for _ in 0..100 {
-        if let Some(pid) = s.row(id).await.prediction_id {
-            if s.state.replicate.get(&pid).await.unwrap().is_terminal() {
-                return;
-            }
+        if let Some(pid) = s.row(id).await.prediction_id
+            && s.state.replicate.get(&pid).await.unwrap().is_terminal()
+        {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
