@@ -7,6 +7,8 @@
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::otel::http::SendTraced;
+
 /// The fields of a CloudFormation custom resource request that we use.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -63,7 +65,7 @@ pub async fn handle(
     http.put(&event.response_url)
         .timeout(std::time::Duration::from_secs(30))
         .body(body.to_string())
-        .send()
+        .send_traced("cloudformation")
         .await?
         .error_for_status()?;
     Ok(())

@@ -18,6 +18,7 @@ pub mod error;
 pub mod http_client;
 pub mod lifecycle;
 pub mod limits;
+pub mod otel;
 pub mod reconcile;
 pub mod replicate;
 pub mod runtime;

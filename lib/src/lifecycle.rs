@@ -84,7 +84,7 @@ pub struct Started {
 /// with an outcome whatever happens to this process.
 pub async fn begin(st: &AppState, new: &NewGeneration, model: &Model) -> Result<Hold> {
     let mut conn = st.db.get().await?;
-    let tx = conn.transaction().await?;
+    let tx = crate::db::Tx::begin(&mut conn).await?;
     // The user's quota row, locked to the end of the transaction, serialises their starts:
     // the cap and the hold are decided together, so parallel requests cannot exceed either.
     let free_used = holds::lock_quota(&*tx, new.user_id).await?;
@@ -322,7 +322,7 @@ async fn commit(
 ) -> Result<()> {
     let generation_id = g.id;
     let mut conn = st.db.get().await?;
-    let tx = conn.transaction().await?;
+    let tx = crate::db::Tx::begin(&mut conn).await?;
     let current = lock(&tx, generation_id).await?;
     if current.status.is_terminal() {
         drop(tx);
@@ -382,7 +382,7 @@ pub(crate) async fn close(
     error: Option<(&str, &str)>,
 ) -> Result<()> {
     let mut conn = st.db.get().await?;
-    let tx = conn.transaction().await?;
+    let tx = crate::db::Tx::begin(&mut conn).await?;
     if lock(&tx, generation_id).await?.status.is_terminal() {
         return Ok(());
     }
@@ -400,7 +400,7 @@ pub(crate) async fn close(
 }
 
 /// Locks the generation's row for the rest of `tx` and returns it.
-async fn lock(tx: &deadpool_postgres::Transaction<'_>, generation_id: Uuid) -> Result<Generation> {
+async fn lock(tx: &crate::db::Tx<'_>, generation_id: Uuid) -> Result<Generation> {
     generations::lock(&**tx, generation_id)
         .await?
         .ok_or(Error::GenerationNotFound)

@@ -1,41 +1,162 @@
-//! Running a function on Lambda: JSON logs, EMF metrics, state built once per
-//! cold start, then the router served by `lambda_http` (HTTP functions) or a
-//! job run per event by `lambda_runtime` (scheduled functions).
+//! Running a function on Lambda: JSON logs, traces and EMF metrics, state built
+//! once per cold start, then the router served by `lambda_http` (HTTP functions)
+//! or a handler run per event by `lambda_runtime` (scheduled and deploy-time
+//! functions). Once an invocation has answered, its spans and metrics are
+//! flushed: Lambda may freeze the process before the next one.
 
-use crate::{AppState, telemetry, web::Routes};
+use std::{future::Future, pin::Pin, task};
+
+use lambda_runtime::{Diagnostic, IntoFunctionResponse, LambdaEvent, LambdaInvocation};
+use metrics_cloudwatch_embedded::{Collector, lambda::MetricsLayer};
+use tracing::Instrument;
+
+use crate::{AppState, otel, telemetry, web::Routes};
+
+type BoxError = lambda_runtime::Error;
 
 /// The body of every HTTP function's `main`: build the state once, serve its `routes`.
 pub async fn run_function(routes: fn() -> Routes) -> Result<(), lambda_http::Error> {
-    telemetry::init_logging();
+    telemetry::init();
     let metrics = telemetry::init_metrics()?;
     let state = AppState::from_env().await?;
-    metrics_cloudwatch_embedded::lambda::service::run_http(metrics, routes().serve(state)).await
+    serve(
+        lambda_http::Adapter::from(routes().serve(state)),
+        Some(metrics),
+    )
+    .await
 }
 
-/// The body of a scheduled function's `main`: build the state once, run `job` per event.
-pub async fn run_job<F, Fut, T>(job: F) -> Result<(), lambda_runtime::Error>
+/// The body of a scheduled function's `main`: build the state once, run `job` per
+/// event, each run a server span named `name` (`faas.trigger` `timer`).
+pub async fn run_job<F, Fut, T>(name: &'static str, job: F) -> Result<(), BoxError>
 where
     F: Fn(AppState) -> Fut,
-    Fut: std::future::Future<Output = Result<T, crate::Error>>,
+    Fut: Future<Output = Result<T, crate::Error>>,
     T: serde::Serialize,
 {
-    telemetry::init_logging();
+    telemetry::init();
     let metrics = telemetry::init_metrics()?;
     let state = AppState::from_env().await?;
     let job = &job;
     // Its metrics (AuditViolations, CaptureRejected, …) are flushed as EMF after each run.
-    metrics_cloudwatch_embedded::lambda::service::run(
-        metrics,
-        lambda_runtime::service_fn(move |_: lambda_runtime::LambdaEvent<serde_json::Value>| {
+    run_events(
+        name,
+        "timer",
+        Some(metrics),
+        move |_: LambdaEvent<serde_json::Value>| {
             let state = state.clone();
             async move {
                 // Boxed: the job's future is deep, and the runtime's own future stays small.
                 // A failed run is reported as the invocation's error (a Lambda diagnostic).
-                Box::pin(job(state))
-                    .await
-                    .map_err(lambda_runtime::Error::from)
+                Box::pin(job(state)).await.map_err(BoxError::from)
             }
-        }),
+        },
     )
     .await
+}
+
+/// Runs `handler` per event of a function without routes, each invocation a server
+/// span named `name` with `faas.trigger` = `trigger` (in Lambda's X-Ray trace); its
+/// spans, and the metrics when there is a `metrics` collector, are flushed after each.
+pub async fn run_events<E, T, F, Fut>(
+    name: &'static str,
+    trigger: &'static str,
+    metrics: Option<&'static Collector>,
+    handler: F,
+) -> Result<(), BoxError>
+where
+    E: serde::de::DeserializeOwned,
+    T: serde::Serialize,
+    F: Fn(LambdaEvent<E>) -> Fut,
+    Fut: Future<Output = Result<T, BoxError>>,
+{
+    let handler = &handler;
+    let service = lambda_runtime::service_fn(move |event: LambdaEvent<E>| {
+        let span = otel::invocation_span(name, trigger, Some(&event.context));
+        handler(event).instrument(span)
+    });
+    serve(service, metrics).await
+}
+
+/// The Lambda runtime around `handler`: the runtime's invocation span (for logs), the
+/// traces' flush and, with a collector, the metrics' flush after each invocation.
+async fn serve<A, F, R, B, S, D, E>(
+    handler: F,
+    metrics: Option<&'static Collector>,
+) -> Result<(), BoxError>
+where
+    F: tower::Service<LambdaEvent<A>, Response = R>,
+    F::Future: Future<Output = Result<R, F::Error>>,
+    F::Error: Into<Diagnostic> + std::fmt::Debug,
+    A: for<'de> serde::Deserialize<'de>,
+    R: IntoFunctionResponse<B, S>,
+    B: serde::Serialize,
+    S: futures_util::Stream<Item = Result<D, E>> + Unpin + Send + 'static,
+    D: Into<bytes::Bytes> + Send,
+    E: Into<BoxError> + Send + std::fmt::Debug,
+{
+    lambda_runtime::Runtime::new(handler)
+        .layer(lambda_runtime::layers::TracingLayer::new())
+        .layer(tower::layer::layer_fn(FlushTraces))
+        .layer(tower::util::option_layer(metrics.map(MetricsLayer::new)))
+        .run()
+        .await
+}
+
+/// Flushes the spans once an invocation has answered ([`otel::flush`]).
+struct FlushTraces<S>(S);
+
+impl<S> tower::Service<LambdaInvocation> for FlushTraces<S>
+where
+    S: tower::Service<LambdaInvocation, Response = (), Error = BoxError>,
+{
+    type Response = ();
+    type Error = BoxError;
+    type Future = Flushed<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut task::Context<'_>) -> task::Poll<Result<(), BoxError>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, invocation: LambdaInvocation) -> Self::Future {
+        Flushed::Answering {
+            answer: self.0.call(invocation),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An invocation being answered, then its spans being flushed.
+    #[project = State]
+    enum Flushed<F> {
+        Answering { #[pin] answer: F },
+        Flushing {
+            flush: Pin<Box<dyn Future<Output = ()> + Send>>,
+            outcome: Option<Result<(), BoxError>>,
+        },
+    }
+}
+
+impl<F: Future<Output = Result<(), BoxError>>> Future for Flushed<F> {
+    type Output = Result<(), BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> task::Poll<Self::Output> {
+        loop {
+            match self.as_mut().project() {
+                State::Answering { answer } => {
+                    let outcome = std::task::ready!(answer.poll(cx));
+                    if !otel::enabled() {
+                        return task::Poll::Ready(outcome);
+                    }
+                    let (flush, outcome) = (Box::pin(otel::flush()), Some(outcome));
+                    self.set(Flushed::Flushing { flush, outcome });
+                }
+                State::Flushing { flush, outcome } => {
+                    std::task::ready!(flush.as_mut().poll(cx));
+                    let outcome = outcome.take();
+                    return task::Poll::Ready(outcome.unwrap_or(Ok(())));
+                }
+            }
+        }
+    }
 }

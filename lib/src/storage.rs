@@ -12,6 +12,10 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::Config;
+use crate::otel::{
+    aws::{AwsSpans, Resource},
+    http::SendTraced,
+};
 
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -112,11 +116,13 @@ impl Storage {
         self.client
             .get_or_init(|| async {
                 let sdk = self.sdk.get().await;
-                let conf = aws_sdk_s3::config::Builder::from(&sdk)
+                let mut conf = aws_sdk_s3::config::Builder::from(&sdk)
                     .force_path_style(self.force_path_style)
-                    .timeout_config(s3_timeouts())
-                    .build();
-                Client::from_conf(conf)
+                    .timeout_config(s3_timeouts());
+                if crate::otel::enabled() {
+                    conf = conf.interceptor(AwsSpans(Resource::Bucket(self.bucket.clone())));
+                }
+                Client::from_conf(conf.build())
             })
             .await
     }
@@ -257,7 +263,7 @@ impl Storage {
             .get()
             .get(url)
             .timeout(DOWNLOAD_TIMEOUT)
-            .send()
+            .send_traced("output")
             .await
             .map_err(|e| StorageError::Download(e.without_url().to_string()))?;
         match res.status().as_u16() {

@@ -3,7 +3,8 @@
 //! - Logs are JSON lines: `level`, `message` and the event's own fields at the
 //!   top level, plus the request span (`service`, `cold_start`,
 //!   `correlation_id` from API Gateway, `function_request_id`, `user_id` once
-//!   authenticated) under `span`.
+//!   authenticated) under `span`; while a span of the trace is active
+//!   ([`crate::otel`]), its `traceId` and `spanId` too.
 //! - Metrics are CloudWatch Embedded Metric Format documents (namespace
 //!   `Picture`, dimension `service`), recorded through the `metrics` facade and
 //!   flushed to stdout after every invocation by `metrics_cloudwatch_embedded`.
@@ -13,7 +14,17 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tracing_subscriber::{EnvFilter, fmt::MakeWriter};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::{
+    EnvFilter, Layer as _, Registry,
+    filter::{FilterExt, filter_fn},
+    fmt::{
+        FmtContext, FormatEvent, FormatFields, MakeWriter,
+        format::{Format, Json, JsonFields, Writer},
+    },
+    layer::SubscriberExt,
+    registry::LookupSpan,
+};
 
 /// Metric names (counters unless noted).
 pub mod metric {
@@ -104,26 +115,94 @@ pub fn take_cold_start() -> bool {
     COLD.swap(false, Ordering::Relaxed)
 }
 
-/// A JSON log subscriber writing to `writer` (level from `RUST_LOG`, default `info`).
-pub fn subscriber<W>(writer: W) -> impl tracing::Subscriber + Send + Sync
+/// The JSON log format, plus the ids of the active span of the trace, if any.
+struct WithTraceIds(Format<Json>);
+
+impl<S, N> FormatEvent<S, N> for WithTraceIds
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        use opentelemetry::trace::TraceContextExt;
+        let ids = opentelemetry::Context::map_current(|cx| {
+            let span = cx.span();
+            let sc = span.span_context();
+            sc.is_valid().then(|| (sc.trace_id(), sc.span_id()))
+        });
+        let Some((trace_id, span_id)) = ids else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        // One JSON object and a newline: the ids go in before its closing brace.
+        let object = line.trim_end().strip_suffix('}').ok_or(std::fmt::Error)?;
+        writeln!(
+            writer,
+            r#"{object},"traceId":"{trace_id}","spanId":"{span_id}"}}"#
+        )
+    }
+}
+
+/// A JSON log subscriber writing to `writer` (level from `RUST_LOG`, default
+/// `info`), with the tracing layer `traces` when there is one; without it, the
+/// spans of the trace are not even made. Those spans ([`crate::otel::TARGET`])
+/// never become the `span` of a log line.
+pub fn subscriber<W>(
+    writer: W,
+    traces: Option<crate::otel::Layer>,
+) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
+    match traces {
+        Some(traces) => Box::new(Registry::default().with(traces).with(logs(writer))),
+        None => Box::new(Registry::default().with(logs(writer))),
+    }
+}
+
+/// The JSON log layer of [`subscriber`].
+fn logs<S, W>(writer: W) -> impl tracing_subscriber::Layer<S> + Send + Sync
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
+    let for_logs = filter_fn(|m| !(m.is_span() && m.target() == crate::otel::TARGET));
+    let format = tracing_subscriber::fmt::format()
         .json()
         .flatten_event(true)
         .with_current_span(true)
         .with_span_list(false)
-        .with_target(false)
-        .with_env_filter(filter)
+        .with_target(false);
+    tracing_subscriber::fmt::layer()
+        .fmt_fields(JsonFields::new())
+        .event_format(WithTraceIds(format))
         .with_writer(writer)
-        .finish()
+        .with_filter(filter.and(for_logs))
 }
 
 /// Installs JSON logging to stdout for the process.
 pub fn init_logging() {
-    let _ = tracing::subscriber::set_global_default(subscriber(std::io::stdout));
+    let _ = tracing::subscriber::set_global_default(subscriber(std::io::stdout, None));
+}
+
+/// Installs JSON logging and, when the environment asks for it, tracing
+/// ([`crate::otel`]): for the functions and the dev gateway.
+pub fn init() {
+    let (traces, failed) = match crate::otel::layer() {
+        Ok(traces) => (traces, None),
+        Err(e) => (None, Some(e)),
+    };
+    let _ = tracing::subscriber::set_global_default(subscriber(std::io::stdout, traces));
+    if let Some(e) = failed {
+        tracing::warn!(error = %e, "tracing not set up");
+    }
 }
 
 /// The collector's settings for `service`: namespace `Picture`, dimension `service`.
@@ -183,7 +262,7 @@ mod tests {
     #[test]
     fn logs_are_json_with_request_fields() {
         let buf = Buffer::default();
-        tracing::subscriber::with_default(subscriber(buf.clone()), || {
+        tracing::subscriber::with_default(subscriber(buf.clone(), None), || {
             let span = tracing::info_span!(
                 "request",
                 service = "generate",
@@ -210,6 +289,62 @@ mod tests {
             (span["correlation_id"].as_str(), span["user_id"].as_str()),
             (Some("abc"), Some("u-1"))
         );
+    }
+
+    /// The log lines written to `buf`.
+    fn lines(buf: &Buffer) -> Vec<Value> {
+        let bytes = buf.0.lock().unwrap().clone();
+        bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn log_lines_carry_the_ids_of_the_active_span_of_the_trace() {
+        use opentelemetry::trace::TracerProvider;
+        let buf = Buffer::default();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let traces = crate::otel::layer_with(provider.tracer("test"));
+        tracing::subscriber::with_default(subscriber(buf.clone(), Some(traces)), || {
+            let server = tracing::info_span!(target: crate::otel::TARGET, "server");
+            let request = tracing::info_span!("request", correlation_id = "abc");
+            let _s = server.enter();
+            let _r = request.enter();
+            tracing::info!("inside");
+        });
+        tracing::subscriber::with_default(subscriber(buf.clone(), None), || {
+            tracing::info!("outside");
+        });
+        let lines = lines(&buf);
+        let inside = &lines[0];
+        assert_eq!(inside["message"], "inside");
+        let hex = |v: &Value, n: usize| {
+            v.as_str()
+                .is_some_and(|s| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        };
+        assert!(
+            hex(&inside["traceId"], 32) && hex(&inside["spanId"], 16),
+            "{inside}"
+        );
+        // The span of a log line stays the request's: the trace's spans are not for logs.
+        assert_eq!(inside["span"]["correlation_id"], "abc");
+        assert!(lines[1].get("traceId").is_none(), "{}", lines[1]);
+    }
+
+    #[test]
+    fn without_tracing_the_spans_of_the_trace_are_not_even_made() {
+        let buf = Buffer::default();
+        tracing::subscriber::with_default(subscriber(buf.clone(), None), || {
+            let server = tracing::info_span!(target: crate::otel::TARGET, "server");
+            assert!(server.is_disabled());
+            let _r = tracing::info_span!("request", correlation_id = "abc").entered();
+            tracing::info!("logged");
+        });
+        let line = &lines(&buf)[0];
+        assert_eq!(line["span"]["correlation_id"], "abc");
+        assert!(line.get("traceId").is_none(), "{line}");
     }
 
     /// Every EMF document one flush writes (one per label set).

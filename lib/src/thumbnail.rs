@@ -194,7 +194,7 @@ pub async fn backfill(st: &AppState, batch: i64, user: Option<Uuid>) -> Result<B
     let mut after = None;
     loop {
         let mut conn = st.db.get().await?;
-        let tx = conn.transaction().await?;
+        let tx = crate::db::Tx::begin(&mut conn).await?;
         let rows = images::claim_pending(&*tx, user, after, batch).await?;
         let Some(last) = rows.last() else {
             return Ok(report);

@@ -4,12 +4,12 @@
 //! FAILED answer to CloudFormation, which rolls the deployment back instead of
 //! waiting an hour for a response.
 
-use lambda_runtime::{Error, LambdaEvent, service_fn};
+use lambda_runtime::{Error, LambdaEvent};
 use picture::deploy::{CustomResourceEvent, handle};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    picture::telemetry::init_logging();
+    picture::telemetry::init();
     // Built on first use: its TLS setup is the costliest part of a cold start.
     let http = picture::http_client::HttpClient::default();
     let mut vars = std::env::vars().collect();
@@ -18,13 +18,14 @@ async fn main() -> Result<(), Error> {
     }
     let database_url = vars.get("DATABASE_URL").cloned().unwrap_or_default();
     let ca_file = vars.get("DATABASE_CA_FILE").cloned();
-    lambda_runtime::run(service_fn(|event: LambdaEvent<CustomResourceEvent>| {
+    // Each invocation is a server span (`faas.trigger` `other`), flushed once answered.
+    let handler = |event: LambdaEvent<CustomResourceEvent>| {
         let (http, url, ca) = (http.get(), &database_url, ca_file.as_deref());
         async move {
             handle(http, url, ca, &event.payload)
                 .await
                 .map_err(Error::from)
         }
-    }))
-    .await
+    };
+    picture::runtime::run_events("migrate", "other", None, handler).await
 }

@@ -2,5 +2,8 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    picture::runtime::run_job(|state| async move { picture::reconcile::run(&state).await }).await
+    picture::runtime::run_job("reconcile", |state| async move {
+        picture::reconcile::run(&state).await
+    })
+    .await
 }

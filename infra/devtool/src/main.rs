@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use base64::{Engine, engine::general_purpose::STANDARD};
 use picture::{AppState, auth::devkey::DevKey};
+use tracing::Instrument;
 
 mod usage;
 
@@ -64,7 +65,8 @@ fn dev_key(dir: &Path) -> Result<DevKey> {
 }
 
 async fn serve() -> Result<()> {
-    picture::telemetry::init_logging();
+    // Traces too when the OTEL_* variables ask for them, as on Lambda.
+    picture::telemetry::init();
     let metrics =
         picture::telemetry::init_local_metrics().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
     let state = AppState::from_env().await?;
@@ -104,6 +106,7 @@ async fn serve() -> Result<()> {
             tokio::signal::ctrl_c().await.ok();
         })
         .await?;
+    picture::otel::flush().await;
     Ok(())
 }
 
@@ -127,7 +130,8 @@ fn schedule_reconciler(state: AppState, metrics: &'static metrics_cloudwatch_emb
         loop {
             ticks.tick().await;
             // The run logs its report; an error is logged and the next tick tries again.
-            if let Err(e) = picture::reconcile::run(&state).await {
+            let span = picture::otel::invocation_span("reconcile", "timer", None);
+            if let Err(e) = picture::reconcile::run(&state).instrument(span).await {
                 tracing::warn!(error = %e, "scheduled reconciler run failed");
             }
             flush(metrics);

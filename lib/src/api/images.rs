@@ -184,7 +184,9 @@ async fn remove(
         st.storage.delete(key).await.map_err(crate::Error::from)?;
     }
     let mut conn = st.db.get().await.map_err(crate::Error::from)?;
-    let tx = conn.transaction().await.map_err(crate::Error::from)?;
+    let tx = crate::db::Tx::begin(&mut conn)
+        .await
+        .map_err(crate::Error::from)?;
     let Some(thumb_at_delete) = images::delete(&*tx, id, user).await? else {
         return Err(missing()); // deleted by a concurrent request
     };

@@ -13,6 +13,8 @@ use serde::Deserialize;
 use tokio::sync::{Mutex, RwLock};
 use uuid::Uuid;
 
+use crate::otel::http::SendTraced;
+
 const LEEWAY_SECS: u64 = 30;
 const ALLOWED: [Algorithm; 3] = [Algorithm::EdDSA, Algorithm::RS256, Algorithm::ES256];
 
@@ -143,7 +145,7 @@ impl Verifier {
             .get()
             .get(&self.url)
             .timeout(Duration::from_secs(5))
-            .send()
+            .send_traced("jwks")
             .await
             .and_then(|r| r.error_for_status())
             .map_err(|e| AuthError::KeySet(e.to_string()))?

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{Balance, ProviderError};
+use crate::otel::http::SendTraced;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -64,7 +65,7 @@ impl Client {
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ProviderError> {
         let res = req
-            .send()
+            .send_traced("credits")
             .await
             .map_err(|e| ProviderError::Unavailable(e.without_url().to_string()))?;
         let status = res.status();

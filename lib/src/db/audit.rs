@@ -5,9 +5,10 @@
 
 use std::{collections::HashMap, pin::pin};
 
+use super::Sql;
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
-use tokio_postgres::{GenericClient, Row, types::ToSql};
+use tokio_postgres::{Row, types::ToSql};
 use uuid::Uuid;
 
 use crate::Result;
@@ -66,7 +67,7 @@ pub struct Quota {
 
 /// Runs `sql` and hands each row, mapped, to `each`; returns how many.
 async fn stream<T>(
-    db: &impl GenericClient,
+    db: &impl Sql,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
     map: fn(&Row) -> T,
@@ -115,7 +116,7 @@ fn gen_row(r: &Row) -> GenRow {
 /// Streams the generations created since `since` (of `user`) to `each`; generations open
 /// longer than `overdue_secs` are marked overdue. Returns how many.
 pub async fn generations(
-    db: &impl GenericClient,
+    db: &impl Sql,
     since: Option<DateTime<Utc>>,
     user: Option<Uuid>,
     overdue_secs: f64,
@@ -128,10 +129,7 @@ pub async fn generations(
 }
 
 /// The generations with these ids (1000 per query).
-pub async fn generations_by_id(
-    db: &impl GenericClient,
-    ids: &[Uuid],
-) -> Result<HashMap<Uuid, GenRow>> {
+pub async fn generations_by_id(db: &impl Sql, ids: &[Uuid]) -> Result<HashMap<Uuid, GenRow>> {
     let sql = format!("{GENERATIONS} WHERE g.id = ANY($2)");
     let mut found = HashMap::new();
     for chunk in ids.chunks(1000) {
@@ -155,7 +153,7 @@ SELECT a.user_id, a.balance, a.total_earned, a.total_spent,
 
 /// Streams the ledger accounts (of `user`) with their transaction sums; returns how many.
 pub async fn accounts(
-    db: &impl GenericClient,
+    db: &impl Sql,
     user: Option<Uuid>,
     each: impl FnMut(Account),
 ) -> Result<usize> {
@@ -179,11 +177,7 @@ SELECT coalesce(q.user_id, h.user_id), q.free_used, coalesce(h.n, 0)
               GROUP BY user_id) h ON h.user_id = q.user_id";
 
 /// Streams every user's (or `user`'s) free quota with the count of their free holds.
-pub async fn quotas(
-    db: &impl GenericClient,
-    user: Option<Uuid>,
-    each: impl FnMut(Quota),
-) -> Result<usize> {
+pub async fn quotas(db: &impl Sql, user: Option<Uuid>, each: impl FnMut(Quota)) -> Result<usize> {
     let map = |r: &Row| Quota {
         user_id: r.get(0),
         free_used: r.get(1),

@@ -2,9 +2,10 @@
 //! `pending` to a terminal status. State changes go through
 //! [`crate::lifecycle`]; this module only reads and writes rows.
 
+use super::Sql;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::holds::Charge;
@@ -161,7 +162,7 @@ pub struct RequestKey {
 
 /// Inserts a `pending` generation with its charge kind. Returns false (and
 /// inserts nothing) when the user already has a generation with its idempotency key.
-pub async fn insert(db: &impl GenericClient, g: &NewGeneration, charge: Charge) -> Result<bool> {
+pub async fn insert(db: &impl Sql, g: &NewGeneration, charge: Charge) -> Result<bool> {
     let (key, hash) = g
         .idempotency
         .as_ref()
@@ -199,11 +200,7 @@ pub async fn insert(db: &impl GenericClient, g: &NewGeneration, charge: Charge) 
 }
 
 /// The user's generation recorded with an idempotency key.
-pub async fn get_by_key(
-    db: &impl GenericClient,
-    user_id: Uuid,
-    key: &str,
-) -> Result<Option<Generation>> {
+pub async fn get_by_key(db: &impl Sql, user_id: Uuid, key: &str) -> Result<Option<Generation>> {
     db.query_opt(
         "SELECT * FROM generations WHERE user_id = $1 AND idempotency_key = $2",
         &[&user_id, &key],
@@ -215,7 +212,7 @@ pub async fn get_by_key(
 }
 
 /// A generation by id, whoever owns it.
-pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<Generation>> {
+pub async fn get(db: &impl Sql, id: Uuid) -> Result<Option<Generation>> {
     db.query_opt("SELECT * FROM generations WHERE id = $1", &[&id])
         .await?
         .as_ref()
@@ -224,11 +221,7 @@ pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<Generation>
 }
 
 /// A generation by id, only if `user_id` owns it.
-pub async fn get_owned(
-    db: &impl GenericClient,
-    id: Uuid,
-    user_id: Uuid,
-) -> Result<Option<Generation>> {
+pub async fn get_owned(db: &impl Sql, id: Uuid, user_id: Uuid) -> Result<Option<Generation>> {
     db.query_opt(
         "SELECT * FROM generations WHERE id = $1 AND user_id = $2",
         &[&id, &user_id],
@@ -240,10 +233,7 @@ pub async fn get_owned(
 }
 
 /// The generation a Replicate prediction belongs to.
-pub async fn get_by_prediction(
-    db: &impl GenericClient,
-    prediction_id: &str,
-) -> Result<Option<Generation>> {
+pub async fn get_by_prediction(db: &impl Sql, prediction_id: &str) -> Result<Option<Generation>> {
     db.query_opt(
         "SELECT * FROM generations WHERE prediction_id = $1",
         &[&prediction_id],
@@ -255,7 +245,7 @@ pub async fn get_by_prediction(
 }
 
 /// Locks the row for the rest of the transaction and returns it.
-pub async fn lock(db: &impl GenericClient, id: Uuid) -> Result<Option<Generation>> {
+pub async fn lock(db: &impl Sql, id: Uuid) -> Result<Option<Generation>> {
     db.query_opt("SELECT * FROM generations WHERE id = $1 FOR UPDATE", &[&id])
         .await?
         .as_ref()
@@ -265,7 +255,7 @@ pub async fn lock(db: &impl GenericClient, id: Uuid) -> Result<Option<Generation
 
 /// Records the prediction id; a `pending` generation becomes `processing`
 /// (one that already finished, e.g. through an early webhook, keeps its status).
-pub async fn set_prediction(db: &impl GenericClient, id: Uuid, prediction_id: &str) -> Result<()> {
+pub async fn set_prediction(db: &impl Sql, id: Uuid, prediction_id: &str) -> Result<()> {
     db.execute(
         "UPDATE generations
             SET prediction_id = $2,
@@ -281,7 +271,7 @@ pub async fn set_prediction(db: &impl GenericClient, id: Uuid, prediction_id: &s
 /// Takes the completion lease if the generation is still open and nobody holds
 /// a live lease. Returns whether this caller now owns the copy step.
 pub async fn try_lease(
-    db: &impl GenericClient,
+    db: &impl Sql,
     id: Uuid,
     owner: Uuid,
     length: std::time::Duration,
@@ -301,7 +291,7 @@ pub async fn try_lease(
 /// Claims up to `limit` open generations older than `grace_secs` that no reconciler
 /// run claimed in the last minute (`FOR UPDATE SKIP LOCKED`: overlapping runs skip each other's).
 pub async fn claim_for_reconcile(
-    db: &impl GenericClient,
+    db: &impl Sql,
     grace_secs: f64,
     limit: i64,
 ) -> Result<Vec<Generation>> {
@@ -322,7 +312,7 @@ pub async fn claim_for_reconcile(
 }
 
 /// Records that the user deleted the image of a completed generation.
-pub async fn mark_image_deleted(db: &impl GenericClient, id: Uuid) -> Result<()> {
+pub async fn mark_image_deleted(db: &impl Sql, id: Uuid) -> Result<()> {
     db.execute(
         "UPDATE generations SET image_deleted_at = now(), updated_at = now() WHERE id = $1",
         &[&id],
@@ -332,7 +322,7 @@ pub async fn mark_image_deleted(db: &impl GenericClient, id: Uuid) -> Result<()>
 }
 
 /// Gives up `owner`'s completion lease (if it still holds it).
-pub async fn release_lease(db: &impl GenericClient, id: Uuid, owner: Uuid) -> Result<()> {
+pub async fn release_lease(db: &impl Sql, id: Uuid, owner: Uuid) -> Result<()> {
     db.execute(
         "UPDATE generations SET lease_owner = NULL, lease_until = NULL
           WHERE id = $1 AND lease_owner = $2",
@@ -343,7 +333,7 @@ pub async fn release_lease(db: &impl GenericClient, id: Uuid, owner: Uuid) -> Re
 }
 
 /// Marks the time of a provider poll; returns false if another poll ran within `min_gap_ms`.
-pub async fn claim_poll(db: &impl GenericClient, id: Uuid, min_gap_ms: i32) -> Result<bool> {
+pub async fn claim_poll(db: &impl Sql, id: Uuid, min_gap_ms: i32) -> Result<bool> {
     let n = db
         .execute(
             "UPDATE generations SET last_polled_at = now()
@@ -358,7 +348,7 @@ pub async fn claim_poll(db: &impl GenericClient, id: Uuid, min_gap_ms: i32) -> R
 /// How many generations the user has pending or processing, and in how many
 /// seconds the first of them is expected to end (from its model's estimated
 /// time; at least 1).
-pub async fn in_flight(db: &impl GenericClient, user_id: Uuid) -> Result<(i64, u32)> {
+pub async fn in_flight(db: &impl Sql, user_id: Uuid) -> Result<(i64, u32)> {
     let row = db
         .query_one(
             "SELECT count(*),
@@ -375,7 +365,7 @@ pub async fn in_flight(db: &impl GenericClient, user_id: Uuid) -> Result<(i64, u
 /// Records what the provider reports of an open generation: its progress (never
 /// going back) and when it started.
 pub async fn record_progress(
-    db: &impl GenericClient,
+    db: &impl Sql,
     id: Uuid,
     progress: Option<f32>,
     started_at: Option<DateTime<Utc>>,
@@ -393,7 +383,7 @@ pub async fn record_progress(
 /// Moves an open generation (already locked by the caller) to a terminal
 /// status; returns its model's name (for metrics).
 pub async fn finish(
-    db: &impl GenericClient,
+    db: &impl Sql,
     id: Uuid,
     status: Status,
     credits_used: i32,
@@ -442,7 +432,7 @@ pub struct RecordedUsage {
 /// Records a finished prediction's timings and estimated cost on its generation,
 /// whatever its status (later reports overwrite earlier ones); `None` if there is no such generation.
 pub async fn record_usage(
-    db: &impl GenericClient,
+    db: &impl Sql,
     id: Uuid,
     r: &ProviderReport,
 ) -> Result<Option<RecordedUsage>> {
@@ -481,7 +471,7 @@ pub async fn record_usage(
 
 /// A page of the user's generations, newest first (optionally of one status), and the total.
 pub async fn page(
-    db: &impl GenericClient,
+    db: &impl Sql,
     user_id: Uuid,
     status: Option<Status>,
     offset: i64,

@@ -1,8 +1,8 @@
 //! Credit holds (`credit_holds`) and free-generation counts (`user_quotas`):
 //! the rows behind `crate::credits`, which decides what they mean.
 
+use super::Sql;
 use serde::Serialize;
-use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::{Error, Result};
@@ -41,7 +41,7 @@ impl Charge {
 
 /// Locks the user's quota row (creating it on first use) for the rest of the
 /// transaction; returns the free generations used.
-pub async fn lock_quota(tx: &impl GenericClient, user_id: Uuid) -> Result<i32> {
+pub async fn lock_quota(tx: &impl Sql, user_id: Uuid) -> Result<i32> {
     tx.execute(
         "INSERT INTO user_quotas (user_id) VALUES ($1) ON CONFLICT DO NOTHING",
         &[&user_id],
@@ -57,7 +57,7 @@ pub async fn lock_quota(tx: &impl GenericClient, user_id: Uuid) -> Result<i32> {
 }
 
 /// The free generations the user has used (0 for a new user).
-pub async fn free_used(db: &impl GenericClient, user_id: Uuid) -> Result<i32> {
+pub async fn free_used(db: &impl Sql, user_id: Uuid) -> Result<i32> {
     Ok(db
         .query_opt(
             "SELECT free_used FROM user_quotas WHERE user_id = $1",
@@ -68,7 +68,7 @@ pub async fn free_used(db: &impl GenericClient, user_id: Uuid) -> Result<i32> {
 }
 
 /// Counts one more (`+1`) or one fewer (`-1`) free generation used.
-pub async fn add_free_used(tx: &impl GenericClient, user_id: Uuid, delta: i32) -> Result<()> {
+pub async fn add_free_used(tx: &impl Sql, user_id: Uuid, delta: i32) -> Result<()> {
     tx.execute(
         "UPDATE user_quotas SET free_used = free_used + $2, updated_at = now() WHERE user_id = $1",
         &[&user_id, &delta],
@@ -80,10 +80,7 @@ pub async fn add_free_used(tx: &impl GenericClient, user_id: Uuid, delta: i32) -
 /// The ledger balance (if the user has an account) and the credits of the user's
 /// `credits` holds that are held or captured but not yet settled, read in one
 /// statement (one snapshot: a capture committing meanwhile is counted once).
-pub async fn balance_and_reserved(
-    tx: &impl GenericClient,
-    user_id: Uuid,
-) -> Result<(Option<i64>, i64)> {
+pub async fn balance_and_reserved(tx: &impl Sql, user_id: Uuid) -> Result<(Option<i64>, i64)> {
     let row = tx
         .query_one(
             "SELECT (SELECT balance FROM credit_accounts WHERE user_id = $1),
@@ -98,7 +95,7 @@ pub async fn balance_and_reserved(
 
 /// Inserts the hold of a generation.
 pub async fn insert(
-    tx: &impl GenericClient,
+    tx: &impl Sql,
     generation_id: Uuid,
     user_id: Uuid,
     charge: Charge,
@@ -131,20 +128,16 @@ impl Settled {
 }
 
 /// `held → captured`, once; `None` if the hold was not held.
-pub async fn capture(tx: &impl GenericClient, generation_id: Uuid) -> Result<Option<Settled>> {
+pub async fn capture(tx: &impl Sql, generation_id: Uuid) -> Result<Option<Settled>> {
     settle(tx, generation_id, "captured").await
 }
 
 /// `held → released`, once; `None` if the hold was not held.
-pub async fn release(tx: &impl GenericClient, generation_id: Uuid) -> Result<Option<Settled>> {
+pub async fn release(tx: &impl Sql, generation_id: Uuid) -> Result<Option<Settled>> {
     settle(tx, generation_id, "released").await
 }
 
-async fn settle(
-    tx: &impl GenericClient,
-    generation_id: Uuid,
-    state: &str,
-) -> Result<Option<Settled>> {
+async fn settle(tx: &impl Sql, generation_id: Uuid, state: &str) -> Result<Option<Settled>> {
     tx.query_opt(
         "UPDATE credit_holds SET state = $2, settled_at = now()
           WHERE generation_id = $1 AND state = 'held' RETURNING kind, amount, user_id",
@@ -158,7 +151,7 @@ async fn settle(
 
 /// Records where a captured hold's external charge stands (`pending`, `done`, …).
 pub async fn set_capture_state(
-    db: &impl GenericClient,
+    db: &impl Sql,
     generation_id: Uuid,
     state: &str,
     error: Option<&str>,
@@ -184,10 +177,7 @@ pub struct CaptureClaim {
 /// Claims a captured hold's external charge for one attempt (`pending`,
 /// `failed`, or `in_flight` past its 60 s lease → `in_flight`); `None` if it is
 /// settled, rejected or being sent by someone else.
-pub async fn claim_capture(
-    db: &impl GenericClient,
-    generation_id: Uuid,
-) -> Result<Option<CaptureClaim>> {
+pub async fn claim_capture(db: &impl Sql, generation_id: Uuid) -> Result<Option<CaptureClaim>> {
     let row = db
         .query_opt(
             "UPDATE credit_holds
@@ -207,7 +197,7 @@ pub async fn claim_capture(
 }
 
 /// Generations whose external capture is still open (oldest first, at most `limit`).
-pub async fn open_captures(db: &impl GenericClient, limit: i64) -> Result<Vec<Uuid>> {
+pub async fn open_captures(db: &impl Sql, limit: i64) -> Result<Vec<Uuid>> {
     Ok(db
         .query(
             "SELECT generation_id FROM credit_holds
@@ -222,10 +212,7 @@ pub async fn open_captures(db: &impl GenericClient, limit: i64) -> Result<Vec<Uu
 }
 
 /// The user and amount of a `credits` hold captured and settled (refundable).
-pub async fn refundable(
-    tx: &impl GenericClient,
-    generation_id: Uuid,
-) -> Result<Option<(Uuid, i64)>> {
+pub async fn refundable(tx: &impl Sql, generation_id: Uuid) -> Result<Option<(Uuid, i64)>> {
     Ok(tx
         .query_opt(
             "SELECT user_id, amount FROM credit_holds

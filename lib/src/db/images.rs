@@ -1,7 +1,8 @@
 //! Images (`images` table): one per completed generation, owned by its user.
 
+use super::Sql;
 use chrono::{DateTime, Utc};
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::{Result, thumbnail::StoredThumbnail};
@@ -74,7 +75,7 @@ fn state(thumbnail: Option<&StoredThumbnail>) -> &'static str {
 }
 
 /// Inserts the image of a generation; a second insert for the same generation does nothing.
-pub async fn insert(db: &impl GenericClient, img: &NewImage) -> Result<()> {
+pub async fn insert(db: &impl Sql, img: &NewImage) -> Result<()> {
     let thumb = img.thumbnail.as_ref();
     db.execute(
         "INSERT INTO images (id, generation_id, user_id, storage_key, format, file_size, width, height,
@@ -112,7 +113,7 @@ pub struct Pending {
 /// `after`, in id order, for the rest of the transaction; rows other runs hold
 /// are skipped.
 pub async fn claim_pending(
-    db: &impl GenericClient,
+    db: &impl Sql,
     user: Option<Uuid>,
     after: Option<Uuid>,
     limit: i64,
@@ -141,7 +142,7 @@ pub async fn claim_pending(
 /// Records the outcome of a thumbnail try on an image that had none; false if
 /// it has one already (or is gone).
 pub async fn set_thumbnail(
-    db: &impl GenericClient,
+    db: &impl Sql,
     id: Uuid,
     thumbnail: Option<&StoredThumbnail>,
 ) -> Result<bool> {
@@ -161,7 +162,7 @@ pub async fn set_thumbnail(
 }
 
 /// An image by id, only if `user_id` owns it.
-pub async fn get_owned(db: &impl GenericClient, id: Uuid, user_id: Uuid) -> Result<Option<Image>> {
+pub async fn get_owned(db: &impl Sql, id: Uuid, user_id: Uuid) -> Result<Option<Image>> {
     let sql = format!("{SELECT} WHERE i.id = $1 AND i.user_id = $2");
     Ok(db
         .query_opt(&sql, &[&id, &user_id])
@@ -171,10 +172,7 @@ pub async fn get_owned(db: &impl GenericClient, id: Uuid, user_id: Uuid) -> Resu
 }
 
 /// The image of a generation, if it has one.
-pub async fn get_for_generation(
-    db: &impl GenericClient,
-    generation_id: Uuid,
-) -> Result<Option<Image>> {
+pub async fn get_for_generation(db: &impl Sql, generation_id: Uuid) -> Result<Option<Image>> {
     let sql = format!("{SELECT} WHERE i.generation_id = $1");
     Ok(db
         .query_opt(&sql, &[&generation_id])
@@ -184,10 +182,7 @@ pub async fn get_for_generation(
 }
 
 /// The images of several generations.
-pub async fn for_generations(
-    db: &impl GenericClient,
-    generation_ids: &[Uuid],
-) -> Result<Vec<Image>> {
+pub async fn for_generations(db: &impl Sql, generation_ids: &[Uuid]) -> Result<Vec<Image>> {
     let sql = format!("{SELECT} WHERE i.generation_id = ANY($1)");
     Ok(db
         .query(&sql, &[&generation_ids])
@@ -202,7 +197,7 @@ pub type Cursor = (DateTime<Utc>, Uuid);
 
 /// A page of the user's images, newest first, strictly after `cursor`.
 pub async fn list(
-    db: &impl GenericClient,
+    db: &impl Sql,
     user_id: Uuid,
     favorites_only: bool,
     cursor: Option<Cursor>,
@@ -221,12 +216,7 @@ pub async fn list(
 }
 
 /// Sets the favourite flag; false if the user has no such image.
-pub async fn set_favorite(
-    db: &impl GenericClient,
-    id: Uuid,
-    user_id: Uuid,
-    favorite: bool,
-) -> Result<bool> {
+pub async fn set_favorite(db: &impl Sql, id: Uuid, user_id: Uuid, favorite: bool) -> Result<bool> {
     let n = db
         .execute(
             "UPDATE images SET is_favorite = $3 WHERE id = $1 AND user_id = $2",
@@ -238,11 +228,7 @@ pub async fn set_favorite(
 
 /// Deletes the row; returns the thumbnail key it named (`Some(None)`: none)
 /// if the user had such an image.
-pub async fn delete(
-    db: &impl GenericClient,
-    id: Uuid,
-    user_id: Uuid,
-) -> Result<Option<Option<String>>> {
+pub async fn delete(db: &impl Sql, id: Uuid, user_id: Uuid) -> Result<Option<Option<String>>> {
     Ok(db
         .query_opt(
             "DELETE FROM images WHERE id = $1 AND user_id = $2 RETURNING thumbnail_key",

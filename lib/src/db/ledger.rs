@@ -3,8 +3,8 @@
 //! refunds (a generation is captured and refunded at most once, enforced by
 //! unique indexes).
 
+use super::Sql;
 use serde::Serialize;
-use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::Result;
@@ -19,7 +19,7 @@ pub struct Balance {
 }
 
 async fn append(
-    db: &impl GenericClient,
+    db: &impl Sql,
     user_id: Uuid,
     kind: &str,
     amount: i64,
@@ -38,7 +38,7 @@ async fn append(
 
 /// Adds credits to a user's balance.
 pub async fn grant(
-    db: &impl GenericClient,
+    db: &impl Sql,
     user_id: Uuid,
     amount: i64,
     description: &str,
@@ -62,12 +62,7 @@ pub async fn grant(
 }
 
 /// Debits a generation's capture (inside the completing transaction).
-pub async fn debit(
-    db: &impl GenericClient,
-    user_id: Uuid,
-    generation_id: Uuid,
-    amount: i64,
-) -> Result<()> {
+pub async fn debit(db: &impl Sql, user_id: Uuid, generation_id: Uuid, amount: i64) -> Result<()> {
     if append(
         db,
         user_id,
@@ -91,7 +86,7 @@ pub async fn debit(
 /// Records the refund of a generation's capture in the log; false if it was refunded before.
 /// The log also records refunds made through an external provider.
 pub async fn claim_refund(
-    db: &impl GenericClient,
+    db: &impl Sql,
     user_id: Uuid,
     generation_id: Uuid,
     amount: i64,
@@ -100,7 +95,7 @@ pub async fn claim_refund(
 }
 
 /// Puts refunded credits back on the ledger balance.
-pub async fn restore(db: &impl GenericClient, user_id: Uuid, amount: i64) -> Result<()> {
+pub async fn restore(db: &impl Sql, user_id: Uuid, amount: i64) -> Result<()> {
     db.execute(
         "UPDATE credit_accounts SET balance = balance + $2, total_spent = total_spent - $2, updated_at = now()
           WHERE user_id = $1",
@@ -111,7 +106,7 @@ pub async fn restore(db: &impl GenericClient, user_id: Uuid, amount: i64) -> Res
 }
 
 /// A user's balance and totals (zero for a user who never had credits).
-pub async fn balance(db: &impl GenericClient, user_id: Uuid) -> Result<Balance> {
+pub async fn balance(db: &impl Sql, user_id: Uuid) -> Result<Balance> {
     let row = db
         .query_opt(
             "SELECT balance, total_earned, total_spent FROM credit_accounts WHERE user_id = $1",

@@ -1,5 +1,6 @@
 //! PostgreSQL: the connection pool, versioned migrations, and one module per
-//! table. Queries live next to the row type they produce.
+//! table. Queries live next to the row type they produce, and run through
+//! [`Sql`] (each statement a client span of the trace).
 
 pub mod audit;
 pub mod generations;
@@ -7,8 +8,11 @@ pub mod holds;
 pub mod images;
 pub mod ledger;
 pub mod models;
+mod traced;
 pub mod uploads;
 pub mod usage;
+
+pub use traced::{Sql, Tx};
 
 use std::{str::FromStr, time::Duration};
 

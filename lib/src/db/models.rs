@@ -1,7 +1,8 @@
 //! The model catalog (`models` table).
 
+use super::Sql;
 use serde::Serialize;
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::Result;
@@ -63,7 +64,7 @@ impl From<&Row> for Model {
 }
 
 /// Active models, default first, then by sort order.
-pub async fn list_active(db: &impl GenericClient) -> Result<Vec<Model>> {
+pub async fn list_active(db: &impl Sql) -> Result<Vec<Model>> {
     let rows = db
         .query(
             "SELECT * FROM models WHERE is_active ORDER BY is_default DESC, sort_order, name",

@@ -2,9 +2,10 @@
 //! `sourceImageId` can be told apart as unknown, not PUT yet, or ready.
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::Row;
 use uuid::Uuid;
 
+use super::Sql;
 use crate::Result;
 
 /// An upload URL handed out to a user, with what the user declared.
@@ -31,7 +32,7 @@ impl Upload {
 
 /// Records an upload URL handed out to `user_id`; returns the row.
 pub async fn insert(
-    db: &impl GenericClient,
+    db: &impl Sql,
     id: Uuid,
     user_id: Uuid,
     content_type: &str,
@@ -48,7 +49,7 @@ pub async fn insert(
 }
 
 /// The user's upload `id`; `None` for an unknown id or another user's.
-pub async fn get(db: &impl GenericClient, id: Uuid, user_id: Uuid) -> Result<Option<Upload>> {
+pub async fn get(db: &impl Sql, id: Uuid, user_id: Uuid) -> Result<Option<Upload>> {
     let r = db
         .query_opt(
             "SELECT * FROM uploads WHERE id = $1 AND user_id = $2",
@@ -59,7 +60,7 @@ pub async fn get(db: &impl GenericClient, id: Uuid, user_id: Uuid) -> Result<Opt
 }
 
 /// Forgets uploads created before `before`; returns how many.
-pub async fn delete_before(db: &impl GenericClient, before: DateTime<Utc>) -> Result<u64> {
+pub async fn delete_before(db: &impl Sql, before: DateTime<Utc>) -> Result<u64> {
     Ok(db
         .execute("DELETE FROM uploads WHERE created_at < $1", &[&before])
         .await?)

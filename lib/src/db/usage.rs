@@ -1,8 +1,9 @@
 //! The usage report's read: generations, outcomes, charges, predict time and
 //! estimated provider cost per model over a time window (`crate::usage`).
 
+use super::Sql;
 use chrono::{DateTime, Utc};
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::Row;
 
 use crate::Result;
 
@@ -45,7 +46,7 @@ impl From<&Row> for UsageRow {
 /// Generations created in `[since, until)`: one row per model (by name) with
 /// any, then the totals (always present).
 pub async fn by_model(
-    db: &impl GenericClient,
+    db: &impl Sql,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<Vec<UsageRow>> {

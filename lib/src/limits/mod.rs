@@ -60,10 +60,13 @@ impl RuntimeTable {
                     .connect_timeout(Duration::from_secs(1))
                     .operation_timeout(Duration::from_secs(3))
                     .build();
-                let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
-                    .timeout_config(timeouts)
-                    .build();
-                Client::from_conf(conf)
+                let mut conf =
+                    aws_sdk_dynamodb::config::Builder::from(&sdk).timeout_config(timeouts);
+                if crate::otel::enabled() {
+                    let table = crate::otel::aws::Resource::Table(self.name.clone());
+                    conf = conf.interceptor(crate::otel::aws::AwsSpans(table));
+                }
+                Client::from_conf(conf.build())
             })
             .await
     }

@@ -10,7 +10,10 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::telemetry::{self, metric};
+use crate::{
+    otel::http::SendTraced,
+    telemetry::{self, metric},
+};
 
 /// A prediction as Replicate reports it (the fields we use).
 #[derive(Debug, Clone, Deserialize)]
@@ -271,7 +274,7 @@ impl Replicate {
                 req = req.header(*name, value);
             }
             let started = std::time::Instant::now();
-            let sent = req.send().await;
+            let sent = req.send_traced("replicate").await;
             metrics::histogram!(metric::REPLICATE_LATENCY)
                 .record(started.elapsed().as_secs_f64() * 1000.0);
             let res = sent.map_err(|e| {

@@ -105,13 +105,25 @@ pub fn path_id(raw: &str, code: &'static str, what: &str) -> Result<Uuid, Proble
 }
 
 /// Runs each request in a span carrying the log fields of [`crate::telemetry`],
-/// and gives every response an `x-request-id`: the caller's, else API
-/// Gateway's request id (the correlation id), else the Lambda request id, else a new one.
+/// inside the trace's server span ([`crate::otel::server_span`]), and gives every
+/// response an `x-request-id`: the caller's, else API Gateway's request id (the
+/// correlation id), else the Lambda request id, else a new one.
 async fn request_id(req: Request, next: Next) -> Response {
+    use axum::extract::MatchedPath;
     use lambda_http::{RequestExt, request::RequestContext};
     use tracing::Instrument;
 
-    let function_request_id = req.lambda_context_ref().map(|c| c.request_id.clone());
+    let lambda = req.lambda_context_ref();
+    let server = crate::otel::server_span(
+        req.method(),
+        req.extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str),
+        req.uri().path(),
+        req.headers(),
+        lambda.and_then(|c| c.xray_trace_id.as_deref()),
+    );
+    let function_request_id = lambda.map(|c| c.request_id.clone());
     let gateway_request_id = match req.request_context_ref() {
         Some(RequestContext::ApiGatewayV2(c)) => c.request_id.clone(),
         _ => None,
@@ -135,7 +147,12 @@ async fn request_id(req: Request, next: Next) -> Response {
         path = %req.uri().path(),
         user_id = tracing::field::Empty,
     );
-    let mut res = next.run(req).instrument(span).await;
+    let mut res = next
+        .run(req)
+        .instrument(span)
+        .instrument(server.clone())
+        .await;
+    crate::otel::record_status(&server, res.status().as_u16());
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert("x-request-id", v);
     }

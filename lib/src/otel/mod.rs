@@ -1,0 +1,291 @@
+//! Tracing with OpenTelemetry, set up only when an OTLP endpoint is configured
+//! (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`); the
+//! protocol (`http/protobuf`, `http/json`), sampler, service name and batching
+//! come from the other standard `OTEL_*` variables, read by the SDK.
+//!
+//! - The `tracing` spans of target [`TARGET`] are the trace, and only they: a
+//!   server span per request ([`server_span`]) or invocation
+//!   ([`invocation_span`]) that continues the caller's `traceparent` or Lambda's
+//!   X-Ray trace header, and a client span per outbound call: HTTP ([`http`]),
+//!   S3 and DynamoDB ([`aws`]), PostgreSQL statements and transactions
+//!   (`db::Sql`, `db::Tx`). The other spans are for logs. The crate's log
+//!   events become events of the active span, and log lines carry its ids.
+//! - A background thread exports the spans in batches; [`flush`] waits for
+//!   the export after every invocation, before Lambda may freeze the process.
+
+pub mod aws;
+pub mod http;
+
+use std::{collections::HashMap, sync::OnceLock};
+
+use ::http::{HeaderMap, Method};
+use opentelemetry::{
+    Context,
+    propagation::TextMapPropagator,
+    trace::{TraceContextExt, TracerProvider},
+};
+use opentelemetry_aws::trace::{XrayIdGenerator, XrayPropagator};
+use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{Registry, filter::filter_fn, layer::Layer as _};
+
+/// The target of the spans that make up the trace (never shown in log lines).
+pub const TARGET: &str = "picture::otel";
+
+/// The tracing layer, for [`crate::telemetry::subscriber`].
+pub type Layer = Box<dyn tracing_subscriber::Layer<Registry> + Send + Sync>;
+
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// Whether the environment asks for traces: an OTLP endpoint is set, and neither
+/// `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none` turns them off.
+pub fn configured(var: impl Fn(&str) -> Option<String>) -> bool {
+    let set = |name: &str| var(name).is_some_and(|v| !v.trim().is_empty());
+    (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+        && !var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        && var("OTEL_TRACES_EXPORTER").as_deref() != Some("none")
+}
+
+/// Whether this process exports traces (see [`layer`]).
+pub fn enabled() -> bool {
+    PROVIDER.get().is_some()
+}
+
+/// The tracer provider the environment asks for (else `None`: nothing is built):
+/// an OTLP/HTTP exporter behind a batch processor, X-Ray-compatible trace ids,
+/// the Lambda resource, `service.name` from `OTEL_SERVICE_NAME` or the function.
+pub fn provider() -> Result<Option<SdkTracerProvider>, String> {
+    if !configured(|name| std::env::var(name).ok()) {
+        return Ok(None);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+        .map_err(|e| format!("OTLP exporter: {e}"))?;
+    let mut resource = Resource::builder().with_detector(Box::new(
+        opentelemetry_aws::detector::LambdaResourceDetector,
+    ));
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name(crate::telemetry::service_name());
+    }
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        // Trace ids X-Ray accepts (they start with the time), valid W3C ids as well.
+        .with_id_generator(XrayIdGenerator::default())
+        .with_resource(resource.build())
+        .build();
+    Ok(Some(provider))
+}
+
+/// The layer that turns [`TARGET`] spans into spans of the [`provider`], when the
+/// environment asks for traces; [`flush`] then flushes it. Once per process.
+pub fn layer() -> Result<Option<Layer>, String> {
+    let Some(provider) = provider()? else {
+        return Ok(None);
+    };
+    let tracer = provider.tracer("picture");
+    PROVIDER
+        .set(provider)
+        .map_err(|_| "tracing is already set up".to_string())?;
+    Ok(Some(layer_with(tracer)))
+}
+
+/// The tracing layer over `tracer`: spans of [`TARGET`], and the crate's log
+/// events at `INFO` and above as events of the active span.
+pub(crate) fn layer_with(tracer: opentelemetry_sdk::trace::Tracer) -> Layer {
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        // Every span is made in this module or `db`: where the macro sits says nothing.
+        .with_location(false)
+        .with_target(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_filter(filter_fn(|m| {
+            if m.is_span() {
+                m.target() == TARGET
+            } else {
+                m.target().starts_with("picture") && *m.level() <= tracing::Level::INFO
+            }
+        }));
+    Box::new(layer)
+}
+
+/// Exports the spans ended so far and waits for the collector's answer (a no-op
+/// without tracing). Called once an invocation has answered.
+pub async fn flush() {
+    let Some(provider) = PROVIDER.get().cloned() else {
+        return;
+    };
+    // The batch processor's thread does the export; waiting for it blocks.
+    match tokio::task::spawn_blocking(move || provider.force_flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "spans not exported"),
+        Err(e) => tracing::warn!(error = %e, "spans not exported"),
+    }
+}
+
+/// The trace a request continues: its W3C `traceparent`, else the invocation's
+/// X-Ray trace header (`_X_AMZN_TRACE_ID`, from Lambda's context), else an
+/// `X-Amzn-Trace-Id` request header; none starts a new trace.
+fn parent(headers: &HeaderMap, xray: Option<&str>) -> Context {
+    let root = Context::new();
+    let found = |cx: &Context| cx.span().span_context().is_valid();
+    let w3c = TraceContextPropagator::new().extract_with_context(&root, &HeaderExtractor(headers));
+    if found(&w3c) {
+        return w3c;
+    }
+    let aws = XrayPropagator::new();
+    if let Some(value) = xray {
+        let lambda = HashMap::from([("x-amzn-trace-id".to_string(), value.to_string())]);
+        let cx = aws.extract_with_context(&root, &lambda);
+        if found(&cx) {
+            return cx;
+        }
+    }
+    aws.extract_with_context(&root, &HeaderExtractor(headers))
+}
+
+/// The server span of an HTTP request (`route`: the matched route, if any), in the
+/// trace it continues (see [`parent`]).
+pub fn server_span(
+    method: &Method,
+    route: Option<&str>,
+    path: &str,
+    headers: &HeaderMap,
+    xray: Option<&str>,
+) -> Span {
+    let span = tracing::info_span!(
+        target: TARGET,
+        "server",
+        otel.name = route.map_or_else(|| method.to_string(), |r| format!("{method} {r}")),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = route,
+        url.path = path,
+        http.response.status_code = tracing::field::Empty,
+    );
+    if enabled() {
+        let _ = span.set_parent(parent(headers, xray));
+    }
+    span
+}
+
+/// Records a request's answer on its server span (5xx is an error).
+pub fn record_status(span: &Span, status: u16) {
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "error");
+    }
+}
+
+/// The server span of a scheduled or deploy-time invocation (`trigger`: `timer`,
+/// `other`), in the X-Ray trace Lambda gives it (`ctx`; none outside Lambda).
+pub fn invocation_span(name: &str, trigger: &str, ctx: Option<&lambda_runtime::Context>) -> Span {
+    let span = tracing::info_span!(
+        target: TARGET,
+        "invocation",
+        otel.name = name,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        faas.trigger = trigger,
+        faas.invocation_id = ctx.map(|c| c.request_id.as_str()),
+    );
+    if enabled() {
+        let xray = ctx.and_then(|c| c.xray_trace_id.as_deref());
+        let _ = span.set_parent(parent(&HeaderMap::new(), xray));
+    }
+    span
+}
+
+/// Adds `span`'s W3C `traceparent` to an outbound request's headers.
+pub fn inject(span: &Span, headers: &mut HeaderMap) {
+    if enabled() && !span.is_disabled() {
+        TraceContextPropagator::new().inject_context(&span.context(), &mut HeaderInjector(headers));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configured_only_with_an_endpoint() {
+        let with = |vars: &[(&str, &str)]| {
+            let vars: HashMap<String, String> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            configured(|name| vars.get(name).cloned())
+        };
+        assert!(!with(&[]));
+        assert!(!with(&[
+            ("OTEL_SERVICE_NAME", "picture"),
+            ("OTEL_TRACES_SAMPLER", "always_on")
+        ]));
+        assert!(!with(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]));
+        assert!(with(&[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://localhost:4318"
+        )]));
+        assert!(with(&[(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://c:4318/v1/traces"
+        )]));
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318");
+        assert!(!with(&[endpoint, ("OTEL_SDK_DISABLED", "true")]));
+        assert!(!with(&[endpoint, ("OTEL_TRACES_EXPORTER", "none")]));
+    }
+
+    fn ids(cx: &Context) -> (String, String, bool) {
+        let span = cx.span();
+        let sc = span.span_context();
+        (
+            sc.trace_id().to_string(),
+            sc.span_id().to_string(),
+            sc.is_sampled(),
+        )
+    }
+
+    #[test]
+    fn traceparent_first_then_lambdas_xray_header_then_the_requests() {
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let lambda = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+        let header = "Root=1-67891233-abcdef012345678912345678;Parent=463ac35c9f6413ad;Sampled=0";
+        let mut headers = HeaderMap::new();
+        headers.insert("x-amzn-trace-id", header.parse().unwrap());
+        assert_eq!(
+            ids(&parent(&headers, None)),
+            (
+                "67891233abcdef012345678912345678".into(),
+                "463ac35c9f6413ad".into(),
+                false
+            )
+        );
+        assert_eq!(
+            ids(&parent(&headers, Some(lambda))),
+            (
+                "5759e988bd862e3fe1be46a994272793".into(),
+                "53995c3f42cd8ad8".into(),
+                true
+            )
+        );
+        headers.insert("traceparent", traceparent.parse().unwrap());
+        assert_eq!(
+            ids(&parent(&headers, Some(lambda))),
+            (
+                "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+                "00f067aa0ba902b7".into(),
+                true
+            )
+        );
+        assert!(
+            !parent(&HeaderMap::new(), None)
+                .span()
+                .span_context()
+                .is_valid()
+        );
+    }
+}
