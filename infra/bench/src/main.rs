@@ -59,7 +59,7 @@ const SEPARATE_RUNS: usize = 3;
 const SIM_TOKEN: &str = "r8_picture_bench";
 const SIM_SECRET: &str = "whsec_cGljdHVyZS1sb2NhbC1yZXBsaWNhdGUtc2ltdWxhdG8=";
 /// Settings the benchmark replaces in the functions' environment.
-const REPLACED: [&str; 8] = [
+const REPLACED: [&str; 9] = [
     "JWKS_URL",
     "WEBHOOK_BASE_URL",
     "REPLICATE_API_BASE_URL",
@@ -68,6 +68,7 @@ const REPLACED: [&str; 8] = [
     "OUTPUT_ALLOWED_HOSTS",
     "RATE_LIMIT_READS_PER_MINUTE",
     "RATE_LIMIT_GENERATE_PER_MINUTE",
+    "MAX_IN_FLIGHT_PER_USER",
 ];
 
 /// Command-line settings.
@@ -246,7 +247,8 @@ async fn run(opts: Options) -> Result<bool> {
                 m
             }),
             "status" => {
-                let mut warm = catalog.for_function("status")?;
+                let running = sync.as_ref().and_then(|s| s.running_generation.as_deref());
+                let mut warm = catalog.for_function_running("status", running)?;
                 if let Some(id) = sync.as_ref().and_then(|s| s.last_generation.as_deref()) {
                     warm.push(catalog.status_of(id)?);
                 }
@@ -355,7 +357,9 @@ fn function_env(
         ("REPLICATE_WEBHOOK_SECRET".into(), SIM_SECRET.into()),
         ("OUTPUT_ALLOWED_HOSTS".into(), sim.host().into()),
         ("RATE_LIMIT_READS_PER_MINUTE".into(), unlimited.clone()),
-        ("RATE_LIMIT_GENERATE_PER_MINUTE".into(), unlimited),
+        ("RATE_LIMIT_GENERATE_PER_MINUTE".into(), unlimited.clone()),
+        // The async samples leave generations open; hundreds of them are not refused either.
+        ("MAX_IN_FLIGHT_PER_USER".into(), unlimited),
     ]);
     env
 }
