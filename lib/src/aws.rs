@@ -1,6 +1,7 @@
 //! The AWS SDK settings, loaded from the environment once, on first use, and
 //! shared by the S3 and DynamoDB clients (a function that needs neither never
-//! loads them). A per-service override replaces them for one client.
+//! loads them). Their HTTPS client trusts the compiled-in roots
+//! ([`crate::tls`]). A per-service override replaces them for one client.
 
 use std::sync::Arc;
 
@@ -29,7 +30,11 @@ impl AwsConfig {
             Some(r) => r.clone(),
             None => self
                 .shared
-                .get_or_init(aws_config::load_from_env)
+                .get_or_init(|| {
+                    aws_config::from_env()
+                        .http_client(crate::tls::aws_http_client())
+                        .load()
+                })
                 .await
                 .clone(),
         }

@@ -1,7 +1,8 @@
 //! The outbound HTTP client shared by everything that calls out (Replicate,
-//! the JWKS, the credit service, output downloads). It is built on first use:
-//! its TLS setup is the costliest step of a cold start, and some functions
-//! (models) never call out at all.
+//! the JWKS, the credit service, output downloads). It is built on first use,
+//! as some functions (models) never call out at all; its TLS configuration
+//! trusts the compiled-in roots ([`crate::tls`]), so building it reads no
+//! certificate file.
 
 use std::{
     sync::{Arc, OnceLock},
@@ -16,10 +17,14 @@ impl HttpClient {
     /// The client, built on first call.
     pub fn get(&self) -> &reqwest::Client {
         self.0.get_or_init(|| {
+            // Building fails only when the TLS backend cannot initialise at all.
+            let mut tls = crate::tls::client_config(crate::tls::roots())
+                .unwrap_or_else(|e| panic!("HTTP client TLS: {e}"));
+            tls.alpn_protocols = vec![b"http/1.1".to_vec()]; // reqwest is built without HTTP/2
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
+                .tls_backend_preconfigured(tls)
                 .build()
-                // Building fails only when the TLS backend cannot initialise at all.
                 .unwrap_or_else(|e| panic!("HTTP client: {e}"))
         })
     }

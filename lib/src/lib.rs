@@ -27,6 +27,7 @@ pub mod state;
 pub mod storage;
 pub mod telemetry;
 pub mod thumbnail;
+pub mod tls;
 pub mod uploads;
 pub mod usage;
 pub mod web;

@@ -1,14 +1,14 @@
 //! Everything a handler needs, built once per cold start and shared by all
-//! invocations of an instance. Nothing here opens a connection: the pool,
+//! invocations of an instance. Building it opens no connection: the pool,
 //! the S3 and DynamoDB clients, the JWKS and the webhook secret are fetched
-//! on first use.
+//! on first use; the first request starts the ones it will need together
+//! ([`AppState::open_early`]).
 
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use deadpool_postgres::Pool;
 use tokio::sync::{OnceCell, RwLock};
 
 use crate::limits::RuntimeTable;
@@ -28,6 +28,17 @@ pub struct AwsOverrides {
     pub dynamodb: Option<aws_config::SdkConfig>,
 }
 
+/// What the first request of an instance starts preparing in the background
+/// while it does its own first steps (see [`AppState::open_early`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Early {
+    /// A database connection.
+    pub db: bool,
+    /// The AWS settings and the runtime table's client (rate limits,
+    /// idempotency, webhook replays).
+    pub runtime_table: bool,
+}
+
 /// Shared state; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AppState(Arc<Inner>);
@@ -36,7 +47,7 @@ pub struct AppState(Arc<Inner>);
 #[derive(Debug)]
 pub struct Inner {
     pub cfg: Config,
-    pub db: Pool,
+    pub db: db::Db,
     pub storage: Storage,
     pub replicate: Replicate,
     pub auth: Verifier,
@@ -44,6 +55,7 @@ pub struct Inner {
     pub runtime: RuntimeTable,
     webhook_secret: OnceCell<String>,
     models: RwLock<Option<(Instant, Arc<Vec<db::models::Model>>)>>,
+    opened_early: std::sync::Once,
 }
 
 impl std::ops::Deref for AppState {
@@ -57,23 +69,27 @@ impl AppState {
     /// State from the process environment (and the secrets it points to, see [`crate::secrets`]).
     pub async fn from_env() -> Result<Self> {
         let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
-        crate::secrets::resolve(&mut vars, &HttpClient::default())
+        let http = HttpClient::default();
+        crate::secrets::resolve(&mut vars, &http)
             .await
             .map_err(|e| crate::Error::Internal(e.to_string()))?;
         let cfg = Config::from_map(&vars).map_err(|e| crate::Error::Internal(e.to_string()))?;
-        Self::new(cfg, AwsOverrides::default())
+        Self::build(cfg, AwsOverrides::default(), http)
     }
 
     /// State from settings; `aws` replaces the environment's AWS settings per service.
     pub fn new(cfg: Config, aws: AwsOverrides) -> Result<Self> {
-        let http = HttpClient::default();
+        Self::build(cfg, aws, HttpClient::default())
+    }
+
+    fn build(cfg: Config, aws: AwsOverrides, http: HttpClient) -> Result<Self> {
         let shared_aws = crate::aws::AwsConfig::default();
         Ok(AppState(Arc::new(Inner {
-            db: db::pool(
+            db: db::Db::new(db::pool(
                 &cfg.database_url,
                 cfg.database_pool_size,
                 cfg.database_ca_file.as_deref(),
-            )?,
+            )?),
             storage: Storage::new(&cfg, http.clone(), shared_aws.or(aws.s3)),
             runtime: RuntimeTable::new(&cfg, shared_aws.or(aws.dynamodb)),
             replicate: Replicate::new(
@@ -91,8 +107,32 @@ impl AppState {
             credits: Credits::new(&cfg, http),
             webhook_secret: OnceCell::new(),
             models: RwLock::new(None),
+            opened_early: std::sync::Once::new(),
             cfg,
         })))
+    }
+
+    /// Starts opening the `early` parts in the background, once per
+    /// instance (later calls do nothing). The first request calls it
+    /// ([`crate::web::policy::enforce`]) before its own first step (the key
+    /// set, for a user's token), so that the database connection and the
+    /// runtime table's client are opened alongside rather than one after
+    /// another. Not at init: that work would compete with init for the CPU
+    /// and delay the first `next`. Nothing here can fail the instance: the
+    /// request that needs a part gets the outcome of the attempt in flight,
+    /// and a failed part is tried again by the next request.
+    pub fn open_early(&self, early: Early) {
+        self.opened_early.call_once(|| {
+            if early.db {
+                self.db.open_early();
+            }
+            if early.runtime_table {
+                let st = self.clone();
+                tokio::spawn(async move {
+                    st.runtime.client().await;
+                });
+            }
+        });
     }
 
     /// Active models, cached for a minute per instance.

@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 
 /// The id the samples use for things that do not exist.
 const UNKNOWN_ID: &str = "00000000-0000-4000-8000-000000000000";
+/// Where a sample names an open generation of the token's user.
+const RUNNING: &str = "RUNNING_GENERATION_ID";
 /// Seedream 3: takes width and height, so the image size can be chosen.
 pub const SEEDREAM_ID: &str = "3f1c0b6e-7a55-4c1e-9d2a-5b0c1f6a9e02";
 
@@ -64,17 +66,47 @@ impl Catalog {
 
     /// The samples of `function`, in manifest order.
     pub fn for_function(&self, function: &str) -> Result<Vec<Event>> {
-        self.entries
-            .iter()
-            .filter(|e| e.function == function)
-            .map(|e| {
-                Ok(Event {
-                    name: e.file.trim_end_matches(".json").to_string(),
-                    body: self.text(&e.file)?.into(),
-                    expect: Expect::Http(e.status),
-                })
-            })
-            .collect()
+        self.for_function_running(function, None)
+    }
+
+    /// The samples of `function` with `RUNNING_GENERATION_ID` replaced by
+    /// `running` (an open generation of the token's user); without one, the
+    /// samples that need it are left out.
+    pub fn for_function_running(
+        &self,
+        function: &str,
+        running: Option<&str>,
+    ) -> Result<Vec<Event>> {
+        let mut events = Vec::new();
+        for e in self.entries.iter().filter(|e| e.function == function) {
+            let text = self.text(&e.file)?;
+            let text = match running {
+                Some(id) => text.replace(RUNNING, id),
+                None if text.contains(RUNNING) => continue,
+                None => text,
+            };
+            events.push(Event {
+                name: e.file.trim_end_matches(".json").to_string(),
+                body: text.into(),
+                expect: Expect::Http(e.status),
+            });
+        }
+        Ok(events)
+    }
+
+    /// An asynchronous generation sample with `prompt` (202).
+    pub fn async_generation(&self, name: &str, prompt: &str) -> Result<Event> {
+        let mut event: Value = serde_json::from_str(&self.text("generate-async.json")?)
+            .context("parsing generate-async.json")?;
+        let mut body: Value = serde_json::from_str(event["body"].as_str().unwrap_or_default())
+            .context("parsing the body of generate-async.json")?;
+        body["prompt"] = Value::String(prompt.to_string());
+        event["body"] = Value::String(body.to_string());
+        Ok(Event {
+            name: name.into(),
+            body: event.to_string().into(),
+            expect: Expect::Http(202),
+        })
     }
 
     /// The status sample, asking about generation `id` (which exists).
@@ -194,6 +226,14 @@ mod tests {
         ] {
             assert!(!catalog.for_function(function)?.is_empty(), "{function}");
         }
+        let status = catalog.for_function("status")?;
+        assert!(status.iter().all(|e| !e.name.contains("running")));
+        let status = catalog.for_function_running("status", Some("G"))?;
+        assert!(status.iter().any(|e| e.name == "status-running"));
+        let running = catalog.async_generation("generate-running", "p [sim:hang]")?;
+        let event: Value = serde_json::from_slice(&running.body)?;
+        let body: Value = serde_json::from_str(event["body"].as_str().unwrap_or_default())?;
+        assert_eq!(body["prompt"], "p [sim:hang]");
         let sync = catalog.sync_generation("p [sim:noise]", 1448)?;
         let event: Value = serde_json::from_slice(&sync.body)?;
         let body: Value = serde_json::from_str(event["body"].as_str().unwrap_or_default())?;

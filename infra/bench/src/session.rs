@@ -43,6 +43,8 @@ pub struct Measured {
     pub init: Summary,
     /// The first invocation of each cold start.
     pub first: Summary,
+    /// The cold request: init + first invocation, per cold start.
+    pub cold: Summary,
     pub first_event: String,
     /// The warm loop, all events together.
     pub warm: Option<Summary>,
@@ -160,13 +162,24 @@ impl Session {
         let peak_rss_kib = self.instance.peak_rss_kib()?;
         self.instance.stop();
         let name = &self.target.name;
-        let (Some(init), Some(first)) = (summarize(&self.inits), summarize(&self.firsts)) else {
+        let colds: Vec<f64> = self
+            .inits
+            .iter()
+            .zip(&self.firsts)
+            .map(|(init, first)| init + first)
+            .collect();
+        let (Some(init), Some(first), Some(cold)) = (
+            summarize(&self.inits),
+            summarize(&self.firsts),
+            summarize(&colds),
+        ) else {
             bail!("{name}: no cold start measured");
         };
         Ok(Measured {
             function: name.clone(),
             init,
             first,
+            cold,
             first_event: self.first_event,
             warm: summarize(&self.warm),
             events: self

@@ -39,6 +39,9 @@ pub struct SyncOverhead {
     /// The last generation that completed, for the status function's events.
     #[serde(skip)]
     pub last_generation: Option<String>,
+    /// A generation left running (`[sim:hang]`), for the status function's events.
+    #[serde(skip)]
+    pub running_generation: Option<String>,
 }
 
 /// Runs `runs` synchronous generations on `session` (the generate function).
@@ -82,6 +85,17 @@ pub async fn measure(
         }
         last_generation = body["generationId"].as_str().map(str::to_string);
     }
+    // One left running, as `status-running` asks about (the reconciler fails it later).
+    let hang = catalog.async_generation(
+        "generate-running",
+        &format!("picture-bench {tag} running [sim:hang]"),
+    )?;
+    let running_generation = match session.call(&hang).await?.1 {
+        Outcome::Response(answer) => {
+            http_body(&answer).and_then(|b| b["generationId"].as_str().map(str::to_string))
+        }
+        Outcome::Error(_) => None,
+    };
     sizes.sort_unstable();
     Ok(SyncOverhead {
         runs,
@@ -94,5 +108,6 @@ pub async fn measure(
         overhead_vs_total: summarize(&vs_total),
         problems,
         last_generation,
+        running_generation,
     })
 }

@@ -16,7 +16,7 @@ pub use traced::{Sql, Tx};
 
 use std::{str::FromStr, time::Duration};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
 use rustls::pki_types::{CertificateDer, pem::PemObject};
 use tokio_postgres::{NoTls, config::SslMode};
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -40,9 +40,7 @@ fn wants_tls(pg: &tokio_postgres::Config) -> bool {
 
 /// A rustls connector trusting the Mozilla roots and the PEM certificates in `ca_file`.
 fn tls(ca_file: Option<&str>) -> Result<MakeRustlsConnect> {
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
+    let mut roots = crate::tls::roots();
     if let Some(path) = ca_file {
         let certs = CertificateDer::pem_file_iter(path)
             .map_err(|e| Error::Internal(format!("DATABASE_CA_FILE: {e}")))?;
@@ -53,12 +51,8 @@ fn tls(ca_file: Option<&str>) -> Result<MakeRustlsConnect> {
                 .map_err(|e| Error::Internal(format!("DATABASE_CA_FILE: {e}")))?;
         }
     }
-    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Internal(format!("tls: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config =
+        crate::tls::client_config(roots).map_err(|e| Error::Internal(format!("tls: {e}")))?;
     Ok(MakeRustlsConnect::new(config))
 }
 
@@ -97,6 +91,65 @@ pub fn pool(database_url: &str, max_size: usize, ca_file: Option<&str>) -> Resul
         .recycle_timeout(Some(Duration::from_secs(2)))
         .build()
         .map_err(|e| Error::Internal(format!("pool: {e}")))
+}
+
+/// A connection being opened in the background.
+type Opening = tokio::task::JoinHandle<Result<Object, PoolError>>;
+
+/// The pool, and the connection an instance's first request opens early, in
+/// the background, while it checks the caller ([`Db::open_early`]).
+#[derive(Debug)]
+pub struct Db {
+    pool: Pool,
+    early: std::sync::Mutex<Option<Opening>>,
+}
+
+impl Db {
+    pub fn new(pool: Pool) -> Db {
+        Db {
+            pool,
+            early: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The pool itself.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Starts opening a connection in the background, so that the first
+    /// checkout finds it open or on its way instead of starting to connect.
+    /// Nothing fails here: the first [`Db::get`] takes the outcome.
+    pub fn open_early(&self) {
+        let pool = self.pool.clone();
+        let task = tokio::spawn(async move { pool.get().await });
+        if let Some(previous) = self.lock_early().replace(task) {
+            previous.abort();
+        }
+    }
+
+    /// A connection from the pool. The first call after [`Db::open_early`]
+    /// waits for that connection if it is still being opened, and gets its
+    /// error if it cannot be (one wait, not two in a row: the next call tries
+    /// again). One opened earlier goes back to the pool first, so it is
+    /// checked like any idle connection before it is handed out.
+    pub async fn get(&self) -> Result<Object, PoolError> {
+        let early = self.lock_early().take();
+        if let Some(early) = early
+            && !early.is_finished()
+            && let Ok(opened) = early.await
+        {
+            return opened;
+        }
+        // One that had finished is dropped by now: its connection is back in
+        // the pool (its failure is retried here).
+        self.pool.get().await
+    }
+
+    fn lock_early(&self) -> std::sync::MutexGuard<'_, Option<Opening>> {
+        // Poisoned only if a holder panicked; the handle inside is still usable.
+        self.early.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Applies pending migrations (idempotent); returns the versions applied now.

@@ -17,6 +17,7 @@ use super::AuthUser;
 use crate::{
     AppState, Problem,
     limits::ratelimit::{self, Decision},
+    state::Early,
 };
 
 /// A route and what it demands.
@@ -65,13 +66,26 @@ fn find<'a>(routes: &'a [Route], method: &Method, path: &str) -> Option<&'a Rout
     routes.iter().find(|r| r.method == method && r.path == path)
 }
 
+/// What the first request of a function with `routes` starts opening early
+/// ([`AppState::open_early`]): a database connection (every function's
+/// handlers use it) and, for routes that take a user's token or a signature,
+/// the runtime table's client (rate limits, idempotency, webhook replays).
+pub fn early(routes: &[Route]) -> Early {
+    Early {
+        db: true,
+        runtime_table: routes.iter().any(|r| r.access != Access::Public),
+    }
+}
+
 /// The middleware: applies the declared route's [`Access`] before its handler.
+/// The instance's first request first starts opening what requests need.
 pub async fn enforce(
     State((st, routes)): State<(AppState, Arc<[Route]>)>,
     matched: Option<MatchedPath>,
     req: Request,
     next: Next,
 ) -> Response {
+    st.open_early(early(&routes));
     let Some(path) = matched.map(|m| m.as_str().to_string()) else {
         return next.run(req).await;
     };

@@ -13,7 +13,7 @@ use axum::{
 use http::Method;
 
 use super::policy::{Access, Route};
-use crate::AppState;
+use crate::{AppState, state::Early};
 
 /// A function's routes: the declarations and the router built from them.
 #[derive(Clone)]
@@ -31,6 +31,11 @@ impl Routes {
             router: Router::new(),
             table: Vec::new(),
         }
+    }
+
+    /// What the first request of this function starts opening early ([`super::policy::early`]).
+    pub fn early(&self) -> Early {
+        super::policy::early(&self.table)
     }
 
     /// Declares `method path` with its access rule and handler.

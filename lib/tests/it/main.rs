@@ -5,6 +5,7 @@
 mod audit;
 mod auth;
 mod boundary;
+mod coldstart;
 mod common;
 mod concurrency;
 mod credits;
