@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use aws_sdk_s3::{Client, presigning::PresigningConfig, primitives::ByteStream};
+use aws_sdk_s3::{
+    Client, operation::get_object::GetObjectOutput, presigning::PresigningConfig,
+    primitives::ByteStream,
+};
 use base64::{Engine, engine::general_purpose::STANDARD};
 use bytes::Bytes;
 use tokio::sync::OnceCell;
@@ -184,18 +187,8 @@ impl Storage {
 
     /// An object's bytes, at most `MAX_OUTPUT_BYTES`; `None` if there is no such object.
     pub async fn read(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
-        let got = self
-            .client()
-            .await
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await;
-        let obj = match got {
-            Ok(obj) => obj,
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
-            Err(e) => return Err(StorageError::s3("get", e)),
+        let Some(obj) = self.get(key, None).await? else {
+            return Ok(None);
         };
         if obj
             .content_length()
@@ -203,12 +196,7 @@ impl Storage {
         {
             return Err(StorageError::TooLarge(self.max_bytes));
         }
-        let body = obj
-            .body
-            .collect()
-            .await
-            .map_err(|e| StorageError::Upload(format!("get: {e}")))?;
-        Ok(Some(body.into_bytes()))
+        Ok(Some(collect(obj).await?))
     }
 
     /// The first `max` bytes of an object and its whole length; `None` if there is no such object.
@@ -217,37 +205,44 @@ impl Storage {
         key: &str,
         max: u64,
     ) -> Result<Option<(Bytes, u64)>, StorageError> {
-        let got = self
-            .client()
-            .await
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .range(format!("bytes=0-{}", max.saturating_sub(1)))
-            .send()
-            .await;
-        let obj = match got {
-            Ok(obj) => obj,
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
-            // An empty object has no byte 0.
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) => {
-                return Ok(Some((Bytes::new(), 0)));
-            }
-            Err(e) => return Err(StorageError::s3("get", e)),
+        let range = format!("bytes=0-{}", max.saturating_sub(1));
+        let Some(obj) = self.get(key, Some(range)).await? else {
+            return Ok(None);
         };
         // `Content-Range: bytes 0-N/TOTAL` when the object is longer than the range.
         let total = obj
             .content_range()
             .and_then(|r| r.rsplit_once('/'))
             .and_then(|(_, t)| t.parse().ok());
-        let body = obj
-            .body
-            .collect()
-            .await
-            .map_err(|e| StorageError::Upload(format!("get: {e}")))?
-            .into_bytes();
+        let body = collect(obj).await?;
         let total = total.unwrap_or(body.len() as u64);
         Ok(Some((body.slice(..body.len().min(max as usize)), total)))
+    }
+
+    /// GetObject of `key` (of a byte `range`, if given); `None` if there is no such object.
+    async fn get(
+        &self,
+        key: &str,
+        range: Option<String>,
+    ) -> Result<Option<GetObjectOutput>, StorageError> {
+        let got = self
+            .client()
+            .await
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_range(range)
+            .send()
+            .await;
+        match got {
+            Ok(obj) => Ok(Some(obj)),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
+            // A range of an empty object: it has no byte 0.
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) => {
+                Ok(Some(GetObjectOutput::builder().build()))
+            }
+            Err(e) => Err(StorageError::s3("get", e)),
+        }
     }
 
     async fn download(&self, source: &str) -> Result<Vec<u8>, StorageError> {
@@ -432,6 +427,14 @@ impl Storage {
             .map_err(|e| StorageError::s3("delete", e))?;
         Ok(())
     }
+}
+
+/// An object's body, read to its end.
+async fn collect(obj: GetObjectOutput) -> Result<Bytes, StorageError> {
+    let body = obj.body.collect().await;
+    Ok(body
+        .map_err(|e| StorageError::Upload(format!("get: {e}")))?
+        .into_bytes())
 }
 
 /// Decodes the part of a `data:` URI after the scheme.
