@@ -11,7 +11,7 @@ use crate::{
     AppState, Result,
     db::{
         generations::{self, ProviderReport},
-        usage::{self as rows, UsageRow},
+        usage::{self as rows, Sums},
     },
     replicate::Prediction,
     telemetry,
@@ -99,21 +99,12 @@ pub fn parse_time(s: &str, date_offset: TimeDelta) -> Result<DateTime<Utc>, Stri
         .map_err(|_| format!("expected YYYY-MM-DD or an RFC 3339 time, got {s:?}"))
 }
 
-/// Usage of one model or of all.
+/// Usage of one model or of all: the sums, rounded, and the cost per completed generation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Usage {
-    pub generations: i64,
-    pub completed: i64,
-    pub failed: i64,
-    pub cancelled: i64,
-    pub free: i64,
-    pub credits: i64,
-    pub waived: i64,
-    pub credits_captured: i64,
-    pub predict_seconds: f64,
-    pub predict_seconds_p50: Option<f64>,
-    pub estimated_cost_usd: f64,
+    #[serde(flatten)]
+    pub sums: Sums,
     /// `null` without a completed generation.
     pub cost_per_completed_usd: Option<f64>,
 }
@@ -141,22 +132,18 @@ fn round(x: f64, places: i32) -> f64 {
     (x * scale).round() / scale
 }
 
-impl From<&UsageRow> for Usage {
-    fn from(r: &UsageRow) -> Self {
+impl From<Sums> for Usage {
+    fn from(sums: Sums) -> Self {
+        let cost_per_completed_usd =
+            (sums.completed > 0).then(|| round(sums.estimated_cost_usd / sums.completed as f64, 6));
         Usage {
-            generations: r.generations,
-            completed: r.completed,
-            failed: r.failed,
-            cancelled: r.cancelled,
-            free: r.free,
-            credits: r.credits,
-            waived: r.waived,
-            credits_captured: r.credits_captured,
-            predict_seconds: round(r.predict_seconds, 3),
-            predict_seconds_p50: r.predict_seconds_p50.map(|s| round(s, 3)),
-            estimated_cost_usd: round(r.estimated_cost_usd, 6),
-            cost_per_completed_usd: (r.completed > 0)
-                .then(|| round(r.estimated_cost_usd / r.completed as f64, 6)),
+            sums: Sums {
+                predict_seconds: round(sums.predict_seconds, 3),
+                predict_seconds_p50: sums.predict_seconds_p50.map(|s| round(s, 3)),
+                estimated_cost_usd: round(sums.estimated_cost_usd, 6),
+                ..sums
+            },
+            cost_per_completed_usd,
         }
     }
 }
@@ -166,13 +153,13 @@ pub async fn report(db: &impl GenericClient, window: Window) -> Result<Report> {
     let rows = rows::by_model(db, window.since, window.until).await?;
     let mut models = Vec::new();
     let mut totals = None;
-    for r in &rows {
-        match &r.model {
-            Some(name) => models.push(ModelUsage {
-                model: name.clone(),
-                usage: r.into(),
+    for (model, sums) in rows {
+        match model {
+            Some(model) => models.push(ModelUsage {
+                model,
+                usage: sums.into(),
             }),
-            None => totals = Some(r.into()),
+            None => totals = Some(sums.into()),
         }
     }
     let totals = totals.ok_or_else(|| crate::Error::Internal("usage: no totals row".into()))?;
@@ -236,8 +223,7 @@ mod tests {
 
     #[test]
     fn cost_per_completed_is_null_without_completions() {
-        let row = UsageRow {
-            model: None,
+        let row = Sums {
             generations: 2,
             completed: 0,
             failed: 2,
@@ -250,9 +236,12 @@ mod tests {
             predict_seconds_p50: Some(0.61728),
             estimated_cost_usd: 0.0012037,
         };
-        let u = Usage::from(&row);
+        let u = Usage::from(row);
         assert_eq!(u.cost_per_completed_usd, None);
-        assert_eq!((u.predict_seconds, u.estimated_cost_usd), (1.235, 0.001204));
+        assert_eq!(
+            (u.sums.predict_seconds, u.sums.estimated_cost_usd),
+            (1.235, 0.001204)
+        );
         let json = serde_json::to_value(&u).unwrap();
         assert_eq!(json["costPerCompletedUsd"], json!(null));
         assert_eq!(json["predictSecondsP50"], json!(0.617));

@@ -57,7 +57,8 @@ const HEADINGS: [&str; 13] = [
 ];
 
 /// One row's cells: counts, seconds (`s`) and US dollars (`$`); `-` for none.
-fn cells(name: &str, u: &Usage) -> Vec<String> {
+fn cells(name: &str, usage: &Usage) -> Vec<String> {
+    let u = &usage.sums;
     let dollars = |x: f64| format!("${x:.4}");
     vec![
         name.to_string(),
@@ -73,7 +74,7 @@ fn cells(name: &str, u: &Usage) -> Vec<String> {
         u.predict_seconds_p50
             .map_or("-".into(), |s| format!("{s:.2} s")),
         dollars(u.estimated_cost_usd),
-        u.cost_per_completed_usd.map_or("-".into(), dollars),
+        usage.cost_per_completed_usd.map_or("-".into(), dollars),
     ]
 }
 

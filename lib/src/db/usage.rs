@@ -3,14 +3,15 @@
 
 use super::Sql;
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use tokio_postgres::Row;
 
 use crate::Result;
 
-/// The sums of one model (`model` set) or of all of them (`model` `None`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct UsageRow {
-    pub model: Option<String>,
+/// The sums over some generations (the report's names and units).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sums {
     pub generations: i64,
     pub completed: i64,
     pub failed: i64,
@@ -24,10 +25,9 @@ pub struct UsageRow {
     pub estimated_cost_usd: f64,
 }
 
-impl From<&Row> for UsageRow {
+impl From<&Row> for Sums {
     fn from(r: &Row) -> Self {
-        UsageRow {
-            model: r.get("model"),
+        Sums {
             generations: r.get("generations"),
             completed: r.get("completed"),
             failed: r.get("failed"),
@@ -43,13 +43,13 @@ impl From<&Row> for UsageRow {
     }
 }
 
-/// Generations created in `[since, until)`: one row per model (by name) with
-/// any, then the totals (always present).
+/// Generations created in `[since, until)`: the sums of each model (by name)
+/// with any, then the totals (always present, with no name).
 pub async fn by_model(
     db: &impl Sql,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
-) -> Result<Vec<UsageRow>> {
+) -> Result<Vec<(Option<String>, Sums)>> {
     let rows = db
         .query(
             "SELECT m.name AS model,
@@ -71,5 +71,8 @@ pub async fn by_model(
             &[&since, &until],
         )
         .await?;
-    Ok(rows.iter().map(UsageRow::from).collect())
+    Ok(rows
+        .iter()
+        .map(|r| (r.get("model"), Sums::from(r)))
+        .collect())
 }

@@ -179,12 +179,22 @@ async fn usage_reports_outcomes_predict_time_and_cost_per_pricing_kind() {
     for m in [of("flux-schnell"), of("community-test")] {
         let u = &m.usage;
         assert_eq!(
-            (u.generations, u.completed, u.failed, u.cancelled),
+            (
+                u.sums.generations,
+                u.sums.completed,
+                u.sums.failed,
+                u.sums.cancelled
+            ),
             (4, 2, 1, 1),
             "{m:?}"
         );
         assert_eq!(
-            (u.free, u.credits, u.waived, u.credits_captured),
+            (
+                u.sums.free,
+                u.sums.credits,
+                u.sums.waived,
+                u.sums.credits_captured
+            ),
             (1, 3, 0, 10),
             "{m:?}"
         );
@@ -199,10 +209,10 @@ async fn usage_reports_outcomes_predict_time_and_cost_per_pricing_kind() {
     ] {
         let sum: f64 = times.iter().sum();
         assert!(
-            close(m.usage.predict_seconds, sum, 0.002),
+            close(m.usage.sums.predict_seconds, sum, 0.002),
             "{m:?} vs {times:?}"
         );
-        let p50 = m.usage.predict_seconds_p50.unwrap();
+        let p50 = m.usage.sums.predict_seconds_p50.unwrap();
         assert!(
             close(p50, median(times.clone()), 0.002),
             "{m:?} vs {times:?}"
@@ -216,14 +226,14 @@ async fn usage_reports_outcomes_predict_time_and_cost_per_pricing_kind() {
     // Per image: one output per completed generation. Per second: all the time used.
     let flux = &of("flux-schnell").usage;
     assert!(
-        close(flux.estimated_cost_usd, 2.0 * PER_IMAGE_USD, 1e-9),
+        close(flux.sums.estimated_cost_usd, 2.0 * PER_IMAGE_USD, 1e-9),
         "{flux:?}"
     );
     assert_eq!(flux.cost_per_completed_usd, Some(PER_IMAGE_USD));
     let community_cost = PER_SECOND_USD * community_times.iter().sum::<f64>();
     let c = &of("community-test").usage;
     assert!(
-        close(c.estimated_cost_usd, community_cost, 2e-6),
+        close(c.sums.estimated_cost_usd, community_cost, 2e-6),
         "{c:?} vs {community_cost}"
     );
     assert!(close(
@@ -236,12 +246,20 @@ async fn usage_reports_outcomes_predict_time_and_cost_per_pricing_kind() {
     assert_eq!(report.models.len(), 2, "{report:?}");
     let t = &report.totals;
     assert_eq!(
-        (t.generations, t.completed, t.failed, t.cancelled),
+        (
+            t.sums.generations,
+            t.sums.completed,
+            t.sums.failed,
+            t.sums.cancelled
+        ),
         (8, 4, 2, 2)
     );
-    assert_eq!((t.free, t.credits, t.credits_captured), (2, 6, 20));
+    assert_eq!(
+        (t.sums.free, t.sums.credits, t.sums.credits_captured),
+        (2, 6, 20)
+    );
     let total = 2.0 * PER_IMAGE_USD + community_cost;
-    assert!(close(t.estimated_cost_usd, total, 2e-6), "{t:?}");
+    assert!(close(t.sums.estimated_cost_usd, total, 2e-6), "{t:?}");
     assert!(close(t.cost_per_completed_usd.unwrap(), total / 4.0, 2e-6));
 
     // The tool prints the same report, numbers as JSON numbers.
