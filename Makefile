@@ -6,6 +6,8 @@ export PORT
 DEV_TOOL := target/debug/picture-dev
 # Runs a command with the local stack's settings.
 WITH_ENV := set -a && . ./.dev/local.env && set +a &&
+# The same with the tests' own database and bucket: nothing but `make dev` writes into the dev store.
+WITH_TEST_ENV := $(WITH_ENV) export DATABASE_URL=$$TEST_DATABASE_URL IMAGES_BUCKET=$$TEST_IMAGES_BUCKET &&
 
 .PHONY: dev stop test token credits reconcile retry-captures migrate build-dev fuzz audit soak usage backfill-thumbnails
 
@@ -59,13 +61,13 @@ usage: build-dev
 backfill-thumbnails: build-dev
 	@$(WITH_ENV) $(if $(DATABASE_URL),DATABASE_URL='$(DATABASE_URL)') $(DEV_TOOL) backfill-thumbnails $(if $(BATCH),--batch '$(BATCH)') $(if $(USER_ID),--user '$(USER_ID)')
 
-## test: unit + integration tests (real PostgreSQL, moto, simulator), simulator tests, template lint
+## test: unit + integration tests (real PostgreSQL, moto, simulators), simulator tests, template lint
 test: build-dev
 	bash infra/scripts/stack.sh up
 	PATH=$(VENV)/bin:$$PATH AWS_DEFAULT_REGION=eu-central-1 sam validate --lint
-	$(WITH_ENV) DATABASE_URL=$$TEST_DATABASE_URL $(DEV_TOOL) migrate && $(DEV_TOOL) setup
-	$(WITH_ENV) DATABASE_URL=$$TEST_DATABASE_URL cargo test --workspace
-	$(VENV)/bin/python -m pytest -q infra/replicate-sim
+	$(WITH_TEST_ENV) $(DEV_TOOL) migrate && $(DEV_TOOL) setup
+	$(WITH_TEST_ENV) cargo test --workspace
+	$(VENV)/bin/python -m pytest -q --import-mode=importlib infra/replicate-sim infra/stripe-sim
 
 ## fuzz: schemathesis against the local stack from docs/openapi.yaml (no 5xx, answers match the document)
 fuzz: build-dev

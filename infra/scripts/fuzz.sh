@@ -2,7 +2,7 @@
 # `make fuzz`: schemathesis (from PyPI, in the tools virtualenv) against a dev
 # gateway of its own on FUZZ_PORT, driven by docs/openapi.yaml. Fails on any
 # 5xx and on any answer whose status, content type, headers or body the
-# document does not allow. Uses the test database and a fresh user, with rate
+# document does not allow. Uses the test database and bucket and a fresh user, with rate
 # limits lifted and a short sync wait so the run stays within a few minutes.
 # Strings may hold NUL (`--generation-allow-x00`), and fuzz_hooks.py puts a
 # control character into one string of about half the bodies and queries.
@@ -17,7 +17,7 @@ DEV_TOOL=target/debug/picture-dev
 
 bash infra/scripts/stack.sh up
 set -a && . ./.dev/local.env && set +a
-export DATABASE_URL=$TEST_DATABASE_URL
+export DATABASE_URL=$TEST_DATABASE_URL IMAGES_BUCKET=$TEST_IMAGES_BUCKET
 $DEV_TOOL migrate && $DEV_TOOL setup
 
 PORT=$FUZZ_PORT API_URL=$BASE WEBHOOK_BASE_URL=$BASE JWKS_URL=$BASE/dev/jwks.json \

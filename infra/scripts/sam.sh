@@ -50,9 +50,23 @@ serve_bg() { # name, url to wait for, command...
   log "$name did not start; see .dev/logs/$name.log"; return 1
 }
 
-up() {
+up() { # [test]: the tests' own database and bucket instead of the dev store
   bash infra/scripts/stack.sh up
   set -a; . "$DEV/local.env"; set +a
+  local env_file=$DEV/sam-env.json
+  if [ "${1:-}" = test ]; then
+    export DATABASE_URL=$TEST_DATABASE_URL IMAGES_BUCKET=$TEST_IMAGES_BUCKET
+    env_file=$DEV/sam-env-test.json
+    python3 - "$DEV/sam-env.json" "$env_file" "${TEST_DATABASE_URL##*/}" "$TEST_IMAGES_BUCKET" <<'PY'
+import json, sys
+src, out, db, bucket = sys.argv[1:]
+env = json.load(open(src))
+p = env["Parameters"]
+p["DATABASE_URL"] = p["DATABASE_URL"].rsplit("/", 1)[0] + "/" + db
+p["IMAGES_BUCKET"] = bucket
+json.dump(env, open(out, "w"), indent=2)
+PY
+  fi
   cargo build -q -p picture-dev
   "$DEV_TOOL" migrate && "$DEV_TOOL" setup
   DOCKER_HOST=$(bash infra/scripts/sam-engine.sh)
@@ -72,8 +86,8 @@ up() {
     done
   fi
   ARCH=$(uname -m); [ "$ARCH" = aarch64 ] && ARCH=arm64
-  SAM_ARGS=(--template "$SAM_DIR/template.yaml" --env-vars "$DEV/sam-env.json" --region "$AWS_REGION"
-    --parameter-overrides "Architecture=$ARCH")
+  SAM_ARGS=(--template "$SAM_DIR/template.yaml" --env-vars "$env_file" --region "$AWS_REGION"
+    --parameter-overrides "Architecture=$ARCH" "CorsOrigins=${SAM_CORS_ORIGIN:-http://localhost:5173}")
   # The stand-in base image cannot be pulled: use it as it is.
   [ "$DOCKER_HOST" = unix:///run/podman/podman.sock ] && SAM_ARGS+=(--skip-pull-image)
   # SAM hands the functions the credentials of its own session: the local stack's.
@@ -134,7 +148,7 @@ invoke() { # FUNCTION EVENT
 }
 
 test_all() {
-  up
+  up test
   build
   # The checker mints its tokens through this script, which also publishes the key set.
   SAM_TOKEN_CMD="bash $0 token" exec "$VENV/bin/python" infra/scripts/sam_test.py "${SAM_ARGS[@]}"

@@ -34,7 +34,8 @@ SAM_ARGS = sys.argv[1:]
 LAMBDA = f"http://127.0.0.1:{ENV['SAM_LAMBDA_PORT']}"
 API = f"http://127.0.0.1:{ENV['SAM_API_PORT']}"
 SIM = f"http://127.0.0.1:{ENV['SAM_SIM_PORT']}"
-DB = ENV["DATABASE_URL"]
+CORS_ORIGIN = os.environ.get("SAM_CORS_ORIGIN", "http://localhost:5173")
+DB = ENV["TEST_DATABASE_URL"]  # sam.sh test points the functions at the tests' own store
 
 results = []
 
@@ -139,6 +140,23 @@ def events():
     )
 
 
+def preflights():
+    """API Gateway answers CORS preflights itself (the template's CorsConfiguration, from
+    CorsOrigins, which sam.sh sets to SAM_CORS_ORIGIN); no function runs for them."""
+    ask = {"Origin": CORS_ORIGIN, "Access-Control-Request-Method": "POST",
+           "Access-Control-Request-Headers": "authorization,content-type,idempotency-key"}
+    status, headers, body = http("OPTIONS", f"{API}/api/v1/generate", headers=ask)
+    allowed = headers.get("access-control-allow-origin") if headers else None
+    check("start-api OPTIONS /api/v1/generate from an allowed origin -> a CORS preflight answer",
+          status in (200, 204) and allowed == CORS_ORIGIN
+          and "POST" in (headers.get("access-control-allow-methods") or ""),
+          f"{status} {dict(headers or {})} {body[:200]}")
+    status, headers, body = http("OPTIONS", f"{API}/api/v1/generate",
+                                 headers={**ask, "Origin": "https://evil.example.com"})
+    check("start-api OPTIONS from another origin -> no allow-origin",
+          not (headers or {}).get("access-control-allow-origin"), f"{status} {dict(headers or {})}")
+
+
 def api():
     status, _, body = http("GET", f"{API}/api/v1/models")
     models = json.loads(body) if status == 200 else None
@@ -194,6 +212,7 @@ def main():
     procs = [start("start-lambda", ENV["SAM_LAMBDA_PORT"]), start("start-api", ENV["SAM_API_PORT"])]
     try:
         events()
+        preflights()
         api()
     finally:
         for proc in procs:

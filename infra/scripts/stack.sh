@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The local stack's background services: PostgreSQL, s3s-fs (S3, objects kept
 # in .dev/s3), moto (other AWS APIs), moto's DynamoDB one request at a time
-# (dynamodb.py) and the Replicate simulator. `up` installs what is missing,
+# (dynamodb.py), the Replicate simulator and the Stripe simulator. `up` installs what is missing,
 # starts what is not running (reusing what is), creates the databases and
 # writes .dev/local.env; `down` stops what `up` started (the data in .dev/s3
 # and PostgreSQL stays).
@@ -16,6 +16,7 @@ MOTO_PORT="${MOTO_PORT:-5000}"
 S3_PORT="${S3_PORT:-5002}"
 DYNAMODB_PORT="${DYNAMODB_PORT:-5001}"
 SIM_PORT="${SIM_PORT:-5100}"
+STRIPE_SIM_PORT="${STRIPE_SIM_PORT:-5110}"
 # sam local (sam.sh): its API, the simulator and key set for containers.
 SAM_API_PORT="${SAM_API_PORT:-3100}"
 SAM_LAMBDA_PORT="${SAM_LAMBDA_PORT:-3101}"
@@ -23,6 +24,8 @@ SAM_SIM_PORT="${SAM_SIM_PORT:-5101}"
 SAM_KEYS_PORT="${SAM_KEYS_PORT:-5102}"
 SIM_TOKEN=r8_sim_token
 SIM_SECRET=whsec_cGljdHVyZS1sb2NhbC1yZXBsaWNhdGUtc2ltdWxhdG8=
+STRIPE_KEY=sk_test_sim
+STRIPE_SECRET=whsec_picture_local_stripe_simulator
 mkdir -p "$DEV/pids" "$DEV/logs"
 
 log() { echo "stack: $*" >&2; }
@@ -83,7 +86,7 @@ container_host() {
 # working directory is gone) serves that checkout's files, or fails: stop it.
 stale_services() {
   local port pid
-  for port in "$MOTO_PORT" "$S3_PORT" "$DYNAMODB_PORT" "$SIM_PORT" "$SAM_SIM_PORT" "$SAM_KEYS_PORT"; do
+  for port in "$MOTO_PORT" "$S3_PORT" "$DYNAMODB_PORT" "$SIM_PORT" "$STRIPE_SIM_PORT" "$SAM_SIM_PORT" "$SAM_KEYS_PORT"; do
     pid=$(ss -ltnpH "sport = :$port" 2>/dev/null | sed -nE 's/.*pid=([0-9]+).*/\1/p' | head -1)
     if [ -n "$pid" ] && readlink "/proc/$pid/cwd" | grep -q '(deleted)$'; then
       log "stopping the service on :$port of a checkout that is gone"
@@ -141,6 +144,14 @@ up() {
     fi
   fi
 
+  if ! curl -s -o /dev/null "http://127.0.0.1:$STRIPE_SIM_PORT/health"; then
+    log "starting the Stripe simulator on :$STRIPE_SIM_PORT"
+    STRIPE_SIM_SECRET_KEY=$STRIPE_KEY STRIPE_WEBHOOK_SECRET=$STRIPE_SECRET \
+      STRIPE_WEBHOOK_URL=$api_url/api/v1/payments/webhook start_bg stripe-sim \
+      "$VENV/bin/python" infra/stripe-sim/sim.py --host 127.0.0.1 --port "$STRIPE_SIM_PORT"
+    wait_for "http://127.0.0.1:$STRIPE_SIM_PORT/health" stripe-sim
+  fi
+
   cat >"$DEV/local.env" <<ENV
 APP_ENV=${APP_ENV:-development}
 PORT=$PORT
@@ -155,11 +166,15 @@ AWS_ACCESS_KEY_ID=test
 AWS_SECRET_ACCESS_KEY=test
 AWS_REGION=eu-central-1
 IMAGES_BUCKET=picture-images
+TEST_IMAGES_BUCKET=picture-test-images
 RUNTIME_TABLE=picture-runtime
 REPLICATE_API_BASE_URL=$replicate_url
 REPLICATE_API_TOKEN=$token
 REPLICATE_WEBHOOK_SECRET=$secret
 WEBHOOK_BASE_URL=$api_url
+STRIPE_API_BASE_URL=http://127.0.0.1:$STRIPE_SIM_PORT
+STRIPE_SECRET_KEY=$STRIPE_KEY
+STRIPE_WEBHOOK_SECRET=$STRIPE_SECRET
 OUTPUT_ALLOWED_HOSTS=$allowed
 JWKS_URL=$api_url/dev/jwks.json
 JWT_ISSUER=picture-dev

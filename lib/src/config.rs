@@ -284,9 +284,15 @@ impl Config {
     }
 
     /// The URL Replicate should call when a prediction finishes, if it can be given one:
-    /// Replicate only accepts https, while a simulator (any other API base) takes http too.
-    pub fn webhook_url(&self, generation_id: uuid::Uuid) -> Option<String> {
-        let base = self.webhook_base_url.as_deref()?;
+    /// `WEBHOOK_BASE_URL`, else `request_base` (the API's own URL, from the request that
+    /// starts the generation). Replicate only accepts https, while a simulator (any other
+    /// API base) takes http too.
+    pub fn webhook_url(
+        &self,
+        generation_id: uuid::Uuid,
+        request_base: Option<&str>,
+    ) -> Option<String> {
+        let base = self.webhook_base_url.as_deref().or(request_base)?;
         let talks_to_replicate = self.replicate_api_base_url == "https://api.replicate.com";
         if talks_to_replicate && !base.starts_with("https://") {
             return None;
@@ -358,13 +364,21 @@ mod tests {
         let mut m = base();
         m.insert("WEBHOOK_BASE_URL".into(), "http://127.0.0.1:3006/".into());
         let id = uuid::Uuid::nil();
-        assert_eq!(Config::from_map(&m).unwrap().webhook_url(id), None);
+        assert_eq!(Config::from_map(&m).unwrap().webhook_url(id, None), None);
+        let gateway = "https://abc.execute-api.eu-central-1.amazonaws.com";
+        assert_eq!(
+            Config::from_map(&base())
+                .unwrap()
+                .webhook_url(id, Some(gateway))
+                .unwrap(),
+            format!("{gateway}/api/v1/generate/webhook?generationId={id}")
+        );
         m.insert(
             "REPLICATE_API_BASE_URL".into(),
             "http://127.0.0.1:5100".into(),
         );
         assert_eq!(
-            Config::from_map(&m).unwrap().webhook_url(id).unwrap(),
+            Config::from_map(&m).unwrap().webhook_url(id, None).unwrap(),
             format!("http://127.0.0.1:3006/api/v1/generate/webhook?generationId={id}")
         );
     }

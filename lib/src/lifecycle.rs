@@ -23,7 +23,7 @@ use crate::{
     AppState, Error, Result,
     credits::{Charge, Hold},
     db::{
-        generations::{self, Generation, NewGeneration, Status},
+        generations::{self, Generation, LeaseBy, NewGeneration, Status},
         holds,
         images::{self, NewImage},
         models::Model,
@@ -111,7 +111,9 @@ pub async fn begin(st: &AppState, new: &NewGeneration, model: &Model) -> Result<
 /// with `source_image` as the provider reads it (the request's URL, or an
 /// upload's data URI or presigned URL: `crate::uploads::source`).
 /// With `wait`, Replicate is asked to answer only when done (`Prefer: wait`),
-/// and a finished prediction is settled before `deadline`.
+/// and a finished prediction is settled before `deadline`. `api_base` is the
+/// API's own URL as the request reached it (for the webhook URL when
+/// `WEBHOOK_BASE_URL` is not set).
 ///
 /// Only a definite refusal is an error (the generation then failed and its
 /// hold was released): [`Error::InputRefused`], [`Error::ProviderBusy`],
@@ -123,6 +125,7 @@ pub async fn run(
     new: &NewGeneration,
     model: &Model,
     source_image: Option<&str>,
+    api_base: Option<&str>,
     wait: Option<Duration>,
     deadline: Instant,
 ) -> Result<()> {
@@ -139,7 +142,7 @@ pub async fn run(
         strength: r.generation_strength,
     };
     let input = inputs::build(&model.replicate_id, &params);
-    let webhook = st.cfg.webhook_url(new.id);
+    let webhook = st.cfg.webhook_url(new.id, api_base);
     let create = st.replicate.create(NewPrediction {
         model: &model.replicate_id,
         version: model.version.as_deref(),
@@ -159,9 +162,18 @@ pub async fn run(
         Ok(prediction) => {
             tracing::info!(%generation_id, prediction_id = %prediction.id, status = %prediction.status, "prediction created");
             let recorded = async {
-                generations::set_prediction(&**st.db.get().await?, generation_id, &prediction.id)
-                    .await?;
-                settle(st, generation_id, &prediction, deadline).await
+                let db = st.db.get().await?;
+                let status = generations::set_prediction(&**db, generation_id, &prediction.id)
+                    .await?
+                    .ok_or_else(|| Error::Internal("prediction id recorded twice".into()))?;
+                drop(db);
+                if matches!(status, Status::Cancelled | Status::Failed) {
+                    // Ended (cancelled by its user) while the create was under way: stop the
+                    // prediction too, or it runs on, billed, with its free slot already back.
+                    stop_prediction(st, generation_id, &prediction.id).await;
+                    return Ok(());
+                }
+                settle(st, generation_id, &prediction, deadline, LeaseBy::Other).await
             };
             if let Err(e) = recorded.await {
                 tracing::warn!(%generation_id, error = %e, "prediction not recorded or settled yet; left for a retry");
@@ -188,7 +200,8 @@ pub async fn run(
         }
     };
     let (code, error) = refusal;
-    if let Err(e) = close(st, generation_id, Status::Failed, Some(code)).await {
+    // Nothing was created: the request's Idempotency-Key is freed, so that a retry runs again.
+    if let Err(e) = end(st, generation_id, Status::Failed, Some(code), true).await {
         // Still open without a prediction: the reconciler fails it and releases the hold.
         tracing::warn!(%generation_id, error = %e, "refused generation not closed yet");
     }
@@ -196,12 +209,13 @@ pub async fn run(
 }
 
 /// Applies what Replicate reports about a prediction to its generation,
-/// working until `deadline` at most.
+/// working until `deadline` at most; `by` says which path reports it.
 pub async fn settle(
     st: &AppState,
     generation_id: Uuid,
     p: &Prediction,
     deadline: Instant,
+    by: LeaseBy,
 ) -> Result<()> {
     let progress = p.logs.as_deref().and_then(progress::latest);
     if progress.is_some() || p.started_at.is_some() {
@@ -217,7 +231,7 @@ pub async fn settle(
             close(st, generation_id, Status::Failed, Some(OUTPUT_COPY_FAILED)).await
         }
         ("succeeded" | "starting" | "processing", Some(file)) => {
-            complete(st, generation_id, file, deadline).await
+            complete(st, generation_id, file, deadline, by).await
         }
         ("succeeded", None) => {
             close(
@@ -258,11 +272,17 @@ pub async fn settle(
 /// holder's lease is live, and a transient error (with the lease released)
 /// when the copy, the thumbnail's upload or the commit could not be done now.
 /// An output that cannot be decoded completes without a thumbnail.
-async fn complete(st: &AppState, generation_id: Uuid, file: &str, deadline: Instant) -> Result<()> {
+async fn complete(
+    st: &AppState,
+    generation_id: Uuid,
+    file: &str,
+    deadline: Instant,
+    by: LeaseBy,
+) -> Result<()> {
     let owner = Uuid::new_v4();
     let lease = deadline.saturating_duration_since(Instant::now()) + LEASE_MARGIN;
     let db = st.db.get().await?;
-    let leased = generations::try_lease(&**db, generation_id, owner, lease).await?;
+    let leased = generations::try_lease(&**db, generation_id, owner, lease, by).await?;
     let g = generations::get(&**db, generation_id)
         .await?
         .ok_or(Error::GenerationNotFound)?;
@@ -381,6 +401,17 @@ pub(crate) async fn close(
     status: Status,
     error: Option<(&str, &str)>,
 ) -> Result<()> {
+    end(st, generation_id, status, error, false).await
+}
+
+/// [`close`], also freeing the generation's idempotency key when `free_key`.
+async fn end(
+    st: &AppState,
+    generation_id: Uuid,
+    status: Status,
+    error: Option<(&str, &str)>,
+    free_key: bool,
+) -> Result<()> {
     let mut conn = st.db.get().await?;
     let tx = crate::db::Tx::begin(&mut conn).await?;
     if lock(&tx, generation_id).await?.status.is_terminal() {
@@ -388,6 +419,9 @@ pub(crate) async fn close(
     }
     st.credits.release(&*tx, generation_id).await?;
     let model = generations::finish(&*tx, generation_id, status, 0, error).await?;
+    if free_key {
+        generations::forget_key(&*tx, generation_id).await?;
+    }
     tx.commit().await?;
     tracing::info!(%generation_id, status = status.as_str(), "generation closed");
     let closed = if status == Status::Cancelled {
@@ -413,26 +447,36 @@ pub async fn cancel(st: &AppState, g: &Generation) -> Result<()> {
     }
     // Ours first, so that the provider's `canceled` finds it ended by the user.
     close(st, g.id, Status::Cancelled, None).await?;
-    if let Some(pid) = &g.prediction_id {
-        match st.replicate.cancel(pid).await {
-            // What it used until then is billed (run-time models): recorded now, as the
-            // webhook would.
-            Ok(p) if p.is_terminal() => {
-                if let Err(e) = usage::record(st, g.id, &p).await {
-                    tracing::warn!(generation_id = %g.id, error = %e, "cancelled prediction's usage not recorded");
-                }
-            }
-            Ok(_) => {}
-            // We stop charging and listening either way; a late result changes nothing.
-            Err(e) => tracing::warn!(generation_id = %g.id, error = %e, "provider cancel failed"),
-        }
+    // Read again: a create under way may have recorded its prediction meanwhile (one
+    // recorded after the close is stopped by `run`).
+    if let Some(pid) = load(st, g.id).await?.prediction_id {
+        stop_prediction(st, g.id, &pid).await;
     }
     Ok(())
 }
 
+/// Cancels the prediction of an ended generation at Replicate, recording what it used.
+async fn stop_prediction(st: &AppState, generation_id: Uuid, prediction_id: &str) {
+    match st.replicate.cancel(prediction_id).await {
+        // What it used until then is billed (run-time models): recorded now, as the
+        // webhook would.
+        Ok(p) if p.is_terminal() => {
+            if let Err(e) = usage::record(st, generation_id, &p).await {
+                tracing::warn!(%generation_id, error = %e, "cancelled prediction's usage not recorded");
+            }
+        }
+        Ok(_) => {}
+        // We stop charging and listening either way; a late result changes nothing.
+        Err(e) => tracing::warn!(%generation_id, error = %e, "provider cancel failed"),
+    }
+}
+
 /// Asks Replicate about an open generation (at most once a second) and
-/// settles it, within `deadline`. A transient failure is logged and leaves the
-/// generation as it is: the caller reports the state it has.
+/// settles it, within `deadline`. When the provider cannot be asked (a
+/// timeout, a 5xx, or a refusal: 404 for a prediction it no longer knows,
+/// 401/403 for our token) the reason is logged and counted and the
+/// generation left as it is: the caller reports the state it has, and the
+/// reconciler decides its fate. A transient failure to settle does the same.
 pub async fn poll(st: &AppState, g: &Generation, deadline: Instant) -> Result<()> {
     let Some(pid) = g
         .prediction_id
@@ -445,10 +489,19 @@ pub async fn poll(st: &AppState, g: &Generation, deadline: Instant) -> Result<()
         if !generations::claim_poll(&**st.db.get().await?, g.id, POLL_GAP_MS).await? {
             return Ok(());
         }
-        let p = tokio::time::timeout_at(deadline.into(), st.replicate.get(pid))
-            .await
-            .map_err(|_| Error::TimedOut("provider poll"))??;
-        settle(st, g.id, &p, deadline).await
+        let asked = tokio::time::timeout_at(deadline.into(), st.replicate.get(pid)).await;
+        let p = match asked {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                provider_unreadable(g.id, &e);
+                return Ok(());
+            }
+            Err(_) => {
+                provider_unreadable(g.id, &ReplicateError::Timeout);
+                return Ok(());
+            }
+        };
+        settle(st, g.id, &p, deadline, LeaseBy::Poll).await
     };
     match polled.await {
         Err(e) if e.is_transient() => {
@@ -457,6 +510,17 @@ pub async fn poll(st: &AppState, g: &Generation, deadline: Instant) -> Result<()
         }
         other => other,
     }
+}
+
+/// Logs and counts why the provider could not tell a generation's state.
+pub(crate) fn provider_unreadable(generation_id: Uuid, e: &ReplicateError) {
+    if e.is_auth_failure() {
+        tracing::error!(%generation_id, error = %e, "Replicate refused our token: check REPLICATE_API_TOKEN");
+        telemetry::count(metric::PROVIDER_AUTH_FAILED, 1);
+    } else {
+        tracing::warn!(%generation_id, error = %e, "provider could not be asked; the stored state stands");
+    }
+    telemetry::count(metric::PROVIDER_POLL_FAILED, 1);
 }
 
 /// Polls with backoff until the generation ends or `deadline` passes; returns its latest state.

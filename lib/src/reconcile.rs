@@ -6,14 +6,19 @@
 //!   and settled through the one completion path (a webhook lost after
 //!   Replicate's last retry must not lose the image);
 //! - generations whose create call had an unknown outcome are matched to
-//!   their prediction (searched among those created since), or failed;
+//!   their prediction (searched among those created since, by the
+//!   generation id in its webhook URL), or failed;
+//! - a prediction the provider no longer knows (404 in two runs in a row)
+//!   fails its generation; a refused token (401/403) is an alarm only;
 //! - generations open past the deadline are cancelled at Replicate and
 //!   failed, releasing their holds;
 //! - upload records older than two days (their objects expired after one)
 //!   are forgotten;
 //! - about once an hour (the run in the first reconcile interval of the hour)
-//!   the stores are audited ([`crate::audit`]) over the last day, each
-//!   violation logged and their number sent as the `AuditViolations` metric.
+//!   the users active over the last day are audited ([`crate::audit::recent`]:
+//!   their records and bucket prefixes, in random order, as far as the time
+//!   left allows), each violation logged and their number sent as the
+//!   `AuditViolations` metric, even when only some users were audited.
 //!
 //! Work per run is bounded in count and time, items run a few at a time and
 //! are isolated (one failure is logged and left for the next run), and runs
@@ -46,6 +51,12 @@ const SEARCH_PAGES: usize = 20;
 const AUDIT_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(25);
 /// How long upload records are kept: a day past their objects' expiry.
 const UPLOADS_KEPT: chrono::TimeDelta = chrono::TimeDelta::days(2);
+/// Capture retries get 1/CAPTURE_SHARE of a run's budget.
+const CAPTURE_SHARE: u32 = 4;
+/// Generations are claimed only with at least 1/CLAIM_SHARE of the run's budget left.
+const CLAIM_SHARE: u32 = 4;
+/// Runs in a row that must find a prediction unknown to the provider before its generation fails.
+const MISSING_RUNS: i32 = 2;
 /// Predictions created this long before a generation are searched too (clock skew).
 const SEARCH_SKEW: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
@@ -79,19 +90,23 @@ enum Outcome {
 
 /// One reconciler run, within the function's time budget.
 pub async fn run(st: &AppState) -> Result<Report> {
-    let deadline = Instant::now() + st.cfg.request_budget();
+    let budget = st.cfg.request_budget();
+    let deadline = Instant::now() + budget;
     let mut report = Report::default();
-    // Captures first: they are money already earned, and quick.
+    // Captures first: they are money already earned, and usually quick; but a hanging
+    // credit service must not take the time that lost webhooks need (Replicate deletes
+    // outputs after an hour), so they get a share of the budget.
     let retried = async {
         let db = st.db.get().await?;
         st.credits.retry_captures(&**db, BATCH).await
     };
-    match tokio::time::timeout_at(deadline.into(), retried).await {
+    let captures_until = Instant::now() + budget / CAPTURE_SHARE;
+    match tokio::time::timeout_at(captures_until.into(), retried).await {
         Ok(Ok((settled, open))) => {
             (report.captures_settled, report.captures_open) = (settled, open)
         }
         Ok(Err(e)) => tracing::warn!(error = %e, "capture retries failed; next run"),
-        Err(_) => tracing::warn!("capture retries ran out of time; next run"),
+        Err(_) => tracing::warn!("capture retries ran out of their time; next run"),
     }
 
     let forgotten = async {
@@ -106,7 +121,14 @@ pub async fn run(st: &AppState) -> Result<Report> {
 
     let mut tasks = JoinSet::new();
     let slots = Arc::new(Semaphore::new(PARALLEL));
-    for g in claim(st).await? {
+    // A claim keeps other runs away for a minute: claim only what this run has time for.
+    let claimed = if deadline.saturating_duration_since(Instant::now()) >= budget / CLAIM_SHARE {
+        claim(st).await?
+    } else {
+        tracing::warn!("no time left to reconcile generations; next run");
+        Vec::new()
+    };
+    for g in claimed {
         let (st, slots) = (st.clone(), slots.clone());
         tasks.spawn(async move {
             let _slot = slots.acquire_owned().await;
@@ -132,21 +154,20 @@ pub async fn run(st: &AppState) -> Result<Report> {
         }
     }
     if audit_due(st.cfg.reconcile_interval, chrono::Utc::now()) {
-        let filter = audit::Filter {
-            since: Some(chrono::Utc::now() - AUDIT_WINDOW),
-            user: None,
-        };
-        match tokio::time::timeout_at(deadline.into(), audit::run(st, &filter)).await {
-            Ok(Ok(found)) => {
+        let since = chrono::Utc::now() - AUDIT_WINDOW;
+        match audit::recent(st, since, deadline).await {
+            Ok((found, complete)) => {
                 for v in &found.violations {
                     tracing::error!(violation = %v, "audit violation");
                 }
                 let n = found.violations.len();
                 telemetry::count(metric::AUDIT_VIOLATIONS, n as u64);
                 report.audit_violations = Some(n);
+                if !complete {
+                    tracing::warn!(checked = ?found.checked, "audit ran out of time: a random part of the users was audited");
+                }
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "audit failed; next hour"),
-            Err(_) => tracing::warn!("audit ran out of time; next hour"),
+            Err(e) => tracing::warn!(error = %e, "audit failed; next hour"),
         }
     }
     tracing::info!(?report, "reconciler run");
@@ -170,36 +191,58 @@ async fn reconcile_one(st: &AppState, g: &Generation, deadline: Instant) -> Resu
     let age = (chrono::Utc::now() - g.created_at)
         .to_std()
         .unwrap_or_default();
-    let prediction = match &g.prediction_id {
+    let past_deadline = age > st.cfg.generation_deadline;
+    let db = || async { Ok::<_, Error>(st.db.get().await?) };
+    // `searched`: the provider was asked and has no prediction for a generation without one.
+    let (prediction, searched) = match &g.prediction_id {
         Some(id) => match st.replicate.get(id).await {
-            Ok(p) => Some(p),
-            Err(e) if e.is_transient() => return Err(e.into()),
+            Ok(p) => (Some(p), false),
+            Err(e) if e.is_not_found() => {
+                let runs = generations::note_prediction_missing(&**db().await?, g.id).await?;
+                telemetry::count(metric::PREDICTION_MISSING, 1);
+                tracing::warn!(generation_id = %g.id, prediction_id = %id, runs, "the provider does not know this prediction");
+                if runs >= MISSING_RUNS {
+                    lifecycle::close(st, g.id, Status::Failed, Some(lifecycle::PROVIDER_ERROR))
+                        .await?;
+                    return Ok(Outcome::Settled);
+                }
+                (None, false)
+            }
+            Err(e) if e.is_transient() && !past_deadline => return Err(e.into()),
             Err(e) => {
-                tracing::warn!(generation_id = %g.id, error = %e, "prediction not readable");
-                None
+                lifecycle::provider_unreadable(g.id, &e);
+                (None, false)
             }
         },
-        None => find_orphan(st, g).await?,
+        None => match find_orphan(st, g).await {
+            Ok(found) => {
+                // Without a webhook URL of its own the prediction may exist unfound.
+                let searched = found.is_none() && st.cfg.webhook_url(g.id, None).is_some();
+                (found, searched)
+            }
+            // Past the deadline an inconclusive search does not keep the generation open.
+            Err(e) if past_deadline => {
+                tracing::warn!(generation_id = %g.id, error = %e, "prediction search inconclusive past the deadline");
+                (None, false)
+            }
+            Err(e) => return Err(e),
+        },
     };
     if let Some(p) = &prediction {
-        if g.prediction_id.is_none() {
-            generations::set_prediction(&**st.db.get().await?, g.id, &p.id).await?;
-            tracing::info!(generation_id = %g.id, prediction_id = %p.id, "orphaned prediction found");
-        }
-        lifecycle::settle(st, g.id, p, deadline).await?;
+        lifecycle::settle(st, g.id, p, deadline, generations::LeaseBy::Other).await?;
     }
     if lifecycle::load(st, g.id).await?.status.is_terminal() {
         return Ok(Outcome::Settled);
     }
-    let never_started = prediction.is_none() && g.prediction_id.is_none();
-    let past_deadline = age > st.cfg.generation_deadline;
-    if !(past_deadline || never_started) {
+    if !(past_deadline || searched) {
         return Ok(Outcome::Open);
     }
     if let Some(p) = prediction.as_ref().filter(|p| !p.is_terminal()) {
         // Stop it (and its bill) before we stop listening; if that fails, try again next run.
         st.replicate.cancel(&p.id).await?;
     }
+    // Without a prediction it never started (as far as anyone can tell); with one, it ran too long.
+    let never_started = g.prediction_id.is_none() && prediction.is_none();
     let error = if never_started {
         lifecycle::PROVIDER_ERROR
     } else {
@@ -207,32 +250,37 @@ async fn reconcile_one(st: &AppState, g: &Generation, deadline: Instant) -> Resu
     };
     lifecycle::close(st, g.id, Status::Failed, Some(error)).await?;
     tracing::warn!(generation_id = %g.id, code = error.0, "open generation failed by the reconciler");
-    Ok(if never_started {
-        Outcome::Settled
-    } else {
+    Ok(if past_deadline {
         Outcome::TimedOut
+    } else {
+        Outcome::Settled
     })
 }
 
-/// Searches the predictions created since `g` for the one created for it: its
-/// webhook URL names the generation; without a webhook URL, the same prompt
-/// created within a minute of it.
+/// Searches the predictions created since `g` for the one created for it,
+/// and records it. Only the webhook URL the provider echoes back names a
+/// generation (`generationId=`); a prediction without one is never matched
+/// (its generation is failed once past its deadline), and one already
+/// recorded for another generation is not this one's.
 async fn find_orphan(st: &AppState, g: &Generation) -> Result<Option<Prediction>> {
     let needle = format!("generationId={}", g.id);
-    let mine = |p: &Prediction| match &p.webhook {
-        Some(w) => w.contains(&needle),
-        None => {
-            p.prompt() == Some(g.request.prompt.as_str())
-                && p.created_at
-                    .is_some_and(|at| (at - g.created_at).abs() < SEARCH_SKEW)
-        }
-    };
+    let mine = |p: &Prediction| p.webhook.as_deref().is_some_and(|w| w.contains(&needle));
     let since = g.created_at - SEARCH_SKEW;
     let mut next: Option<String> = None;
     for _ in 0..SEARCH_PAGES {
         let page = st.replicate.list(since, next.as_deref()).await?;
         if let Some(found) = page.results.into_iter().find(|p| mine(p)) {
-            return Ok(Some(found));
+            let db = st.db.get().await?;
+            return match generations::set_prediction(&**db, g.id, &found.id).await? {
+                Some(_) => {
+                    tracing::info!(generation_id = %g.id, prediction_id = %found.id, "orphaned prediction found");
+                    Ok(Some(found))
+                }
+                None => {
+                    tracing::error!(generation_id = %g.id, prediction_id = %found.id, "a prediction naming this generation belongs to another");
+                    Ok(None)
+                }
+            };
         }
         match page.next {
             Some(n) => next = Some(n),

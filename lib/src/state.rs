@@ -89,6 +89,7 @@ impl AppState {
                 &cfg.database_url,
                 cfg.database_pool_size,
                 cfg.database_ca_file.as_deref(),
+                cfg.app_env != crate::config::AppEnv::Development,
             )?),
             storage: Storage::new(&cfg, http.clone(), shared_aws.or(aws.s3)),
             runtime: RuntimeTable::new(&cfg, shared_aws.or(aws.dynamodb)),

@@ -199,12 +199,9 @@ impl Storage {
         Ok(Some(collect(obj).await?))
     }
 
-    /// The first `max` bytes of an object and its whole length; `None` if there is no such object.
-    pub async fn read_head(
-        &self,
-        key: &str,
-        max: u64,
-    ) -> Result<Option<(Bytes, u64)>, StorageError> {
+    /// The first `max` bytes of an object, its whole length and its ETag; `None`
+    /// if there is no such object.
+    pub async fn read_head(&self, key: &str, max: u64) -> Result<Option<Head>, StorageError> {
         let range = format!("bytes=0-{}", max.saturating_sub(1));
         let Some(obj) = self.get(key, Some(range)).await? else {
             return Ok(None);
@@ -214,9 +211,44 @@ impl Storage {
             .content_range()
             .and_then(|r| r.rsplit_once('/'))
             .and_then(|(_, t)| t.parse().ok());
+        let etag = obj.e_tag().map(str::to_string);
         let body = collect(obj).await?;
         let total = total.unwrap_or(body.len() as u64);
-        Ok(Some((body.slice(..body.len().min(max as usize)), total)))
+        Ok(Some(Head {
+            bytes: body.slice(..body.len().min(max as usize)),
+            total,
+            etag,
+        }))
+    }
+
+    /// Copies `from` to `to` within the bucket, only if `from` still has `etag`
+    /// (when given). `Ok(false)`: it changed (or went away) meanwhile.
+    pub async fn copy_if_unchanged(
+        &self,
+        from: &str,
+        to: &str,
+        etag: Option<&str>,
+    ) -> Result<bool, StorageError> {
+        let copied = self
+            .client()
+            .await
+            .copy_object()
+            .bucket(&self.bucket)
+            .copy_source(format!("{}/{from}", self.bucket))
+            .set_copy_source_if_match(etag.map(str::to_string))
+            .key(to)
+            .send()
+            .await;
+        match copied {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.raw_response()
+                    .is_some_and(|r| matches!(r.status().as_u16(), 404 | 412)) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(StorageError::s3("copy", e)),
+        }
     }
 
     /// GetObject of `key` (of a byte `range`, if given); `None` if there is no such object.
@@ -342,6 +374,13 @@ impl Storage {
         format!("users/{user_id}/uploads/{upload_id}")
     }
 
+    /// Where a checked upload is copied for the provider to read: a key no
+    /// presigned PUT names, so the checked bytes cannot be replaced (the copy
+    /// keeps the upload's tag, and expires with it).
+    pub fn checked_upload_key(user_id: Uuid, upload_id: Uuid) -> String {
+        format!("users/{user_id}/uploads/{upload_id}.checked")
+    }
+
     /// A presigned PUT of `key`, valid for `ttl`, that S3 accepts only with this
     /// `Content-Type` and `Content-Length` and the [`Self::UPLOAD_TAG`] tagging
     /// (all signed headers): its URL and the headers the client must send.
@@ -435,6 +474,15 @@ async fn collect(obj: GetObjectOutput) -> Result<Bytes, StorageError> {
     Ok(body
         .map_err(|e| StorageError::Upload(format!("get: {e}")))?
         .into_bytes())
+}
+
+/// The first bytes of an object, as [`Storage::read_head`] read them.
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub bytes: Bytes,
+    /// The whole object's length.
+    pub total: u64,
+    pub etag: Option<String>,
 }
 
 /// Decodes the part of a `data:` URI after the scheme.

@@ -58,6 +58,14 @@ pub mod metric {
     pub const CAPTURE_REJECTED: &str = "CaptureRejected";
     /// Broken invariants found by an audit run (`crate::audit`).
     pub const AUDIT_VIOLATIONS: &str = "AuditViolations";
+    /// A status read that could not ask the provider and answered the stored state.
+    pub const PROVIDER_POLL_FAILED: &str = "ProviderPollFailed";
+    /// Replicate refused our token (401/403): an operator's alarm, nothing is failed for it.
+    pub const PROVIDER_AUTH_FAILED: &str = "ProviderAuthFailed";
+    /// Spans lost because their export failed (the collector down or too slow).
+    pub const SPANS_DROPPED: &str = "SpansDropped";
+    /// A reconciler run found a generation's prediction unknown to the provider (404).
+    pub const PREDICTION_MISSING: &str = "PredictionMissing";
 }
 
 /// Adds `n` to a counter.

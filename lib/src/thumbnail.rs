@@ -22,8 +22,12 @@ use crate::{
 
 /// The longer side of a thumbnail, in pixels.
 pub const LONG_SIDE: u32 = 384;
-/// Images wider or taller than this are not decoded (memory: 4096² RGBA is 64 MiB).
+/// Images wider or taller than this are not decoded.
 pub const MAX_SIDE: u32 = 4096;
+/// Images with more pixels than this are not decoded: a decode holds 4 bytes a
+/// pixel (32 MiB here) plus the decoder's own, on a 256 MB function that may be
+/// holding several downloads (docs/performance.md, "Thumbnail memory").
+pub const MAX_PIXELS: u64 = 2048 * 2048 * 2;
 /// Blurhash components, horizontally and vertically.
 pub const BLURHASH_COMPONENTS: (u32, u32) = (4, 3);
 /// At most this much memory for one decode (4096² RGBA plus the decoder's own).
@@ -53,7 +57,7 @@ pub enum ThumbnailError {
     /// Not PNG, JPEG or WebP (e.g. SVG or GIF).
     #[error("not a decodable raster format")]
     Unsupported,
-    #[error("{0}×{1} is larger than {MAX_SIDE}×{MAX_SIDE}")]
+    #[error("{0}×{1} is larger than {MAX_SIDE}×{MAX_SIDE} or {MAX_PIXELS} pixels")]
     TooLarge(u32, u32),
     #[error("decode: {0}")]
     Decode(#[from] image::ImageError),
@@ -77,7 +81,7 @@ pub fn make(bytes: &[u8]) -> Result<Thumbnail, ThumbnailError> {
     };
     let size = imagesize::blob_size(bytes).map_err(|_| ThumbnailError::Unsupported)?;
     let (w, h) = (size.width as u32, size.height as u32);
-    if w > MAX_SIDE || h > MAX_SIDE {
+    if w > MAX_SIDE || h > MAX_SIDE || u64::from(w) * u64::from(h) > MAX_PIXELS {
         return Err(ThumbnailError::TooLarge(w, h));
     }
     let decoded = match format {
@@ -136,7 +140,10 @@ fn shrink(img: DynamicImage) -> DynamicImage {
     img.thumbnail(LONG_SIDE, LONG_SIDE)
 }
 
-/// Makes the thumbnail of an image's bytes (on a blocking thread) and stores
+/// Decodes run one at a time in a process ([`store`]).
+static DECODING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// Makes the thumbnail of an image's bytes (on a blocking thread, one at a time) and stores
 /// it at its deterministic key, all before `deadline`. `Ok(None)`: the bytes
 /// cannot be decoded (the image has no thumbnail); an error is transient (S3,
 /// or the deadline).
@@ -148,6 +155,11 @@ pub async fn store(
     deadline: Instant,
 ) -> Result<Option<StoredThumbnail>> {
     let work = async {
+        // One decode at a time per process: its memory is the largest part of a completion's.
+        let _turn = DECODING
+            .acquire()
+            .await
+            .map_err(|e| Error::Internal(format!("thumbnail turn: {e}")))?;
         let made = tokio::task::spawn_blocking(move || make(&bytes))
             .await
             .map_err(|e| Error::Internal(format!("thumbnail task: {e}")))?;
@@ -318,6 +330,12 @@ mod tests {
         assert!(matches!(
             make(&huge),
             Err(ThumbnailError::TooLarge(5000, 1))
+        ));
+        // 4096×4096 is within each side's limit but over the pixel budget.
+        huge[16..24].copy_from_slice(&[0, 0, 16, 0, 0, 0, 16, 0]);
+        assert!(matches!(
+            make(&huge),
+            Err(ThumbnailError::TooLarge(4096, 4096))
         ));
         let mut truncated = png(64, 64);
         truncated.truncate(60);

@@ -3,9 +3,10 @@
 //!
 //! [`create`] records the upload and hands out the URL; [`source`] checks the
 //! object against what was declared (magic bytes and pixel size read from its
-//! first bytes) and gives the provider a way to read it: a data URI when the
-//! image is small enough for Replicate to take inline, else a presigned GET
-//! valid until the generation's deadline.
+//! first bytes, further for a JPEG with long metadata) and gives the provider
+//! exactly what was checked: a data URI when the image is small enough for
+//! Replicate to take inline, else a presigned GET, valid until the
+//! generation's deadline, of a copy that the upload URL cannot overwrite.
 
 use std::time::Duration;
 
@@ -33,6 +34,9 @@ pub const MAX_SIDE: usize = 4096;
 
 /// Largest image passed inline as a data URI (Replicate's limit for data URLs).
 pub const INLINE_MAX: u64 = 256 * 1024;
+
+/// How far into a JPEG its size marker is looked for (past long metadata).
+pub const JPEG_HEADER_MAX: u64 = 4 * 1024 * 1024;
 
 /// An upload URL handed out, with the headers the client must send with its PUT.
 #[derive(Debug)]
@@ -85,26 +89,51 @@ pub async fn source(st: &AppState, user: Uuid, id: Uuid) -> Result<String> {
         .filter(|u| Utc::now() < u.created_at + LIFETIME)
         .ok_or(Error::UploadNotFound)?;
     let key = Storage::upload_key(user, id);
-    let Some((head, total)) = st.storage.read_head(&key, INLINE_MAX).await? else {
-        return Err(if Utc::now() < upload.created_at + URL_TTL {
+    let missing = || {
+        if Utc::now() < upload.created_at + URL_TTL {
             Error::UploadNotReady
         } else {
             Error::UploadNotFound
-        });
+        }
     };
-    check(&head, &upload).map_err(Error::UploadUnusable)?;
-    if total <= INLINE_MAX {
-        Ok(format!(
+    let mut head = st
+        .storage
+        .read_head(&key, INLINE_MAX)
+        .await?
+        .ok_or_else(missing)?;
+    // A JPEG's size comes after its metadata (EXIF, ICC, XMP), which may run long.
+    if head.total > head.bytes.len() as u64
+        && storage::sniff(&head.bytes).is_some_and(|(_, mime)| mime == "image/jpeg")
+        && imagesize::blob_size(&head.bytes).is_err()
+    {
+        head = st
+            .storage
+            .read_head(&key, JPEG_HEADER_MAX)
+            .await?
+            .ok_or_else(missing)?;
+    }
+    check(&head.bytes, &upload).map_err(Error::UploadUnusable)?;
+    // What the provider reads is what was checked: the bytes themselves, or a copy
+    // at a key the client's upload URL cannot write (it is valid a while longer).
+    if head.total <= INLINE_MAX {
+        return Ok(format!(
             "data:{};base64,{}",
             upload.content_type,
-            STANDARD.encode(&head)
-        ))
-    } else {
-        Ok(st
-            .storage
-            .presign_get(&key, st.cfg.generation_deadline)
-            .await?)
+            STANDARD.encode(&head.bytes)
+        ));
     }
+    let checked = Storage::checked_upload_key(user, id);
+    if !st
+        .storage
+        .copy_if_unchanged(&key, &checked, head.etag.as_deref())
+        .await?
+    {
+        return Err(Error::UploadUnusable("changed while it was checked".into()));
+    }
+    Ok(st
+        .storage
+        .presign_get(&checked, st.cfg.generation_deadline)
+        .await?)
 }
 
 /// Why the first bytes of an upload are not a usable source image, if they are not.

@@ -12,6 +12,7 @@
 //!    transactions. Its log lines carry the trace id.
 //! 3. The same settings with `http/protobuf` export too (decoded with
 //!    opentelemetry-proto's types).
+//! 4. A collector that never answers delays the flush by `FLUSH_LIMIT` only.
 
 #[allow(dead_code)]
 #[path = "it/common.rs"]
@@ -185,6 +186,31 @@ fn a_request_with_a_traceparent_is_exported_in_that_trace_only_when_configured()
     }
     unset_sends_nothing();
     exported_in_the_callers_trace();
+    a_hanging_collector_delays_an_invocation_by_the_flush_limit_only();
+}
+
+/// 4. A collector that accepts connections and never answers: the flush after
+///    an invocation gives up after `FLUSH_LIMIT` (1 s), not the SDK's 10 s.
+fn a_hanging_collector_delays_an_invocation_by_the_flush_limit_only() {
+    let hanging = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", hanging.local_addr().unwrap());
+    set_env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]);
+    let provider = picture::otel::provider().unwrap().expect("configured");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use opentelemetry::trace::{Tracer, TracerProvider};
+        provider
+            .tracer("picture-test")
+            .in_span("never delivered", |_| {});
+        let began = std::time::Instant::now();
+        picture::otel::flush_provider(&provider).await;
+        let took = began.elapsed();
+        assert!(
+            took < picture::otel::FLUSH_LIMIT + std::time::Duration::from_secs(2),
+            "the flush took {took:?}"
+        );
+    });
+    drop(hanging);
 }
 
 /// 1. Unset: nothing is built, and a request sends nothing, not even to the

@@ -225,6 +225,7 @@ async fn generate(
     State(st): State<AppState>,
     AuthUser(user_id): AuthUser,
     key: Option<Extension<RequestKey>>,
+    gateway: Option<Extension<lambda_http::request::RequestContext>>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
     let began = Instant::now();
@@ -243,6 +244,13 @@ async fn generate(
     .ok_or_else(|| Problem::not_found("MODEL_NOT_FOUND", "Model"))?;
     let mut model = model.clone();
     if let Some(v) = &req.model_version {
+        // Only the catalog's versions: any other id would run another model on our token.
+        if !model.offers_version(v) {
+            return Err(Problem::validation(vec![FieldError::new(
+                "modelVersion",
+                "is not a version of this model",
+            )]));
+        }
         model.version = Some(v.clone());
     }
     let mut new = apply_model(&req, &model, user_id)?;
@@ -276,7 +284,19 @@ async fn generate(
             .saturating_duration_since(Instant::now())
             .saturating_sub(Duration::from_secs(2))
     });
-    match lifecycle::run(&st, &new, &model, source_image.as_deref(), wait, deadline).await {
+    let api_base = gateway.and_then(|Extension(c)| api_base(c));
+    let source_image = source_image.as_deref();
+    match lifecycle::run(
+        &st,
+        &new,
+        &model,
+        source_image,
+        api_base.as_deref(),
+        wait,
+        deadline,
+    )
+    .await
+    {
         Ok(()) => {}
         // The only input Replicate can refuse that we did not check is a caller's version id.
         Err(Error::InputRefused) if req.model_version.is_some() => {
@@ -292,6 +312,16 @@ async fn generate(
         g = lifecycle::wait_until(&st, g.id, deadline).await?;
     }
     answer(&st, &g, Some(&hold)).await
+}
+
+/// The API's own URL as API Gateway received the request (`https://{domainName}`).
+fn api_base(context: lambda_http::request::RequestContext) -> Option<String> {
+    match context {
+        lambda_http::request::RequestContext::ApiGatewayV2(c) => {
+            c.domain_name.map(|d| format!("https://{d}"))
+        }
+        _ => None,
+    }
 }
 
 /// The user's generation recorded earlier with this key; 409 if the key came with another body.

@@ -7,8 +7,6 @@ use axum::{
     extract::{Path, Query, State},
     response::Response,
 };
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use chrono::{DateTime, Utc};
 use http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,10 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     AppState, Problem,
-    db::{
-        generations,
-        images::{self, Cursor},
-    },
+    db::{generations, images},
     web::{self, AuthUser, JsonBody, Routes, policy::READ, problem::FieldError, text},
 };
 
@@ -39,27 +34,6 @@ struct ListQuery {
     favorites: Option<String>,
 }
 
-fn encode_cursor((at, id): Cursor) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}|{id}", at.timestamp_micros()))
-}
-
-/// Latest `createdAt` a cursor may carry (9999-12-31T23:59:59.999999Z): PostgreSQL refuses
-/// timestamps far beyond it, and no image is older than the epoch.
-const CURSOR_MAX_MICROS: i64 = 253_402_300_799_999_999;
-
-fn decode_cursor(raw: &str) -> Option<Cursor> {
-    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
-    let (micros, id) = text.split_once('|')?;
-    let micros = micros
-        .parse()
-        .ok()
-        .filter(|m| (0..=CURSOR_MAX_MICROS).contains(m))?;
-    Some((
-        DateTime::<Utc>::from_timestamp_micros(micros)?,
-        Uuid::parse_str(id).ok()?,
-    ))
-}
-
 async fn list(
     State(st): State<AppState>,
     AuthUser(user): AuthUser,
@@ -75,16 +49,7 @@ async fn list(
         ],
     );
     let limit = text::int_param(&mut errors, "limit", limit.as_deref(), 20, 100);
-    let cursor = match cursor.as_deref().filter(|c| !c.is_empty()) {
-        None => None,
-        Some(raw) => decode_cursor(raw).or_else(|| {
-            errors.push(FieldError::new(
-                "cursor",
-                "is not a cursor from a previous page",
-            ));
-            None
-        }),
-    };
+    let cursor = web::cursor::param(&mut errors, cursor.as_deref());
     let favorites = match favorites.as_deref() {
         None | Some("false") => false,
         Some("true") => true,
@@ -101,7 +66,8 @@ async fn list(
     drop(db);
     let next = (rows.len() as i64 > limit).then(|| {
         rows.truncate(limit as usize);
-        rows.last().map(|i| encode_cursor((i.created_at, i.id)))
+        rows.last()
+            .map(|i| web::cursor::encode((i.created_at, i.id)))
     });
     let mut data = Vec::with_capacity(rows.len());
     for img in &rows {
@@ -202,28 +168,4 @@ async fn remove(
     Ok(axum::response::IntoResponse::into_response(
         StatusCode::NO_CONTENT,
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        let c = (
-            DateTime::<Utc>::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
-            Uuid::new_v4(),
-        );
-        assert_eq!(decode_cursor(&encode_cursor(c)), Some(c));
-        assert_eq!(decode_cursor("not-a-cursor"), None);
-        let id = Uuid::nil();
-        for micros in [-1, CURSOR_MAX_MICROS + 1, i64::MAX] {
-            assert_eq!(
-                decode_cursor(&URL_SAFE_NO_PAD.encode(format!("{micros}|{id}"))),
-                None
-            );
-        }
-        let last = URL_SAFE_NO_PAD.encode(format!("{CURSOR_MAX_MICROS}|{id}"));
-        assert!(decode_cursor(&last).is_some());
-    }
 }

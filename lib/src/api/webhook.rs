@@ -21,7 +21,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    AppState, Error, Problem, lifecycle,
+    AppState, Error, Problem,
+    db::generations::LeaseBy,
+    lifecycle,
     limits::replay,
     replicate::{Prediction, signature},
     telemetry::{self, metric},
@@ -115,7 +117,7 @@ async fn process(st: &AppState, q: &Params, body: &[u8]) -> Result<Response, Pro
         return Ok(web::json(StatusCode::OK, json!({"received": true})));
     };
     tracing::info!(generation_id = %g.id, prediction_id = %prediction.id, status = %prediction.status, "webhook received");
-    match lifecycle::settle(st, g.id, &prediction, deadline).await {
+    match lifecycle::settle(st, g.id, &prediction, deadline, LeaseBy::Webhook).await {
         // Another path (the sync wait, a poll) is completing it right now: its outcome is
         // usually a moment away, and waiting for it spares Replicate a retry.
         Err(Error::CompletionInProgress) => {

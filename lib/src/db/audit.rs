@@ -128,6 +128,18 @@ pub async fn generations(
     stream(db, &sql, &[&overdue_secs, &since, &user], gen_row, each).await
 }
 
+/// The users with generations created since `since`, in random order.
+pub async fn recent_users(db: &impl Sql, since: DateTime<Utc>) -> Result<Vec<Uuid>> {
+    let rows = db
+        .query(
+            "SELECT user_id FROM (SELECT DISTINCT user_id FROM generations WHERE created_at >= $1) u
+              ORDER BY random()",
+            &[&since],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// The generations with these ids (1000 per query).
 pub async fn generations_by_id(db: &impl Sql, ids: &[Uuid]) -> Result<HashMap<Uuid, GenRow>> {
     let sql = format!("{GENERATIONS} WHERE g.id = ANY($2)");

@@ -254,35 +254,71 @@ pub async fn lock(db: &impl Sql, id: Uuid) -> Result<Option<Generation>> {
 }
 
 /// Records the prediction id; a `pending` generation becomes `processing`
-/// (one that already finished, e.g. through an early webhook, keeps its status).
-pub async fn set_prediction(db: &impl Sql, id: Uuid, prediction_id: &str) -> Result<()> {
-    db.execute(
-        "UPDATE generations
-            SET prediction_id = $2,
-                status = CASE WHEN status = 'pending' THEN 'processing' ELSE status END,
-                updated_at = now()
-          WHERE id = $1",
-        &[&id, &prediction_id],
-    )
-    .await?;
-    Ok(())
+/// (one that already finished, e.g. through an early webhook or a cancel,
+/// keeps its status). Returns the status after the update, or `None` when
+/// the prediction is already recorded for another generation (so it is not
+/// this one's).
+pub async fn set_prediction(
+    db: &impl Sql,
+    id: Uuid,
+    prediction_id: &str,
+) -> Result<Option<Status>> {
+    let updated = db
+        .query_opt(
+            "UPDATE generations
+                SET prediction_id = $2,
+                    status = CASE WHEN status = 'pending' THEN 'processing' ELSE status END,
+                    updated_at = now()
+              WHERE id = $1
+          RETURNING status",
+            &[&id, &prediction_id],
+        )
+        .await;
+    match updated {
+        Ok(Some(row)) => Ok(Some(Status::parse(row.get(0))?)),
+        Ok(None) => Err(Error::GenerationNotFound),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Which path asks for the completion lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseBy {
+    /// A status poll (or the sync wait): its lease yields to a webhook.
+    Poll,
+    /// A webhook delivery: takes over a poll's lease, so that Replicate is not
+    /// answered 503 for as long as polls keep coming.
+    Webhook,
+    /// The create call or the reconciler.
+    Other,
 }
 
 /// Takes the completion lease if the generation is still open and nobody holds
-/// a live lease. Returns whether this caller now owns the copy step.
+/// a live lease (a webhook also takes a poll's). Returns whether this caller
+/// now owns the copy step. Two holders at once are safe, only wasteful: the
+/// copy goes to the same key, and the completing transaction runs once.
 pub async fn try_lease(
     db: &impl Sql,
     id: Uuid,
     owner: Uuid,
     length: std::time::Duration,
+    by: LeaseBy,
 ) -> Result<bool> {
     let n = db
         .execute(
             "UPDATE generations
-                SET lease_owner = $2, lease_until = now() + make_interval(secs => $3), updated_at = now()
+                SET lease_owner = $2, lease_until = now() + make_interval(secs => $3),
+                    lease_yields = $4, updated_at = now()
               WHERE id = $1 AND status IN ('pending', 'processing')
-                AND (lease_until IS NULL OR lease_until < now())",
-            &[&id, &owner, &length.as_secs_f64()],
+                AND (lease_until IS NULL OR lease_until < now() OR ($5 AND lease_yields))",
+            &[
+                &id,
+                &owner,
+                &length.as_secs_f64(),
+                &(by == LeaseBy::Poll),
+                &(by == LeaseBy::Webhook),
+            ],
         )
         .await?;
     Ok(n == 1)
@@ -309,6 +345,19 @@ pub async fn claim_for_reconcile(
         )
         .await?;
     rows.iter().map(Generation::from_row).collect()
+}
+
+/// Counts one more reconciler run that found the generation's prediction
+/// unknown to the provider; returns the count.
+pub async fn note_prediction_missing(db: &impl Sql, id: Uuid) -> Result<i32> {
+    let row = db
+        .query_one(
+            "UPDATE generations SET prediction_missing = prediction_missing + 1
+              WHERE id = $1 RETURNING prediction_missing",
+            &[&id],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 /// Records that the user deleted the image of a completed generation.
@@ -402,6 +451,16 @@ pub async fn finish(
         )
         .await?;
     Ok(row.get(0))
+}
+
+/// Frees the generation's `Idempotency-Key` (a refused start: a retry with the key runs again).
+pub async fn forget_key(db: &impl Sql, id: Uuid) -> Result<()> {
+    db.execute(
+        "UPDATE generations SET idempotency_key = NULL, request_hash = NULL WHERE id = $1",
+        &[&id],
+    )
+    .await?;
+    Ok(())
 }
 
 /// What the provider reported of a finished prediction, and what it bills

@@ -192,8 +192,7 @@ pub async fn for_generations(db: &impl Sql, generation_ids: &[Uuid]) -> Result<V
         .collect())
 }
 
-/// A position in a newest-first listing: the last item's time and id.
-pub type Cursor = (DateTime<Utc>, Uuid);
+use super::Cursor;
 
 /// A page of the user's images, newest first, strictly after `cursor`.
 pub async fn list(

@@ -14,6 +14,9 @@ pub mod usage;
 
 pub use traced::{Sql, Tx};
 
+/// A position in a newest-first listing: the last item's time and id.
+pub type Cursor = (chrono::DateTime<chrono::Utc>, uuid::Uuid);
+
 use std::{str::FromStr, time::Duration};
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
@@ -31,12 +34,43 @@ mod embedded {
 /// `DATABASE_URL` sets its own `options`.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Whether a connection asks for TLS: `sslmode=require` (verified against the
-/// Mozilla roots, which cover RDS Proxy's ACM certificates, plus `ca_file`).
-/// `disable` and `prefer` (the default) connect in plain text.
-fn wants_tls(pg: &tokio_postgres::Config) -> bool {
-    !matches!(pg.get_ssl_mode(), SslMode::Disable | SslMode::Prefer)
+/// Whether connections use TLS (verified against the Mozilla roots, which
+/// cover RDS Proxy's ACM certificates, plus `ca_file`). Never a plain-text
+/// fallback over a network: `require` always; `prefer` (the default) means
+/// `require` for any host but the loopback interface or a Unix socket, where
+/// it stays plain (as `disable` does everywhere). `strict` (outside
+/// development) also refuses `disable` over a network.
+fn wants_tls(pg: &tokio_postgres::Config, strict: bool) -> Result<bool> {
+    let local = pg.get_hosts().iter().all(|h| match h {
+        tokio_postgres::config::Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        #[cfg(unix)]
+        tokio_postgres::config::Host::Unix(_) => true,
+    });
+    match pg.get_ssl_mode() {
+        SslMode::Disable if strict && !local => Err(Error::Internal(
+            "DATABASE_URL: sslmode=disable over a network is refused outside development".into(),
+        )),
+        SslMode::Disable => Ok(false),
+        SslMode::Prefer => Ok(!local),
+        _ => Ok(true),
+    }
 }
+
+/// A connection that stops waiting for a peer that no longer acknowledges what
+/// it is sent (a network partition, a dead server), or sends nothing when idle.
+fn bound_tcp(pg: &mut tokio_postgres::Config) {
+    pg.keepalives_idle(Duration::from_secs(30));
+    #[cfg(target_os = "linux")]
+    pg.tcp_user_timeout(TCP_USER_TIMEOUT);
+}
+
+/// How long sent data may stay unacknowledged before the connection is dropped.
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A rustls connector trusting the Mozilla roots and the PEM certificates in `ca_file`.
 fn tls(ca_file: Option<&str>) -> Result<MakeRustlsConnect> {
@@ -61,10 +95,17 @@ fn parse(database_url: &str) -> Result<tokio_postgres::Config> {
         .map_err(|e| Error::Internal(format!("DATABASE_URL: {e}")))
 }
 
-/// Builds the pool; connections are opened on first use, not here.
-pub fn pool(database_url: &str, max_size: usize, ca_file: Option<&str>) -> Result<Pool> {
+/// Builds the pool; connections are opened on first use, not here. `strict`:
+/// outside development (see [`wants_tls`]).
+pub fn pool(
+    database_url: &str,
+    max_size: usize,
+    ca_file: Option<&str>,
+    strict: bool,
+) -> Result<Pool> {
     let mut pg = parse(database_url)?;
     pg.connect_timeout(Duration::from_secs(5));
+    bound_tcp(&mut pg);
     if pg.get_options().is_none() {
         // No statement runs longer than any function: a stuck query ends as an error.
         pg.options(format!(
@@ -77,7 +118,8 @@ pub fn pool(database_url: &str, max_size: usize, ca_file: Option<&str>) -> Resul
     let cfg = ManagerConfig {
         recycling_method: RecyclingMethod::Verified,
     };
-    let manager = if wants_tls(&pg) {
+    let manager = if wants_tls(&pg, strict)? {
+        pg.ssl_mode(SslMode::Require);
         Manager::from_config(pg, tls(ca_file)?, cfg)
     } else {
         Manager::from_config(pg, NoTls, cfg)
@@ -156,7 +198,9 @@ impl Db {
 pub async fn migrate(database_url: &str, ca_file: Option<&str>) -> Result<Vec<String>> {
     let mut pg = parse(database_url)?;
     pg.connect_timeout(Duration::from_secs(10));
-    let mut client = if wants_tls(&pg) {
+    bound_tcp(&mut pg);
+    let mut client = if wants_tls(&pg, false)? {
+        pg.ssl_mode(SslMode::Require);
         let (client, conn) = pg.connect(tls(ca_file)?).await?;
         tokio::spawn(conn);
         client
@@ -181,14 +225,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tls_only_when_required() {
-        assert!(!wants_tls(&parse("postgres://u@localhost/db").unwrap()));
-        assert!(!wants_tls(
-            &parse("postgres://u@localhost/db?sslmode=disable").unwrap()
-        ));
-        assert!(wants_tls(
-            &parse("postgres://u@proxy.example.com/db?sslmode=require").unwrap()
-        ));
+    fn tls_over_any_network_and_never_a_plain_fallback() {
+        let tls_for = |url: &str, strict| wants_tls(&parse(url).unwrap(), strict);
+        // Loopback: as asked (plain by default).
+        assert!(!tls_for("postgres://u@localhost/db", true).unwrap());
+        assert!(!tls_for("postgres://u@127.0.0.1:5433/db", true).unwrap());
+        assert!(!tls_for("postgres://u@localhost/db?sslmode=disable", true).unwrap());
+        assert!(tls_for("postgres://u@127.0.0.1/db?sslmode=require", false).unwrap());
+        // A network: `prefer` (the default) is `require`; `disable` only in development.
+        assert!(tls_for("postgres://u@proxy.example.com/db", false).unwrap());
+        assert!(tls_for("postgres://u@10.0.0.5/db?sslmode=prefer", true).unwrap());
+        assert!(tls_for("postgres://u@proxy.example.com/db?sslmode=require", true).unwrap());
+        assert!(!tls_for("postgres://u@10.88.0.1/db?sslmode=disable", false).unwrap());
+        assert!(tls_for("postgres://u@proxy.example.com/db?sslmode=disable", true).is_err());
         assert!(tls(None).is_ok());
         assert!(tls(Some("/nonexistent/ca.pem")).is_err());
     }

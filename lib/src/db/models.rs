@@ -17,6 +17,8 @@ pub struct Model {
     pub description: String,
     pub replicate_id: String,
     pub version: Option<String>,
+    /// Other version ids a caller may ask for with `modelVersion`.
+    pub versions: Vec<String>,
     pub default_width: i32,
     pub default_height: i32,
     pub default_steps: i32,
@@ -44,6 +46,7 @@ impl From<&Row> for Model {
             description: r.get("description"),
             replicate_id: r.get("replicate_id"),
             version: r.get("version"),
+            versions: r.get("versions"),
             default_width: r.get("default_width"),
             default_height: r.get("default_height"),
             default_steps: r.get("default_steps"),
@@ -72,4 +75,11 @@ pub async fn list_active(db: &impl Sql) -> Result<Vec<Model>> {
         )
         .await?;
     Ok(rows.iter().map(Model::from).collect())
+}
+
+impl Model {
+    /// Whether a caller may run `version` of this model: its own version or one listed beside it.
+    pub fn offers_version(&self, version: &str) -> bool {
+        self.version.as_deref() == Some(version) || self.versions.iter().any(|v| v == version)
+    }
 }

@@ -5,18 +5,19 @@
 //!
 //! - The `tracing` spans of target [`TARGET`] are the trace, and only they: a
 //!   server span per request ([`server_span`]) or invocation
-//!   ([`invocation_span`]) that continues the caller's `traceparent` or Lambda's
-//!   X-Ray trace header, and a client span per outbound call: HTTP ([`http`]),
+//!   ([`invocation_span`]) that continues Lambda's X-Ray trace header, else the
+//!   caller's `traceparent`, and a client span per outbound call: HTTP ([`http`]),
 //!   S3 and DynamoDB ([`aws`]), PostgreSQL statements and transactions
 //!   (`db::Sql`, `db::Tx`). The other spans are for logs. The crate's log
 //!   events become events of the active span, and log lines carry its ids.
 //! - A background thread exports the spans in batches; [`flush`] waits for
-//!   the export after every invocation, before Lambda may freeze the process.
+//!   the export after every invocation, before Lambda may freeze the process,
+//!   for [`FLUSH_LIMIT`] at most.
 
 pub mod aws;
 pub mod http;
 
-use std::{collections::HashMap, sync::OnceLock};
+use std::{collections::HashMap, sync::OnceLock, time::Duration};
 
 use ::http::{HeaderMap, Method};
 use opentelemetry::{
@@ -26,7 +27,12 @@ use opentelemetry::{
 };
 use opentelemetry_aws::trace::{XrayIdGenerator, XrayPropagator};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
-use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use opentelemetry_sdk::{
+    Resource,
+    error::OTelSdkResult,
+    propagation::TraceContextPropagator,
+    trace::{SdkTracerProvider, SpanData, SpanExporter},
+};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{Registry, filter::filter_fn, layer::Layer as _};
@@ -60,10 +66,23 @@ pub fn provider() -> Result<Option<SdkTracerProvider>, String> {
     if !configured(|name| std::env::var(name).ok()) {
         return Ok(None);
     }
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .build()
-        .map_err(|e| format!("OTLP exporter: {e}"))?;
+    use opentelemetry_otlp::WithExportConfig;
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_http();
+    let timeout_set = [
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some());
+    if !timeout_set {
+        // The SDK's default (10 s) would stretch every invocation while a collector is slow.
+        exporter = exporter.with_timeout(FLUSH_LIMIT);
+    }
+    let exporter = Counted(
+        exporter
+            .build()
+            .map_err(|e| format!("OTLP exporter: {e}"))?,
+    );
     let mut resource = Resource::builder().with_detector(Box::new(
         opentelemetry_aws::detector::LambdaResourceDetector,
     ));
@@ -112,30 +131,70 @@ pub(crate) fn layer_with(tracer: opentelemetry_sdk::trace::Tracer) -> Layer {
     Box::new(layer)
 }
 
-/// Exports the spans ended so far and waits for the collector's answer (a no-op
-/// without tracing). Called once an invocation has answered.
+/// Longest wait for the collector after an invocation (and the exporter's
+/// timeout, unless `OTEL_EXPORTER_OTLP_TIMEOUT` says otherwise): a slow
+/// collector must not push an invocation towards its function's timeout.
+pub const FLUSH_LIMIT: Duration = Duration::from_secs(1);
+
+/// Exports the spans ended so far and waits for the collector's answer, for
+/// [`FLUSH_LIMIT`] at most (a no-op without tracing). Called once an
+/// invocation has answered.
 pub async fn flush() {
-    let Some(provider) = PROVIDER.get().cloned() else {
-        return;
-    };
-    // The batch processor's thread does the export; waiting for it blocks.
-    match tokio::task::spawn_blocking(move || provider.force_flush()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "spans not exported"),
-        Err(e) => tracing::warn!(error = %e, "spans not exported"),
+    if let Some(provider) = PROVIDER.get() {
+        flush_provider(provider).await;
     }
 }
 
-/// The trace a request continues: its W3C `traceparent`, else the invocation's
-/// X-Ray trace header (`_X_AMZN_TRACE_ID`, from Lambda's context), else an
-/// `X-Amzn-Trace-Id` request header; none starts a new trace.
+/// [`flush`] for one provider. Spans not sent in time stay queued for the next
+/// flush; a failed export drops its spans, counted as `SpansDropped`.
+pub async fn flush_provider(provider: &SdkTracerProvider) {
+    let provider = provider.clone();
+    // The batch processor's thread does the export; waiting for it blocks.
+    let flushed = tokio::task::spawn_blocking(move || provider.force_flush());
+    match tokio::time::timeout(FLUSH_LIMIT, flushed).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "spans not exported"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "spans not exported"),
+        Err(_) => tracing::warn!(
+            "span export still running after the flush limit; left to the next flush"
+        ),
+    }
+}
+
+/// An exporter that counts the spans of failed exports (`SpansDropped`).
+#[derive(Debug)]
+struct Counted<E>(E);
+
+impl<E: SpanExporter> SpanExporter for Counted<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len() as u64;
+        let exported = self.0.export(batch).await;
+        if exported.is_err() {
+            crate::telemetry::count(crate::telemetry::metric::SPANS_DROPPED, spans);
+        }
+        exported
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.0.set_resource(resource);
+    }
+}
+
+/// The trace a request continues: the invocation's X-Ray trace header
+/// (`_X_AMZN_TRACE_ID`, from Lambda's context: the platform's, which a client
+/// cannot override), else its W3C `traceparent`, else an `X-Amzn-Trace-Id`
+/// request header; none starts a new trace.
 fn parent(headers: &HeaderMap, xray: Option<&str>) -> Context {
     let root = Context::new();
     let found = |cx: &Context| cx.span().span_context().is_valid();
-    let w3c = TraceContextPropagator::new().extract_with_context(&root, &HeaderExtractor(headers));
-    if found(&w3c) {
-        return w3c;
-    }
     let aws = XrayPropagator::new();
     if let Some(value) = xray {
         let lambda = HashMap::from([("x-amzn-trace-id".to_string(), value.to_string())]);
@@ -143,6 +202,10 @@ fn parent(headers: &HeaderMap, xray: Option<&str>) -> Context {
         if found(&cx) {
             return cx;
         }
+    }
+    let w3c = TraceContextPropagator::new().extract_with_context(&root, &HeaderExtractor(headers));
+    if found(&w3c) {
+        return w3c;
     }
     aws.extract_with_context(&root, &HeaderExtractor(headers))
 }
@@ -250,7 +313,7 @@ mod tests {
     }
 
     #[test]
-    fn traceparent_first_then_lambdas_xray_header_then_the_requests() {
+    fn lambdas_xray_header_first_then_traceparent_then_the_requests() {
         let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let lambda = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
         let header = "Root=1-67891233-abcdef012345678912345678;Parent=463ac35c9f6413ad;Sampled=0";
@@ -273,8 +336,18 @@ mod tests {
             )
         );
         headers.insert("traceparent", traceparent.parse().unwrap());
+        // A client's traceparent does not override the platform's context...
         assert_eq!(
             ids(&parent(&headers, Some(lambda))),
+            (
+                "5759e988bd862e3fe1be46a994272793".into(),
+                "53995c3f42cd8ad8".into(),
+                true
+            )
+        );
+        // ...but is continued where there is none (outside Lambda).
+        assert_eq!(
+            ids(&parent(&headers, None)),
             (
                 "4bf92f3577b34da6a3ce929d0e0e4736".into(),
                 "00f067aa0ba902b7".into(),

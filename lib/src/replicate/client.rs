@@ -106,12 +106,13 @@ impl Prediction {
         self.input.as_ref()?.get("prompt")?.as_str()
     }
 
-    /// The provider's error message, if any.
+    /// The provider's error message, if any, with the query strings of the URLs it
+    /// quotes removed (an input's presigned URL must not reach the logs).
     pub fn error_message(&self) -> Option<String> {
         match self.error.as_ref()? {
             Value::Null => None,
-            Value::String(s) => Some(s.clone()),
-            other => Some(other.to_string()),
+            Value::String(s) => Some(redact_queries(s)),
+            other => Some(redact_queries(&other.to_string())),
         }
     }
 }
@@ -145,6 +146,23 @@ impl ReplicateError {
         }
     }
 
+    /// Whether Replicate refused our token (401, 403): an operator's problem,
+    /// never a reason to fail a user's generation.
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(
+            self,
+            ReplicateError::Status {
+                status: 401 | 403,
+                ..
+            }
+        )
+    }
+
+    /// Whether Replicate does not know the prediction (404).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ReplicateError::Status { status: 404, .. })
+    }
+
     /// Whether a prediction may exist although create failed (so the generation
     /// must not be treated as never started).
     pub fn is_ambiguous(&self) -> bool {
@@ -168,6 +186,8 @@ pub struct Replicate {
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_ATTEMPTS: u32 = 3;
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
+/// Shortest wait between two attempts, whatever `Retry-After` says.
+const MIN_RETRY_WAIT: Duration = Duration::from_millis(100);
 
 impl Replicate {
     pub fn new(http: crate::http_client::HttpClient, base: &str, token: &str) -> Self {
@@ -305,7 +325,7 @@ impl Replicate {
                     v.get("title")
                         .or_else(|| v.get("detail"))
                         .and_then(Value::as_str)
-                        .map(str::to_string)
+                        .map(redact_queries)
                 })
                 .unwrap_or_default();
             telemetry::count(metric::REPLICATE_ERROR, 1);
@@ -315,6 +335,31 @@ impl Replicate {
             });
         }
     }
+}
+
+/// `text` with the query string (and fragment) of every http(s) URL in it
+/// replaced by `?…`: presigned URLs carry credentials in their query.
+pub fn redact_queries(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("http") {
+        let (before, url) = rest.split_at(at);
+        out.push_str(before);
+        let end = url
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | ')'))
+            .unwrap_or(url.len());
+        let (url, after) = url.split_at(end);
+        match url.find(['?', '#']) {
+            Some(q) if url.starts_with("http://") || url.starts_with("https://") => {
+                out.push_str(&url[..q]);
+                out.push_str("?…");
+            }
+            _ => out.push_str(url),
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// What a new prediction is, and how long its create may keep retrying.
@@ -393,9 +438,11 @@ fn retry_after(headers: &reqwest::header::HeaderMap, attempt: u32) -> Duration {
                         .ok()
                 })
         });
+    let backoff = Duration::from_millis(250u64.saturating_mul(1 << attempt.min(8)));
+    // `Retry-After: 0` (or a date in the past) must not make the retry loop spin.
     given
-        .unwrap_or(Duration::from_millis(250 << attempt))
-        .min(MAX_RETRY_WAIT)
+        .unwrap_or(backoff)
+        .clamp(MIN_RETRY_WAIT, MAX_RETRY_WAIT)
 }
 
 #[cfg(test)]
@@ -426,6 +473,23 @@ mod tests {
     }
 
     #[test]
+    fn presigned_queries_are_redacted_from_provider_messages() {
+        let msg = "Failed to fetch input image: HTTP 403 for https://b.s3.amazonaws.com/u/1.png?X-Amz-Signature=abc&X-Amz-Credential=AKIA (http) done";
+        assert_eq!(
+            redact_queries(msg),
+            "Failed to fetch input image: HTTP 403 for https://b.s3.amazonaws.com/u/1.png?… (http) done"
+        );
+        let p: Prediction = serde_json::from_value(json!({"id": "p", "status": "failed",
+            "error": "fetch \"http://127.0.0.1:5002/x?sig=1\" failed"}))
+        .unwrap();
+        assert_eq!(
+            p.error_message().unwrap(),
+            "fetch \"http://127.0.0.1:5002/x?…\" failed"
+        );
+        assert_eq!(redact_queries("no url here"), "no url here");
+    }
+
+    #[test]
     fn retry_after_honours_seconds_and_caps() {
         let mut h = reqwest::header::HeaderMap::new();
         h.insert(reqwest::header::RETRY_AFTER, "2".parse().unwrap());
@@ -436,6 +500,21 @@ mod tests {
             retry_after(&reqwest::header::HeaderMap::new(), 1),
             Duration::from_millis(500)
         );
+    }
+
+    #[test]
+    fn retry_after_zero_does_not_spin_and_backoff_does_not_overflow() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, "0".parse().unwrap());
+        assert_eq!(retry_after(&h, 1), MIN_RETRY_WAIT);
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h, 1), Duration::from_millis(500));
+        let none = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&none, 40), MAX_RETRY_WAIT);
+        assert_eq!(retry_after(&none, u32::MAX), MAX_RETRY_WAIT);
     }
 
     #[test]

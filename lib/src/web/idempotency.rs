@@ -5,8 +5,9 @@
 //! answer again, marked `Idempotency-Replayed: true`, without running; one
 //! that arrives while the first still runs waits up to two seconds for it,
 //! then gets 409 `IDEMPOTENCY_IN_PROGRESS`; the same key with another body
-//! gets 409 `IDEMPOTENCY_KEY_REUSED`. A 5xx answer releases the record so
-//! that a retry runs again. The record is a cache of answers: the generation
+//! gets 409 `IDEMPOTENCY_KEY_REUSED`. Only an answer that is final for the
+//! request is kept: a 5xx, 402, 409 or 429 releases the record so that a
+//! retry runs again (see [`is_final`]). The record is a cache of answers: the generation
 //! itself records its key (see `api::generate`), so when the runtime table
 //! cannot be reached the request runs without a record and stays exactly-once.
 
@@ -52,6 +53,24 @@ fn replay(answer: Stored) -> Response {
     res.headers_mut()
         .insert(REPLAYED, HeaderValue::from_static("true"));
     res
+}
+
+/// Whether an answer is final for its request, so that a retry with the key
+/// must get it again. Answers that depend on the moment are not: a 5xx, 402
+/// (credits may be bought), 409 (an upload not there yet, a conflict), 429
+/// (a slot frees up) and 401/403 (a fresh token): a retry runs again.
+fn is_final(status: StatusCode) -> bool {
+    status.is_success()
+        || (status.is_client_error()
+            && !matches!(
+                status,
+                StatusCode::UNAUTHORIZED
+                    | StatusCode::PAYMENT_REQUIRED
+                    | StatusCode::FORBIDDEN
+                    | StatusCode::REQUEST_TIMEOUT
+                    | StatusCode::CONFLICT
+                    | StatusCode::TOO_MANY_REQUESTS
+            ))
 }
 
 /// Runs `next` for `user` at most once per `Idempotency-Key` (requests without one just run).
@@ -132,7 +151,7 @@ pub async fn run(st: &AppState, user: Uuid, req: Request, next: Next) -> Result<
             .to_string(),
         body: body.to_vec(),
     };
-    let outcome = if parts.status.is_server_error() || answer.body.len() > MAX_STORED {
+    let outcome = if !is_final(parts.status) || answer.body.len() > MAX_STORED {
         release(table, user, &key).await
     } else {
         complete(
@@ -149,4 +168,22 @@ pub async fn run(st: &AppState, user: Uuid, req: Request, next: Next) -> Result<
         tracing::error!(error = %e, status = answer.status, "idempotency record not updated");
     }
     Ok(Response::from_parts(parts, Body::from(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_final_answers_are_kept() {
+        for kept in [200, 201, 202, 400, 404, 413, 422] {
+            assert!(is_final(StatusCode::from_u16(kept).unwrap()), "{kept}");
+        }
+        for retried in [401, 402, 403, 408, 409, 429, 500, 502, 503, 504] {
+            assert!(
+                !is_final(StatusCode::from_u16(retried).unwrap()),
+                "{retried}"
+            );
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! common layers, including each route's [`policy`] (token, rate limit,
 //! idempotency) and the [`ssrf`] guard.
 
+pub mod cursor;
 pub mod idempotency;
 pub mod policy;
 pub mod problem;

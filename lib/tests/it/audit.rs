@@ -197,3 +197,58 @@ async fn objects_of_open_generations_are_not_orphans_but_others_are() {
         report.violations
     );
 }
+
+/// The hourly audit looks at the users active in its window, one bucket prefix
+/// each, never the whole bucket: an object under an inactive user's prefix is
+/// not listed; an orphan of an active user is found. Out of time, it reports
+/// what it did.
+#[tokio::test]
+async fn the_hourly_audit_lists_only_active_users_prefixes() {
+    let (db, name, server) = crate::common::own_database("audit").await;
+    let s = Stack::with(&[("DATABASE_URL", db.as_str())]).await;
+    let (active, idle) = (Uuid::new_v4(), Uuid::new_v4());
+    let (status, g) = s.generate(active, "an active user", true).await;
+    assert_eq!(status, StatusCode::CREATED, "{g}");
+    let s3 = s.state.storage.client().await;
+    let stray = |user: Uuid| format!("users/{user}/images/{}.png", Uuid::new_v4());
+    let (active_stray, idle_stray) = (stray(active), stray(idle));
+    for key in [&active_stray, &idle_stray] {
+        s3.put_object()
+            .bucket(&s.state.cfg.images_bucket)
+            .key(key)
+            .body(b"\x89PNG\r\n\x1a\n".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let since = chrono::Utc::now() - chrono::TimeDelta::hours(25);
+    let later = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (report, complete) = audit::recent(&s.state, since, later).await.unwrap();
+    assert!(complete);
+    let keys: Vec<_> = report.violations.iter().map(|v| v.key.clone()).collect();
+    assert_eq!(
+        keys,
+        [Some(active_stray.clone())],
+        "{:?}",
+        report.violations
+    );
+    // The active user's image, thumbnail and stray; nothing of the idle user's.
+    assert_eq!(report.checked.objects, 3);
+    let (report, complete) = audit::recent(&s.state, since, std::time::Instant::now())
+        .await
+        .unwrap();
+    assert!(!complete && report.violations.is_empty());
+    for key in [active_stray, idle_stray] {
+        let _ = s3
+            .delete_object()
+            .bucket(&s.state.cfg.images_bucket)
+            .key(key)
+            .send()
+            .await;
+    }
+    drop(s);
+    server
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+}

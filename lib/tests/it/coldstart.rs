@@ -39,7 +39,7 @@ fn each_function_opens_what_its_requests_need() {
 }
 
 fn pool(url: &str) -> Db {
-    Db::new(db::pool(url, 4, None).unwrap())
+    Db::new(db::pool(url, 4, None, false).unwrap())
 }
 
 #[tokio::test]

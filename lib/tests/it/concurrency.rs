@@ -7,6 +7,7 @@ use reqwest::{Method, StatusCode};
 use uuid::Uuid;
 
 use crate::common::{Stack, id_of};
+use picture::db::generations::LeaseBy;
 
 async fn parallel_generates(
     s: &Stack,
@@ -107,9 +108,9 @@ async fn concurrent_completions_create_one_image_and_one_capture() {
     };
     let gen_id = Uuid::parse_str(&id).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let settles = futures::future::join_all(
-        (0..10).map(|_| picture::lifecycle::settle(&s.state, gen_id, &prediction, deadline)),
-    );
+    let settles = futures::future::join_all((0..10).map(|_| {
+        picture::lifecycle::settle(&s.state, gen_id, &prediction, deadline, LeaseBy::Other)
+    }));
     let status_path = format!("/api/v1/generate/{id}/status");
     let polls = futures::future::join_all(
         (0..5).map(|_| s.call(Method::GET, &status_path, Some(user), None)),
@@ -130,7 +131,7 @@ async fn concurrent_completions_create_one_image_and_one_capture() {
         status: "failed".into(),
         ..prediction
     };
-    picture::lifecycle::settle(&s.state, gen_id, &failed, deadline)
+    picture::lifecycle::settle(&s.state, gen_id, &failed, deadline, LeaseBy::Other)
         .await
         .unwrap();
     assert_eq!(

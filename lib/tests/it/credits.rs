@@ -664,3 +664,49 @@ async fn a_failed_capture_is_retried_and_lands_exactly_once() {
     // One failed attempt, then exactly one more: concurrent retries do not both send it.
     assert_eq!(successful.len(), 2, "{successful:?}");
 }
+
+/// Capture retries against a credit service that hangs get a share of the
+/// reconciler's time, not all of it: a lost webhook is still recovered in the
+/// same run (before Replicate deletes the output).
+#[tokio::test]
+async fn a_hanging_credit_service_leaves_the_reconciler_time_for_lost_webhooks() {
+    let (fake, url) = FakeCredits::start().await;
+    *fake.balance.lock().unwrap() = 1000;
+    fake.set("use-fails");
+    let (db, name, server) = crate::common::own_database("captures").await;
+    let settings = [
+        ("DATABASE_URL", db.as_str()),
+        ("RECONCILE_GRACE_SECONDS", "0"),
+        // A budget of 8 s: less than three captures that each wait 5 s.
+        ("FUNCTION_TIMEOUT_SECONDS", "13"),
+    ];
+    let s = manacore_stack(&url, &settings).await;
+    let user = Uuid::new_v4();
+    for i in 0..3 {
+        let (status, g) = s
+            .generate(user, &format!("charged later {i} [sim:slow=50]"), true)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{g}");
+    }
+    let (_, g) = s
+        .generate(user, "lost webhook [sim:no-webhook] [sim:slow=50]", false)
+        .await;
+    let lost = id_of(&g);
+    for _ in 0..100 {
+        if let Some(pid) = s.row(&lost).await.prediction_id
+            && s.state.replicate.get(&pid).await.unwrap().is_terminal()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    fake.set("use-slow");
+    let report = picture::reconcile::run(&s.state).await.unwrap();
+    assert_eq!((report.checked, report.settled), (1, 1), "{report:?}");
+    s.assert_completed_once(&lost).await;
+    drop(s);
+    server
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+}

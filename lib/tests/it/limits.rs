@@ -232,30 +232,79 @@ async fn concurrent_retries_with_one_idempotency_key_make_one_generation() {
     s.cancel_all(stranger, &[theirs]).await;
 }
 
+/// A generation the provider refused to start frees its key: the retry runs again
+/// (here: refused again, a second failed generation, nothing charged).
 #[tokio::test]
-async fn a_committed_generation_keeps_its_key_whatever_the_answer() {
+async fn a_refused_start_frees_its_key() {
     let s = Stack::with(&[("REPLICATE_API_TOKEN", "r8_wrong")]).await;
     let user = Uuid::new_v4();
     let body = json!({"prompt": "provider refuses", "modelId": FLUX});
     let with_key = [("idempotency-key", "retry-me")];
+    for tries in 1..=2 {
+        let (status, h, p) = post(&s, user, &body, &with_key).await;
+        assert_eq!(
+            (status, p["code"].as_str()),
+            (StatusCode::BAD_GATEWAY, Some("PROVIDER_ERROR")),
+            "{p}"
+        );
+        assert!(h.get("idempotency-replayed").is_none());
+        assert_eq!(rows(&s, "generations", user).await, tries);
+    }
+    let (_, credits) = s
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/credits/balance",
+            Some(user),
+            None,
+        )
+        .await;
+    assert_eq!(credits["freeGenerationsRemaining"], 3, "{credits}");
+}
+
+/// Answers that depend on the moment are not kept for the key: after 503
+/// `PROVIDER_BUSY` (throttled until the budget ran out) and after 402 (until
+/// credits are bought) the same key and body start the generation.
+#[tokio::test]
+async fn a_key_is_not_bound_to_an_answer_the_client_must_retry() {
+    let s = Stack::with(&[
+        ("FUNCTION_TIMEOUT_SECONDS", "7"),
+        ("APP_ENV", "staging"),
+        ("FREE_GENERATIONS", "0"),
+    ])
+    .await;
+    let user = Uuid::new_v4();
+    let db = s.state.db.get().await.unwrap();
+    picture::db::ledger::grant(&**db, user, 10, "test")
+        .await
+        .unwrap();
+    let prompt = format!("throttled {} [sim:create-429=3]", Uuid::new_v4());
+    let busy = json!({"prompt": prompt, "modelId": FLUX});
+    let with_key = [("idempotency-key", "busy-then-fine")];
+    let (status, _, p) = post(&s, user, &busy, &with_key).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("PROVIDER_BUSY")),
+        "{p}"
+    );
+    let (status, h, g) = post(&s, user, &busy, &with_key).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{g}");
+    assert!(h.get("idempotency-replayed").is_none());
+
+    // Now out of credits: 402, then the user buys some and retries with the same key.
+    let body = json!({"prompt": "when I can pay", "modelId": FLUX});
+    let with_key = [("idempotency-key", "pay-then-run")];
     let (status, _, p) = post(&s, user, &body, &with_key).await;
     assert_eq!(
         (status, p["code"].as_str()),
-        (StatusCode::BAD_GATEWAY, Some("PROVIDER_ERROR"))
+        (StatusCode::PAYMENT_REQUIRED, Some("INSUFFICIENT_CREDITS")),
+        "{p}"
     );
-    // The 5xx freed the runtime record, but the generation holds the key: a retry
-    // answers with it (failed, nothing charged) instead of starting another.
+    picture::db::ledger::grant(&**db, user, 10, "test")
+        .await
+        .unwrap();
     let (status, _, again) = post(&s, user, &body, &with_key).await;
-    assert_eq!(
-        (
-            status,
-            again["status"].as_str(),
-            again["error"]["code"].as_str()
-        ),
-        (StatusCode::OK, Some("failed"), Some("PROVIDER_ERROR")),
-        "{again}"
-    );
-    assert_eq!(rows(&s, "generations", user).await, 1);
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    s.cancel_all(user, &[g, again]).await;
 }
 
 #[tokio::test]

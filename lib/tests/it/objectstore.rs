@@ -51,3 +51,20 @@ async fn objects_survive_a_restart_of_the_local_s3() {
     st.storage.delete(&key).await.unwrap();
     assert!(!st.storage.exists(&key).await.unwrap());
 }
+
+/// `make test` (and everything else that is not `make dev`) writes into a bucket and a
+/// database of its own: what the tests leave behind never shows in the dev store's audit.
+#[test]
+fn tests_use_a_store_of_their_own() {
+    let dev = std::fs::read_to_string(crate::private::root().join(".dev/local.env"))
+        .expect("the local stack's settings (.dev/local.env)");
+    let setting = |name: &str| {
+        dev.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let vars = env(&[]);
+    assert_ne!(vars["IMAGES_BUCKET"], setting("IMAGES_BUCKET"));
+    assert_ne!(vars["DATABASE_URL"], setting("DATABASE_URL"));
+}

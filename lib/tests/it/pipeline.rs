@@ -391,3 +391,53 @@ async fn cancel_stops_a_hanging_generation_for_good() {
         (StatusCode::CONFLICT, Some("GENERATION_NOT_CANCELLABLE"))
     );
 }
+
+/// A cancel that lands while the create call is still waiting (`Prefer: wait`)
+/// stops the prediction at Replicate once it is known: it does not run on,
+/// billed, with its free generation already given back.
+#[tokio::test]
+async fn a_cancel_during_the_create_call_cancels_at_replicate() {
+    let s = Stack::with(&[("SYNC_WAIT_SECONDS", "5")]).await;
+    let user = Uuid::new_v4();
+    let generate = s.generate(user, "cancelled while created [sim:hang]", true);
+    let cancel = async {
+        // The generation is recorded before the create call begins.
+        let id = loop {
+            let db = s.state.db.get().await.unwrap();
+            let row = db
+                .query_opt(
+                    "SELECT id::text, prediction_id FROM generations WHERE user_id = $1",
+                    &[&user],
+                )
+                .await
+                .unwrap();
+            if let Some(r) = row {
+                assert!(
+                    r.get::<_, Option<String>>(1).is_none(),
+                    "create answered too soon"
+                );
+                break r.get::<_, String>(0);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let path = format!("/api/v1/generate/{id}");
+        let (status, v) = s.call(Method::DELETE, &path, Some(user), None).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        id
+    };
+    let ((status, g), id) = tokio::join!(generate, cancel);
+    assert_eq!(
+        (status, g["status"].as_str()),
+        (StatusCode::OK, Some("cancelled")),
+        "{g}"
+    );
+    let row = s.row(&id).await;
+    assert_eq!(row.status.as_str(), "cancelled");
+    let pid = row.prediction_id.expect("the prediction is recorded");
+    let (_, p) = s.sim(Method::GET, &format!("/v1/predictions/{pid}")).await;
+    assert_eq!(p["status"], "canceled", "{p}");
+    let (_, balance) = s
+        .call(Method::GET, "/api/v1/credits/balance", Some(user), None)
+        .await;
+    assert_eq!(balance["freeGenerationsRemaining"], 3);
+}

@@ -89,7 +89,19 @@ pub struct PrivateSim {
 
 impl PrivateSim {
     pub async fn start() -> PrivateSim {
-        let port = free_port();
+        PrivateSim::start_on(free_port()).await
+    }
+
+    /// Stops the simulator and starts a new one on the same port: it has forgotten
+    /// every prediction (Replicate answers 404 for them).
+    pub async fn restart(&mut self) {
+        let port = self.url.rsplit(':').next().unwrap().parse().unwrap();
+        let _ = self.process.0.kill();
+        let _ = self.process.0.wait();
+        *self = PrivateSim::start_on(port).await;
+    }
+
+    async fn start_on(port: u16) -> PrivateSim {
         let child = Command::new(venv().join("bin/python"))
             .arg(root().join("infra/replicate-sim/sim.py"))
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])

@@ -68,3 +68,120 @@ fn every_functions_http_events_are_exactly_its_declared_routes() {
         );
     }
 }
+
+fn template() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
+    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).expect("template.yaml")
+}
+
+/// The value an `!If [condition, then, else]` gives when its condition holds.
+fn when_set(v: &Value) -> &Value {
+    match v {
+        Value::Tagged(t) if t.tag == "If" => &t.value[1],
+        other => other,
+    }
+}
+
+/// Every statement of a function's inline policies, by binary name.
+fn statements(doc: &Value) -> BTreeMap<String, Vec<Value>> {
+    let mut found = BTreeMap::new();
+    for resource in doc["Resources"].as_mapping().unwrap().values() {
+        if resource["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        let binary = resource["Metadata"]["BuildProperties"]["Binary"]
+            .as_str()
+            .unwrap();
+        let mine: &mut Vec<Value> = found.entry(binary.to_string()).or_default();
+        for policy in resource["Properties"]["Policies"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            assert!(
+                policy.get("DynamoDBCrudPolicy").is_none(),
+                "{binary}: a full CRUD policy (scans, batches) where a few actions do"
+            );
+            for st in policy["Statement"].as_sequence().into_iter().flatten() {
+                mine.push(st.clone());
+            }
+        }
+    }
+    found
+}
+
+fn actions(st: &Value) -> Vec<String> {
+    match &st["Action"] {
+        Value::String(a) => vec![a.clone()],
+        Value::Sequence(all) => all
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The functions that read objects which may be missing (generate: an upload
+/// not PUT yet; reconcile: the audit's recheck) can list the bucket, and no
+/// ListBucket has a prefix condition (a GET has no prefix: S3 would answer 403
+/// for a missing key, not 404); functions that only complete generations write
+/// images and read nothing.
+#[test]
+fn s3_answers_404_for_missing_keys_and_completions_read_nothing() {
+    for (function, sts) in statements(&template()) {
+        let all: Vec<String> = sts.iter().flat_map(actions).collect();
+        let lists: Vec<&Value> = sts
+            .iter()
+            .filter(|st| actions(st).contains(&"s3:ListBucket".to_string()))
+            .collect();
+        if ["generate", "reconcile"].contains(&function.as_str()) {
+            assert!(!lists.is_empty(), "{function} cannot list the bucket");
+        }
+        for list in lists {
+            assert!(list.get("Condition").is_none(), "{function}: {list:?}");
+        }
+        if ["webhook", "status"].contains(&function.as_str()) {
+            assert!(!all.contains(&"s3:GetObject".to_string()), "{function}");
+            for st in sts
+                .iter()
+                .filter(|st| actions(st).contains(&"s3:PutObject".to_string()))
+            {
+                let resource = format!("{:?}", st["Resource"]);
+                assert!(
+                    resource.contains("/users/*/images/*"),
+                    "{function}: {resource}"
+                );
+            }
+        }
+    }
+}
+
+/// With `CorsOrigins`, API Gateway answers the API's preflights and the bucket
+/// the upload PUT's, for the same origins the functions allow.
+#[test]
+fn cors_is_configured_for_the_api_and_the_bucket() {
+    let doc = template();
+    let split = |v: &Value| match v {
+        Value::Tagged(t) if t.tag == "Split" => format!("{:?}", t.value),
+        other => panic!("origins from CorsOrigins, not {other:?}"),
+    };
+    let api = when_set(&doc["Resources"]["HttpApi"]["Properties"]["CorsConfiguration"]);
+    assert!(split(&api["AllowOrigins"]).contains("CorsOrigins"));
+    let methods = format!("{:?}", api["AllowMethods"]);
+    for m in ["GET", "POST", "PATCH", "DELETE"] {
+        assert!(methods.contains(m), "{methods}");
+    }
+    let headers = format!("{:?}", api["AllowHeaders"]);
+    for h in ["authorization", "content-type", "idempotency-key"] {
+        assert!(headers.contains(h), "{headers}");
+    }
+    let bucket = when_set(&doc["Resources"]["ImagesBucket"]["Properties"]["CorsConfiguration"]);
+    let rule = &bucket["CorsRules"][0];
+    assert!(split(&rule["AllowedOrigins"]).contains("CorsOrigins"));
+    assert!(format!("{:?}", rule["AllowedMethods"]).contains("PUT"));
+    // The presigned PUT's signed headers (`storage::presign_put`).
+    let allowed = format!("{:?}", rule["AllowedHeaders"]);
+    for h in ["content-type", "x-amz-tagging"] {
+        assert!(allowed.contains(h), "{allowed}");
+    }
+}

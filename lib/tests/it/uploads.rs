@@ -334,3 +334,94 @@ async fn unusable_sources_are_refused_and_hold_nothing() {
         .await;
     assert_eq!(credits["freeGenerationsRemaining"], 3, "{credits}");
 }
+
+/// A JPEG whose metadata (here six 64 KiB APP1 segments) pushes its size marker
+/// past the first 256 KiB.
+fn jpeg_with_long_metadata() -> Vec<u8> {
+    let mut small = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_pixel(16, 8, image::Rgb([10, 120, 200]))
+        .write_to(&mut small, image::ImageFormat::Jpeg)
+        .unwrap();
+    let small = small.into_inner();
+    let mut out = small[..2].to_vec(); // SOI
+    for i in 0..6u8 {
+        out.extend_from_slice(&[0xFF, 0xE1, 0xFF, 0xFF]); // APP1, length 65535
+        out.extend(std::iter::repeat_n(i, 65533));
+    }
+    out.extend_from_slice(&small[2..]);
+    out
+}
+
+#[tokio::test]
+async fn a_jpeg_with_long_metadata_is_a_usable_source() {
+    let stack = Stack::start().await;
+    let user = Uuid::new_v4();
+    let bytes = jpeg_with_long_metadata();
+    assert!(bytes.len() > 256 * 1024);
+    let id = uploaded(&stack, user, "image/jpeg", bytes).await;
+    let (status, g) = generate_from(
+        &stack,
+        user,
+        json!({"prompt": "a blue strip", "modelId": IMG2IMG, "sourceImageId": id,
+               "waitForResult": true}),
+    )
+    .await;
+    assert_eq!(
+        (status, g["status"].as_str()),
+        (StatusCode::CREATED, Some("completed")),
+        "{g}"
+    );
+    stack.assert_audit_clean(user).await;
+}
+
+/// The upload URL stays valid for a while after the upload was checked: the
+/// provider reads a copy of what was checked, which a second PUT cannot replace.
+#[tokio::test]
+async fn what_the_provider_reads_is_what_was_checked() {
+    let stack = Stack::start().await;
+    let user = Uuid::new_v4();
+    let checked = noisy_png(320, 320);
+    let (_, upload) = create(
+        &stack,
+        user,
+        json!({"contentType": "image/png", "contentLength": checked.len()}),
+    )
+    .await;
+    assert_eq!(
+        put(&stack, &upload, checked.clone(), &[]).await,
+        StatusCode::OK
+    );
+    let (status, g) = generate_from(
+        &stack,
+        user,
+        json!({"prompt": "a cat", "modelId": IMG2IMG, "sourceImageId": id_of_upload(&upload)}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{g}");
+    // The same URL, other bytes of the same length and type.
+    let mut other = checked.clone();
+    let at = other.len() - 100;
+    other[at] ^= 0xFF;
+    assert_eq!(put(&stack, &upload, other, &[]).await, StatusCode::OK);
+    let (input, _) = provider_input(&stack, g["generationId"].as_str().unwrap()).await;
+    let url = input["image"].as_str().unwrap();
+    let read = stack
+        .http
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        read.as_ref() == checked.as_slice(),
+        "the provider would read other bytes"
+    );
+    s_cancel(&stack, user, &g).await;
+}
+
+async fn s_cancel(stack: &Stack, user: Uuid, g: &Value) {
+    stack.cancel_all(user, std::slice::from_ref(g)).await;
+    stack.assert_audit_clean(user).await;
+}

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::common::{Stack, id_of};
+use picture::db::generations::LeaseBy;
 use picture::{limits::replay, replicate::signature};
 
 /// A delivery as sent: headers and body.
@@ -196,6 +197,7 @@ async fn a_delivery_is_acknowledged_only_once_its_generation_is_finished() {
         gen_id,
         other,
         std::time::Duration::from_secs(60),
+        LeaseBy::Other,
     )
     .await
     .unwrap();
@@ -214,6 +216,55 @@ async fn a_delivery_is_acknowledged_only_once_its_generation_is_finished() {
     picture::db::generations::release_lease(&**db, gen_id, other)
         .await
         .unwrap();
+    assert_eq!(
+        d.send(&s).await,
+        (StatusCode::OK, json!({"received": true}))
+    );
+    s.assert_completed_once(&id).await;
+}
+
+/// A status poll's completion lease yields to a webhook: Replicate's delivery
+/// completes the generation at once instead of getting 503 while polls keep
+/// taking the lease.
+#[tokio::test]
+async fn a_webhook_takes_over_a_polls_lease() {
+    let s = Stack::start().await;
+    let user = Uuid::new_v4();
+    let (_, g) = s
+        .generate(
+            user,
+            "polled and delivered [sim:no-webhook] [sim:slow=100]",
+            false,
+        )
+        .await;
+    let id = id_of(&g);
+    let gen_id = Uuid::parse_str(&id).unwrap();
+    let prediction_id = s.row(&id).await.prediction_id.unwrap();
+    let prediction = loop {
+        let (_, p) = s
+            .sim(Method::GET, &format!("/v1/predictions/{prediction_id}"))
+            .await;
+        if p["status"] == "succeeded" {
+            break p;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    // A poll holds the lease (its copy is slow, or it died).
+    let db = s.state.db.get().await.unwrap();
+    let poll = Uuid::new_v4();
+    let length = std::time::Duration::from_secs(60);
+    assert!(
+        picture::db::generations::try_lease(&**db, gen_id, poll, length, LeaseBy::Poll)
+            .await
+            .unwrap()
+    );
+    // Another poll does not take it; the webhook does.
+    assert!(
+        !picture::db::generations::try_lease(&**db, gen_id, Uuid::new_v4(), length, LeaseBy::Poll)
+            .await
+            .unwrap()
+    );
+    let d = Delivery::signed(&s, &prediction).await;
     assert_eq!(
         d.send(&s).await,
         (StatusCode::OK, json!({"received": true}))

@@ -1,0 +1,75 @@
+//! The opaque cursors of newest-first lists (`?cursor=` → `nextCursor`):
+//! base64url of the last item's `createdAt` (microseconds) and id.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::problem::FieldError;
+pub use crate::db::Cursor;
+
+/// Latest `createdAt` a cursor may carry (9999-12-31T23:59:59.999999Z): PostgreSQL refuses
+/// timestamps far beyond it, and nothing listed is older than the epoch.
+const MAX_MICROS: i64 = 253_402_300_799_999_999;
+
+/// The cursor of the page after the one ending at `last`.
+pub fn encode((at, id): Cursor) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}|{id}", at.timestamp_micros()))
+}
+
+/// A cursor from a previous page, if `raw` is one.
+pub fn decode(raw: &str) -> Option<Cursor> {
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(raw).ok()?).ok()?;
+    let (micros, id) = text.split_once('|')?;
+    let micros = micros
+        .parse()
+        .ok()
+        .filter(|m| (0..=MAX_MICROS).contains(m))?;
+    Some((
+        DateTime::<Utc>::from_timestamp_micros(micros)?,
+        Uuid::parse_str(id).ok()?,
+    ))
+}
+
+/// The `cursor` query parameter: none (or empty) for the first page; a
+/// field error in `errors` when it is not a cursor from a previous page.
+pub fn param(errors: &mut Vec<FieldError>, raw: Option<&str>) -> Option<Cursor> {
+    let raw = raw.filter(|c| !c.is_empty())?;
+    let cursor = decode(raw);
+    if cursor.is_none() {
+        errors.push(FieldError::new(
+            "cursor",
+            "is not a cursor from a previous page",
+        ));
+    }
+    cursor
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let c = (
+            DateTime::<Utc>::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+            Uuid::new_v4(),
+        );
+        assert_eq!(decode(&encode(c)), Some(c));
+        assert_eq!(decode("not-a-cursor"), None);
+        let id = Uuid::nil();
+        for micros in [-1, MAX_MICROS + 1, i64::MAX] {
+            assert_eq!(
+                decode(&URL_SAFE_NO_PAD.encode(format!("{micros}|{id}"))),
+                None
+            );
+        }
+        let last = URL_SAFE_NO_PAD.encode(format!("{MAX_MICROS}|{id}"));
+        assert!(decode(&last).is_some());
+        let mut errors = Vec::new();
+        assert_eq!(param(&mut errors, Some("")), None);
+        assert!(errors.is_empty());
+        assert_eq!(param(&mut errors, Some("nope")), None);
+        assert_eq!(errors.len(), 1);
+    }
+}
