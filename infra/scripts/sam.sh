@@ -29,6 +29,8 @@ DEV=$ROOT/.dev
 VENV="${PICTURE_VENV:-$HOME/.cache/picture-venv}"
 DEV_TOOL=$ROOT/target/debug/picture-dev
 SAM_DIR=$DEV/sam
+# The origin the API allows under sam local (the template's CorsOrigins).
+export SAM_CORS_ORIGIN=${SAM_CORS_ORIGIN:-http://localhost:5173}
 log() { echo "sam: $*" >&2; }
 
 # --- the local stack and what containers need -------------------------------
@@ -62,7 +64,8 @@ import json, sys
 src, out, db, bucket = sys.argv[1:]
 env = json.load(open(src))
 p = env["Parameters"]
-p["DATABASE_URL"] = p["DATABASE_URL"].rsplit("/", 1)[0] + "/" + db
+server, rest = p["DATABASE_URL"].rsplit("/", 1)
+p["DATABASE_URL"] = server + "/" + db + ("?" + rest.split("?", 1)[1] if "?" in rest else "")
 p["IMAGES_BUCKET"] = bucket
 json.dump(env, open(out, "w"), indent=2)
 PY
@@ -87,7 +90,7 @@ PY
   fi
   ARCH=$(uname -m); [ "$ARCH" = aarch64 ] && ARCH=arm64
   SAM_ARGS=(--template "$SAM_DIR/template.yaml" --env-vars "$env_file" --region "$AWS_REGION"
-    --parameter-overrides "Architecture=$ARCH" "CorsOrigins=${SAM_CORS_ORIGIN:-http://localhost:5173}")
+    --parameter-overrides "Architecture=$ARCH" "CorsOrigins=$SAM_CORS_ORIGIN")
   # The stand-in base image cannot be pulled: use it as it is.
   [ "$DOCKER_HOST" = unix:///run/podman/podman.sock ] && SAM_ARGS+=(--skip-pull-image)
   # SAM hands the functions the credentials of its own session: the local stack's.
@@ -117,6 +120,11 @@ with open(os.path.join(root, "template.yaml")) as f:
     template = yaml_parse(f.read())
 # sam local does not evaluate conditions, and the optional secrets layer is an !If.
 template["Globals"]["Function"].pop("Layers")
+# Nor the API's CorsConfiguration (an !If over CorsOrigins): the branch for the origins given.
+api = template["Resources"]["HttpApi"]["Properties"]
+cors = api.get("CorsConfiguration", {}).get("Fn::If")
+if cors:
+    api["CorsConfiguration"] = dict(cors[1], AllowOrigins=os.environ["SAM_CORS_ORIGIN"].split(","))
 for name, res in template["Resources"].items():
     if res["Type"] != "AWS::Serverless::Function":
         continue

@@ -194,7 +194,7 @@ ENV
 {
   "Parameters": {
     "APP_ENV": "${APP_ENV:-development}",
-    "DATABASE_URL": "postgres://postgres@$host:$pg_port/picture",
+    "DATABASE_URL": "postgres://postgres@$host:$pg_port/picture?sslmode=disable",
     "AWS_ENDPOINT_URL": "http://$host:$MOTO_PORT",
     "AWS_ENDPOINT_URL_S3": "http://$host:$S3_PORT",
     "AWS_ENDPOINT_URL_DYNAMODB": "http://$host:$DYNAMODB_PORT",
