@@ -210,6 +210,9 @@ ENV
     "JWT_ISSUER": "picture-dev",
     "JWT_AUDIENCE": "manacore",
     "CREDITS_PROVIDER": "ledger",
+    "STRIPE_API_BASE_URL": "http://$host:$STRIPE_SIM_PORT",
+    "STRIPE_SECRET_KEY": "$STRIPE_KEY",
+    "STRIPE_WEBHOOK_SECRET": "$STRIPE_SECRET",
     "RUST_LOG": "info"
   }
 }

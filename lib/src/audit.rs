@@ -46,6 +46,7 @@ pub struct Checked {
     pub objects: usize,
     pub accounts: usize,
     pub quotas: usize,
+    pub purchases: usize,
 }
 
 /// The outcome of a run.
@@ -139,6 +140,7 @@ pub async fn recent(
         c.objects += f.objects;
         c.accounts += f.accounts;
         c.quotas += f.quotas;
+        c.purchases += f.purchases;
         report.violations.extend(found.violations);
     }
     Ok((report, true))
@@ -177,6 +179,17 @@ pub async fn run(st: &AppState, filter: &Filter) -> Result<Report, Error> {
     );
     report.checked.accounts =
         rows::accounts(&**db, filter.user, |a| check_account(&a, out)).await?;
+    report.checked.purchases = rows::purchases(&**db, filter.user, filter.since, |p| {
+        check_purchase(&p, out)
+    })
+    .await?;
+    for (entry, user_id, session) in rows::stray_purchase_entries(&**db, filter.user).await? {
+        let msg = format!("ledger entry {entry} names no purchase ({session:?})");
+        out.push(Violation {
+            user_id: Some(user_id),
+            ..Violation::new("purchase_entry_without_purchase", msg)
+        });
+    }
     let limit = i64::from(st.cfg.free_generations);
     report.checked.quotas =
         rows::quotas(&**db, filter.user, |q| check_quota(&q, limit, out)).await?;
@@ -365,32 +378,62 @@ fn check_account(a: &Account, out: &mut Vec<Violation>) {
         user_id: Some(a.user_id),
         ..v
     };
-    if a.balance < 0 {
+    // Only a take-back (of credits already spent) may leave a balance below zero.
+    if a.balance < 0 && a.takebacks == 0 {
         out.push(user(Violation::new(
             "negative_balance",
             format!("balance {}", a.balance),
         )));
     }
     let expected = (
-        a.grants - a.captures + a.refunds,
-        a.grants,
+        a.earned - a.captures + a.refunds,
+        a.earned,
         a.captures - a.refunds,
     );
     if (a.balance, a.total_earned, a.total_spent) != expected {
         let msg = format!(
             "balance/earned/spent {}/{}/{}, but the transactions give {}/{}/{} \
-             (grants {}, captures {}, refunds {})",
+             (earned {}, captures {}, refunds {})",
             a.balance,
             a.total_earned,
             a.total_spent,
             expected.0,
             expected.1,
             expected.2,
-            a.grants,
+            a.earned,
             a.captures,
             a.refunds
         );
         out.push(user(Violation::new("ledger", msg)));
+    }
+}
+
+/// A granted purchase has exactly one grant of its pack's credits; no other
+/// has any; take-backs never exceed what was granted (and reinstated).
+fn check_purchase(p: &rows::PurchaseRow, out: &mut Vec<Violation>) {
+    let violation = |kind, msg: String| Violation {
+        user_id: Some(p.user_id),
+        key: Some(p.session_id.clone()),
+        ..Violation::new(kind, msg)
+    };
+    let granted = p.status == "granted";
+    if granted && (p.grants != 1 || p.granted != p.credits) {
+        let msg = format!(
+            "granted, with {} grant entries of {} credits in all (the pack has {})",
+            p.grants, p.granted, p.credits
+        );
+        out.push(violation("purchase_grant", msg));
+    }
+    if !granted && p.grants > 0 {
+        let msg = format!("{} but {} credits were granted", p.status, p.granted);
+        out.push(violation("grant_without_payment", msg));
+    }
+    if p.takebacks > p.credits + p.reinstated {
+        let msg = format!(
+            "{} credits taken back of {} (+{} reinstated)",
+            p.takebacks, p.credits, p.reinstated
+        );
+        out.push(violation("takeback_over_purchase", msg));
     }
 }
 

@@ -90,6 +90,15 @@ pub struct Config {
     pub runtime_table: String,
     pub rate_limit_generate_per_minute: u32,
     pub rate_limit_reads_per_minute: u32,
+    /// Stripe's API (or the simulator); purchases need `stripe_secret_key` too.
+    pub stripe_api_base_url: String,
+    pub stripe_secret_key: Option<String>,
+    /// `whsec_…`: the payments webhook's signing secret.
+    pub stripe_webhook_secret: Option<String>,
+    /// Where Stripe sends the customer after paying (`{CHECKOUT_SESSION_ID}` is filled in)
+    /// or cancelling; by default the API's own page.
+    pub checkout_success_url: Option<String>,
+    pub checkout_cancel_url: Option<String>,
 }
 
 impl Config {
@@ -147,12 +156,12 @@ impl Config {
         }
         let webhook_base_url = get("WEBHOOK_BASE_URL").map(|u| u.trim_end_matches('/').to_string());
         let webhook_secret = get("REPLICATE_WEBHOOK_SECRET");
-        if let Some(s) = &webhook_secret {
-            if !s.starts_with("whsec_") {
-                return Err(ConfigError(
-                    "REPLICATE_WEBHOOK_SECRET must start with whsec_".into(),
-                ));
-            }
+        if let Some(s) = &webhook_secret
+            && !s.starts_with("whsec_")
+        {
+            return Err(ConfigError(
+                "REPLICATE_WEBHOOK_SECRET must start with whsec_".into(),
+            ));
         }
 
         let credits_provider = match get("CREDITS_PROVIDER").as_deref().unwrap_or("ledger") {
@@ -267,12 +276,36 @@ impl Config {
                 get("RATE_LIMIT_GENERATE_PER_MINUTE"),
                 10,
             )?,
+            stripe_api_base_url: get("STRIPE_API_BASE_URL")
+                .unwrap_or_else(|| "https://api.stripe.com".into())
+                .trim_end_matches('/')
+                .to_string(),
+            stripe_secret_key: get("STRIPE_SECRET_KEY"),
+            stripe_webhook_secret: get("STRIPE_WEBHOOK_SECRET"),
+            checkout_success_url: get("CHECKOUT_SUCCESS_URL"),
+            checkout_cancel_url: get("CHECKOUT_CANCEL_URL"),
             rate_limit_reads_per_minute: number(
                 "RATE_LIMIT_READS_PER_MINUTE",
                 get("RATE_LIMIT_READS_PER_MINUTE"),
                 120,
             )?,
         })
+    }
+
+    /// Where Stripe sends a customer after paying and after cancelling: the
+    /// settings, else pages of the API's own URL (`WEBHOOK_BASE_URL`, else
+    /// `request_base`, as for [`Config::webhook_url`]); `None` when none is known.
+    pub fn checkout_urls(&self, request_base: Option<&str>) -> Option<(String, String)> {
+        let base = self.webhook_base_url.as_deref().or(request_base);
+        let success = self
+            .checkout_success_url
+            .clone()
+            .or_else(|| base.map(|b| format!("{b}/?checkout={{CHECKOUT_SESSION_ID}}")))?;
+        let cancel = self
+            .checkout_cancel_url
+            .clone()
+            .or_else(|| base.map(|b| format!("{b}/?checkout=cancelled")))?;
+        Some((success, cancel))
     }
 
     /// How long a request may work before it must answer: its function's

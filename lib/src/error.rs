@@ -48,6 +48,21 @@ pub enum Error {
     /// The uploaded object is not what an image-to-image source must be.
     #[error("the upload {0}")]
     UploadUnusable(String),
+    /// Credits are not sold here (another credit provider, or Stripe not configured).
+    #[error("purchases are not available")]
+    PurchaseNotAvailable,
+    /// No such pack on sale.
+    #[error("pack not found")]
+    PackNotFound,
+    /// No such purchase of this user's.
+    #[error("purchase not found")]
+    PurchaseNotFound,
+    /// The request's `Idempotency-Key` came with another body before.
+    #[error("the idempotency key was used with another request body")]
+    IdempotencyKeyReused,
+    /// Stripe failed (transient: unreachable, throttling, 5xx; else a refusal).
+    #[error(transparent)]
+    Stripe(#[from] crate::stripe::StripeError),
     /// A generation with this idempotency key was recorded meanwhile.
     #[error("the idempotency key was taken by a concurrent request")]
     IdempotencyKeyTaken,
@@ -98,6 +113,7 @@ impl Error {
             Error::Credits(e) => e.is_transient(),
             Error::Storage(e) => e.is_transient(),
             Error::Replicate(e) => e.is_transient(),
+            Error::Stripe(e) => e.is_transient(),
             Error::InsufficientCredits { .. }
             | Error::TooManyInFlight { .. }
             | Error::InputRefused
@@ -107,6 +123,10 @@ impl Error {
             | Error::UploadNotReady
             | Error::UploadUnusable(_)
             | Error::NotCancellable(_)
+            | Error::PurchaseNotAvailable
+            | Error::PackNotFound
+            | Error::PurchaseNotFound
+            | Error::IdempotencyKeyReused
             | Error::Internal(_) => false,
         }
     }

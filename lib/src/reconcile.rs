@@ -2,6 +2,9 @@
 //! not (docs/architecture.md, "Reconciler").
 //!
 //! - external credit captures that did not go through are retried first;
+//! - paid Checkout Sessions without a grant (a lost payments webhook) are
+//!   granted, and purchases Stripe expired are recorded so
+//!   ([`crate::purchases::reconcile`]);
 //! - generations still open after a grace period are checked with Replicate
 //!   and settled through the one completion path (a webhook lost after
 //!   Replicate's last retry must not lose the image);
@@ -36,7 +39,7 @@ use crate::{
         generations::{self, Generation, Status},
         uploads,
     },
-    lifecycle,
+    lifecycle, purchases,
     replicate::Prediction,
     telemetry::{self, metric},
 };
@@ -75,6 +78,8 @@ pub struct Report {
     /// External credit captures sent now, and still open.
     pub captures_settled: usize,
     pub captures_open: usize,
+    /// Purchases granted (lost webhooks) and expired now.
+    pub purchases: purchases::Reconciled,
     /// Upload records forgotten (older than [`UPLOADS_KEPT`]).
     pub uploads_forgotten: u64,
     /// Broken invariants found, when this run audited the stores.
@@ -107,6 +112,14 @@ pub async fn run(st: &AppState) -> Result<Report> {
         }
         Ok(Err(e)) => tracing::warn!(error = %e, "capture retries failed; next run"),
         Err(_) => tracing::warn!("capture retries ran out of their time; next run"),
+    }
+
+    // Paid sessions whose webhook was lost, and expired ones (a small share of the budget).
+    let purchases_until = Instant::now() + budget / CAPTURE_SHARE;
+    match tokio::time::timeout_at(purchases_until.into(), purchases::reconcile(st)).await {
+        Ok(Ok(done)) => report.purchases = done,
+        Ok(Err(e)) => tracing::warn!(error = %e, "purchases not reconciled; next run"),
+        Err(_) => tracing::warn!("purchases ran out of their time; next run"),
     }
 
     let forgotten = async {

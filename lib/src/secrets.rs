@@ -9,11 +9,13 @@ use std::{collections::HashMap, time::Duration};
 use serde::Deserialize;
 
 /// Environment variable ← parameter name under `SECRETS_SSM_PATH`.
-pub const SECRETS: [(&str, &str); 4] = [
+pub const SECRETS: [(&str, &str); 6] = [
     ("DATABASE_URL", "database-url"),
     ("REPLICATE_API_TOKEN", "replicate-api-token"),
     ("REPLICATE_WEBHOOK_SECRET", "replicate-webhook-secret"),
     ("MANA_CORE_SERVICE_KEY", "mana-core-service-key"),
+    ("STRIPE_SECRET_KEY", "stripe-secret-key"),
+    ("STRIPE_WEBHOOK_SECRET", "stripe-webhook-secret"),
 ];
 
 /// A secret that could not be read.
@@ -154,7 +156,15 @@ mod tests {
             "absent parameters stay unset"
         );
         let seen = seen.lock().unwrap();
-        assert_eq!(seen.len(), 3, "DATABASE_URL was not fetched: {seen:?}");
+        assert_eq!(
+            seen.len(),
+            SECRETS.len() - 1,
+            "DATABASE_URL was not fetched: {seen:?}"
+        );
+        assert!(
+            seen.iter()
+                .any(|(name, ..)| name == "/picture/prod/stripe-webhook-secret")
+        );
         assert!(
             seen.iter()
                 .all(|(_, decrypt, token)| decrypt == "true" && token == "session")

@@ -50,6 +50,7 @@ pub struct Inner {
     pub db: db::Db,
     pub storage: Storage,
     pub replicate: Replicate,
+    pub stripe: crate::stripe::Stripe,
     pub auth: Verifier,
     pub credits: Credits,
     pub runtime: RuntimeTable,
@@ -98,6 +99,11 @@ impl AppState {
                 &cfg.replicate_api_base_url,
                 &cfg.replicate_api_token,
             ),
+            stripe: crate::stripe::Stripe::new(
+                http.clone(),
+                &cfg.stripe_api_base_url,
+                cfg.stripe_secret_key.as_deref(),
+            ),
             auth: Verifier::new(
                 http.clone(),
                 &cfg.jwks_url,
@@ -138,10 +144,10 @@ impl AppState {
 
     /// Active models, cached for a minute per instance.
     pub async fn models(&self) -> Result<Arc<Vec<db::models::Model>>> {
-        if let Some((at, models)) = &*self.models.read().await {
-            if at.elapsed() < MODELS_TTL {
-                return Ok(models.clone());
-            }
+        if let Some((at, models)) = &*self.models.read().await
+            && at.elapsed() < MODELS_TTL
+        {
+            return Ok(models.clone());
         }
         let models = Arc::new(db::models::list_active(&**self.db.get().await?).await?);
         *self.models.write().await = Some((Instant::now(), models.clone()));

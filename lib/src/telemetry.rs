@@ -62,6 +62,12 @@ pub mod metric {
     pub const PROVIDER_POLL_FAILED: &str = "ProviderPollFailed";
     /// Replicate refused our token (401/403): an operator's alarm, nothing is failed for it.
     pub const PROVIDER_AUTH_FAILED: &str = "ProviderAuthFailed";
+    /// Credits granted for paid Checkout Sessions.
+    pub const CREDITS_PURCHASED: &str = "CreditsPurchased";
+    /// A Checkout Session disagreed with its purchase (amount, currency or customer): alarmed on.
+    pub const PURCHASE_MISMATCH: &str = "PurchaseMismatch";
+    /// A payments webhook delivery that could not be processed (Stripe retries it): alarmed on.
+    pub const PAYMENT_WEBHOOK_FAILED: &str = "PaymentWebhookFailed";
     /// Spans lost because their export failed (the collector down or too slow).
     pub const SPANS_DROPPED: &str = "SpansDropped";
     /// A reconciler run found a generation's prediction unknown to the provider (404).

@@ -115,15 +115,58 @@ pub struct ModelUsage {
     pub model: String,
     #[serde(flatten)]
     pub usage: Usage,
+    /// Its gross margin ([`Revenue`]), US dollars; `null` without sales.
+    #[serde(rename = "marginUsd")]
+    pub margin_usd: Option<f64>,
 }
 
-/// The usage report: `{"since", "until", "models": [...], "totals": {...}}`.
+/// The usage report: `{"since", "until", "models": [...], "totals": {...}, "revenue": {...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     #[serde(flatten)]
     pub window: Window,
     pub models: Vec<ModelUsage>,
     pub totals: Usage,
+    pub revenue: Revenue,
+}
+
+/// What credit sales brought in over the window, and the gross margin of the
+/// credits spent: revenue per credit (net, in US dollars at `usdRate`) times
+/// the credits captured, less the estimated provider cost.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Revenue {
+    /// Per currency.
+    pub sales: Vec<rows::Sales>,
+    /// US dollars per unit of the sales' currency (`USD_RATE`, default 1).
+    pub usd_rate: f64,
+    /// Net revenue per credit sold, in US dollars; `null` without sales.
+    pub net_usd_per_credit: Option<f64>,
+    /// Gross margin of all the credits spent, US dollars (per model: `models[].marginUsd`).
+    pub margin_usd: Option<f64>,
+}
+
+impl Revenue {
+    fn new(sales: Vec<rows::Sales>, usd_rate: f64) -> Self {
+        let credits: i64 = sales.iter().map(|s| s.credits_sold).sum();
+        let net: i64 = sales.iter().map(|s| s.net_cents).sum();
+        let per_credit = (credits > 0).then(|| net as f64 / 100.0 * usd_rate / credits as f64);
+        Revenue {
+            net_usd_per_credit: per_credit.map(|c| round(c, 6)),
+            margin_usd: None,
+            usd_rate,
+            sales,
+        }
+    }
+
+    /// The gross margin of `usage`: its credits at the net revenue per credit, less its cost.
+    fn margin(&self, usage: &Usage) -> Option<f64> {
+        let per_credit = self.net_usd_per_credit?;
+        Some(round(
+            usage.sums.credits_captured as f64 * per_credit - usage.sums.estimated_cost_usd,
+            6,
+        ))
+    }
 }
 
 /// Seconds to the millisecond, dollars to the millionth.
@@ -148,8 +191,10 @@ impl From<Sums> for Usage {
     }
 }
 
-/// The usage of generations created in `window`, per model and in total.
-pub async fn report(db: &impl GenericClient, window: Window) -> Result<Report> {
+/// The usage of generations created in `window`, per model and in total, and
+/// the revenue of credits sold in it (`usd_rate`: US dollars per unit of the
+/// sales' currency).
+pub async fn report(db: &impl GenericClient, window: Window, usd_rate: f64) -> Result<Report> {
     let rows = rows::by_model(db, window.since, window.until).await?;
     let mut models = Vec::new();
     let mut totals = None;
@@ -158,15 +203,23 @@ pub async fn report(db: &impl GenericClient, window: Window) -> Result<Report> {
             Some(model) => models.push(ModelUsage {
                 model,
                 usage: sums.into(),
+                margin_usd: None,
             }),
             None => totals = Some(sums.into()),
         }
     }
-    let totals = totals.ok_or_else(|| crate::Error::Internal("usage: no totals row".into()))?;
+    let totals: Usage =
+        totals.ok_or_else(|| crate::Error::Internal("usage: no totals row".into()))?;
+    let mut revenue = Revenue::new(rows::sales(db, window.since, window.until).await?, usd_rate);
+    for m in &mut models {
+        m.margin_usd = revenue.margin(&m.usage);
+    }
+    revenue.margin_usd = revenue.margin(&totals);
     Ok(Report {
         window,
         models,
         totals,
+        revenue,
     })
 }
 

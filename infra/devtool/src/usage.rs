@@ -29,8 +29,14 @@ pub async fn run(args: &[&str]) -> Result<()> {
         chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 0),
     )
     .map_err(anyhow::Error::msg)?;
+    let usd_rate: f64 = match std::env::var("USD_RATE") {
+        Ok(v) => v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("USD_RATE: a number, not {v:?}"))?,
+        Err(_) => 1.0,
+    };
     let state = AppState::from_env().await?;
-    let report = usage::report(&**state.db.get().await?, window).await?;
+    let report = usage::report(&**state.db.get().await?, window, usd_rate).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -114,5 +120,24 @@ fn table(r: &Report) -> String {
         out.push('\n');
     }
     out.push_str("Predict time: Replicate's metrics.predict_time. Cost: estimated from the catalog's prices.\n");
+    let rev = &r.revenue;
+    for s in &rev.sales {
+        out.push_str(&format!(
+            "Credits sold: {} purchases, {} credits, {:.2} {cur} gross, {:.2} {cur} net of refunds and disputes\n",
+            s.purchases,
+            s.credits_sold,
+            s.gross_cents as f64 / 100.0,
+            s.net_cents as f64 / 100.0,
+            cur = s.currency.to_uppercase(),
+        ));
+    }
+    match rev.margin_usd {
+        Some(m) => out.push_str(&format!(
+            "Gross margin of the credits spent: ${m:.2} (net ${:.4} a credit at {} USD per unit)\n",
+            rev.net_usd_per_credit.unwrap_or_default(),
+            rev.usd_rate
+        )),
+        None => out.push_str("Gross margin: no credits sold in this window\n"),
+    }
     out
 }

@@ -21,7 +21,7 @@ use crate::{
     },
     lifecycle, uploads,
     web::{
-        self, AuthUser, JsonBody, Routes,
+        self, ApiBase, AuthUser, JsonBody, Routes,
         policy::{Access, Limit},
         problem::FieldError,
         text::{Checker, Text},
@@ -225,7 +225,7 @@ async fn generate(
     State(st): State<AppState>,
     AuthUser(user_id): AuthUser,
     key: Option<Extension<RequestKey>>,
-    gateway: Option<Extension<lambda_http::request::RequestContext>>,
+    ApiBase(api_base): ApiBase,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
     let began = Instant::now();
@@ -284,7 +284,6 @@ async fn generate(
             .saturating_duration_since(Instant::now())
             .saturating_sub(Duration::from_secs(2))
     });
-    let api_base = gateway.and_then(|Extension(c)| api_base(c));
     let source_image = source_image.as_deref();
     match lifecycle::run(
         &st,
@@ -312,16 +311,6 @@ async fn generate(
         g = lifecycle::wait_until(&st, g.id, deadline).await?;
     }
     answer(&st, &g, Some(&hold)).await
-}
-
-/// The API's own URL as API Gateway received the request (`https://{domainName}`).
-fn api_base(context: lambda_http::request::RequestContext) -> Option<String> {
-    match context {
-        lambda_http::request::RequestContext::ApiGatewayV2(c) => {
-            c.domain_name.map(|d| format!("https://{d}"))
-        }
-        _ => None,
-    }
 }
 
 /// The user's generation recorded earlier with this key; 409 if the key came with another body.

@@ -7,6 +7,7 @@ pub mod generate;
 pub mod history;
 pub mod images;
 pub mod models;
+pub mod payments;
 pub mod status;
 pub mod uploads;
 pub mod views;
@@ -33,6 +34,7 @@ pub fn routes() -> Routes {
         .merge(history::routes())
         .merge(credits::routes())
         .merge(uploads::routes())
+        .merge(payments::routes())
 }
 
 /// Every function's routes in one service.

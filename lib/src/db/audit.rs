@@ -53,9 +53,12 @@ pub struct Account {
     pub balance: i64,
     pub total_earned: i64,
     pub total_spent: i64,
-    pub grants: i64,
+    /// Grants and purchases, plus reinstatements, less take-backs.
+    pub earned: i64,
     pub captures: i64,
     pub refunds: i64,
+    /// Credits taken back after refunds and disputes (a balance may then go below zero).
+    pub takebacks: i64,
 }
 
 /// A user's free-generation counter and the free holds that use it.
@@ -155,9 +158,11 @@ pub async fn generations_by_id(db: &impl Sql, ids: &[Uuid]) -> Result<HashMap<Uu
 
 const ACCOUNTS: &str = "
 SELECT a.user_id, a.balance, a.total_earned, a.total_spent,
-       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'grant'), 0)::bigint,
+       coalesce(sum(CASE WHEN t.kind IN ('grant', 'purchase', 'reinstate') THEN t.amount
+                         WHEN t.kind = 'takeback' THEN -t.amount END), 0)::bigint,
        coalesce(sum(t.amount) FILTER (WHERE t.kind = 'capture'), 0)::bigint,
-       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'refund'), 0)::bigint
+       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'refund'), 0)::bigint,
+       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'takeback'), 0)::bigint
   FROM credit_accounts a
   LEFT JOIN credit_transactions t ON t.user_id = a.user_id
  WHERE $1::uuid IS NULL OR a.user_id = $1
@@ -174,9 +179,10 @@ pub async fn accounts(
         balance: r.get(1),
         total_earned: r.get(2),
         total_spent: r.get(3),
-        grants: r.get(4),
+        earned: r.get(4),
         captures: r.get(5),
         refunds: r.get(6),
+        takebacks: r.get(7),
     };
     stream(db, ACCOUNTS, &[&user], map, each).await
 }
@@ -196,4 +202,68 @@ pub async fn quotas(db: &impl Sql, user: Option<Uuid>, each: impl FnMut(Quota)) 
         free_holds: r.get(2),
     };
     stream(db, QUOTAS, &[&user], map, each).await
+}
+
+/// A purchase with what its ledger entries add up to.
+pub struct PurchaseRow {
+    pub session_id: String,
+    pub user_id: Uuid,
+    pub status: String,
+    pub credits: i64,
+    /// Purchase entries (grants) and the credits they grant.
+    pub grants: i64,
+    pub granted: i64,
+    pub takebacks: i64,
+    pub reinstated: i64,
+}
+
+const PURCHASES: &str = "
+SELECT p.session_id, p.user_id, p.status, p.credits::bigint,
+       count(t.id) FILTER (WHERE t.kind = 'purchase'),
+       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'purchase'), 0)::bigint,
+       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'takeback'), 0)::bigint,
+       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'reinstate'), 0)::bigint
+  FROM purchases p
+  LEFT JOIN credit_transactions t ON t.session_id = p.session_id
+ WHERE ($1::uuid IS NULL OR p.user_id = $1) AND ($2::timestamptz IS NULL OR p.created_at >= $2)
+ GROUP BY p.session_id";
+
+/// Streams the purchases (of `user`, made since `since`) with their ledger sums; returns how many.
+pub async fn purchases(
+    db: &impl Sql,
+    user: Option<Uuid>,
+    since: Option<DateTime<Utc>>,
+    each: impl FnMut(PurchaseRow),
+) -> Result<usize> {
+    let map = |r: &Row| PurchaseRow {
+        session_id: r.get(0),
+        user_id: r.get(1),
+        status: r.get(2),
+        credits: r.get(3),
+        grants: r.get(4),
+        granted: r.get(5),
+        takebacks: r.get(6),
+        reinstated: r.get(7),
+    };
+    stream(db, PURCHASES, &[&user, &since], map, each).await
+}
+
+/// Purchase entries whose session has no purchase row (of `user`): (entry id, user, session).
+pub async fn stray_purchase_entries(
+    db: &impl Sql,
+    user: Option<Uuid>,
+) -> Result<Vec<(Uuid, Uuid, Option<String>)>> {
+    let rows = db
+        .query(
+            "SELECT t.id, t.user_id, t.session_id FROM credit_transactions t
+               LEFT JOIN purchases p ON p.session_id = t.session_id
+              WHERE t.kind IN ('purchase', 'takeback', 'reinstate') AND p.session_id IS NULL
+                AND ($1::uuid IS NULL OR t.user_id = $1)",
+            &[&user],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
 }

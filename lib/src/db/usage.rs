@@ -76,3 +76,49 @@ pub async fn by_model(
         .map(|r| (r.get("model"), Sums::from(r)))
         .collect())
 }
+
+/// What granted purchases made in one currency (amounts in its minor unit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sales {
+    pub currency: String,
+    pub purchases: i64,
+    pub credits_sold: i64,
+    pub gross_cents: i64,
+    /// Gross less the share of refunds and lost disputes (their take-backs, net of reinstatements).
+    pub net_cents: i64,
+}
+
+/// Purchases granted, made in `[since, until)`, per currency.
+pub async fn sales(
+    db: &impl Sql,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Vec<Sales>> {
+    let rows = db
+        .query(
+            "SELECT p.currency, count(*) AS purchases, sum(p.credits)::bigint AS credits_sold,
+                    sum(p.amount_cents)::bigint AS gross_cents,
+                    sum(p.amount_cents::bigint * greatest(p.credits - coalesce(t.taken, 0), 0) / p.credits)::bigint
+                      AS net_cents
+               FROM purchases p
+               LEFT JOIN (SELECT session_id,
+                                 sum(CASE kind WHEN 'takeback' THEN amount ELSE -amount END) AS taken
+                            FROM credit_transactions WHERE kind IN ('takeback', 'reinstate')
+                           GROUP BY session_id) t ON t.session_id = p.session_id
+              WHERE p.status = 'granted' AND p.created_at >= $1 AND p.created_at < $2
+              GROUP BY p.currency ORDER BY p.currency",
+            &[&since, &until],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Sales {
+            currency: r.get("currency"),
+            purchases: r.get("purchases"),
+            credits_sold: r.get("credits_sold"),
+            gross_cents: r.get("gross_cents"),
+            net_cents: r.get("net_cents"),
+        })
+        .collect())
+}

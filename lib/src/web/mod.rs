@@ -31,6 +31,26 @@ use std::sync::Arc;
 /// Largest request body accepted.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
+/// The API's own URL as API Gateway received the request (`https://{domainName}`);
+/// `None` outside API Gateway (the dev gateway and tests set `WEBHOOK_BASE_URL`).
+#[derive(Debug, Clone, Default)]
+pub struct ApiBase(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiBase {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        use lambda_http::request::RequestContext;
+        let base = match parts.extensions.get::<RequestContext>() {
+            Some(RequestContext::ApiGatewayV2(c)) => {
+                c.domain_name.as_ref().map(|d| format!("https://{d}"))
+            }
+            _ => None,
+        };
+        Ok(ApiBase(base))
+    }
+}
+
 /// The user a request is authenticated as (from the bearer token's `sub`).
 #[derive(Debug, Clone, Copy)]
 pub struct AuthUser(pub Uuid);

@@ -270,6 +270,35 @@ impl From<crate::Error> for Problem {
                 tracing::error!(error = %e, "credit service failed");
                 Problem::credit_service_unavailable()
             }
+            E::PurchaseNotAvailable => Problem::conflict(
+                "PURCHASE_NOT_AVAILABLE",
+                "Credits are not sold here: they come from the account service.",
+            ),
+            E::PackNotFound => Problem::not_found("PACK_NOT_FOUND", "Credit pack"),
+            E::PurchaseNotFound => Problem::not_found("PURCHASE_NOT_FOUND", "Purchase"),
+            E::IdempotencyKeyReused => Problem::conflict(
+                "IDEMPOTENCY_KEY_REUSED",
+                "This Idempotency-Key was used with another request body.",
+            ),
+            E::Stripe(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "payment provider unavailable: answered 503");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "PAYMENT_PROVIDER_UNAVAILABLE",
+                    "Payment provider unavailable",
+                    "The payment provider did not answer; nothing was charged. Please retry shortly.",
+                )
+                .retry_after(5)
+            }
+            E::Stripe(e) => {
+                tracing::error!(error = %e, "payment provider refused");
+                Problem::new(
+                    StatusCode::BAD_GATEWAY,
+                    "PROVIDER_ERROR",
+                    "Payment provider error",
+                    "The payment provider refused this request.",
+                )
+            }
             e if e.is_transient() => {
                 tracing::warn!(error = %e, "transient failure: answered 503");
                 Problem::unavailable()

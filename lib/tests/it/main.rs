@@ -17,6 +17,7 @@ mod input;
 mod limits;
 mod objectstore;
 mod openapi;
+mod payments;
 mod pipeline;
 mod private;
 mod progress;

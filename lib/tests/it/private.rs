@@ -8,7 +8,7 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -311,4 +311,68 @@ fn as_postgres(cmd: &str, su: bool) {
         Command::new("sh").args(["-c", cmd]).status()
     };
     assert!(status.is_ok_and(|s| s.success()), "{cmd}");
+}
+
+/// The Stripe simulator's secret key and webhook signing secret in tests.
+pub const STRIPE_KEY: &str = "sk_test_sim";
+pub const STRIPE_SECRET: &str = "whsec_picture_test_stripe";
+
+/// A Stripe simulator of this test's own, on `port`, delivering its events to `webhook`.
+pub struct PrivateStripe {
+    pub url: String,
+    /// Stopped when the test's simulator is dropped.
+    _process: Process,
+}
+
+impl PrivateStripe {
+    pub async fn start(port: u16, webhook: &str) -> PrivateStripe {
+        let child = Command::new(venv().join("bin/python"))
+            .arg(root().join("infra/stripe-sim/sim.py"))
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .env("STRIPE_SIM_SECRET_KEY", STRIPE_KEY)
+            .env("STRIPE_WEBHOOK_SECRET", STRIPE_SECRET)
+            .env("STRIPE_WEBHOOK_URL", webhook)
+            .env("STRIPE_SIM_RETRY_DELAYS", "0.2,0.5,1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the Stripe simulator starts (run with `make test`)");
+        let process = Process(child);
+        wait_for_port(port).await;
+        PrivateStripe {
+            url: format!("http://127.0.0.1:{port}"),
+            _process: process,
+        }
+    }
+
+    /// A call to the simulator (its API with the key, or its `/_sim` controls).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(STRIPE_KEY);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A form-encoded POST to its API, as Stripe's clients send (`/v1/refunds`).
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
+        let res = reqwest::Client::new()
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(STRIPE_KEY)
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
 }

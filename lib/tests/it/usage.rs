@@ -166,7 +166,7 @@ async fn usage_reports_outcomes_predict_time_and_cost_per_pricing_kind() {
     drop(conn);
 
     let window = Window { since, until };
-    let report = usage::report(&**s.state.db.get().await.unwrap(), window)
+    let report = usage::report(&**s.state.db.get().await.unwrap(), window, 1.0)
         .await
         .unwrap();
     let of = |model: &str| -> &ModelUsage {
