@@ -67,7 +67,7 @@ test: build-dev
 	PATH=$(VENV)/bin:$$PATH AWS_DEFAULT_REGION=eu-central-1 sam validate --lint
 	$(WITH_TEST_ENV) $(DEV_TOOL) migrate && $(DEV_TOOL) setup
 	$(WITH_TEST_ENV) cargo test --workspace
-	$(VENV)/bin/python -m pytest -q --import-mode=importlib infra/replicate-sim infra/stripe-sim
+	$(VENV)/bin/python -m pytest -q --import-mode=importlib infra/replicate-sim infra/stripe-sim infra/moderation-sim
 
 ## fuzz: schemathesis against the local stack from docs/openapi.yaml (no 5xx, answers match the document)
 fuzz: build-dev

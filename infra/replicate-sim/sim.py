@@ -61,6 +61,7 @@ IMAGE_FIELDS = ("image", "input_image")  # input fields holding one image (URL o
 IMAGE_LIST_FIELD = "image_input"  # input field holding a list of them
 MAX_INPUT_BYTES = 64 << 20  # larger input images fail the prediction
 TINT_STRENGTH = 0.35  # how much of a source image's average colour the output takes on
+NSFW_ERROR = "All generated images contained NSFW content. Try running it again with a different prompt."
 
 # output_format -> (Pillow format, file extension, MIME type, save options)
 FORMATS = {
@@ -201,6 +202,7 @@ class Markers:
     """Behaviour switches embedded in the prompt, e.g. `[sim:fail]`."""
 
     fail: bool
+    nsfw: bool  # runs every step, then fails as the safety checker does
     hang: bool
     no_webhook: bool
     bad_output: bool
@@ -220,6 +222,7 @@ class Markers:
 
         return cls(
             fail="[sim:fail]" in prompt,
+            nsfw="[sim:nsfw]" in prompt,
             hang="[sim:hang]" in prompt,
             no_webhook="[sim:no-webhook]" in prompt,
             bad_output="[sim:bad-output]" in prompt,
@@ -893,6 +896,10 @@ class Simulator:
         if markers.fail:
             with self.cond:
                 self._finish(pred, "failed", error="Simulated failure")
+            return
+        if markers.nsfw:
+            with self.cond:
+                self._finish(pred, "failed", error=NSFW_ERROR)
             return
         output, stored = self._produce_output(pred)
         with self.cond:

@@ -337,6 +337,17 @@ def test_fail_marker(base_url):
     assert body["status"] == "failed" and body["error"] == "Simulated failure" and body["output"] is None
 
 
+def test_nsfw_marker(base_url, receiver):
+    hook = receiver.url()
+    body = create(base_url, {"prompt": "risky [sim:nsfw]"}, prefer="wait", webhook=hook)[2]
+    assert body["status"] == "failed" and body["output"] is None
+    assert body["error"] == "All generated images contained NSFW content. Try running it again with a different prompt."
+    assert percentages(body["logs"]) == [0, 25, 50, 75, 100]
+    assert body["started_at"] and body["metrics"]["predict_time"] > 0 and body["metrics"]["total_time"] > 0
+    assert [json.loads(raw) for _, raw in receiver.wait_for(hook, 1)] == [body]
+    assert [d["event"] for d in deliveries(base_url, body["id"], 1)] == ["completed"]
+
+
 def test_hang_then_cancel(base_url):
     status, _, body = create(base_url, {"prompt": "stuck [sim:hang]"}, prefer="wait=1")
     assert status == 202 and body["status"] == "processing"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The local stack's background services: PostgreSQL, s3s-fs (S3, objects kept
 # in .dev/s3), moto (other AWS APIs), moto's DynamoDB one request at a time
-# (dynamodb.py), the Replicate simulator and the Stripe simulator. `up` installs what is missing,
+# (dynamodb.py), the Replicate, Stripe and moderation simulators. `up` installs what is missing,
 # starts what is not running (reusing what is), creates the databases and
 # writes .dev/local.env; `down` stops what `up` started (the data in .dev/s3
 # and PostgreSQL stays).
@@ -17,6 +17,7 @@ S3_PORT="${S3_PORT:-5002}"
 DYNAMODB_PORT="${DYNAMODB_PORT:-5001}"
 SIM_PORT="${SIM_PORT:-5100}"
 STRIPE_SIM_PORT="${STRIPE_SIM_PORT:-5110}"
+MODERATION_SIM_PORT="${MODERATION_SIM_PORT:-5120}"
 # sam local (sam.sh): its API, the simulator and key set for containers.
 SAM_API_PORT="${SAM_API_PORT:-3100}"
 SAM_LAMBDA_PORT="${SAM_LAMBDA_PORT:-3101}"
@@ -26,6 +27,7 @@ SIM_TOKEN=r8_sim_token
 SIM_SECRET=whsec_cGljdHVyZS1sb2NhbC1yZXBsaWNhdGUtc2ltdWxhdG8=
 STRIPE_KEY=sk_test_sim
 STRIPE_SECRET=whsec_picture_local_stripe_simulator
+MODERATION_KEY=sk-moderation-sim
 mkdir -p "$DEV/pids" "$DEV/logs"
 
 log() { echo "stack: $*" >&2; }
@@ -86,7 +88,7 @@ container_host() {
 # working directory is gone) serves that checkout's files, or fails: stop it.
 stale_services() {
   local port pid
-  for port in "$MOTO_PORT" "$S3_PORT" "$DYNAMODB_PORT" "$SIM_PORT" "$STRIPE_SIM_PORT" "$SAM_SIM_PORT" "$SAM_KEYS_PORT"; do
+  for port in "$MOTO_PORT" "$S3_PORT" "$DYNAMODB_PORT" "$SIM_PORT" "$STRIPE_SIM_PORT" "$MODERATION_SIM_PORT" "$SAM_SIM_PORT" "$SAM_KEYS_PORT"; do
     pid=$(ss -ltnpH "sport = :$port" 2>/dev/null | sed -nE 's/.*pid=([0-9]+).*/\1/p' | head -1)
     if [ -n "$pid" ] && readlink "/proc/$pid/cwd" | grep -q '(deleted)$'; then
       log "stopping the service on :$port of a checkout that is gone"
@@ -152,6 +154,13 @@ up() {
     wait_for "http://127.0.0.1:$STRIPE_SIM_PORT/health" stripe-sim
   fi
 
+  if ! curl -s -o /dev/null "http://127.0.0.1:$MODERATION_SIM_PORT/health"; then
+    log "starting the moderation simulator on :$MODERATION_SIM_PORT"
+    MODERATION_SIM_API_KEY=$MODERATION_KEY start_bg moderation-sim \
+      "$VENV/bin/python" infra/moderation-sim/sim.py --host 127.0.0.1 --port "$MODERATION_SIM_PORT"
+    wait_for "http://127.0.0.1:$MODERATION_SIM_PORT/health" moderation-sim
+  fi
+
   cat >"$DEV/local.env" <<ENV
 APP_ENV=${APP_ENV:-development}
 PORT=$PORT
@@ -175,6 +184,9 @@ WEBHOOK_BASE_URL=$api_url
 STRIPE_API_BASE_URL=http://127.0.0.1:$STRIPE_SIM_PORT
 STRIPE_SECRET_KEY=$STRIPE_KEY
 STRIPE_WEBHOOK_SECRET=$STRIPE_SECRET
+MODERATION_PROVIDER=openai
+MODERATION_API_BASE_URL=http://127.0.0.1:$MODERATION_SIM_PORT
+OPENAI_API_KEY=$MODERATION_KEY
 OUTPUT_ALLOWED_HOSTS=$allowed
 JWKS_URL=$api_url/dev/jwks.json
 JWT_ISSUER=picture-dev

@@ -99,6 +99,21 @@ pub struct Config {
     /// or cancelling; by default the API's own page.
     pub checkout_success_url: Option<String>,
     pub checkout_cancel_url: Option<String>,
+    /// `MODERATION_BLOCKLIST=off` leaves only the terms refused whatever the settings.
+    pub moderation_blocklist: bool,
+    /// `MODERATION_PROVIDER=openai`: OpenAI's moderation endpoint (or the simulator).
+    pub moderation_provider: Option<ModerationProvider>,
+    /// Allow requests when the moderation provider cannot answer (`MODERATION_FAILURE=open`;
+    /// by default only in development).
+    pub moderation_fail_open: bool,
+}
+
+/// Where prompts are sent for moderation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModerationProvider {
+    pub base_url: String,
+    pub api_key: String,
+    pub model: String,
 }
 
 impl Config {
@@ -189,6 +204,31 @@ impl Config {
                     )));
                 }
             };
+
+        let moderation_provider = match get("MODERATION_PROVIDER").as_deref().unwrap_or("none") {
+            "none" => None,
+            "openai" => Some(ModerationProvider {
+                base_url: get("MODERATION_API_BASE_URL")
+                    .unwrap_or_else(|| "https://api.openai.com".into()),
+                api_key: required("OPENAI_API_KEY")?,
+                model: get("MODERATION_MODEL").unwrap_or_else(|| "omni-moderation-latest".into()),
+            }),
+            other => {
+                return Err(ConfigError(format!(
+                    "MODERATION_PROVIDER must be none or openai, got {other:?}"
+                )));
+            }
+        };
+        let moderation_fail_open = match get("MODERATION_FAILURE").as_deref() {
+            None => app_env == AppEnv::Development,
+            Some("open") => true,
+            Some("closed") => false,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "MODERATION_FAILURE must be open or closed, got {other:?}"
+                )));
+            }
+        };
 
         Ok(Config {
             app_env,
@@ -282,6 +322,9 @@ impl Config {
                 .to_string(),
             stripe_secret_key: get("STRIPE_SECRET_KEY"),
             stripe_webhook_secret: get("STRIPE_WEBHOOK_SECRET"),
+            moderation_blocklist: get("MODERATION_BLOCKLIST").as_deref() != Some("off"),
+            moderation_provider,
+            moderation_fail_open,
             checkout_success_url: get("CHECKOUT_SUCCESS_URL"),
             checkout_cancel_url: get("CHECKOUT_CANCEL_URL"),
             rate_limit_reads_per_minute: number(

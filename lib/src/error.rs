@@ -48,6 +48,16 @@ pub enum Error {
     /// The uploaded object is not what an image-to-image source must be.
     #[error("the upload {0}")]
     UploadUnusable(String),
+    /// The request's content is refused (by the blocklist or the moderation provider).
+    #[error("content refused: {categories:?}")]
+    ContentRefused {
+        categories: Vec<String>,
+        /// The blocklist term that matched, if that was the reason.
+        term: Option<String>,
+    },
+    /// The moderation provider cannot answer, and requests are not allowed without it.
+    #[error("moderation unavailable")]
+    ModerationUnavailable,
     /// Credits are not sold here (another credit provider, or Stripe not configured).
     #[error("purchases are not available")]
     PurchaseNotAvailable,
@@ -100,6 +110,7 @@ impl Error {
             Error::CompletionInProgress
             | Error::IdempotencyKeyTaken
             | Error::ProviderBusy
+            | Error::ModerationUnavailable
             | Error::Runtime(_)
             | Error::TimedOut(_) => true,
             Error::Db(e) => db_transient(e),
@@ -123,6 +134,7 @@ impl Error {
             | Error::UploadNotReady
             | Error::UploadUnusable(_)
             | Error::NotCancellable(_)
+            | Error::ContentRefused { .. }
             | Error::PurchaseNotAvailable
             | Error::PackNotFound
             | Error::PurchaseNotFound

@@ -18,6 +18,7 @@ pub mod error;
 pub mod http_client;
 pub mod lifecycle;
 pub mod limits;
+pub mod moderation;
 pub mod otel;
 pub mod purchases;
 pub mod reconcile;

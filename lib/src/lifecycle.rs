@@ -64,6 +64,18 @@ const GENERATION_FAILED: (&str, &str) = (
     "GENERATION_FAILED",
     "The image provider could not generate this image.",
 );
+/// The error recorded when the provider's safety checker refused every output.
+const CONTENT_REFUSED: (&str, &str) = (
+    "CONTENT_REFUSED",
+    "The image provider's safety checker refused this image; nothing was charged. Try another prompt.",
+);
+
+/// Whether a provider's failure message is its safety checker's refusal
+/// ("All generated images contained NSFW content…", "NSFW content detected").
+fn is_safety_refusal(message: &str) -> bool {
+    message.to_ascii_lowercase().contains("nsfw")
+}
+
 /// The error recorded when a generation ran past its deadline.
 pub(crate) const TIMED_OUT: (&str, &str) = ("TIMEOUT", "The generation took too long.");
 /// The error recorded when the output cannot be stored, now or ever.
@@ -247,7 +259,14 @@ pub async fn settle(
                 .error_message()
                 .unwrap_or_else(|| "The generation failed.".into());
             tracing::warn!(%generation_id, provider_error = %msg, "prediction failed");
-            close(st, generation_id, Status::Failed, Some(GENERATION_FAILED)).await
+            // The provider's safety checker: a refusal, never charged, said as such.
+            let error = if is_safety_refusal(&msg) {
+                telemetry::count(metric::CONTENT_REFUSED, 1);
+                CONTENT_REFUSED
+            } else {
+                GENERATION_FAILED
+            };
+            close(st, generation_id, Status::Failed, Some(error)).await
         }
         // A user's cancel ends the generation before Replicate's: one still open was stopped
         // by the provider, at our deadline (`Cancel-After`) or for its own reasons.

@@ -9,13 +9,14 @@ use std::{collections::HashMap, time::Duration};
 use serde::Deserialize;
 
 /// Environment variable ← parameter name under `SECRETS_SSM_PATH`.
-pub const SECRETS: [(&str, &str); 6] = [
+pub const SECRETS: [(&str, &str); 7] = [
     ("DATABASE_URL", "database-url"),
     ("REPLICATE_API_TOKEN", "replicate-api-token"),
     ("REPLICATE_WEBHOOK_SECRET", "replicate-webhook-secret"),
     ("MANA_CORE_SERVICE_KEY", "mana-core-service-key"),
     ("STRIPE_SECRET_KEY", "stripe-secret-key"),
     ("STRIPE_WEBHOOK_SECRET", "stripe-webhook-secret"),
+    ("OPENAI_API_KEY", "openai-api-key"),
 ];
 
 /// A secret that could not be read.

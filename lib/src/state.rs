@@ -51,11 +51,14 @@ pub struct Inner {
     pub storage: Storage,
     pub replicate: Replicate,
     pub stripe: crate::stripe::Stripe,
+    /// The moderation provider, when `MODERATION_PROVIDER` names one.
+    pub moderation: Option<crate::moderation::openai::OpenAiModeration>,
     pub auth: Verifier,
     pub credits: Credits,
     pub runtime: RuntimeTable,
     webhook_secret: OnceCell<String>,
     models: RwLock<Option<(Instant, Arc<Vec<db::models::Model>>)>>,
+    moderation_terms: RwLock<Option<(Instant, Arc<Vec<crate::moderation::blocklist::Term>>)>>,
     opened_early: std::sync::Once,
 }
 
@@ -99,6 +102,14 @@ impl AppState {
                 &cfg.replicate_api_base_url,
                 &cfg.replicate_api_token,
             ),
+            moderation: cfg.moderation_provider.as_ref().map(|m| {
+                crate::moderation::openai::OpenAiModeration::new(
+                    http.clone(),
+                    &m.base_url,
+                    &m.api_key,
+                    &m.model,
+                )
+            }),
             stripe: crate::stripe::Stripe::new(
                 http.clone(),
                 &cfg.stripe_api_base_url,
@@ -114,6 +125,7 @@ impl AppState {
             credits: Credits::new(&cfg, http),
             webhook_secret: OnceCell::new(),
             models: RwLock::new(None),
+            moderation_terms: RwLock::new(None),
             opened_early: std::sync::Once::new(),
             cfg,
         })))
@@ -140,6 +152,13 @@ impl AppState {
                 });
             }
         });
+    }
+
+    /// The instance's cache of the moderation blocklist (`crate::moderation`).
+    pub(crate) fn moderation_terms(
+        &self,
+    ) -> &RwLock<Option<(Instant, Arc<Vec<crate::moderation::blocklist::Term>>)>> {
+        &self.moderation_terms
     }
 
     /// Active models, cached for a minute per instance.

@@ -62,6 +62,9 @@ pub mod metric {
     pub const PROVIDER_POLL_FAILED: &str = "ProviderPollFailed";
     /// Replicate refused our token (401/403): an operator's alarm, nothing is failed for it.
     pub const PROVIDER_AUTH_FAILED: &str = "ProviderAuthFailed";
+    /// Requests refused for their content (blocklist, moderation provider, or the
+    /// image provider's safety checker).
+    pub const CONTENT_REFUSED: &str = "ContentRefused";
     /// Credits granted for paid Checkout Sessions.
     pub const CREDITS_PURCHASED: &str = "CreditsPurchased";
     /// A Checkout Session disagreed with its purchase (amount, currency or customer): alarmed on.

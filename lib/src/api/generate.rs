@@ -255,6 +255,13 @@ async fn generate(
     }
     let mut new = apply_model(&req, &model, user_id)?;
     new.idempotency = key.clone();
+    // Before anything is held: a refused prompt costs nothing and leaves nothing behind.
+    let texts = [
+        req.prompt.as_str(),
+        req.negative_prompt.as_deref().unwrap_or_default(),
+        req.style.as_deref().unwrap_or_default(),
+    ];
+    crate::moderation::check_texts(&st, user_id, &texts).await?;
     // Checked before anything is held: a refused source leaves nothing behind.
     let source_image = match req.source_image_id {
         Some(id) => Some(uploads::source(&st, user_id, id).await?),

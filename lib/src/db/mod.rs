@@ -8,6 +8,7 @@ pub mod holds;
 pub mod images;
 pub mod ledger;
 pub mod models;
+pub mod moderation;
 pub mod purchases;
 mod traced;
 pub mod uploads;

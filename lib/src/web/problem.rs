@@ -270,6 +270,34 @@ impl From<crate::Error> for Problem {
                 tracing::error!(error = %e, "credit service failed");
                 Problem::credit_service_unavailable()
             }
+            E::ContentRefused { categories, term } => {
+                let detail = match &term {
+                    Some(t) => format!(
+                        "The request contains \"{t}\", which is not allowed here; please rephrase."
+                    ),
+                    None => {
+                        "The request was refused by content moderation; please rephrase.".into()
+                    }
+                };
+                let problem = Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "CONTENT_REFUSED",
+                    "Content refused",
+                    detail,
+                )
+                .with("categories", categories);
+                match term {
+                    Some(t) => problem.with("term", t),
+                    None => problem,
+                }
+            }
+            E::ModerationUnavailable => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "MODERATION_UNAVAILABLE",
+                "Moderation unavailable",
+                "Requests cannot be checked right now; nothing was charged. Please retry shortly.",
+            )
+            .retry_after(5),
             E::PurchaseNotAvailable => Problem::conflict(
                 "PURCHASE_NOT_AVAILABLE",
                 "Credits are not sold here: they come from the account service.",

@@ -15,6 +15,7 @@ mod events;
 mod faults;
 mod input;
 mod limits;
+mod moderation;
 mod objectstore;
 mod openapi;
 mod payments;
