@@ -39,6 +39,9 @@ pub struct Early {
     pub runtime_table: bool,
 }
 
+/// A value cached per instance, with the time it was read.
+pub(crate) type Cached<T> = RwLock<Option<(Instant, Arc<T>)>>;
+
 /// Shared state; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AppState(Arc<Inner>);
@@ -57,8 +60,8 @@ pub struct Inner {
     pub credits: Credits,
     pub runtime: RuntimeTable,
     webhook_secret: OnceCell<String>,
-    models: RwLock<Option<(Instant, Arc<Vec<db::models::Model>>)>>,
-    moderation_terms: RwLock<Option<(Instant, Arc<Vec<crate::moderation::blocklist::Term>>)>>,
+    models: Cached<Vec<db::models::Model>>,
+    moderation_terms: Cached<Vec<crate::moderation::blocklist::Term>>,
     opened_early: std::sync::Once,
 }
 
@@ -155,9 +158,7 @@ impl AppState {
     }
 
     /// The instance's cache of the moderation blocklist (`crate::moderation`).
-    pub(crate) fn moderation_terms(
-        &self,
-    ) -> &RwLock<Option<(Instant, Arc<Vec<crate::moderation::blocklist::Term>>)>> {
+    pub(crate) fn moderation_terms(&self) -> &Cached<Vec<crate::moderation::blocklist::Term>> {
         &self.moderation_terms
     }
 
