@@ -183,6 +183,19 @@ pub async fn run(st: &AppState, filter: &Filter) -> Result<Report, Error> {
         check_purchase(&p, out)
     })
     .await?;
+    for (user_id, texts, images, uploads) in
+        rows::deleted_users_leftovers(&**db, filter.user).await?
+    {
+        if texts + images + uploads > 0 {
+            let msg = format!(
+                "deleted, yet {texts} generations keep their texts, {images} image rows, {uploads} uploads"
+            );
+            out.push(Violation {
+                user_id: Some(user_id),
+                ..Violation::new("deleted_user_data", msg)
+            });
+        }
+    }
     for (entry, user_id, session) in rows::stray_purchase_entries(&**db, filter.user).await? {
         let msg = format!("ledger entry {entry} names no purchase ({session:?})");
         out.push(Violation {

@@ -99,6 +99,9 @@ pub struct Config {
     /// or cancelling; by default the API's own page.
     pub checkout_success_url: Option<String>,
     pub checkout_cancel_url: Option<String>,
+    /// Thumbnail decodes at once per process (`THUMBNAIL_DECODES`, default 1: a Lambda
+    /// instance serves one request at a time; the dev gateway serves every user).
+    pub thumbnail_decodes: usize,
     /// `MODERATION_BLOCKLIST=off` leaves only the terms refused whatever the settings.
     pub moderation_blocklist: bool,
     /// `MODERATION_PROVIDER=openai`: OpenAI's moderation endpoint (or the simulator).
@@ -322,6 +325,8 @@ impl Config {
                 .to_string(),
             stripe_secret_key: get("STRIPE_SECRET_KEY"),
             stripe_webhook_secret: get("STRIPE_WEBHOOK_SECRET"),
+            thumbnail_decodes: number("THUMBNAIL_DECODES", get("THUMBNAIL_DECODES"), 1usize)?
+                .max(1),
             moderation_blocklist: get("MODERATION_BLOCKLIST").as_deref() != Some("off"),
             moderation_provider,
             moderation_fail_open,

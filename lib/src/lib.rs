@@ -6,6 +6,7 @@
 //! ([`db`], [`storage`]), the Replicate client ([`replicate`]), the credit
 //! hold rules ([`credits`]) and the generation state machine ([`lifecycle`]).
 
+pub mod account;
 pub mod api;
 pub mod audit;
 pub mod auth;

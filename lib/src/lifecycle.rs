@@ -318,10 +318,21 @@ async fn complete(
         Err(_) => Err(Error::TimedOut("output copy")),
     };
     let outcome = match copied {
+        Ok(_) if !generations::holds_lease(&**st.db.get().await?, generation_id, owner).await? => {
+            // A webhook took the lease over meanwhile: it makes the thumbnail and commits.
+            return Err(Error::CompletionInProgress);
+        }
         Ok(mut stored) => {
             // The bytes go to the thumbnail; the row needs only what was stored.
             let bytes = std::mem::take(&mut stored.bytes);
-            let thumb = thumbnail::store(&st.storage, g.user_id, generation_id, bytes, deadline);
+            let thumb = thumbnail::store(
+                &st.storage,
+                &st.decodes,
+                g.user_id,
+                generation_id,
+                bytes,
+                deadline,
+            );
             match thumb.await {
                 Ok(thumb) => commit(st, &g, stored, thumb, deadline).await,
                 Err(e) => Err(e),

@@ -15,6 +15,7 @@
 //!   fails its generation; a refused token (401/403) is an alarm only;
 //! - generations open past the deadline are cancelled at Replicate and
 //!   failed, releasing their holds;
+//! - account deletions left unfinished are carried on ([`crate::account`]);
 //! - upload records older than two days (their objects expired after one)
 //!   are forgotten;
 //! - about once an hour (the run in the first reconcile interval of the hour)
@@ -56,6 +57,9 @@ const AUDIT_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(25);
 const UPLOADS_KEPT: chrono::TimeDelta = chrono::TimeDelta::days(2);
 /// Capture retries get 1/CAPTURE_SHARE of a run's budget.
 const CAPTURE_SHARE: u32 = 4;
+/// Purchases and account deletions get 1/SMALL_SHARE each: with the captures'
+/// share, half the budget at most, so generations are always claimed.
+const SMALL_SHARE: u32 = 8;
 /// Generations are claimed only with at least 1/CLAIM_SHARE of the run's budget left.
 const CLAIM_SHARE: u32 = 4;
 /// Runs in a row that must find a prediction unknown to the provider before its generation fails.
@@ -80,6 +84,8 @@ pub struct Report {
     pub captures_open: usize,
     /// Purchases granted (lost webhooks) and expired now.
     pub purchases: purchases::Reconciled,
+    /// Account deletions finished now (their request did not finish them).
+    pub deletions_finished: usize,
     /// Upload records forgotten (older than [`UPLOADS_KEPT`]).
     pub uploads_forgotten: u64,
     /// Broken invariants found, when this run audited the stores.
@@ -115,11 +121,19 @@ pub async fn run(st: &AppState) -> Result<Report> {
     }
 
     // Paid sessions whose webhook was lost, and expired ones (a small share of the budget).
-    let purchases_until = Instant::now() + budget / CAPTURE_SHARE;
+    let purchases_until = Instant::now() + budget / SMALL_SHARE;
     match tokio::time::timeout_at(purchases_until.into(), purchases::reconcile(st)).await {
         Ok(Ok(done)) => report.purchases = done,
         Ok(Err(e)) => tracing::warn!(error = %e, "purchases not reconciled; next run"),
         Err(_) => tracing::warn!("purchases ran out of their time; next run"),
+    }
+
+    // Account deletions whose request ran out of time or died mid-way.
+    let deletions_until = Instant::now() + budget / SMALL_SHARE;
+    match tokio::time::timeout_at(deletions_until.into(), crate::account::reconcile(st)).await {
+        Ok(Ok(n)) => report.deletions_finished = n,
+        Ok(Err(e)) => tracing::warn!(error = %e, "account deletions not finished; next run"),
+        Err(_) => tracing::warn!("account deletions ran out of their time; next run"),
     }
 
     let forgotten = async {

@@ -54,6 +54,9 @@ pub struct Inner {
     pub storage: Storage,
     pub replicate: Replicate,
     pub stripe: crate::stripe::Stripe,
+    /// Thumbnail decodes running at once in this process (`THUMBNAIL_DECODES`): each
+    /// holds its image's pixels (memory), and a Lambda has a share of one core.
+    pub decodes: tokio::sync::Semaphore,
     /// The moderation provider, when `MODERATION_PROVIDER` names one.
     pub moderation: Option<crate::moderation::openai::OpenAiModeration>,
     pub auth: Verifier,
@@ -105,6 +108,7 @@ impl AppState {
                 &cfg.replicate_api_base_url,
                 &cfg.replicate_api_token,
             ),
+            decodes: tokio::sync::Semaphore::new(cfg.thumbnail_decodes),
             moderation: cfg.moderation_provider.as_ref().map(|m| {
                 crate::moderation::openai::OpenAiModeration::new(
                     http.clone(),

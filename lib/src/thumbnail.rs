@@ -140,15 +140,14 @@ fn shrink(img: DynamicImage) -> DynamicImage {
     img.thumbnail(LONG_SIDE, LONG_SIDE)
 }
 
-/// Decodes run one at a time in a process ([`store`]).
-static DECODING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
-
-/// Makes the thumbnail of an image's bytes (on a blocking thread, one at a time) and stores
+/// Makes the thumbnail of an image's bytes (on a blocking thread, when one of
+/// `turns` is free: `THUMBNAIL_DECODES` per process, one by default) and stores
 /// it at its deterministic key, all before `deadline`. `Ok(None)`: the bytes
 /// cannot be decoded (the image has no thumbnail); an error is transient (S3,
 /// or the deadline).
 pub async fn store(
     storage: &Storage,
+    turns: &tokio::sync::Semaphore,
     user_id: Uuid,
     generation_id: Uuid,
     bytes: Bytes,
@@ -156,7 +155,7 @@ pub async fn store(
 ) -> Result<Option<StoredThumbnail>> {
     let work = async {
         // One decode at a time per process: its memory is the largest part of a completion's.
-        let _turn = DECODING
+        let _turn = turns
             .acquire()
             .await
             .map_err(|e| Error::Internal(format!("thumbnail turn: {e}")))?;
@@ -213,7 +212,7 @@ pub async fn backfill(st: &AppState, batch: i64, user: Option<Uuid>) -> Result<B
         };
         after = Some(last.id);
         for row in &rows {
-            match backfill_one(&st.storage, row).await {
+            match backfill_one(st, row).await {
                 Ok(Some(thumb)) => {
                     images::set_thumbnail(&*tx, row.id, thumb.as_ref()).await?;
                     match thumb {
@@ -236,14 +235,14 @@ pub async fn backfill(st: &AppState, batch: i64, user: Option<Uuid>) -> Result<B
 }
 
 /// The thumbnail of a stored image (`Some(None)`: not decodable); `None` if its object is gone.
-async fn backfill_one(storage: &Storage, row: &Pending) -> Result<Option<Option<StoredThumbnail>>> {
-    let Some(bytes) = storage.read(&row.storage_key).await? else {
+async fn backfill_one(st: &AppState, row: &Pending) -> Result<Option<Option<StoredThumbnail>>> {
+    let Some(bytes) = st.storage.read(&row.storage_key).await? else {
         return Ok(None);
     };
     let deadline = Instant::now() + BACKFILL_ITEM;
-    Ok(Some(
-        store(storage, row.user_id, row.generation_id, bytes, deadline).await?,
-    ))
+    let (user, generation) = (row.user_id, row.generation_id);
+    let stored = store(&st.storage, &st.decodes, user, generation, bytes, deadline).await?;
+    Ok(Some(stored))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The HTTP API: one module per Lambda function, each with `routes()`: its
 //! routes, declared once with what each demands (`web::Routes`).
 
+pub mod account;
 pub mod cancel;
 pub mod credits;
 pub mod generate;
@@ -35,6 +36,7 @@ pub fn routes() -> Routes {
         .merge(credits::routes())
         .merge(uploads::routes())
         .merge(payments::routes())
+        .merge(account::routes())
 }
 
 /// Every function's routes in one service.

@@ -117,13 +117,15 @@ async fn process(st: &AppState, q: &Params, body: &[u8]) -> Result<Response, Pro
         return Ok(web::json(StatusCode::OK, json!({"received": true})));
     };
     tracing::info!(generation_id = %g.id, prediction_id = %prediction.id, status = %prediction.status, "webhook received");
-    match lifecycle::settle(st, g.id, &prediction, deadline, LeaseBy::Webhook).await {
+    match lifecycle::settle(st, g.id, &prediction, deadline, LeaseBy::Other).await {
         // Another path (the sync wait, a poll) is completing it right now: its outcome is
-        // usually a moment away, and waiting for it spares Replicate a retry.
+        // usually a moment away, and waiting for it spares Replicate a retry. A poll that has
+        // not finished by then gives its lease up to this delivery (polls keep coming; the
+        // webhook's retries stop after a minute).
         Err(Error::CompletionInProgress) => {
             let until = deadline.min(Instant::now() + HOLDER_WAIT);
             if !lifecycle::wait_for_end(st, g.id, until).await? {
-                return Err(Error::CompletionInProgress.into());
+                lifecycle::settle(st, g.id, &prediction, deadline, LeaseBy::Webhook).await?;
             }
         }
         settled => settled?,

@@ -267,3 +267,28 @@ pub async fn stray_purchase_entries(
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect())
 }
+
+/// Users whose data deletion finished (of `user`) with what is left of it:
+/// (user, generations still holding a text, image rows, uploads).
+pub async fn deleted_users_leftovers(
+    db: &impl Sql,
+    user: Option<Uuid>,
+) -> Result<Vec<(Uuid, i64, i64, i64)>> {
+    let rows = db
+        .query(
+            "SELECT d.user_id,
+                    (SELECT count(*) FROM generations g WHERE g.user_id = d.user_id AND g.created_at <= d.finished_at
+                        AND (g.prompt <> '' OR g.negative_prompt IS NOT NULL OR g.style IS NOT NULL
+                             OR g.source_image_url IS NOT NULL)),
+                    (SELECT count(*) FROM images i WHERE i.user_id = d.user_id AND i.created_at <= d.finished_at),
+                    (SELECT count(*) FROM uploads u WHERE u.user_id = d.user_id AND u.created_at <= d.finished_at)
+               FROM account_deletions d
+              WHERE d.finished_at IS NOT NULL AND ($1::uuid IS NULL OR d.user_id = $1)",
+            &[&user],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect())
+}

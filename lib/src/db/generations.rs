@@ -287,10 +287,11 @@ pub async fn set_prediction(
 pub enum LeaseBy {
     /// A status poll (or the sync wait): its lease yields to a webhook.
     Poll,
-    /// A webhook delivery: takes over a poll's lease, so that Replicate is not
-    /// answered 503 for as long as polls keep coming.
+    /// A webhook delivery that waited for a poll's completion in vain: takes over
+    /// the poll's lease, so that Replicate is not answered 503 for as long as polls
+    /// keep coming.
     Webhook,
-    /// The create call or the reconciler.
+    /// The create call, the reconciler, or a webhook's first try.
     Other,
 }
 
@@ -368,6 +369,17 @@ pub async fn mark_image_deleted(db: &impl Sql, id: Uuid) -> Result<()> {
     )
     .await?;
     Ok(())
+}
+
+/// Whether `owner` still holds the generation's completion lease.
+pub async fn holds_lease(db: &impl Sql, id: Uuid, owner: Uuid) -> Result<bool> {
+    let row = db
+        .query_opt(
+            "SELECT 1 FROM generations WHERE id = $1 AND lease_owner = $2 AND lease_until > now()",
+            &[&id, &owner],
+        )
+        .await?;
+    Ok(row.is_some())
 }
 
 /// Gives up `owner`'s completion lease (if it still holds it).

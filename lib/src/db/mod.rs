@@ -2,6 +2,7 @@
 //! table. Queries live next to the row type they produce, and run through
 //! [`Sql`] (each statement a client span of the trace).
 
+pub mod accounts;
 pub mod audit;
 pub mod generations;
 pub mod holds;

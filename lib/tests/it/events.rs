@@ -62,6 +62,7 @@ async fn every_sample_event_gives_its_expected_status() {
             "credits" => picture::api::credits::routes,
             "uploads" => picture::api::uploads::routes,
             "payments" => picture::api::payments::routes,
+            "account" => picture::api::account::routes,
             other => panic!("{}: unknown function {other}", e.file),
         };
         let res = routes().serve(s.state.clone()).oneshot(req).await.unwrap();

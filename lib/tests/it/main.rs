@@ -2,6 +2,7 @@
 //! DynamoDB (moto) and the Replicate simulator, each over real connections.
 //! `make test` starts them and exports their settings (.dev/local.env).
 
+mod account;
 mod audit;
 mod auth;
 mod boundary;
