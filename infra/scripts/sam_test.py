@@ -112,7 +112,7 @@ def invoke(entry, tok, running):
     if status != 200 or headers.get("X-Amz-Function-Error"):
         return None, body[:300]
     answer = json.loads(body or b"null")
-    if entry["function"] == "reconcile":
+    if entry["function"] in ("reconcile", "thumbnails"):
         return 200, answer
     return answer.get("statusCode"), answer.get("body", "")[:300]
 

@@ -22,6 +22,7 @@ use crate::{
     AppState, Error,
     config::CreditsProvider,
     db::audit::{self as rows, Account, GenRow, Quota},
+    storage::ImageKey,
 };
 
 /// What to audit: everything by default.
@@ -234,6 +235,10 @@ fn check_generation(g: &GenRow, keys: &[String], ledger: bool, out: &mut Vec<Vio
             }
         }
     }
+    if g.thumbnail_pending == Some(true) {
+        let msg = "its image has had no thumbnail for over an hour";
+        out.push(Violation::of("thumbnail_overdue", g, msg));
+    }
     if g.image.is_none() && g.status == "completed" && !g.image_deleted {
         out.push(Violation::of(
             "image_missing",
@@ -287,8 +292,12 @@ fn check_hold(g: &GenRow, ledger: bool, out: &mut Vec<Violation>) {
 fn check_objects(g: &GenRow, keys: &[String], out: &mut Vec<Violation>) {
     let prefix = format!("users/{}/images/{}.", g.user_id, g.id);
     for key in keys {
-        let image =
-            g.image.as_ref().is_some_and(|(_, k)| k == key) || g.thumbnail.as_ref() == Some(key);
+        // A thumbnail being made is stored before its row names it.
+        let thumbnail_to_be = g.thumbnail_pending.is_some()
+            && *key == crate::storage::Storage::thumbnail_key(g.user_id, g.id);
+        let image = g.image.as_ref().is_some_and(|(_, k)| k == key)
+            || g.thumbnail.as_ref() == Some(key)
+            || thumbnail_to_be;
         let v = if !key.starts_with(&prefix) {
             orphan(key, "under another user's prefix")
         } else if g.is_open() || image {
@@ -347,19 +356,6 @@ struct Objects {
     count: usize,
 }
 
-/// `users/{userId}/images/{generationId}.{ext}` (`ext` may have dots:
-/// `thumb.webp`) → the generation id; `None` if the key is not an image key at all.
-fn image_key(key: &str) -> Option<Result<Uuid, ()>> {
-    let rest = key.strip_prefix("users/")?;
-    let (user, file) = rest.split_once("/images/")?;
-    let parsed = file
-        .split_once('.')
-        .filter(|(_, ext)| !ext.is_empty() && !ext.contains('/'))
-        .and_then(|(g, _)| Uuid::parse_str(g).ok())
-        .filter(|_| Uuid::parse_str(user).is_ok());
-    Some(parsed.ok_or(()))
-}
-
 async fn list_objects(st: &AppState, filter: &Filter) -> Result<Objects, Error> {
     let prefix = filter
         .user
@@ -371,7 +367,7 @@ async fn list_objects(st: &AppState, filter: &Filter) -> Result<Objects, Error> 
             if modified < since {
                 return;
             }
-            match image_key(key) {
+            match ImageKey::parse(key).map(|k| k.map(|k| k.generation_id)) {
                 None => {}
                 Some(Ok(id)) => objects
                     .by_generation
@@ -483,6 +479,7 @@ mod tests {
             status: "completed".into(),
             image: Some((Uuid::new_v4(), key.into())),
             thumbnail: None,
+            thumbnail_pending: None,
             hold: Some(Hold {
                 kind: "credits".into(),
                 state: "captured".into(),
@@ -513,19 +510,17 @@ mod tests {
     #[test]
     fn image_keys_are_recognised() {
         let (u, g) = (Uuid::new_v4(), Uuid::new_v4());
-        assert_eq!(
-            image_key(&format!("users/{u}/images/{g}.webp")),
-            Some(Ok(g))
-        );
-        assert_eq!(
-            image_key(&format!("users/{u}/images/{g}.thumb.webp")),
-            Some(Ok(g))
-        );
-        assert_eq!(
-            image_key(&format!("users/{u}/images/junk.png")),
-            Some(Err(()))
-        );
-        assert_eq!(image_key(&format!("users/{u}/uploads/{g}.png")), None);
+        let key = |thumbnail| ImageKey {
+            user_id: u,
+            generation_id: g,
+            thumbnail,
+        };
+        let parse = |k: String| ImageKey::parse(&k);
+        assert_eq!(parse(format!("users/{u}/images/{g}.webp")), Some(Ok(key(false))));
+        assert_eq!(parse(format!("users/{u}/images/{g}.thumb.webp")), Some(Ok(key(true))));
+        assert_eq!(parse(format!("users/{u}/images/junk.png")), Some(Err(())));
+        assert_eq!(parse(format!("users/junk/images/{g}.png")), Some(Err(())));
+        assert_eq!(parse(format!("users/{u}/uploads/{g}.png")), None);
     }
 
     #[test]

@@ -102,6 +102,10 @@ pub struct Config {
     /// Thumbnail decodes at once per process (`THUMBNAIL_DECODES`, default 1: a Lambda
     /// instance serves one request at a time; the dev gateway serves every user).
     pub thumbnail_decodes: usize,
+    /// Who makes a stored output's thumbnail (`THUMBNAILS`): `background` (default), a task
+    /// of the process that stored it, started after the answer's commit; `event`, the
+    /// `thumbnails` function on the bucket's `ObjectCreated` notification (the template).
+    pub thumbnails_by_event: bool,
     /// `MODERATION_BLOCKLIST=off` leaves only the terms refused whatever the settings.
     pub moderation_blocklist: bool,
     /// `MODERATION_PROVIDER=openai`: OpenAI's moderation endpoint (or the simulator).
@@ -327,6 +331,15 @@ impl Config {
             stripe_webhook_secret: get("STRIPE_WEBHOOK_SECRET"),
             thumbnail_decodes: number("THUMBNAIL_DECODES", get("THUMBNAIL_DECODES"), 1usize)?
                 .max(1),
+            thumbnails_by_event: match get("THUMBNAILS").as_deref() {
+                None | Some("background") => false,
+                Some("event") => true,
+                Some(other) => {
+                    return Err(ConfigError(format!(
+                        "THUMBNAILS={other:?}: expected background or event"
+                    )));
+                }
+            },
             moderation_blocklist: get("MODERATION_BLOCKLIST").as_deref() != Some("off"),
             moderation_provider,
             moderation_fail_open,

@@ -5,7 +5,7 @@
 //! are final. Completion can be reported by the sync wait, the webhook,
 //! status polls and the reconciler, concurrently and repeatedly; all of them
 //! call [`settle`] with a deadline. A lease, sized from that deadline, decides
-//! who copies the output to S3 and makes its thumbnail, and one transaction
+//! who copies the output to S3 (its thumbnail is made after the commit), and one transaction
 //! (with the row locked) inserts the image, marks `completed` and captures the
 //! hold, so a generation completes, and is charged, exactly once.
 //!
@@ -31,7 +31,7 @@ use crate::{
     replicate::{NewPrediction, Prediction, ReplicateError, inputs, progress},
     storage::StoredObject,
     telemetry::{self, metric},
-    thumbnail::{self, StoredThumbnail},
+    thumbnail,
     usage,
 };
 
@@ -286,11 +286,11 @@ pub async fn settle(
     }
 }
 
-/// Copies the output, makes its thumbnail and completes the generation,
-/// exactly once. Returns [`Error::CompletionInProgress`] while another
-/// holder's lease is live, and a transient error (with the lease released)
-/// when the copy, the thumbnail's upload or the commit could not be done now.
-/// An output that cannot be decoded completes without a thumbnail.
+/// Copies the output and completes the generation, exactly once (its thumbnail
+/// is made afterwards: [`thumbnail::for_object`]). Returns
+/// [`Error::CompletionInProgress`] while another holder's lease is live, and a
+/// transient error (with the lease released) when the copy or the commit could
+/// not be done now.
 async fn complete(
     st: &AppState,
     generation_id: Uuid,
@@ -319,24 +319,18 @@ async fn complete(
     };
     let outcome = match copied {
         Ok(_) if !generations::holds_lease(&**st.db.get().await?, generation_id, owner).await? => {
-            // A webhook took the lease over meanwhile: it makes the thumbnail and commits.
+            // A webhook took the lease over meanwhile: it commits.
             return Err(Error::CompletionInProgress);
         }
-        Ok(mut stored) => {
-            // The bytes go to the thumbnail; the row needs only what was stored.
-            let bytes = std::mem::take(&mut stored.bytes);
-            let thumb = thumbnail::store(
-                &st.storage,
-                &st.decodes,
-                g.user_id,
-                generation_id,
-                bytes,
-                deadline,
-            );
-            match thumb.await {
-                Ok(thumb) => commit(st, &g, stored, thumb, deadline).await,
-                Err(e) => Err(e),
+        Ok(stored) => {
+            let key = stored.key.clone();
+            let committed = commit(st, &g, stored, deadline).await;
+            // The thumbnail is made apart from the answer: by the `thumbnails` function on
+            // the bucket's notification, or here by a task of this process.
+            if committed.is_ok() && !st.cfg.thumbnails_by_event {
+                thumbnail::spawn_for_object(st, key);
             }
+            committed
         }
         Err(e) if !e.is_transient() => {
             tracing::error!(%generation_id, error = %e, "output cannot be stored");
@@ -362,14 +356,8 @@ async fn release_lease(st: &AppState, generation_id: Uuid, owner: Uuid) {
 }
 
 /// The completing transaction: the image row, the capture and `completed`, or
-/// nothing if the generation ended meanwhile (then the copy and its thumbnail are deleted).
-async fn commit(
-    st: &AppState,
-    g: &Generation,
-    stored: StoredObject,
-    thumbnail: Option<StoredThumbnail>,
-    deadline: Instant,
-) -> Result<()> {
+/// nothing if the generation ended meanwhile (then the copy is deleted).
+async fn commit(st: &AppState, g: &Generation, stored: StoredObject, deadline: Instant) -> Result<()> {
     let generation_id = g.id;
     let mut conn = st.db.get().await?;
     let tx = crate::db::Tx::begin(&mut conn).await?;
@@ -379,11 +367,9 @@ async fn commit(
         drop(conn);
         if current.status != Status::Completed {
             // Cancelled while we copied: the image must not outlive it (the audit lists it if this fails).
-            let thumb = thumbnail.map(|t| t.key);
-            for key in std::iter::once(&stored.key).chain(&thumb) {
-                if let Err(e) = st.storage.delete(key).await {
-                    tracing::warn!(%generation_id, %key, error = %e, "copy of an ended generation not deleted");
-                }
+            let key = &stored.key;
+            if let Err(e) = st.storage.delete(key).await {
+                tracing::warn!(%generation_id, %key, error = %e, "copy of an ended generation not deleted");
             }
         }
         return Ok(());
@@ -396,7 +382,7 @@ async fn commit(
         file_size: stored.size,
         width: stored.width,
         height: stored.height,
-        thumbnail,
+        thumbnail: None,
     };
     images::insert(&*tx, &image).await?;
     let charged = st.credits.capture(&*tx, generation_id).await?;

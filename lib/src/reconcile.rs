@@ -43,6 +43,7 @@ use crate::{
     lifecycle, purchases,
     replicate::Prediction,
     telemetry::{self, metric},
+    thumbnail,
 };
 
 /// Most generations looked at per run.
@@ -57,11 +58,16 @@ const AUDIT_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(25);
 const UPLOADS_KEPT: chrono::TimeDelta = chrono::TimeDelta::days(2);
 /// Capture retries get 1/CAPTURE_SHARE of a run's budget.
 const CAPTURE_SHARE: u32 = 4;
-/// Purchases and account deletions get 1/SMALL_SHARE each: with the captures'
-/// share, half the budget at most, so generations are always claimed.
+/// Purchases, account deletions and late thumbnails get 1/SMALL_SHARE each: with the
+/// captures' share, 5/8 of the budget at most, so generations are always claimed.
 const SMALL_SHARE: u32 = 8;
 /// Generations are claimed only with at least 1/CLAIM_SHARE of the run's budget left.
 const CLAIM_SHARE: u32 = 4;
+/// Images without a thumbnail this long after they were stored lost their event (or its
+/// retries failed): the reconciler makes it.
+const THUMBNAIL_GRACE: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
+/// Thumbnails the reconciler makes per transaction.
+const THUMBNAIL_BATCH: i64 = 4;
 /// Runs in a row that must find a prediction unknown to the provider before its generation fails.
 const MISSING_RUNS: i32 = 2;
 /// Predictions created this long before a generation are searched too (clock skew).
@@ -88,6 +94,8 @@ pub struct Report {
     pub deletions_finished: usize,
     /// Upload records forgotten (older than [`UPLOADS_KEPT`]).
     pub uploads_forgotten: u64,
+    /// Thumbnails made for images whose own attempt was lost (stored over [`THUMBNAIL_GRACE`] ago).
+    pub thumbnails: thumbnail::Backfilled,
     /// Broken invariants found, when this run audited the stores.
     pub audit_violations: Option<usize>,
 }
@@ -134,6 +142,20 @@ pub async fn run(st: &AppState) -> Result<Report> {
         Ok(Ok(n)) => report.deletions_finished = n,
         Ok(Err(e)) => tracing::warn!(error = %e, "account deletions not finished; next run"),
         Err(_) => tracing::warn!("account deletions ran out of their time; next run"),
+    }
+
+    // Thumbnails whose event was lost: a small share (a batch cut short is rolled back,
+    // its images stay pending for the next run).
+    let thumbnails_until = Instant::now() + budget / SMALL_SHARE;
+    let selection = thumbnail::Selection {
+        stored_before: Some(chrono::Utc::now() - THUMBNAIL_GRACE),
+        ..Default::default()
+    };
+    let made = thumbnail::backfill(st, THUMBNAIL_BATCH, selection);
+    match tokio::time::timeout_at(thumbnails_until.into(), made).await {
+        Ok(Ok(done)) => report.thumbnails = done,
+        Ok(Err(e)) => tracing::warn!(error = %e, "thumbnails not made; next run"),
+        Err(_) => tracing::warn!("thumbnails ran out of time; next run"),
     }
 
     let forgotten = async {

@@ -1,7 +1,7 @@
 //! Running a function on Lambda: JSON logs, traces and EMF metrics, state built
 //! once per cold start, then the router served by `lambda_http` (HTTP functions)
-//! or a handler run per event by `lambda_runtime` (scheduled and deploy-time
-//! functions). Once an invocation has answered, its spans and metrics are
+//! or a handler run per event by `lambda_runtime` (scheduled, notified and
+//! deploy-time functions). Once an invocation has answered, its spans and metrics are
 //! flushed: Lambda may freeze the process before the next one.
 
 use std::{future::Future, pin::Pin, task};
@@ -26,11 +26,14 @@ pub async fn run_function(routes: fn() -> Routes) -> Result<(), lambda_http::Err
     .await
 }
 
-/// The body of a scheduled function's `main`: build the state once, run `job` per
-/// event, each run a server span named `name` (`faas.trigger` `timer`).
-pub async fn run_job<F, Fut, T>(name: &'static str, job: F) -> Result<(), BoxError>
+/// The body of an event-driven function's `main` (the scheduled reconciler, the
+/// bucket's notifications): build the state once, run `job` per event, each run a
+/// server span named `name` with `faas.trigger` = `trigger`. A failed run is the
+/// invocation's error (a Lambda diagnostic; asynchronous invocations are retried).
+pub async fn run_job<E, F, Fut, T>(name: &'static str, trigger: &'static str, job: F) -> Result<(), BoxError>
 where
-    F: Fn(AppState) -> Fut,
+    E: serde::de::DeserializeOwned,
+    F: Fn(AppState, E) -> Fut,
     Fut: Future<Output = Result<T, crate::Error>>,
     T: serde::Serialize,
 {
@@ -39,19 +42,11 @@ where
     let state = AppState::from_env().await?;
     let job = &job;
     // Its metrics (AuditViolations, CaptureRejected, …) are flushed as EMF after each run.
-    run_events(
-        name,
-        "timer",
-        Some(metrics),
-        move |_: LambdaEvent<serde_json::Value>| {
-            let state = state.clone();
-            async move {
-                // Boxed: the job's future is deep, and the runtime's own future stays small.
-                // A failed run is reported as the invocation's error (a Lambda diagnostic).
-                Box::pin(job(state)).await.map_err(BoxError::from)
-            }
-        },
-    )
+    run_events(name, trigger, Some(metrics), move |event: LambdaEvent<E>| {
+        let state = state.clone();
+        // Boxed: the job's future is deep, and the runtime's own future stays small.
+        async move { Box::pin(job(state, event.payload)).await.map_err(BoxError::from) }
+    })
     .await
 }
 

@@ -22,7 +22,7 @@ use crate::otel::{
 
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// An output stored in the bucket, with its bytes (for the thumbnail).
+/// An output stored in the bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredObject {
     pub key: String,
@@ -30,7 +30,6 @@ pub struct StoredObject {
     pub size: i64,
     pub width: i32,
     pub height: i32,
-    pub bytes: Bytes,
 }
 
 /// Why an object could not be copied, signed or deleted.
@@ -78,6 +77,37 @@ fn s3_timeouts() -> aws_sdk_s3::config::timeout::TimeoutConfig {
         .operation_attempt_timeout(Duration::from_secs(10))
         .operation_timeout(Duration::from_secs(20))
         .build()
+}
+
+/// The extension of a thumbnail's key (`{generationId}.thumb.webp`).
+const THUMBNAIL_EXT: &str = "thumb.webp";
+
+/// What a key under `users/{userId}/images/` names: a generation's image or its thumbnail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageKey {
+    pub user_id: Uuid,
+    pub generation_id: Uuid,
+    pub thumbnail: bool,
+}
+
+impl ImageKey {
+    /// `users/{userId}/images/{generationId}.{ext}`; `None` if the key is not under an
+    /// images prefix at all, `Some(Err(()))` if it is but does not have that shape.
+    pub fn parse(key: &str) -> Option<Result<ImageKey, ()>> {
+        let rest = key.strip_prefix("users/")?;
+        let (user, file) = rest.split_once("/images/")?;
+        let parsed = file
+            .split_once('.')
+            .filter(|(_, ext)| !ext.is_empty() && !ext.contains('/'))
+            .and_then(|(g, ext)| {
+                Some(ImageKey {
+                    user_id: Uuid::parse_str(user).ok()?,
+                    generation_id: Uuid::parse_str(g).ok()?,
+                    thumbnail: ext == THUMBNAIL_EXT,
+                })
+            });
+        Some(parsed.ok_or(()))
+    }
 }
 
 /// The images bucket and the rules for what may go into it.
@@ -137,7 +167,7 @@ impl Storage {
 
     /// The object key of a generation's thumbnail.
     pub fn thumbnail_key(user_id: Uuid, generation_id: Uuid) -> String {
-        Self::key(user_id, generation_id, "thumb.webp")
+        Self::key(user_id, generation_id, THUMBNAIL_EXT)
     }
 
     /// Downloads `source` and stores it under the generation's key.
@@ -154,14 +184,14 @@ impl Storage {
         let (format, mime) = sniff(&bytes).ok_or(StorageError::NotAnImage)?;
         let (width, height) = dimensions(&bytes).ok_or(StorageError::NotAnImage)?;
         let key = Self::key(user_id, generation_id, format);
-        self.put(&key, mime, bytes.clone()).await?;
+        let size = bytes.len() as i64;
+        self.put(&key, mime, bytes).await?;
         Ok(StoredObject {
             key,
             format: format.to_string(),
-            size: bytes.len() as i64,
+            size,
             width,
             height,
-            bytes,
         })
     }
 

@@ -2,8 +2,11 @@
 //! [`LONG_SIDE`] pixels (never upscaled, aspect ratio kept) and a blurhash
 //! placeholder (4×3 components) computed from it, made from an output's bytes
 //! (PNG and JPEG decoded by the `image` crate, WebP by libwebp, which also
-//! encodes the thumbnail). Only the completion path and the [`backfill`] call
-//! this: decoding is CPU work, run on a blocking thread ([`store`]).
+//! encodes the thumbnail). Never on an answer's path: made after the output's
+//! commit, by the `thumbnails` function on the bucket's notification or a task of
+//! the process that stored it ([`for_object`]), and by the [`backfill`] (which the
+//! reconciler runs for images whose notification was lost). Decoding is CPU work,
+//! run on a blocking thread ([`store`]).
 
 use std::{
     io::Cursor,
@@ -11,13 +14,17 @@ use std::{
 };
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use image::{DynamicImage, ImageFormat, ImageReader, RgbImage, RgbaImage};
 use uuid::Uuid;
 
 use crate::{
     AppState, Error, Result,
-    db::images::{self, Pending},
-    storage::Storage,
+    db::{
+        generations,
+        images::{self, Pending},
+    },
+    storage::{ImageKey, Storage},
 };
 
 /// The longer side of a thumbnail, in pixels.
@@ -181,8 +188,75 @@ pub async fn store(
         .map_err(|_| Error::TimedOut("thumbnail"))?
 }
 
-/// Time the backfill gives one image (read, thumbnail, upload).
-const BACKFILL_ITEM: Duration = Duration::from_secs(60);
+/// Time one image gets (read, thumbnail, upload).
+const ITEM_TIME: Duration = Duration::from_secs(60);
+
+/// What [`for_object`] did with a stored object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Made {
+    /// The image got its thumbnail and blurhash.
+    Thumbnail,
+    /// The image cannot be decoded: now marked as having none.
+    Undecodable,
+    /// Nothing to do: not a generation's image (a thumbnail, an upload), its
+    /// thumbnail was tried already or is being made, or the generation ended without it.
+    Nothing,
+}
+
+/// Makes the thumbnail of the generation image stored at `key`: what the
+/// `thumbnails` function does on the bucket's `ObjectCreated` notification, and
+/// what the process that stored an output does after its commit (`THUMBNAILS=background`).
+/// An image whose generation is still being completed (the object is stored before
+/// its row commits) is a transient error, for a retry; a fault leaves the image
+/// pending for a retry or the reconciler, and never touches the generation.
+pub async fn for_object(st: &AppState, key: &str) -> Result<Made> {
+    let Some(Ok(parsed)) = ImageKey::parse(key) else {
+        return Ok(Made::Nothing);
+    };
+    if parsed.thumbnail {
+        return Ok(Made::Nothing);
+    }
+    let mut conn = st.db.get().await?;
+    let tx = crate::db::Tx::begin(&mut conn).await?;
+    let Some(row) = images::claim_pending_at(&*tx, parsed.generation_id, key).await? else {
+        drop(tx);
+        let open = generations::get(&**conn, parsed.generation_id)
+            .await?
+            .is_some_and(|g| !g.status.is_terminal());
+        return match open {
+            true => Err(Error::CompletionInProgress),
+            false => Ok(Made::Nothing),
+        };
+    };
+    let made = match make_for(st, &row).await? {
+        Some(Some(thumb)) => {
+            images::set_thumbnail(&*tx, row.id, Some(&thumb)).await?;
+            Made::Thumbnail
+        }
+        Some(None) => {
+            images::set_thumbnail(&*tx, row.id, None).await?;
+            Made::Undecodable
+        }
+        None => {
+            tracing::warn!(image_id = %row.id, %key, "image object missing; no thumbnail");
+            Made::Nothing
+        }
+    };
+    tx.commit().await?;
+    Ok(made)
+}
+
+/// Starts [`for_object`] on a task of this process, for an output just committed
+/// (`THUMBNAILS=background`); a failure is logged and left to the reconciler.
+pub fn spawn_for_object(st: &AppState, key: String) {
+    let st = st.clone();
+    tokio::spawn(async move {
+        if let Err(e) = for_object(&st, &key).await {
+            tracing::warn!(%key, error = %e, "thumbnail not made; left for the reconciler");
+        }
+    });
+}
 
 /// What a [`backfill`] run did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -195,24 +269,33 @@ pub struct Backfilled {
     pub left: usize,
 }
 
-/// Gives every image (of `user`) without a thumbnail try one, `batch` rows at
+/// Which pending images a [`backfill`] does.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Selection {
+    /// Only this user's.
+    pub user: Option<Uuid>,
+    /// Only those stored before this time (the reconciler leaves recent ones to their event).
+    pub stored_before: Option<DateTime<Utc>>,
+}
+
+/// Gives every selected image without a thumbnail try one, `batch` rows at
 /// a time: each batch is claimed in a transaction (`FOR UPDATE SKIP LOCKED`,
 /// so concurrent runs share the work and a deletion waits for it) and
 /// committed with the outcomes. One pass in id order: rows left by a fault
 /// wait for the next run.
-pub async fn backfill(st: &AppState, batch: i64, user: Option<Uuid>) -> Result<Backfilled> {
+pub async fn backfill(st: &AppState, batch: i64, sel: Selection) -> Result<Backfilled> {
     let mut report = Backfilled::default();
     let mut after = None;
     loop {
         let mut conn = st.db.get().await?;
         let tx = crate::db::Tx::begin(&mut conn).await?;
-        let rows = images::claim_pending(&*tx, user, after, batch).await?;
+        let rows = images::claim_pending(&*tx, sel.user, sel.stored_before, after, batch).await?;
         let Some(last) = rows.last() else {
             return Ok(report);
         };
         after = Some(last.id);
         for row in &rows {
-            match backfill_one(st, row).await {
+            match make_for(st, row).await {
                 Ok(Some(thumb)) => {
                     images::set_thumbnail(&*tx, row.id, thumb.as_ref()).await?;
                     match thumb {
@@ -235,11 +318,12 @@ pub async fn backfill(st: &AppState, batch: i64, user: Option<Uuid>) -> Result<B
 }
 
 /// The thumbnail of a stored image (`Some(None)`: not decodable); `None` if its object is gone.
-async fn backfill_one(st: &AppState, row: &Pending) -> Result<Option<Option<StoredThumbnail>>> {
-    let Some(bytes) = st.storage.read(&row.storage_key).await? else {
+async fn make_for(st: &AppState, row: &Pending) -> Result<Option<Option<StoredThumbnail>>> {
+    let deadline = Instant::now() + ITEM_TIME;
+    let read = tokio::time::timeout_at(deadline.into(), st.storage.read(&row.storage_key));
+    let Some(bytes) = read.await.map_err(|_| Error::TimedOut("image read"))?? else {
         return Ok(None);
     };
-    let deadline = Instant::now() + BACKFILL_ITEM;
     let (user, generation) = (row.user_id, row.generation_id);
     let stored = store(&st.storage, &st.decodes, user, generation, bytes, deadline).await?;
     Ok(Some(stored))

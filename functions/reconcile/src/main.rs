@@ -2,7 +2,7 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    picture::runtime::run_job("reconcile", |state| async move {
+    picture::runtime::run_job("reconcile", "timer", |state, _: serde_json::Value| async move {
         picture::reconcile::run(&state).await
     })
     .await

@@ -273,7 +273,11 @@ async fn backfill_thumbnails(args: &[&str]) -> Result<()> {
     }
     picture::telemetry::init_logging();
     let state = AppState::from_env().await?;
-    let report = picture::thumbnail::backfill(&state, batch, user).await?;
+    let sel = picture::thumbnail::Selection {
+        user,
+        ..Default::default()
+    };
+    let report = picture::thumbnail::backfill(&state, batch, sel).await?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }

@@ -22,6 +22,9 @@ pub struct GenRow {
     pub image: Option<(Uuid, String)>,
     /// The thumbnail key its image row names.
     pub thumbnail: Option<String>,
+    /// Its image's thumbnail is still to be made (`thumbnail_state` 'pending'): `Some(true)`
+    /// when it has been for over an hour (the reconciler makes lost ones within minutes).
+    pub thumbnail_pending: Option<bool>,
     /// The user deleted its image (`DELETE /images/{id}`).
     pub image_deleted: bool,
     pub hold: Option<Hold>,
@@ -90,7 +93,9 @@ const GENERATIONS: &str = "
 SELECT g.id, g.user_id, g.status, i.id, i.storage_key, h.kind, h.state, h.amount, h.capture_state,
        t.amount,
        g.status IN ('pending', 'processing') AND g.created_at < now() - $1::float8 * interval '1 second',
-       g.image_deleted_at IS NOT NULL, i.thumbnail_key
+       g.image_deleted_at IS NOT NULL, i.thumbnail_key,
+       CASE WHEN i.thumbnail_state = 'pending'
+            THEN i.created_at < now() - interval '1 hour' END
   FROM generations g
   LEFT JOIN images i ON i.generation_id = g.id
   LEFT JOIN credit_holds h ON h.generation_id = g.id
@@ -113,6 +118,7 @@ fn gen_row(r: &Row) -> GenRow {
         overdue: r.get(10),
         image_deleted: r.get(11),
         thumbnail: r.get(12),
+        thumbnail_pending: r.get(13),
     }
 }
 

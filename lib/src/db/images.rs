@@ -65,7 +65,8 @@ pub struct NewImage {
     pub file_size: i64,
     pub width: i32,
     pub height: i32,
-    /// `None`: the image could not be decoded (`thumbnail_state` 'none').
+    /// `None`: not made yet (`thumbnail_state` 'pending') or the image cannot be
+    /// decoded ('none').
     pub thumbnail: Option<StoredThumbnail>,
 }
 
@@ -74,13 +75,12 @@ fn state(thumbnail: Option<&StoredThumbnail>) -> &'static str {
     if thumbnail.is_some() { "done" } else { "none" }
 }
 
-/// Inserts the image of a generation; a second insert for the same generation does nothing.
+/// Inserts the image of a generation, its thumbnail still to be made (`thumbnail_state`
+/// 'pending'); a second insert for the same generation does nothing.
 pub async fn insert(db: &impl Sql, img: &NewImage) -> Result<()> {
-    let thumb = img.thumbnail.as_ref();
     db.execute(
-        "INSERT INTO images (id, generation_id, user_id, storage_key, format, file_size, width, height,
-                             thumbnail_key, blurhash, thumbnail_state)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        "INSERT INTO images (id, generation_id, user_id, storage_key, format, file_size, width, height)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (generation_id) DO NOTHING",
         &[
             &Uuid::new_v4(),
@@ -91,9 +91,6 @@ pub async fn insert(db: &impl Sql, img: &NewImage) -> Result<()> {
             &img.file_size,
             &img.width,
             &img.height,
-            &thumb.map(|t| &t.key),
-            &thumb.map(|t| &t.blurhash),
-            &state(thumb),
         ],
     )
     .await?;
@@ -109,12 +106,24 @@ pub struct Pending {
     pub storage_key: String,
 }
 
-/// Locks up to `limit` images (of `user`) without a thumbnail try, ids after
-/// `after`, in id order, for the rest of the transaction; rows other runs hold
-/// are skipped.
+impl From<&Row> for Pending {
+    fn from(r: &Row) -> Self {
+        Pending {
+            id: r.get("id"),
+            generation_id: r.get("generation_id"),
+            user_id: r.get("user_id"),
+            storage_key: r.get("storage_key"),
+        }
+    }
+}
+
+/// Locks up to `limit` images (of `user`, stored before `stored_before`) without a
+/// thumbnail try, ids after `after`, in id order, for the rest of the transaction;
+/// rows other runs hold are skipped.
 pub async fn claim_pending(
     db: &impl Sql,
     user: Option<Uuid>,
+    stored_before: Option<DateTime<Utc>>,
     after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Pending>> {
@@ -122,21 +131,32 @@ pub async fn claim_pending(
         .query(
             "SELECT id, generation_id, user_id, storage_key FROM images
               WHERE thumbnail_state = 'pending' AND ($1::uuid IS NULL OR user_id = $1)
-                AND ($2::uuid IS NULL OR id > $2)
-              ORDER BY id LIMIT $3
+                AND ($2::timestamptz IS NULL OR created_at < $2)
+                AND ($3::uuid IS NULL OR id > $3)
+              ORDER BY id LIMIT $4
                 FOR UPDATE SKIP LOCKED",
-            &[&user, &after, &limit],
+            &[&user, &stored_before, &after, &limit],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Pending {
-            id: r.get(0),
-            generation_id: r.get(1),
-            user_id: r.get(2),
-            storage_key: r.get(3),
-        })
-        .collect())
+    Ok(rows.iter().map(Pending::from).collect())
+}
+
+/// Locks the image of `generation_id` stored at `key` if its thumbnail has not been
+/// tried yet (and no one else holds it), for the rest of the transaction.
+pub async fn claim_pending_at(
+    db: &impl Sql,
+    generation_id: Uuid,
+    key: &str,
+) -> Result<Option<Pending>> {
+    let row = db
+        .query_opt(
+            "SELECT id, generation_id, user_id, storage_key FROM images
+              WHERE generation_id = $1 AND storage_key = $2 AND thumbnail_state = 'pending'
+                FOR UPDATE SKIP LOCKED",
+            &[&generation_id, &key],
+        )
+        .await?;
+    Ok(row.as_ref().map(Pending::from))
 }
 
 /// Records the outcome of a thumbnail try on an image that had none; false if

@@ -52,6 +52,7 @@ async fn deleting_an_account_leaves_no_object_and_no_prompt() {
             .await;
         assert_eq!(status, StatusCode::CREATED, "{g}");
     }
+    s.thumbnails_tried(user).await;
     let (status, running) = s.generate(user, "still running [sim:hang]", false).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{running}");
     let (status, _) = s

@@ -52,6 +52,7 @@ async fn audit_is_clean_until_an_image_object_disappears() {
         (StatusCode::OK, Some("failed"))
     );
 
+    s.thumbnails_tried(user).await;
     let report = audit::run(&s.state, &for_user(user)).await.unwrap();
     assert_eq!(report.violations, [], "a healthy user has no violations");
     assert_eq!(
@@ -104,6 +105,7 @@ async fn a_missing_thumbnail_object_is_reported_like_a_missing_image_object() {
     let user = Uuid::new_v4();
     let (status, done) = s.generate(user, "a thumbnail to lose", true).await;
     assert_eq!(status, StatusCode::CREATED, "{done}");
+    s.thumbnails_tried(user).await;
     let image_id = Uuid::parse_str(done["image"]["id"].as_str().unwrap()).unwrap();
     let db = s.state.db.get().await.unwrap();
     let thumb: String = db
@@ -209,6 +211,7 @@ async fn the_hourly_audit_lists_only_active_users_prefixes() {
     let (active, idle) = (Uuid::new_v4(), Uuid::new_v4());
     let (status, g) = s.generate(active, "an active user", true).await;
     assert_eq!(status, StatusCode::CREATED, "{g}");
+    s.thumbnails_tried(active).await;
     let s3 = s.state.storage.client().await;
     let stray = |user: Uuid| format!("users/{user}/images/{}.png", Uuid::new_v4());
     let (active_stray, idle_stray) = (stray(active), stray(idle));

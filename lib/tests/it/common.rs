@@ -185,6 +185,25 @@ impl Stack {
         assert!(report.checked.generations > 0);
     }
 
+    /// Waits until every image of `user` has had its thumbnail tried (made, or found
+    /// impossible): thumbnails are made after the answer.
+    pub async fn thumbnails_tried(&self, user: Uuid) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let pending = "SELECT count(*) FROM images WHERE user_id = $1 AND thumbnail_state = 'pending'";
+        loop {
+            let db = self.state.db.get().await.unwrap();
+            let n: i64 = db.query_one(pending, &[&user]).await.unwrap().get(0);
+            if n == 0 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} images of {user} still without a thumbnail after 30 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// Whether the images bucket holds `key`.
     pub async fn object_exists(&self, key: &str) -> bool {
         let s3 = self.state.storage.client().await;

@@ -1,13 +1,18 @@
-//! Thumbnails and blurhash placeholders (issue 12): made when a generation
-//! completes, served by every image view, deleted with the image, absent for
-//! an output that cannot be decoded, and filled in by the backfill.
+//! Thumbnails and blurhash placeholders: made after a generation completes (a
+//! task of the process that stored it, or the `thumbnails` function on the
+//! bucket's event), served by every image view once made, deleted with the
+//! image, absent for an output that cannot be decoded, filled in by the backfill
+//! and the reconciler, and never a change to the generation when they fail.
 
-use picture::storage::Storage;
+use picture::{state::AwsOverrides, storage::Storage};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::{FLUX, Stack, id_of};
+use crate::{
+    common::{FLUX, Stack, id_of},
+    private::PrivateS3,
+};
 
 const BASE83: &str =
     "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz#$%*+,-.:;=?@[]^_{|}~";
@@ -18,14 +23,25 @@ fn components(blurhash: &str) -> (usize, usize) {
     (flag % 9 + 1, flag / 9 + 1)
 }
 
-/// A synchronous FLUX generation of about `width`×`height` for a new image.
+/// A synchronous FLUX generation of about `width`×`height` for a new image, with
+/// its image's view once the thumbnail has been tried.
 async fn generate(s: &Stack, user: Uuid, prompt: &str, width: i32, height: i32) -> Value {
     let body = json!({"prompt": prompt, "modelId": FLUX, "width": width, "height": height, "waitForResult": true});
-    let (status, g) = s
+    let (status, mut g) = s
         .call(Method::POST, "/api/v1/generate", Some(user), Some(body))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{g}");
+    g["image"] = image_view(s, user, g["image"]["id"].as_str().unwrap()).await;
     g
+}
+
+/// An image's view, once its thumbnail has been tried.
+async fn image_view(s: &Stack, user: Uuid, image_id: &str) -> Value {
+    s.thumbnails_tried(user).await;
+    let path = format!("/api/v1/images/{image_id}");
+    let (status, view) = s.call(Method::GET, &path, Some(user), None).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    view
 }
 
 /// The image row's object keys and thumbnail state.
@@ -197,9 +213,13 @@ async fn the_backfill_fills_images_stored_before_twice_without_harm() {
 
     // Two runs at once share the work (batches of one): each image is done once.
     let st = &s.state;
+    let mine = picture::thumbnail::Selection {
+        user: Some(user),
+        ..Default::default()
+    };
     let (a, b) = tokio::join!(
-        picture::thumbnail::backfill(st, 1, Some(user)),
-        picture::thumbnail::backfill(st, 1, Some(user)),
+        picture::thumbnail::backfill(st, 1, mine),
+        picture::thumbnail::backfill(st, 1, mine),
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(
@@ -210,7 +230,7 @@ async fn the_backfill_fills_images_stored_before_twice_without_harm() {
         ),
         (2, 1, 0)
     );
-    let again = picture::thumbnail::backfill(st, 1, Some(user))
+    let again = picture::thumbnail::backfill(st, 1, mine)
         .await
         .unwrap();
     assert_eq!((again.made, again.undecodable, again.left), (0, 0, 0));
@@ -234,4 +254,126 @@ async fn the_backfill_fills_images_stored_before_twice_without_harm() {
         }
     }
     s.assert_audit_clean(user).await;
+}
+
+/// The generation's row as the client's money and status see it.
+async fn generation_facts(s: &Stack, id: &str) -> (String, i32, String) {
+    let db = s.state.db.get().await.unwrap();
+    let r = db
+        .query_one(
+            "SELECT g.status, g.credits_used, h.state FROM generations g
+               JOIN credit_holds h ON h.generation_id = g.id WHERE g.id = $1",
+            &[&Uuid::parse_str(id).unwrap()],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2))
+}
+
+#[tokio::test]
+async fn a_generation_completed_by_its_webhook_gets_its_thumbnail_after() {
+    let s = Stack::start().await;
+    let user = Uuid::new_v4();
+    let body = json!({"prompt": "completed by the webhook [sim:slow=300]", "modelId": FLUX});
+    let (status, g) = s
+        .call(Method::POST, "/api/v1/generate", Some(user), Some(body))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{g}");
+    // No status poll: only the webhook can complete it.
+    let id = id_of(&g);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while generation_facts(&s, &id).await.0 != "completed" {
+        assert!(std::time::Instant::now() < deadline, "the webhook did not complete {id}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (_, listed) = s.call(Method::GET, "/api/v1/images", Some(user), None).await;
+    let image_id = listed["data"][0]["id"].as_str().unwrap().to_string();
+    check_thumbnail(&image_view(&s, user, &image_id).await).await;
+    s.assert_audit_clean(user).await;
+}
+
+/// With `THUMBNAILS=event` nothing in the process makes thumbnails (the bucket's
+/// event does): the answer never waits for one. A thumbnail that cannot be made
+/// (S3 frozen) fails the event only: the generation, its charge and its image
+/// stay as they were, the audit sees a thumbnail "not yet" made, and the retry
+/// makes it.
+#[tokio::test]
+async fn a_thumbnail_that_fails_changes_nothing_about_its_generation() {
+    let bucket = crate::common::env(&[])["IMAGES_BUCKET"].clone();
+    let s3 = PrivateS3::start(&bucket).await;
+    let s = Stack::with_aws(
+        &[("THUMBNAILS", "event")],
+        AwsOverrides {
+            s3: Some(s3.sdk().await),
+            ..Default::default()
+        },
+    )
+    .await;
+    let user = Uuid::new_v4();
+    let body = json!({"prompt": "a thumbnail in bad weather [sim:slow=50]", "modelId": FLUX, "waitForResult": true});
+    let (status, g) = s
+        .call(Method::POST, "/api/v1/generate", Some(user), Some(body))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{g}");
+    assert!(g["image"]["thumbnailUrl"].is_null() && g["image"]["blurhash"].is_null(), "{g}");
+    let id = id_of(&g);
+    let image_id = g["image"]["id"].as_str().unwrap().to_string();
+    let before = generation_facts(&s, &id).await;
+    assert_eq!((before.0.as_str(), before.2.as_str()), ("completed", "captured"));
+    let (key, _, state) = keys(&s, &image_id).await;
+    assert_eq!(state, "pending");
+    s.assert_audit_clean(user).await; // pending for a moment is no violation
+
+    s3.process().freeze();
+    let tried = tokio::time::timeout(
+        std::time::Duration::from_secs(90),
+        picture::thumbnail::for_object(&s.state, &key),
+    )
+    .await
+    .expect("the attempt ends within its time");
+    s3.process().resume();
+    let error = tried.expect_err("no thumbnail while S3 is frozen");
+    assert!(error.is_transient(), "{error}");
+    assert_eq!(generation_facts(&s, &id).await, before);
+    assert_eq!(keys(&s, &image_id).await.2, "pending");
+    let (_, view) = s
+        .call(Method::GET, &format!("/api/v1/generate/{id}/status"), Some(user), None)
+        .await;
+    assert_eq!((view["status"].as_str(), &view["creditsUsed"]), (Some("completed"), &g["creditsUsed"]));
+
+    // The event's retry makes it; a second delivery finds nothing to do.
+    let made = picture::thumbnail::for_object(&s.state, &key).await.unwrap();
+    assert_eq!(made, picture::thumbnail::Made::Thumbnail);
+    let again = picture::thumbnail::for_object(&s.state, &key).await.unwrap();
+    assert_eq!(again, picture::thumbnail::Made::Nothing);
+    check_thumbnail(&image_view(&s, user, &image_id).await).await;
+    assert_eq!(generation_facts(&s, &id).await, before);
+    s.assert_audit_clean(user).await;
+}
+
+/// Thumbnails, uploads and keys that are not a generation's image are not made
+/// into thumbnails; an image whose row is not committed yet is a retry.
+#[tokio::test]
+async fn only_committed_generation_images_get_a_thumbnail() {
+    let s = Stack::with(&[("THUMBNAILS", "event")]).await;
+    let user = Uuid::new_v4();
+    let (u, g) = (Uuid::new_v4(), Uuid::new_v4());
+    for key in [
+        format!("users/{u}/images/{g}.thumb.webp"),
+        format!("users/{u}/uploads/{g}"),
+        format!("users/{u}/images/{g}.webp"),
+        "elsewhere.png".to_string(),
+    ] {
+        let made = picture::thumbnail::for_object(&s.state, &key).await.unwrap();
+        assert_eq!(made, picture::thumbnail::Made::Nothing, "{key}");
+    }
+    let (status, running) = s.generate(user, "not finished [sim:hang]", false).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{running}");
+    let id = Uuid::parse_str(&id_of(&running)).unwrap();
+    let key = Storage::key(user, id, "webp");
+    let early = picture::thumbnail::for_object(&s.state, &key).await;
+    assert!(early.as_ref().is_err_and(picture::Error::is_transient), "{early:?}");
+    s.cancel_all(user, &[running]).await;
+    let late = picture::thumbnail::for_object(&s.state, &key).await.unwrap();
+    assert_eq!(late, picture::thumbnail::Made::Nothing);
 }
