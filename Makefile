@@ -14,6 +14,7 @@ WITH_TEST_ENV := $(WITH_ENV) export DATABASE_URL=$$TEST_DATABASE_URL IMAGES_BUCK
 ## dev: start the background services, migrate, seed, serve every function on 127.0.0.1:$(PORT)
 dev: build-dev
 	bash infra/scripts/stack.sh up
+	@[ -s .dev/docs/index.html ] || bash infra/scripts/e2e.sh docs || echo "dev: /docs not built (make docs)"
 	$(WITH_ENV) $(DEV_TOOL) migrate && $(DEV_TOOL) setup
 	$(WITH_ENV) exec $(DEV_TOOL) serve
 
@@ -76,6 +77,20 @@ fuzz: build-dev
 ## soak [USERS=50] [DURATION=60] [FAULTS=1]: many users generating through a gateway of its own (:3026), then settle and audit (docs/reliability.md)
 soak: build-dev
 	bash infra/scripts/soak.sh
+
+.PHONY: e2e docs client
+
+## e2e [E2E_SCREENSHOT=docs/playground.png]: the playground and /docs in Debian's chromium (Playwright), the TypeScript client's freshness, types and example, through a gateway of its own (:3036)
+e2e: build-dev
+	bash infra/scripts/e2e.sh
+
+## docs: the API reference served at /docs, built from docs/openapi.yaml (Redocly) into .dev/docs/index.html
+docs:
+	bash infra/scripts/e2e.sh docs
+
+## client: regenerate the TypeScript client's types (clients/typescript/schema.d.ts) from docs/openapi.yaml
+client:
+	bash infra/scripts/e2e.sh client
 
 # The Lambda functions: one crate and binary per directory of functions/.
 FUNCTIONS := $(notdir $(wildcard functions/*))

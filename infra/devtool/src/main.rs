@@ -1,7 +1,8 @@
 //! `picture-dev`: the local stack's own tool.
 //!
 //! - `serve`: every function's routes on one port (the dev gateway), plus the
-//!   dev key set at `/dev/jwks.json`, and the reconciler on the template's
+//!   dev key set at `/dev/jwks.json`, the playground at `/` and the API reference
+//!   at `/docs` (playground.rs), and the reconciler on the template's
 //!   schedule (`RECONCILE_INTERVAL_SECONDS`, 300; 0 turns it off);
 //! - `migrate`: applies pending migrations to `DATABASE_URL`;
 //! - `setup`: creates the images bucket and the runtime table (with its TTL) in the AWS emulator;
@@ -27,6 +28,7 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use picture::{AppState, auth::devkey::DevKey};
 use tracing::Instrument;
 
+mod playground;
 mod usage;
 
 /// `--flag value` pairs of a command's arguments, each flag one of `known`.
@@ -71,7 +73,7 @@ async fn serve() -> Result<()> {
         picture::telemetry::init_local_metrics().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
     let state = AppState::from_env().await?;
     let dir = dev_dir();
-    dev_key(&dir)?;
+    let key = dev_key(&dir)?;
     let jwks_file = dir.join("jwks.json");
     schedule_reconciler(state.clone(), metrics);
     let app = picture::api::all(state).route(
@@ -89,6 +91,8 @@ async fn serve() -> Result<()> {
             }
         }),
     );
+    // The playground, the API reference and the dev token (playground.rs).
+    let app = app.merge(playground::routes(key));
     // As on Lambda, the metrics of each request go to stdout as EMF once it is answered.
     let app = app.layer(axum::middleware::map_response(
         move |res: axum::response::Response| async move {
