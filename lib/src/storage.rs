@@ -331,13 +331,12 @@ impl Storage {
             }
             code => return Err(StorageError::Refused(code)),
         }
-        if res
-            .content_length()
-            .is_some_and(|n| n as usize > self.max_bytes)
-        {
+        let declared = res.content_length().map(|n| n as usize);
+        if declared.is_some_and(|n| n > self.max_bytes) {
             return Err(StorageError::TooLarge(self.max_bytes));
         }
-        let mut bytes = Vec::new();
+        // Sized once when the length is known: a growing buffer would briefly hold twice as much.
+        let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
         while let Some(chunk) = res
             .chunk()
             .await
