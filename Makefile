@@ -52,6 +52,9 @@ retry-captures: build-dev
 
 ## audit [SINCE=<date|RFC3339>] [USER_ID=<uuid>]: check the stores' invariants; exit 1 on any violation
 audit: build-dev
+	@[ -f .dev/local.env ] || bash infra/scripts/stack.sh up
+	@# On a machine where `make dev` never ran, the dev store is made first (empty: nothing to report).
+	@$(WITH_ENV) $(DEV_TOOL) migrate >/dev/null && $(DEV_TOOL) setup >/dev/null
 	@$(WITH_ENV) $(DEV_TOOL) audit $(if $(SINCE),--since '$(SINCE)') $(if $(USER_ID),--user '$(USER_ID)')
 
 ## usage [SINCE=<date|RFC3339>] [UNTIL=<date|RFC3339>] [FORMAT=table|json]: generations, credits, predict time and estimated provider cost per model (default: the last 7 days)
