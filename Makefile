@@ -98,7 +98,7 @@ client:
 # The Lambda functions: one crate and binary per directory of functions/.
 FUNCTIONS := $(notdir $(wildcard functions/*))
 
-.PHONY: build bench sam-invoke sam-test
+.PHONY: build bench bench-history sam-invoke sam-test
 
 ## build: release zips for AWS Lambda (arm64, cargo-lambda + zig), one target/lambda/<function>/bootstrap.zip each
 build:
@@ -111,6 +111,10 @@ build:
 bench: build-dev
 	cargo build --release $(addprefix -p ,$(FUNCTIONS)) -p bench-hello -p bench-thumbnail -p picture-bench
 	target/release/picture-bench $(BENCH_ARGS)
+
+## bench-history [PROFILE=release|debug] [RUNS=30]: history at 50,000 generations against 20, in a database of its own (docs/performance.md)
+bench-history:
+	PROFILE=$(or $(PROFILE),release) RUNS=$(or $(RUNS),30) bash infra/scripts/bench-history.sh
 
 ## sam-invoke FUNCTION=<LogicalId> EVENT=<file> [USER_ID=<uuid>]: one `sam local invoke` against the local stack (DEV_TOKEN replaced)
 sam-invoke:

@@ -71,7 +71,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The caller's generations, newest first, by page */
+        /**
+         * The caller's generations, newest first, by cursor or by page
+         * @description `cursor` (the previous page's `nextCursor`) costs the same at any depth. `page` is kept for existing clients up to `(page - 1) * limit` = 10000; deeper pages answer 400 `VALIDATION_FAILED` on `page` (use `cursor`). `cursor` and `page` together answer 400 `VALIDATION_FAILED` on `cursor`. `total` is the caller's count of generations (of `status`).
+         */
         get: operations["generationHistory"];
         put?: never;
         post?: never;
@@ -476,9 +479,12 @@ export interface components {
         History: {
             data: components["schemas"]["Generation"][];
             total: number;
-            page: number;
+            /** @description null when the page was asked by `cursor`. */
+            page: number | null;
             limit: number;
             totalPages: number;
+            /** @description The `cursor` of the next page; null on the last. */
+            nextCursor: string | null;
         };
         Image: {
             /** Format: uuid */
@@ -920,6 +926,9 @@ export interface operations {
     generationHistory: {
         parameters: {
             query?: {
+                /** @description `nextCursor` of the previous page (not with `page`). */
+                cursor?: string;
+                /** @description At most 10000 / `limit` + 1: `(page - 1) * limit` must be at most 10000 (not with `cursor`). */
                 page?: number;
                 limit?: number;
                 status?: components["schemas"]["Status"];

@@ -202,6 +202,9 @@ ENV
   # The same settings for functions in `sam local` containers (sam.sh): the
   # services at $host, webhooks to `sam local start-api` (the simulator runs on
   # this host), the simulator and key set that sam.sh serves for containers.
+  # SAM fills a variable the template declares, and this file does not name, from
+  # the shell, i.e. from local.env: MODERATION_PROVIDER=openai would reach a
+  # container that cannot reach the moderation simulator (the blocklist still runs).
   local sam_replicate=http://$host:$SAM_SIM_PORT sam_allowed=$host:$SAM_SIM_PORT
   [ "$replicate_url" = https://api.replicate.com ] && sam_replicate=$replicate_url sam_allowed=
   cat >"$DEV/sam-env.json" <<JSON
@@ -227,6 +230,7 @@ ENV
     "STRIPE_API_BASE_URL": "http://$host:$STRIPE_SIM_PORT",
     "STRIPE_SECRET_KEY": "$STRIPE_KEY",
     "STRIPE_WEBHOOK_SECRET": "$STRIPE_SECRET",
+    "MODERATION_PROVIDER": "none",
     "RUST_LOG": "info"
   }
 }

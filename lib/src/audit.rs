@@ -204,6 +204,9 @@ pub async fn run(st: &AppState, filter: &Filter) -> Result<Report, Error> {
             ..Violation::new("purchase_entry_without_purchase", msg)
         });
     }
+    for c in rows::count_mismatches(&**db, filter.user).await? {
+        out.push(count_violation(&c));
+    }
     let limit = i64::from(st.cfg.free_generations);
     report.checked.quotas =
         rows::quotas(&**db, filter.user, |q| check_quota(&q, limit, out)).await?;
@@ -446,6 +449,27 @@ fn check_purchase(p: &rows::PurchaseRow, out: &mut Vec<Violation>) {
     }
 }
 
+/// A user's history counters (`generation_counts`) that differ from their rows.
+fn count_violation(c: &rows::Counts) -> Violation {
+    let by_status = |n: &[i64]| {
+        let parts: Vec<_> = rows::COUNTED_STATUSES
+            .iter()
+            .zip(n)
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect();
+        parts.join(", ")
+    };
+    let msg = format!(
+        "generation_counts says {}; the rows say {}",
+        by_status(&c.kept),
+        by_status(&c.counted)
+    );
+    Violation {
+        user_id: Some(c.user_id),
+        ..Violation::new("generation_count", msg)
+    }
+}
+
 fn check_quota(q: &Quota, limit: i64, out: &mut Vec<Violation>) {
     let user = |v: Violation| Violation {
         user_id: Some(q.user_id),
@@ -516,8 +540,14 @@ mod tests {
             thumbnail,
         };
         let parse = |k: String| ImageKey::parse(&k);
-        assert_eq!(parse(format!("users/{u}/images/{g}.webp")), Some(Ok(key(false))));
-        assert_eq!(parse(format!("users/{u}/images/{g}.thumb.webp")), Some(Ok(key(true))));
+        assert_eq!(
+            parse(format!("users/{u}/images/{g}.webp")),
+            Some(Ok(key(false)))
+        );
+        assert_eq!(
+            parse(format!("users/{u}/images/{g}.thumb.webp")),
+            Some(Ok(key(true)))
+        );
         assert_eq!(parse(format!("users/{u}/images/junk.png")), Some(Err(())));
         assert_eq!(parse(format!("users/junk/images/{g}.png")), Some(Err(())));
         assert_eq!(parse(format!("users/{u}/uploads/{g}.png")), None);

@@ -31,8 +31,7 @@ use crate::{
     replicate::{NewPrediction, Prediction, ReplicateError, inputs, progress},
     storage::StoredObject,
     telemetry::{self, metric},
-    thumbnail,
-    usage,
+    thumbnail, usage,
 };
 
 /// Time a lease holder keeps beyond its deadline for the final transaction.
@@ -357,7 +356,12 @@ async fn release_lease(st: &AppState, generation_id: Uuid, owner: Uuid) {
 
 /// The completing transaction: the image row, the capture and `completed`, or
 /// nothing if the generation ended meanwhile (then the copy is deleted).
-async fn commit(st: &AppState, g: &Generation, stored: StoredObject, deadline: Instant) -> Result<()> {
+async fn commit(
+    st: &AppState,
+    g: &Generation,
+    stored: StoredObject,
+    deadline: Instant,
+) -> Result<()> {
     let generation_id = g.id;
     let mut conn = st.db.get().await?;
     let tx = crate::db::Tx::begin(&mut conn).await?;

@@ -30,7 +30,11 @@ pub async fn run_function(routes: fn() -> Routes) -> Result<(), lambda_http::Err
 /// bucket's notifications): build the state once, run `job` per event, each run a
 /// server span named `name` with `faas.trigger` = `trigger`. A failed run is the
 /// invocation's error (a Lambda diagnostic; asynchronous invocations are retried).
-pub async fn run_job<E, F, Fut, T>(name: &'static str, trigger: &'static str, job: F) -> Result<(), BoxError>
+pub async fn run_job<E, F, Fut, T>(
+    name: &'static str,
+    trigger: &'static str,
+    job: F,
+) -> Result<(), BoxError>
 where
     E: serde::de::DeserializeOwned,
     F: Fn(AppState, E) -> Fut,
@@ -42,11 +46,20 @@ where
     let state = AppState::from_env().await?;
     let job = &job;
     // Its metrics (AuditViolations, CaptureRejected, …) are flushed as EMF after each run.
-    run_events(name, trigger, Some(metrics), move |event: LambdaEvent<E>| {
-        let state = state.clone();
-        // Boxed: the job's future is deep, and the runtime's own future stays small.
-        async move { Box::pin(job(state, event.payload)).await.map_err(BoxError::from) }
-    })
+    run_events(
+        name,
+        trigger,
+        Some(metrics),
+        move |event: LambdaEvent<E>| {
+            let state = state.clone();
+            // Boxed: the job's future is deep, and the runtime's own future stays small.
+            async move {
+                Box::pin(job(state, event.payload))
+                    .await
+                    .map_err(BoxError::from)
+            }
+        },
+    )
     .await
 }
 

@@ -2,8 +2,10 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    picture::runtime::run_job("reconcile", "timer", |state, _: serde_json::Value| async move {
-        picture::reconcile::run(&state).await
-    })
+    picture::runtime::run_job(
+        "reconcile",
+        "timer",
+        |state, _: serde_json::Value| async move { picture::reconcile::run(&state).await },
+    )
     .await
 }

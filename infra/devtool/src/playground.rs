@@ -251,4 +251,3 @@ async fn s3_relay(
     }
     res
 }
-

@@ -1,6 +1,10 @@
-//! `history` function: `GET /generate/history?page=&limit=&status=` — the
-//! caller's generations, newest first, each with its image, charge and
-//! credits used → `{data, total, page, limit, totalPages}`.
+//! `history` function: `GET /generate/history?cursor=|page=&limit=&status=` —
+//! the caller's generations, newest first, each with its image, charge and
+//! credits used → `{data, total, page, limit, totalPages, nextCursor}`.
+//!
+//! `cursor` (a previous page's `nextCursor`) costs the same at any depth;
+//! `page` stays for existing clients, up to [`MAX_OFFSET`] generations deep.
+//! `total` is read from the user's counters (`generation_counts`), never counted.
 
 use std::collections::HashMap;
 
@@ -14,7 +18,10 @@ use serde_json::json;
 
 use crate::{
     AppState, Problem,
-    db::{generations, images},
+    db::{
+        generations::{self, Start},
+        images,
+    },
     web::{self, AuthUser, Routes, policy::READ, problem::FieldError, text},
 };
 
@@ -23,8 +30,12 @@ pub fn routes() -> Routes {
     Routes::new("history").route(Method::GET, "/api/v1/generate/history", READ, history)
 }
 
+/// The deepest `page` serves: `(page - 1) * limit` at most this; beyond, `cursor`.
+pub const MAX_OFFSET: i64 = 10_000;
+
 #[derive(Deserialize)]
 struct HistoryQuery {
+    cursor: Option<String>,
     page: Option<String>,
     limit: Option<String>,
     status: Option<String>,
@@ -36,12 +47,32 @@ async fn history(
     Query(q): Query<HistoryQuery>,
 ) -> Result<Response, Problem> {
     let mut errors = Vec::new();
-    let [page, limit, status] = text::query_params(
+    let [cursor, page, limit, status] = text::query_params(
         &mut errors,
-        [("page", q.page), ("limit", q.limit), ("status", q.status)],
+        [
+            ("cursor", q.cursor),
+            ("page", q.page),
+            ("limit", q.limit),
+            ("status", q.status),
+        ],
     );
+    let by_page = page.as_deref().is_some_and(|p| !p.is_empty());
+    let cursor = web::cursor::param(&mut errors, cursor.as_deref());
     let page = text::int_param(&mut errors, "page", page.as_deref(), 1, 1_000_000);
     let limit = text::int_param(&mut errors, "limit", limit.as_deref(), 20, 100);
+    if by_page && cursor.is_some() {
+        errors.push(FieldError::new(
+            "cursor",
+            "cannot be given with page: follow nextCursor, or ask by page",
+        ));
+    } else if (page - 1) * limit > MAX_OFFSET {
+        errors.push(FieldError::new(
+            "page",
+            format!(
+                "(page - 1) * limit must be at most {MAX_OFFSET}; use cursor (nextCursor) to go further"
+            ),
+        ));
+    }
     let status = match status.as_deref() {
         None | Some("") => None,
         Some(s) => generations::Status::from_name(s).or_else(|| {
@@ -56,8 +87,20 @@ async fn history(
         return Err(Problem::validation(errors));
     }
 
+    let start = match cursor {
+        Some(_) => Start::After(cursor),
+        None => Start::Offset((page - 1) * limit),
+    };
     let db = st.db.get().await.map_err(crate::Error::from)?;
-    let (rows, total) = generations::page(&**db, user, status, (page - 1) * limit, limit).await?;
+    let (mut rows, total) = tokio::try_join!(
+        generations::page(&**db, user, status, start, limit + 1),
+        generations::count(&**db, user, status),
+    )?;
+    let next = (rows.len() as i64 > limit).then(|| {
+        rows.truncate(limit as usize);
+        rows.last()
+            .map(|g| web::cursor::encode((g.created_at, g.id)))
+    });
     let ids: Vec<_> = rows.iter().map(|g| g.id).collect();
     let mut by_generation: HashMap<_, _> = images::for_generations(&**db, &ids)
         .await?
@@ -71,8 +114,11 @@ async fn history(
         data.push(super::views::render(&st, g, by_generation.remove(&g.id).as_ref(), free).await?);
     }
     let total_pages = (total + limit - 1) / limit;
+    // A page asked by cursor has no number.
+    let page = cursor.is_none().then_some(page);
     Ok(web::json(
         StatusCode::OK,
-        json!({"data": data, "total": total, "page": page, "limit": limit, "totalPages": total_pages}),
+        json!({"data": data, "total": total, "page": page, "limit": limit,
+               "totalPages": total_pages, "nextCursor": next.flatten()}),
     ))
 }

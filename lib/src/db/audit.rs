@@ -298,3 +298,42 @@ pub async fn deleted_users_leftovers(
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect())
 }
+
+/// A user's generation counters (`generation_counts`) and their rows counted,
+/// by status in the order of [`COUNTED_STATUSES`].
+pub struct Counts {
+    pub user_id: Uuid,
+    pub kept: Vec<i64>,
+    pub counted: Vec<i64>,
+}
+
+/// The statuses of [`Counts`], in order.
+pub const COUNTED_STATUSES: [&str; 5] =
+    ["pending", "processing", "completed", "failed", "cancelled"];
+
+const COUNTS: &str = "
+WITH c AS (SELECT user_id, ARRAY[pending, processing, completed, failed, cancelled] AS kept
+             FROM generation_counts WHERE $1::uuid IS NULL OR user_id = $1),
+     g AS (SELECT user_id,
+                  ARRAY[count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'processing'),
+                        count(*) FILTER (WHERE status = 'completed'), count(*) FILTER (WHERE status = 'failed'),
+                        count(*) FILTER (WHERE status = 'cancelled')] AS counted
+             FROM generations WHERE $1::uuid IS NULL OR user_id = $1 GROUP BY user_id)
+SELECT user_id, kept, counted FROM (
+    SELECT user_id, coalesce(kept, '{0,0,0,0,0}') AS kept, coalesce(counted, '{0,0,0,0,0}') AS counted
+      FROM c FULL JOIN g USING (user_id)) x
+ WHERE kept <> counted";
+
+/// The users (or `user`) whose counters differ from their rows, read in one
+/// snapshot (so a generation written meanwhile is on both sides or neither).
+pub async fn count_mismatches(db: &impl Sql, user: Option<Uuid>) -> Result<Vec<Counts>> {
+    let rows = db.query(COUNTS, &[&user]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| Counts {
+            user_id: r.get(0),
+            kept: r.get(1),
+            counted: r.get(2),
+        })
+        .collect())
+}

@@ -540,38 +540,53 @@ pub async fn record_usage(
     }))
 }
 
-/// A page of the user's generations, newest first (optionally of one status), and the total.
+/// Where a history page starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// After this many of the newest (`?page=`, bounded by the caller).
+    Offset(i64),
+    /// After this generation (`?cursor=`), or from the newest.
+    After(Option<super::Cursor>),
+}
+
+/// Up to `limit` of the user's generations, newest first (optionally of one
+/// status), from `start`: by cursor, an index range scan whatever the user's size.
 pub async fn page(
     db: &impl Sql,
     user_id: Uuid,
     status: Option<Status>,
-    offset: i64,
+    start: Start,
     limit: i64,
-) -> Result<(Vec<Generation>, i64)> {
+) -> Result<Vec<Generation>> {
     let status = status.map(Status::as_str);
+    let (offset, (at, id)) = match start {
+        Start::Offset(n) => (n, (None, None)),
+        Start::After(c) => (0, c.unzip()),
+    };
     let rows = db
         .query(
-            "SELECT *, count(*) OVER () AS total FROM generations
+            "SELECT * FROM generations
               WHERE user_id = $1 AND ($2::text IS NULL OR status = $2)
-              ORDER BY created_at DESC, id DESC OFFSET $3 LIMIT $4",
-            &[&user_id, &status, &offset, &limit],
+                AND ($3::timestamptz IS NULL OR (created_at, id) < ($3::timestamptz, $4::uuid))
+              ORDER BY created_at DESC, id DESC OFFSET $5 LIMIT $6",
+            &[&user_id, &status, &at, &id, &offset, &limit],
         )
         .await?;
-    let total = match rows.first() {
-        Some(r) => r.get("total"),
-        None => {
-            db.query_one(
-                "SELECT count(*) FROM generations WHERE user_id = $1 AND ($2::text IS NULL OR status = $2)",
-                &[&user_id, &status],
-            )
-            .await?
-            .get(0)
-        }
-    };
-    Ok((
-        rows.iter()
-            .map(Generation::from_row)
-            .collect::<Result<_>>()?,
-        total,
-    ))
+    rows.iter().map(Generation::from_row).collect()
+}
+
+/// How many generations the user has (of one status): one row of
+/// `generation_counts`, which a trigger keeps in step with the rows (V14).
+pub async fn count(db: &impl Sql, user_id: Uuid, status: Option<Status>) -> Result<i64> {
+    let row = db
+        .query_opt(
+            "SELECT CASE $2::text WHEN 'pending' THEN pending WHEN 'processing' THEN processing
+                                  WHEN 'completed' THEN completed WHEN 'failed' THEN failed
+                                  WHEN 'cancelled' THEN cancelled
+                                  ELSE pending + processing + completed + failed + cancelled END
+               FROM generation_counts WHERE user_id = $1",
+            &[&user_id, &status.map(Status::as_str)],
+        )
+        .await?;
+    Ok(row.map_or(0, |r| r.get(0)))
 }

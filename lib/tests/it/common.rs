@@ -189,7 +189,8 @@ impl Stack {
     /// impossible): thumbnails are made after the answer.
     pub async fn thumbnails_tried(&self, user: Uuid) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let pending = "SELECT count(*) FROM images WHERE user_id = $1 AND thumbnail_state = 'pending'";
+        let pending =
+            "SELECT count(*) FROM images WHERE user_id = $1 AND thumbnail_state = 'pending'";
         loop {
             let db = self.state.db.get().await.unwrap();
             let n: i64 = db.query_one(pending, &[&user]).await.unwrap().get(0);

@@ -14,6 +14,7 @@ mod deploy;
 mod errors;
 mod events;
 mod faults;
+mod history;
 mod input;
 mod limits;
 mod moderation;

@@ -230,9 +230,7 @@ async fn the_backfill_fills_images_stored_before_twice_without_harm() {
         ),
         (2, 1, 0)
     );
-    let again = picture::thumbnail::backfill(st, 1, mine)
-        .await
-        .unwrap();
+    let again = picture::thumbnail::backfill(st, 1, mine).await.unwrap();
     assert_eq!((again.made, again.undecodable, again.left), (0, 0, 0));
 
     for (i, hash) in images.iter().zip(&hashes) {
@@ -283,10 +281,15 @@ async fn a_generation_completed_by_its_webhook_gets_its_thumbnail_after() {
     let id = id_of(&g);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while generation_facts(&s, &id).await.0 != "completed" {
-        assert!(std::time::Instant::now() < deadline, "the webhook did not complete {id}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the webhook did not complete {id}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let (_, listed) = s.call(Method::GET, "/api/v1/images", Some(user), None).await;
+    let (_, listed) = s
+        .call(Method::GET, "/api/v1/images", Some(user), None)
+        .await;
     let image_id = listed["data"][0]["id"].as_str().unwrap().to_string();
     check_thumbnail(&image_view(&s, user, &image_id).await).await;
     s.assert_audit_clean(user).await;
@@ -315,11 +318,17 @@ async fn a_thumbnail_that_fails_changes_nothing_about_its_generation() {
         .call(Method::POST, "/api/v1/generate", Some(user), Some(body))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{g}");
-    assert!(g["image"]["thumbnailUrl"].is_null() && g["image"]["blurhash"].is_null(), "{g}");
+    assert!(
+        g["image"]["thumbnailUrl"].is_null() && g["image"]["blurhash"].is_null(),
+        "{g}"
+    );
     let id = id_of(&g);
     let image_id = g["image"]["id"].as_str().unwrap().to_string();
     let before = generation_facts(&s, &id).await;
-    assert_eq!((before.0.as_str(), before.2.as_str()), ("completed", "captured"));
+    assert_eq!(
+        (before.0.as_str(), before.2.as_str()),
+        ("completed", "captured")
+    );
     let (key, _, state) = keys(&s, &image_id).await;
     assert_eq!(state, "pending");
     s.assert_audit_clean(user).await; // pending for a moment is no violation
@@ -337,14 +346,26 @@ async fn a_thumbnail_that_fails_changes_nothing_about_its_generation() {
     assert_eq!(generation_facts(&s, &id).await, before);
     assert_eq!(keys(&s, &image_id).await.2, "pending");
     let (_, view) = s
-        .call(Method::GET, &format!("/api/v1/generate/{id}/status"), Some(user), None)
+        .call(
+            Method::GET,
+            &format!("/api/v1/generate/{id}/status"),
+            Some(user),
+            None,
+        )
         .await;
-    assert_eq!((view["status"].as_str(), &view["creditsUsed"]), (Some("completed"), &g["creditsUsed"]));
+    assert_eq!(
+        (view["status"].as_str(), &view["creditsUsed"]),
+        (Some("completed"), &g["creditsUsed"])
+    );
 
     // The event's retry makes it; a second delivery finds nothing to do.
-    let made = picture::thumbnail::for_object(&s.state, &key).await.unwrap();
+    let made = picture::thumbnail::for_object(&s.state, &key)
+        .await
+        .unwrap();
     assert_eq!(made, picture::thumbnail::Made::Thumbnail);
-    let again = picture::thumbnail::for_object(&s.state, &key).await.unwrap();
+    let again = picture::thumbnail::for_object(&s.state, &key)
+        .await
+        .unwrap();
     assert_eq!(again, picture::thumbnail::Made::Nothing);
     check_thumbnail(&image_view(&s, user, &image_id).await).await;
     assert_eq!(generation_facts(&s, &id).await, before);
@@ -364,7 +385,9 @@ async fn only_committed_generation_images_get_a_thumbnail() {
         format!("users/{u}/images/{g}.webp"),
         "elsewhere.png".to_string(),
     ] {
-        let made = picture::thumbnail::for_object(&s.state, &key).await.unwrap();
+        let made = picture::thumbnail::for_object(&s.state, &key)
+            .await
+            .unwrap();
         assert_eq!(made, picture::thumbnail::Made::Nothing, "{key}");
     }
     let (status, running) = s.generate(user, "not finished [sim:hang]", false).await;
@@ -372,8 +395,13 @@ async fn only_committed_generation_images_get_a_thumbnail() {
     let id = Uuid::parse_str(&id_of(&running)).unwrap();
     let key = Storage::key(user, id, "webp");
     let early = picture::thumbnail::for_object(&s.state, &key).await;
-    assert!(early.as_ref().is_err_and(picture::Error::is_transient), "{early:?}");
+    assert!(
+        early.as_ref().is_err_and(picture::Error::is_transient),
+        "{early:?}"
+    );
     s.cancel_all(user, &[running]).await;
-    let late = picture::thumbnail::for_object(&s.state, &key).await.unwrap();
+    let late = picture::thumbnail::for_object(&s.state, &key)
+        .await
+        .unwrap();
     assert_eq!(late, picture::thumbnail::Made::Nothing);
 }
