@@ -44,8 +44,18 @@ forward() { # host, port: a forwarder from host:port to 127.0.0.1:port, unless o
 }
 
 serve_bg() { # name, url to wait for, command...
-  local name=$1 url=$2; shift 2
-  curl -s -o /dev/null "$url" && return 0
+  local name=$1 url=$2 pid port; shift 2
+  pid=$(cat "$DEV/pids/$name.pid" 2>/dev/null || true)
+  if curl -s -o /dev/null "$url"; then
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && return 0
+    # Another checkout's server on our port (it would serve its own key set): ours replaces it.
+    port=${url#*://*:}; port=${port%%/*}
+    for pid in $(ss -ltnpH "sport = :$port" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
+      log "$name: stopping another checkout's server on :$port (pid $pid)"
+      kill "$pid" 2>/dev/null || true
+    done
+    for _ in $(seq 1 50); do curl -s -o /dev/null "$url" || break; sleep 0.1; done
+  fi
   nohup "$@" >"$DEV/logs/$name.log" 2>&1 &
   echo $! >"$DEV/pids/$name.pid"
   for _ in $(seq 1 100); do curl -s -o /dev/null "$url" && return 0; sleep 0.1; done
