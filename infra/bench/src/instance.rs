@@ -6,7 +6,7 @@
 //! the features of the tokio the functions are built with in the same build.
 
 use std::{
-    os::unix::process::CommandExt,
+    os::{fd::AsRawFd, unix::process::CommandExt},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     time::{Duration, Instant},
@@ -15,12 +15,13 @@ use std::{
 use anyhow::{Context, Result, bail};
 use axum::body::Bytes;
 
-use crate::runtime_api::{Outcome, RuntimeApi, Signal};
+use crate::{
+    runtime_api::{Outcome, RuntimeApi, Signal},
+    session::Target,
+};
 
 /// Longest wait for the first `next`.
 const INIT_TIMEOUT: Duration = Duration::from_secs(15);
-/// The memory size the template gives every function (MB).
-const MEMORY_MB: &str = "256";
 /// How often a running bootstrap is checked for having exited.
 const EXIT_POLL: Duration = Duration::from_millis(10);
 
@@ -36,15 +37,11 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Spawns `binary` as function `name` with `env` (plus the Lambda
-    /// variables), appending its output to `log`, and waits until it polls for
-    /// its first event.
-    pub async fn launch(
-        name: &str,
-        binary: &Path,
-        env: &[(String, String)],
-        log: &Path,
-    ) -> Result<Instance> {
+    /// Spawns `target` (its binary with its settings plus the Lambda
+    /// variables, in its cgroup if it has one), appending its output to its
+    /// log, and waits until it polls for its first event.
+    pub async fn launch(target: &Target) -> Result<Instance> {
+        let (name, binary, log) = (target.name.as_str(), &target.binary, &target.log);
         let (api, mut signals) = RuntimeApi::start(name).await?;
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -53,18 +50,40 @@ impl Instance {
             .with_context(|| format!("opening {}", log.display()))?;
         let mut cmd = Command::new(binary);
         cmd.env_clear()
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .envs(lambda_env(name, &api.address, binary))
+            .envs(target.env.iter().map(|(k, v)| (k, v)))
+            .envs(lambda_env(name, &api.address, binary, target.memory_mb))
             .current_dir(binary.parent().unwrap_or(Path::new(".")))
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
             // Its own process group, so that stopping it also stops anything it started.
             .process_group(0);
+        // Opened here, closed on exec: the child joins the group before it runs anything.
+        let procs = match &target.cgroup {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .with_context(|| format!("opening {}", path.display()))?,
+            ),
+            None => None,
+        };
+        if let Some(fd) = procs.as_ref().map(AsRawFd::as_raw_fd) {
+            // SAFETY: the hook runs in the child between fork and exec and makes a single
+            // write(2) of a static buffer to a descriptor that stays open until the spawn
+            // returns (`procs` lives until then): async-signal-safe, no allocation.
+            unsafe {
+                cmd.pre_exec(move || match libc::write(fd, b"0".as_ptr().cast(), 1) {
+                    1 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                });
+            }
+        }
         let spawned = Instant::now();
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
+        drop(procs);
         let pid = child.id();
         let mut instance = Instance {
             name: name.to_string(),
@@ -141,7 +160,7 @@ async fn exited(child: &mut Child) -> ExitStatus {
 }
 
 /// The variables Lambda sets for a custom runtime on `provided.al2023`.
-fn lambda_env(name: &str, api: &str, binary: &Path) -> Vec<(String, String)> {
+fn lambda_env(name: &str, api: &str, binary: &Path, memory_mb: u32) -> Vec<(String, String)> {
     let task_root = binary
         .parent()
         .map(|p| p.display().to_string())
@@ -149,7 +168,7 @@ fn lambda_env(name: &str, api: &str, binary: &Path) -> Vec<(String, String)> {
     [
         ("AWS_LAMBDA_RUNTIME_API", api),
         ("AWS_LAMBDA_FUNCTION_NAME", name),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", MEMORY_MB),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", &memory_mb.to_string()),
         ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
         ("AWS_LAMBDA_LOG_GROUP_NAME", &format!("/aws/lambda/{name}")),
         (

@@ -5,8 +5,12 @@
 //! Lambda does, against the local stack, and measures init (spawn → first
 //! `next`), the first invocation, the cold request (the two together), warm latency over the samples of `events/`,
 //! peak RSS and the package size; then the overhead of synchronous
-//! generations, and the thumbnail budget (`bench-thumbnail`). It prints a
-//! markdown table against the targets and writes
+//! generations, and the thumbnail budget (`bench-thumbnail`). Each function
+//! runs twice: on the machine's cores, and in a cgroup limited to the CPU
+//! share Lambda gives its `MemorySize` in template.yaml (issue 21, see
+//! [`quota`]); the settings are the template's literal ones
+//! (`THUMBNAILS=event`, …) over the local stack's. It prints a markdown table
+//! against the targets (full core), one of both CPUs, and writes
 //! `target/bench/results.json`. Missed targets are reported, not failed:
 //! the exit status is non-zero only when something could not be measured.
 //!
@@ -17,6 +21,7 @@
 mod callbacks;
 mod events;
 mod instance;
+mod quota;
 mod report;
 mod runtime_api;
 mod session;
@@ -24,6 +29,7 @@ mod simulator;
 mod stack;
 mod stats;
 mod sync_gen;
+mod template;
 mod thumbs;
 mod zips;
 
@@ -38,10 +44,12 @@ use serde_json::json;
 use crate::{
     callbacks::Callbacks,
     events::{Catalog, Event, Expect},
-    report::Row,
+    quota::{Cgroup, Hierarchy, Share},
+    report::{Row, ShareRow},
     session::{Measured, Session, Target},
     simulator::Simulator,
-    sync_gen::SyncOverhead,
+    sync_gen::SyncRun,
+    template::Template,
 };
 
 /// The hello-world floor.
@@ -128,20 +136,30 @@ struct Ctx {
     opts: Options,
     logs: PathBuf,
     env: Vec<(String, String)>,
+    template: Template,
+    /// Where the throttled runs' cgroups are made; `None`: unthrottled only.
+    cpu: Option<Hierarchy>,
 }
 
 impl Ctx {
-    fn target(&self, name: &str) -> Result<Target> {
+    /// `name`'s binary with the functions' settings, in `group` when throttled.
+    fn target(&self, name: &str, group: Option<&Cgroup>) -> Result<Target> {
         let binary = self.opts.bin_dir.join(name);
         let binary = std::path::absolute(&binary)
             .ok()
             .filter(|b| b.is_file())
             .with_context(|| format!("{} is missing: `make bench` builds it", binary.display()))?;
+        let log = match group {
+            Some(_) => format!("{name}-throttled.log"),
+            None => format!("{name}.log"),
+        };
         Ok(Target {
             name: name.to_string(),
             binary,
             env: self.env.clone(),
-            log: self.logs.join(format!("{name}.log")),
+            log: self.logs.join(log),
+            memory_mb: self.template.memory_mb(name),
+            cgroup: group.map(Cgroup::procs),
         })
     }
 
@@ -149,19 +167,46 @@ impl Ctx {
     async fn session(
         &self,
         name: &str,
+        group: Option<&Cgroup>,
         first: &Event,
         warm: &[Event],
         count: usize,
     ) -> Result<Session> {
-        let mut session = Session::cold_starts(self.target(name)?, self.opts.cold, first).await?;
+        let target = self.target(name, group)?;
+        let mut session = Session::cold_starts(target, self.opts.cold, first).await?;
         session.warm_loop(warm, count).await?;
         Ok(session)
     }
 
-    async fn measure(&self, name: &str, warm: &[Event], count: usize) -> Result<Measured> {
+    async fn measure(
+        &self,
+        name: &str,
+        group: Option<&Cgroup>,
+        warm: &[Event],
+        count: usize,
+    ) -> Result<Measured> {
         let first = warm.first().with_context(|| format!("{name}: no events"))?;
-        self.session(name, first, warm, count).await?.finish()
+        self.session(name, group, first, warm, count)
+            .await?
+            .finish()
     }
+
+    /// A cgroup for `function` at the share of its memory size, if throttling is possible.
+    fn share_group(&self, function: &str) -> Option<Result<Cgroup>> {
+        let share = Share::of(self.template.memory_mb(function));
+        let name = format!("picture-bench-{}-{function}", std::process::id());
+        self.cpu.as_ref().map(|cpu| cpu.create(&name, share))
+    }
+}
+
+/// What one function's measurement needs besides [`Ctx`].
+struct Inputs<'a> {
+    catalog: &'a Catalog,
+    sim: &'a Simulator,
+    callbacks: &'a Callbacks,
+    tag: &'a str,
+    /// The generations status asks about (from the unthrottled generate run).
+    status_ids: (Option<String>, Option<String>),
 }
 
 #[tokio::main]
@@ -219,62 +264,98 @@ async fn run(opts: Options) -> Result<bool> {
         &logs.join("replicate-sim.log"),
     )
     .await?;
-    let env = function_env(&stack_env, &callbacks, &sim);
+    let template = Template::load(&root.join("template.yaml"))?;
+    let env = function_env(&stack_env, &template.env, &callbacks, &sim);
     let catalog = Catalog::load(&root.join("events"), &token)?;
-    let ctx = Ctx { opts, logs, env };
+    let cpu = match Hierarchy::detect() {
+        Ok(cpu) => {
+            eprintln!(
+                "bench: throttled runs in cgroup {} ({cpu:?})",
+                cpu.version()
+            );
+            Some(cpu)
+        }
+        Err(e) => {
+            eprintln!(
+                "bench: NOTE: no writable cgroup with the cpu controller ({e:#}); \
+                 reporting unthrottled figures only"
+            );
+            None
+        }
+    };
+    let ctx = Ctx {
+        opts,
+        logs,
+        env,
+        template,
+        cpu,
+    };
     eprintln!("bench: user {user}; logs in {}", ctx.logs.display());
 
-    let sample = catalog.for_function("models")?.into_iter().next();
-    let echo = Event {
-        name: "echo".into(),
-        expect: Expect::Success,
-        ..sample.context("events/manifest.json has no models sample")?
+    let mut inputs = Inputs {
+        catalog: &catalog,
+        sim: &sim,
+        callbacks: &callbacks,
+        tag: &user[..8],
+        status_ids: (None, None),
     };
-    let floor = ctx
-        .measure(FLOOR, std::slice::from_ref(&echo), ctx.opts.warm)
+    let (floor, _) = measure_function(&ctx, &inputs, FLOOR, None)
         .await
         .context("the floor (bench-hello) could not be measured")?;
-    progress(&floor);
+    progress(&floor, "");
 
     let mut measured = Vec::new();
     let mut failed = Vec::new();
-    let mut sync = None;
-    let tag = &user[..8];
-    for function in HTTP_FUNCTIONS.iter().filter(|f| ctx.opts.wants(f)) {
-        let result = match *function {
-            "generate" => generate(&ctx, &catalog, &sim, tag).await.map(|(m, s)| {
-                sync = Some(s);
-                m
-            }),
-            "status" => {
-                let running = sync.as_ref().and_then(|s| s.running_generation.as_deref());
-                let mut warm = catalog.for_function_running("status", running)?;
-                if let Some(id) = sync.as_ref().and_then(|s| s.last_generation.as_deref()) {
-                    warm.push(catalog.status_of(id)?);
+    let mut share_rows = Vec::new();
+    let (mut sync, mut sync_share) = (None, None);
+    // Every function's figures at its CPU share, the floor's first.
+    let mut throttled = Vec::new();
+    let functions = HTTP_FUNCTIONS
+        .iter()
+        .chain(&["reconcile", "migrate"])
+        .filter(|f| ctx.opts.wants(f));
+    for &function in std::iter::once(&FLOOR).chain(functions) {
+        let full = if function == FLOOR {
+            Some(floor.clone())
+        } else {
+            let result = measure_function(&ctx, &inputs, function, None).await;
+            record(function, result, &mut failed).map(|(m, run)| {
+                progress(&m, "");
+                if let Some(run) = run {
+                    let ids = (&run.last_generation, &run.running_generation);
+                    inputs.status_ids = (ids.0.clone(), ids.1.clone());
+                    sync = Some(run);
                 }
-                ctx.measure("status", &warm, ctx.opts.warm).await
-            }
-            f => {
-                ctx.measure(f, &catalog.for_function(f)?, ctx.opts.warm)
-                    .await
-            }
+                measured.push(m.clone());
+                m
+            })
         };
-        record(function, result, &mut measured, &mut failed);
-    }
-    if ctx.opts.wants("reconcile") {
-        let result = ctx
-            .measure("reconcile", &[events::scheduled()], ctx.opts.warm)
-            .await;
-        record("reconcile", result, &mut measured, &mut failed);
-    }
-    if ctx.opts.wants("migrate") {
-        let result = migrate(&ctx, &callbacks).await;
-        record("migrate", result, &mut measured, &mut failed);
+        let Some(group) = ctx.share_group(function) else {
+            continue;
+        };
+        let result = match group {
+            Ok(group) => measure_function(&ctx, &inputs, function, Some(&group))
+                .await
+                .map(|(m, run)| (m, run, group.share)),
+            Err(e) => Err(e),
+        };
+        let label = format!("{function} at its CPU share");
+        let Some((m, run, share)) = record(&label, result, &mut failed) else {
+            continue;
+        };
+        progress(&m, &format!(" (at {:.4} core)", share.cores));
+        if let Some(run) = run {
+            sync_share = Some((run, share));
+        }
+        if let Some(full) = &full {
+            share_rows.push(ShareRow::new(full, &m, share));
+        }
+        throttled.push(m);
     }
 
     let mut thumbnails = None;
     if ctx.opts.wants("thumbnail") {
-        let binary = ctx.target("bench-thumbnail")?.binary;
+        let binary = ctx.target("bench-thumbnail", None)?.binary;
         match thumbs::measure(&sim, &binary, &ctx.opts.out, ctx.opts.thumbnail_runs).await {
             Ok(figures) => thumbnails = Some(figures),
             Err(e) => {
@@ -292,15 +373,38 @@ async fn run(opts: Options) -> Result<bool> {
             .map(|m| Row::new(m, false, base, zip(&ctx, &root, &m.function))),
     );
     println!("\n{}", report::table(&rows, &failed));
-    if let Some(s) = &sync {
+    if let Some(s) = sync
+        .as_ref()
+        .and_then(|s| s.output(sync_gen::OUTPUTS[0].name))
+    {
         println!("{}\n", report::sync_line(s));
+    }
+    if let Some(cpu) = &ctx.cpu {
+        println!(
+            "At the Lambda CPU share (cgroup {}, quota = MemorySize / {} of a core, period {} µs):\n\n{}",
+            cpu.version(),
+            quota::FULL_CORE_MB,
+            quota::PERIOD_US,
+            report::share_table(&share_rows)
+        );
+    }
+    if let Some(full) = &sync {
+        let share = sync_share.as_ref().map(|(run, share)| (run, *share));
+        println!(
+            "Sync generation overhead per output (end to end − predict_time):\n\n{}",
+            report::sync_table(full, share)
+        );
     }
     if let Some(figures) = &thumbnails {
         println!("{}", thumbs::lines(figures));
     }
-    for m in measured.iter().filter(|m| !m.problems.is_empty()) {
+    let cpus = measured
+        .iter()
+        .map(|m| (m, ""))
+        .chain(throttled.iter().map(|m| (m, " at its CPU share")));
+    for (m, cpu) in cpus.filter(|(m, _)| !m.problems.is_empty()) {
         println!(
-            "{}: {} wrong answers, e.g. {}",
+            "{}{cpu}: {} wrong answers, e.g. {}",
             m.function, m.wrong_answers, m.problems[0]
         );
     }
@@ -321,6 +425,7 @@ async fn run(opts: Options) -> Result<bool> {
             "peak_rss_mb": report::PEAK_RSS_MB,
             "zip_mb": report::ZIP_MB,
             "sync_overhead_p50_ms": report::SYNC_OVERHEAD_MS,
+            "share_sync_ratio_to_svg": report::SHARE_SYNC_RATIO,
             "thumbnail_p50_ms": thumbs::P50_MS,
             "thumbnail_peak_rss_mb": thumbs::PEAK_RSS_MB,
         },
@@ -329,6 +434,14 @@ async fn run(opts: Options) -> Result<bool> {
         "floor": floor,
         "functions": measured,
         "sync_generation": sync,
+        "cpu_share": {
+            "cgroup": ctx.cpu.as_ref().map(Hierarchy::version),
+            "full_core_mb": quota::FULL_CORE_MB,
+            "functions": throttled,
+            "rows": share_rows,
+            "sync_generation": sync_share.as_ref().map(|(run, _)| run),
+            "sync_ratios_to_svg": sync_share.as_ref().map(|(run, _)| report::sync_ratios(run)),
+        },
         "thumbnail": thumbnails,
     });
     std::fs::write(&results, serde_json::to_string_pretty(&doc)?)
@@ -337,17 +450,21 @@ async fn run(opts: Options) -> Result<bool> {
     Ok(failed.is_empty())
 }
 
-/// The stack's settings with the benchmark's own callbacks and simulator.
+/// The stack's settings under the template's literal ones, with the
+/// benchmark's own callbacks and simulator.
 fn function_env(
     stack: &[(String, String)],
+    template: &[(String, String)],
     cb: &Callbacks,
     sim: &Simulator,
 ) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = stack
         .iter()
         .filter(|(k, _)| !REPLACED.contains(&k.as_str()))
+        .filter(|(k, _)| !template.iter().any(|(t, _)| t == k))
         .cloned()
         .collect();
+    env.extend(template.iter().cloned());
     let unlimited = "1000000".to_string();
     env.extend([
         ("JWKS_URL".into(), format!("{}/dev/jwks.json", cb.base_url)),
@@ -364,35 +481,86 @@ fn function_env(
     env
 }
 
+/// Measures one function (or the floor), in `group` when throttled; the
+/// generate function also answers the synchronous generations.
+async fn measure_function(
+    ctx: &Ctx,
+    inputs: &Inputs<'_>,
+    function: &str,
+    group: Option<&Cgroup>,
+) -> Result<(Measured, Option<SyncRun>)> {
+    let catalog = inputs.catalog;
+    let warm = ctx.opts.warm;
+    let measured = match function {
+        "generate" => {
+            let (m, sync) = generate(ctx, inputs, group).await?;
+            return Ok((m, Some(sync)));
+        }
+        FLOOR => {
+            let sample = catalog.for_function("models")?.into_iter().next();
+            let echo = Event {
+                name: "echo".into(),
+                expect: Expect::Success,
+                ..sample.context("events/manifest.json has no models sample")?
+            };
+            ctx.measure(FLOOR, group, &[echo], warm).await
+        }
+        "status" => {
+            let (last, running) = &inputs.status_ids;
+            let mut events = catalog.for_function_running("status", running.as_deref())?;
+            if let Some(id) = last {
+                events.push(catalog.status_of(id)?);
+            }
+            ctx.measure("status", group, &events, warm).await
+        }
+        "reconcile" => {
+            ctx.measure("reconcile", group, &[events::scheduled()], warm)
+                .await
+        }
+        "migrate" => migrate(ctx, inputs.callbacks, group).await,
+        f => ctx.measure(f, group, &catalog.for_function(f)?, warm).await,
+    };
+    Ok((measured?, None))
+}
+
 /// generate: the cheap samples warm, the slow ones separately, then the
-/// synchronous generations of the overhead figure.
+/// synchronous generations of the overhead figures.
 async fn generate(
     ctx: &Ctx,
-    catalog: &Catalog,
-    sim: &Simulator,
-    tag: &str,
-) -> Result<(Measured, SyncOverhead)> {
-    let (separate, warm): (Vec<Event>, Vec<Event>) = catalog
+    inputs: &Inputs<'_>,
+    group: Option<&Cgroup>,
+) -> Result<(Measured, SyncRun)> {
+    let (separate, warm): (Vec<Event>, Vec<Event>) = inputs
+        .catalog
         .for_function("generate")?
         .into_iter()
         .partition(|e| SEPARATE.contains(&e.name.as_str()));
     let first = warm.first().context("generate: no fast samples")?;
-    let mut session = ctx.session("generate", first, &warm, ctx.opts.warm).await?;
+    let mut session = ctx
+        .session("generate", group, first, &warm, ctx.opts.warm)
+        .await?;
     for event in &separate {
         session.separately(event, SEPARATE_RUNS).await?;
     }
-    let sync = sync_gen::measure(&mut session, catalog, sim, ctx.opts.sync_runs, tag).await?;
+    let (runs, tag) = (ctx.opts.sync_runs, inputs.tag);
+    let sync = sync_gen::measure(&mut session, inputs.catalog, inputs.sim, runs, tag).await?;
     Ok((session.finish()?, sync))
 }
 
 /// migrate: a Create request cold, Update requests warm (nothing left to
 /// apply); every answer CloudFormation would get must be SUCCESS.
-async fn migrate(ctx: &Ctx, callbacks: &Callbacks) -> Result<Measured> {
+async fn migrate(ctx: &Ctx, callbacks: &Callbacks, group: Option<&Cgroup>) -> Result<Measured> {
     let url = |kind: &str| format!("{}/cfn/{kind}", callbacks.base_url);
     let first = events::custom_resource("Create", &url("create"));
     let update = events::custom_resource("Update", &url("update"));
     let session = ctx
-        .session("migrate", &first, &[update], (ctx.opts.warm / 10).max(10))
+        .session(
+            "migrate",
+            group,
+            &first,
+            &[update],
+            (ctx.opts.warm / 10).max(10),
+        )
         .await?;
     let measured = session.finish()?;
     let answers = callbacks.cfn_answers();
@@ -417,27 +585,19 @@ fn zip(ctx: &Ctx, root: &Path, function: &str) -> Option<report::Zip> {
         .ok()
 }
 
-fn record(
-    function: &str,
-    result: Result<Measured>,
-    measured: &mut Vec<Measured>,
-    failed: &mut Vec<(String, String)>,
-) {
-    match result {
-        Ok(m) => {
-            progress(&m);
-            measured.push(m);
-        }
-        Err(e) => {
-            eprintln!("bench: {function}: {e:#}");
-            failed.push((function.to_string(), format!("{e:#}")));
-        }
-    }
+/// The value of `result`, or `None` with the error noted in `failed` under `label`.
+fn record<T>(label: &str, result: Result<T>, failed: &mut Vec<(String, String)>) -> Option<T> {
+    result
+        .map_err(|e| {
+            eprintln!("bench: {label}: {e:#}");
+            failed.push((label.to_string(), format!("{e:#}")));
+        })
+        .ok()
 }
 
-fn progress(m: &Measured) {
+fn progress(m: &Measured, cpu: &str) {
     eprintln!(
-        "bench: {}: init p50 {:.2} ms, first p50 {:.2} ms, cold request p50 {:.2} ms, warm p50 {}, peak RSS {:.1} MB",
+        "bench: {}{cpu}: init p50 {:.2} ms, first p50 {:.2} ms, cold request p50 {:.2} ms, warm p50 {}, peak RSS {:.1} MB",
         m.function,
         m.init.p50_ms,
         m.first.p50_ms,

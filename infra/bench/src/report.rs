@@ -1,11 +1,16 @@
 //! The targets of issue 5, each function's row against them, the markdown
-//! table and the sync-generation line.
+//! table and the sync-generation line; the figures at the Lambda CPU share
+//! next to the full core's (issue 21).
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::{session::Measured, sync_gen::SyncOverhead};
+use crate::{
+    quota::Share,
+    session::Measured,
+    sync_gen::{OUTPUTS, SyncOverhead, SyncRun},
+};
 
 /// Init at most this many times the hello-world floor.
 pub const INIT_RATIO: f64 = 2.0;
@@ -20,6 +25,10 @@ pub const PEAK_RSS_MB: f64 = 40.0;
 pub const ZIP_MB: f64 = 5.0;
 /// Sync generation overhead p50 at most this (ms).
 pub const SYNC_OVERHEAD_MS: f64 = 50.0;
+/// At the CPU share, each output's sync overhead p50 at most this many times the SVG's.
+pub const SHARE_SYNC_RATIO: f64 = 1.2;
+/// The output the sync overheads are compared with (no thumbnail is made of it).
+pub const BASELINE_OUTPUT: &str = "svg-1024";
 
 const MB: f64 = 1024.0 * 1024.0;
 
@@ -201,7 +210,7 @@ pub fn sync_line(s: &SyncOverhead) -> String {
         "Sync generation overhead (generate, Seedream 3 {side}×{side}, image p50 {size:.2} MB, \
          {done}/{runs} runs): p50 {o50:.1} ms, p99 {o99:.1} ms (end to end p50 {e:.1} ms, \
          predict_time p50 {p:.1} ms); target ≤ {SYNC_OVERHEAD_MS} ms: {verdict}.",
-        side = s.image_side_px,
+        side = s.output.side,
         size = s.image_bytes_p50.unwrap_or(0) as f64 / MB,
         done = s.completed,
         runs = s.runs,
@@ -210,6 +219,144 @@ pub fn sync_line(s: &SyncOverhead) -> String {
         e = e2e.p50_ms,
         p = predict.p50_ms,
     )
+}
+
+/// The p50s of one function at one CPU (ms).
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    pub init_ms: f64,
+    pub cold_ms: f64,
+    pub warm_p50_ms: Option<f64>,
+    pub warm_p99_ms: Option<f64>,
+}
+
+impl Figures {
+    fn of(m: &Measured) -> Figures {
+        Figures {
+            init_ms: m.init.p50_ms,
+            cold_ms: m.cold.p50_ms,
+            warm_p50_ms: m.warm.map(|w| w.p50_ms),
+            warm_p99_ms: m.warm.map(|w| w.p99_ms),
+        }
+    }
+}
+
+/// One function at a full core and at the share its memory size gives it on Lambda.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShareRow {
+    pub function: String,
+    pub share: Share,
+    pub full_core: Figures,
+    pub at_share: Figures,
+}
+
+impl ShareRow {
+    /// The row of `full` (unthrottled) and `throttled` (run at `share`).
+    pub fn new(full: &Measured, throttled: &Measured, share: Share) -> ShareRow {
+        ShareRow {
+            function: full.function.clone(),
+            share,
+            full_core: Figures::of(full),
+            at_share: Figures::of(throttled),
+        }
+    }
+}
+
+/// The markdown table of the functions at a full core and at their share.
+pub fn share_table(rows: &[ShareRow]) -> String {
+    let mut out = String::from(
+        "| function | MemorySize MB | CPU share (quota µs / 100,000) | init ms full / share | cold request ms full / share | warm p50 ms full / share | warm p99 ms full / share |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let pair = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{a:.2} / {b:.2}"),
+        _ => "–".to_string(),
+    };
+    for r in rows {
+        let (f, s) = (&r.full_core, &r.at_share);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.4} ({}) | {} | {} | {} | {} |",
+            r.function,
+            r.share.memory_mb,
+            r.share.cores,
+            r.share.quota_us,
+            pair(Some(f.init_ms), Some(s.init_ms)),
+            pair(Some(f.cold_ms), Some(s.cold_ms)),
+            pair(f.warm_p50_ms, s.warm_p50_ms),
+            pair(f.warm_p99_ms, s.warm_p99_ms),
+        );
+    }
+    out
+}
+
+/// Each output's sync overhead p50 divided by the baseline's (SVG) in the same run.
+pub fn sync_ratios(run: &SyncRun) -> Vec<(&'static str, Option<f64>)> {
+    let base = run
+        .output(BASELINE_OUTPUT)
+        .and_then(|b| b.overhead)
+        .map(|o| o.p50_ms);
+    run.outputs
+        .iter()
+        .map(|o| {
+            let ratio = o.overhead.zip(base).map(|(o, b)| o.p50_ms / b);
+            (o.output.name, ratio)
+        })
+        .collect()
+}
+
+/// The markdown table of the sync overheads per output, at a full core and
+/// (when measured) at the generate function's share, with the verdict on
+/// [`SHARE_SYNC_RATIO`].
+pub fn sync_table(full: &SyncRun, share: Option<(&SyncRun, Share)>) -> String {
+    let mut out = String::from(
+        "| output | image p50 KB | overhead p50 / p99 ms, full core | ×SVG | overhead p50 / p99 ms, at share | ×SVG |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+    );
+    let cell = |o: Option<&SyncOverhead>| {
+        o.and_then(|o| o.overhead).map_or("–".to_string(), |s| {
+            format!("{:.1} / {:.1}", s.p50_ms, s.p99_ms)
+        })
+    };
+    let ratio = |r: Option<f64>| r.map_or("–".to_string(), |r| format!("{r:.2}×"));
+    let full_ratios = sync_ratios(full);
+    let share_ratios = share.map(|(run, _)| sync_ratios(run));
+    for (i, output) in OUTPUTS.iter().enumerate() {
+        let f = full.output(output.name);
+        let s = share.and_then(|(run, _)| run.output(output.name));
+        let _ = writeln!(
+            out,
+            "| {} ({}²) | {} | {} | {} | {} | {} |",
+            output.name,
+            output.side,
+            f.and_then(|f| f.image_bytes_p50)
+                .map_or("–".to_string(), |b| format!("{:.1}", b as f64 / 1024.0)),
+            cell(f),
+            ratio(full_ratios[i].1),
+            cell(s),
+            ratio(share_ratios.as_ref().and_then(|r| r[i].1)),
+        );
+    }
+    match (share, share_ratios) {
+        (Some((_, quota)), Some(ratios)) => {
+            let worst = ratios
+                .iter()
+                .filter_map(|(_, r)| *r)
+                .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
+            let verdict = match worst {
+                Some(w) if w <= SHARE_SYNC_RATIO => format!("met (worst {w:.2}×)"),
+                Some(w) => format!("missed (worst {w:.2}×)"),
+                None => "not measured".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "\nAt {:.4} core ({} MB, cfs quota {} / {} µs): each output ≤ {SHARE_SYNC_RATIO}× the SVG's overhead: {verdict}.",
+                quota.cores, quota.memory_mb, quota.quota_us, quota.period_us
+            );
+        }
+        _ => out.push_str("\nNot measured at the Lambda CPU share (no writable cgroup).\n"),
+    }
+    out
 }
 
 #[cfg(test)]

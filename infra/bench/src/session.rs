@@ -25,6 +25,10 @@ pub struct Target {
     pub binary: PathBuf,
     pub env: Vec<(String, String)>,
     pub log: PathBuf,
+    /// Its `MemorySize` in template.yaml.
+    pub memory_mb: u32,
+    /// The `cgroup.procs` of the group it runs in, when throttled.
+    pub cgroup: Option<PathBuf>,
 }
 
 /// Timings of one kind of event.
@@ -80,8 +84,7 @@ impl Session {
         let mut problems = Vec::new();
         let mut wrong_answers = 0;
         for i in 0..cold {
-            let mut instance =
-                Instance::launch(&target.name, &target.binary, &target.env, &target.log).await?;
+            let mut instance = Instance::launch(&target).await?;
             inits.push(ms(instance.init));
             let (took, outcome) = instance.invoke(first.body.clone(), INVOKE_TIMEOUT).await?;
             firsts.push(ms(took));
