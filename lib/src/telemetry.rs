@@ -71,8 +71,7 @@ pub mod metric {
     pub const PURCHASE_MISMATCH: &str = "PurchaseMismatch";
     /// A payments webhook delivery that could not be processed (Stripe retries it): alarmed on.
     pub const PAYMENT_WEBHOOK_FAILED: &str = "PaymentWebhookFailed";
-    /// Spans lost because their export failed (the collector down or too slow).
-    pub const SPANS_DROPPED: &str = "SpansDropped";
+    pub use crate::otel::SPANS_DROPPED;
     /// A reconciler run found a generation's prediction unknown to the provider (404).
     pub const PREDICTION_MISSING: &str = "PredictionMissing";
 }
@@ -212,7 +211,7 @@ pub fn init_logging() {
 /// Installs JSON logging and, when the environment asks for it, tracing
 /// ([`crate::otel`]): for the functions and the dev gateway.
 pub fn init() {
-    let (traces, failed) = match crate::otel::layer() {
+    let (traces, failed) = match crate::otel::layer(&service_name()) {
         Ok(traces) => (traces, None),
         Err(e) => (None, Some(e)),
     };

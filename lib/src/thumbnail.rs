@@ -22,7 +22,7 @@ use crate::{
     AppState, Error, Result,
     db::{
         generations,
-        images::{self, Pending},
+        images::{self, Pending, StoredThumbnail},
     },
     storage::{ImageKey, Storage},
 };
@@ -48,13 +48,6 @@ pub struct Thumbnail {
     pub webp: Vec<u8>,
     pub width: u32,
     pub height: u32,
-    pub blurhash: String,
-}
-
-/// Where a thumbnail was stored, as the image row records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredThumbnail {
-    pub key: String,
     pub blurhash: String,
 }
 

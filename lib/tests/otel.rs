@@ -195,7 +195,9 @@ fn a_hanging_collector_delays_an_invocation_by_the_flush_limit_only() {
     let hanging = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", hanging.local_addr().unwrap());
     set_env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]);
-    let provider = picture::otel::provider().unwrap().expect("configured");
+    let provider = picture::otel::provider("picture")
+        .unwrap()
+        .expect("configured");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         use opentelemetry::trace::{Tracer, TracerProvider};
@@ -216,7 +218,7 @@ fn a_hanging_collector_delays_an_invocation_by_the_flush_limit_only() {
 /// 1. Unset: nothing is built, and a request sends nothing, not even to the
 ///    default endpoint (when that port is free to listen on).
 fn unset_sends_nothing() {
-    assert!(picture::otel::layer().unwrap().is_none());
+    assert!(picture::otel::layer("picture").unwrap().is_none());
     assert!(!picture::otel::enabled());
     let default_port = std::net::TcpListener::bind("127.0.0.1:4318").ok();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -258,10 +260,12 @@ fn exported_in_the_callers_trace() {
         ("OTEL_TRACES_SAMPLER", "parentbased_always_on"),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
     ]);
-    let protobuf = picture::otel::provider().unwrap().expect("configured");
+    let protobuf = picture::otel::provider("picture")
+        .unwrap()
+        .expect("configured");
     set_env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]);
     let logs = Logs::default();
-    let traces = picture::otel::layer().unwrap();
+    let traces = picture::otel::layer("picture").unwrap();
     assert!(traces.is_some() && picture::otel::enabled());
     tracing::subscriber::set_global_default(picture::telemetry::subscriber(logs.clone(), traces))
         .unwrap();

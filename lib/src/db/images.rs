@@ -5,7 +5,14 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::{Result, thumbnail::StoredThumbnail};
+use crate::Result;
+
+/// Where a thumbnail was stored, as the image row records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredThumbnail {
+    pub key: String,
+    pub blurhash: String,
+}
 
 /// An image with the generation facts clients show next to it.
 #[derive(Debug, Clone)]

@@ -40,7 +40,7 @@ use tracing_subscriber::{Registry, filter::filter_fn, layer::Layer as _};
 /// The target of the spans that make up the trace (never shown in log lines).
 pub const TARGET: &str = "picture::otel";
 
-/// The tracing layer, for [`crate::telemetry::subscriber`].
+/// The tracing layer, for the process's subscriber.
 pub type Layer = Box<dyn tracing_subscriber::Layer<Registry> + Send + Sync>;
 
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
@@ -61,8 +61,8 @@ pub fn enabled() -> bool {
 
 /// The tracer provider the environment asks for (else `None`: nothing is built):
 /// an OTLP/HTTP exporter behind a batch processor, X-Ray-compatible trace ids,
-/// the Lambda resource, `service.name` from `OTEL_SERVICE_NAME` or the function.
-pub fn provider() -> Result<Option<SdkTracerProvider>, String> {
+/// the Lambda resource, `service.name` from `OTEL_SERVICE_NAME`, else `service`.
+pub fn provider(service: &str) -> Result<Option<SdkTracerProvider>, String> {
     if !configured(|name| std::env::var(name).ok()) {
         return Ok(None);
     }
@@ -87,7 +87,7 @@ pub fn provider() -> Result<Option<SdkTracerProvider>, String> {
         opentelemetry_aws::detector::LambdaResourceDetector,
     ));
     if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
-        resource = resource.with_service_name(crate::telemetry::service_name());
+        resource = resource.with_service_name(service.to_string());
     }
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
@@ -99,9 +99,10 @@ pub fn provider() -> Result<Option<SdkTracerProvider>, String> {
 }
 
 /// The layer that turns [`TARGET`] spans into spans of the [`provider`], when the
-/// environment asks for traces; [`flush`] then flushes it. Once per process.
-pub fn layer() -> Result<Option<Layer>, String> {
-    let Some(provider) = provider()? else {
+/// environment asks for traces (`service`: see [`provider`]); [`flush`] then flushes
+/// it. Once per process.
+pub fn layer(service: &str) -> Result<Option<Layer>, String> {
+    let Some(provider) = provider(service)? else {
         return Ok(None);
     };
     let tracer = provider.tracer("picture");
@@ -161,7 +162,10 @@ pub async fn flush_provider(provider: &SdkTracerProvider) {
     }
 }
 
-/// An exporter that counts the spans of failed exports (`SpansDropped`).
+/// The metric of spans lost because their export failed (the collector down or too slow).
+pub const SPANS_DROPPED: &str = "SpansDropped";
+
+/// An exporter that counts the spans of failed exports ([`SPANS_DROPPED`]).
 #[derive(Debug)]
 struct Counted<E>(E);
 
@@ -170,7 +174,7 @@ impl<E: SpanExporter> SpanExporter for Counted<E> {
         let spans = batch.len() as u64;
         let exported = self.0.export(batch).await;
         if exported.is_err() {
-            crate::telemetry::count(crate::telemetry::metric::SPANS_DROPPED, spans);
+            metrics::counter!(SPANS_DROPPED).increment(spans);
         }
         exported
     }
