@@ -184,6 +184,7 @@ impl From<Sums> for Usage {
                 predict_seconds: round(sums.predict_seconds, 3),
                 predict_seconds_p50: sums.predict_seconds_p50.map(|s| round(s, 3)),
                 estimated_cost_usd: round(sums.estimated_cost_usd, 6),
+                refused_cost_usd: round(sums.refused_cost_usd, 6),
                 ..sums
             },
             cost_per_completed_usd,
@@ -281,6 +282,7 @@ mod tests {
             completed: 0,
             failed: 2,
             cancelled: 0,
+            refused: 0,
             free: 2,
             credits: 0,
             waived: 0,
@@ -288,6 +290,7 @@ mod tests {
             predict_seconds: 1.23456,
             predict_seconds_p50: Some(0.61728),
             estimated_cost_usd: 0.0012037,
+            refused_cost_usd: 0.0,
         };
         let u = Usage::from(row);
         assert_eq!(u.cost_per_completed_usd, None);

@@ -46,12 +46,13 @@ pub async fn run(args: &[&str]) -> Result<()> {
 }
 
 /// Column headings; every column after the first is right-aligned.
-const HEADINGS: [&str; 13] = [
+const HEADINGS: [&str; 15] = [
     "model",
     "generations",
     "completed",
     "failed",
     "cancelled",
+    "refused",
     "free",
     "credits",
     "waived",
@@ -60,6 +61,7 @@ const HEADINGS: [&str; 13] = [
     "predict p50",
     "est. cost",
     "cost/completed",
+    "refused cost",
 ];
 
 /// One row's cells: counts, seconds (`s`) and US dollars (`$`); `-` for none.
@@ -72,6 +74,7 @@ fn cells(name: &str, usage: &Usage) -> Vec<String> {
         u.completed.to_string(),
         u.failed.to_string(),
         u.cancelled.to_string(),
+        u.refused.to_string(),
         u.free.to_string(),
         u.credits.to_string(),
         u.waived.to_string(),
@@ -81,6 +84,7 @@ fn cells(name: &str, usage: &Usage) -> Vec<String> {
             .map_or("-".into(), |s| format!("{s:.2} s")),
         dollars(u.estimated_cost_usd),
         usage.cost_per_completed_usd.map_or("-".into(), dollars),
+        dollars(u.refused_cost_usd),
     ]
 }
 

@@ -16,6 +16,9 @@ pub struct Sums {
     pub completed: i64,
     pub failed: i64,
     pub cancelled: i64,
+    /// Failed by the provider's safety checker (`CONTENT_REFUSED`; a prompt refused before
+    /// the provider ran is no generation).
+    pub refused: i64,
     pub free: i64,
     pub credits: i64,
     pub waived: i64,
@@ -23,6 +26,8 @@ pub struct Sums {
     pub predict_seconds: f64,
     pub predict_seconds_p50: Option<f64>,
     pub estimated_cost_usd: f64,
+    /// The part of `estimated_cost_usd` spent on `refused` generations.
+    pub refused_cost_usd: f64,
 }
 
 impl From<&Row> for Sums {
@@ -32,6 +37,7 @@ impl From<&Row> for Sums {
             completed: r.get("completed"),
             failed: r.get("failed"),
             cancelled: r.get("cancelled"),
+            refused: r.get("refused"),
             free: r.get("free"),
             credits: r.get("credits"),
             waived: r.get("waived"),
@@ -39,6 +45,7 @@ impl From<&Row> for Sums {
             predict_seconds: r.get("predict_seconds"),
             predict_seconds_p50: r.get("predict_seconds_p50"),
             estimated_cost_usd: r.get("estimated_cost_usd"),
+            refused_cost_usd: r.get("refused_cost_usd"),
         }
     }
 }
@@ -57,13 +64,16 @@ pub async fn by_model(
                     count(*) FILTER (WHERE g.status = 'completed') AS completed,
                     count(*) FILTER (WHERE g.status = 'failed') AS failed,
                     count(*) FILTER (WHERE g.status = 'cancelled') AS cancelled,
+                    count(*) FILTER (WHERE g.error_code = 'CONTENT_REFUSED') AS refused,
                     count(*) FILTER (WHERE g.charge = 'free') AS free,
                     count(*) FILTER (WHERE g.charge = 'credits') AS credits,
                     count(*) FILTER (WHERE g.charge = 'waived') AS waived,
                     coalesce(sum(g.credits_used), 0)::bigint AS credits_captured,
                     coalesce(sum(g.predict_time), 0)::float8 AS predict_seconds,
                     percentile_cont(0.5) WITHIN GROUP (ORDER BY g.predict_time) AS predict_seconds_p50,
-                    coalesce(sum(g.provider_cost_usd), 0)::float8 AS estimated_cost_usd
+                    coalesce(sum(g.provider_cost_usd), 0)::float8 AS estimated_cost_usd,
+                    coalesce(sum(g.provider_cost_usd) FILTER (WHERE g.error_code = 'CONTENT_REFUSED'), 0)::float8
+                      AS refused_cost_usd
                FROM generations g JOIN models m ON m.id = g.model_id
               WHERE g.created_at >= $1 AND g.created_at < $2
               GROUP BY ROLLUP (m.name)

@@ -122,21 +122,7 @@ async fn usage_reports_outcomes_predict_time_and_cost_per_pricing_kind() {
         ("FREE_GENERATIONS", "1"),
     ];
     let s = Stack::with(&settings).await;
-    {
-        let conn = s.state.db.get().await.unwrap();
-        conn.execute(
-            "INSERT INTO models (id, name, display_name, replicate_id, version, default_width, default_height,
-                                 default_steps, default_guidance_scale, min_width, min_height, max_width,
-                                 max_height, max_steps, sort_order, billing, price_usd)
-             SELECT $1, 'community-test', 'Community (test)', replicate_id, version, default_width,
-                    default_height, default_steps, default_guidance_scale, min_width, min_height,
-                    max_width, max_height, max_steps, 9, 'per_second', $2::float8::numeric
-               FROM models WHERE id = $3",
-            &[&Uuid::parse_str(COMMUNITY).unwrap(), &PER_SECOND_USD, &Uuid::parse_str(FLUX).unwrap()],
-        )
-        .await
-        .unwrap();
-    }
+    add_community_model(&s).await;
     let since = Utc::now().trunc_subsecs(0) - TimeDelta::seconds(1);
     let (official_user, community_user) = (Uuid::new_v4(), Uuid::new_v4());
     for user in [official_user, community_user] {
@@ -320,6 +306,79 @@ async fn usage_reports_outcomes_predict_time_and_cost_per_pricing_kind() {
     assert!(models.as_array().is_some_and(|m| m.len() == 4), "{models}");
     no_operator_data(&models);
 
+    drop(s);
+    server
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+}
+
+/// Adds [`COMMUNITY`]: FLUX Schnell's version billed per second.
+async fn add_community_model(s: &Stack) {
+    let conn = s.state.db.get().await.unwrap();
+    conn.execute(
+        "INSERT INTO models (id, name, display_name, replicate_id, version, default_width, default_height,
+                             default_steps, default_guidance_scale, min_width, min_height, max_width,
+                             max_height, max_steps, sort_order, billing, price_usd)
+         SELECT $1, 'community-test', 'Community (test)', replicate_id, version, default_width,
+                default_height, default_steps, default_guidance_scale, min_width, min_height,
+                max_width, max_height, max_steps, 9, 'per_second', $2::float8::numeric
+           FROM models WHERE id = $3",
+        &[&Uuid::parse_str(COMMUNITY).unwrap(), &PER_SECOND_USD, &Uuid::parse_str(FLUX).unwrap()],
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn refused_generations_and_their_cost_are_counted_apart() {
+    let (db, name, server) = own_database("usage_refused").await;
+    let settings = [
+        ("DATABASE_URL", db.as_str()),
+        ("APP_ENV", "staging"),
+        // The simulator's marker holds a blocked word: the provider's checker must see it.
+        ("MODERATION_BLOCKLIST", "off"),
+    ];
+    let s = Stack::with(&settings).await;
+    add_community_model(&s).await;
+    let since = Utc::now().trunc_subsecs(0) - TimeDelta::seconds(1);
+    let user = Uuid::new_v4();
+    for (prompt, status) in [
+        ("refused [sim:nsfw] [sim:slow=300]", "failed"),
+        ("kept [sim:slow=300]", "completed"),
+    ] {
+        let body = json!({"prompt": prompt, "modelId": COMMUNITY, "waitForResult": true});
+        let (_, g) = s
+            .call(Method::POST, "/api/v1/generate", Some(user), Some(body))
+            .await;
+        assert_eq!(g["status"].as_str(), Some(status), "{g}");
+    }
+    let until = Utc::now().trunc_subsecs(0) + TimeDelta::seconds(2);
+    let conn = s.state.db.get().await.unwrap();
+    let refused_cost: f64 = conn
+        .query_one(
+            "SELECT provider_cost_usd::float8 FROM generations WHERE error_code = 'CONTENT_REFUSED'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        refused_cost > 0.0,
+        "a per-second model bills a refused run too"
+    );
+    let report = usage::report(&**conn, Window { since, until }, 1.0)
+        .await
+        .unwrap();
+    let t = &report.totals.sums;
+    assert_eq!(
+        (t.generations, t.completed, t.failed, t.refused),
+        (2, 1, 1, 1),
+        "{t:?}"
+    );
+    assert!((t.refused_cost_usd - refused_cost).abs() < 2e-6, "{t:?}");
+    assert!(t.estimated_cost_usd > t.refused_cost_usd, "{t:?}");
+    drop(conn);
     drop(s);
     server
         .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
