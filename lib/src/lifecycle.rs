@@ -131,7 +131,7 @@ pub async fn begin(st: &AppState, new: &NewGeneration, model: &Model) -> Result<
 /// [`Error::ProviderRefused`]. Anything else (an ambiguous create, a fault
 /// while recording or settling) is logged and left to the webhook, status
 /// polls and the reconciler: the generation stays open.
-pub async fn run(
+pub async fn start(
     st: &AppState,
     new: &NewGeneration,
     model: &Model,
@@ -468,7 +468,7 @@ pub async fn cancel(st: &AppState, g: &Generation) -> Result<()> {
     // Ours first, so that the provider's `canceled` finds it ended by the user.
     close(st, g.id, Status::Cancelled, None).await?;
     // Read again: a create under way may have recorded its prediction meanwhile (one
-    // recorded after the close is stopped by `run`).
+    // recorded after the close is stopped by `start`).
     if let Some(pid) = load(st, g.id).await?.prediction_id {
         stop_prediction(st, g.id, &pid).await;
     }

@@ -292,7 +292,7 @@ async fn generate(
             .saturating_sub(Duration::from_secs(2))
     });
     let source_image = source_image.as_deref();
-    match lifecycle::run(
+    match lifecycle::start(
         &st,
         &new,
         &model,

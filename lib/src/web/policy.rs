@@ -140,7 +140,7 @@ async fn user_route(
             return Ok(refused);
         }
         let res = if idempotent {
-            super::idempotency::run(st, user, req, next)
+            super::idempotency::once(st, user, req, next)
                 .await
                 .unwrap_or_else(IntoResponse::into_response)
         } else {
