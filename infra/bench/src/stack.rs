@@ -1,5 +1,7 @@
 //! The local stack the functions run against: started with
-//! `infra/scripts/stack.sh up`, its settings read from `.dev/local.env`,
+//! `infra/scripts/stack.sh up`, its settings read from `.dev/local.env` with the
+//! tests' database and bucket in place of the dev store (what the benchmark leaves,
+//! e.g. generations whose simulator is gone, never shows in `make dev`'s audit),
 //! migrated and set up (bucket, runtime table) with `picture-dev`.
 
 use std::{path::Path, process::Command};
@@ -23,7 +25,21 @@ pub fn up(root: &Path) -> Result<Env> {
     let file = root.join(".dev/local.env");
     let text =
         std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-    Ok(parse_env(&text))
+    Ok(test_store(parse_env(&text)))
+}
+
+/// The settings with `DATABASE_URL` and `IMAGES_BUCKET` taken from `TEST_DATABASE_URL`
+/// and `TEST_IMAGES_BUCKET` (as `make test` does), when those are set.
+fn test_store(env: Env) -> Env {
+    let get = |key: &str| env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let (db, bucket) = (get("TEST_DATABASE_URL"), get("TEST_IMAGES_BUCKET"));
+    env.into_iter()
+        .map(|(k, v)| match k.as_str() {
+            "DATABASE_URL" => (k, db.clone().unwrap_or(v)),
+            "IMAGES_BUCKET" => (k, bucket.clone().unwrap_or(v)),
+            _ => (k, v),
+        })
+        .collect()
 }
 
 /// Parses `KEY=VALUE` lines (blank lines and `#` comments skipped).
@@ -82,6 +98,18 @@ mod tests {
         assert_eq!(
             env,
             vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
+        );
+    }
+
+    #[test]
+    fn the_benchmark_writes_into_the_tests_store() {
+        let env = test_store(parse_env(
+            "DATABASE_URL=pg/picture\nIMAGES_BUCKET=dev\nTEST_DATABASE_URL=pg/picture_test\nTEST_IMAGES_BUCKET=test\n",
+        ));
+        let get = |key: &str| env.iter().find(|(k, _)| k == key).unwrap().1.clone();
+        assert_eq!(
+            (get("DATABASE_URL"), get("IMAGES_BUCKET")),
+            ("pg/picture_test".into(), "test".into())
         );
     }
 }
