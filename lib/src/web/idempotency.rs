@@ -74,7 +74,12 @@ fn is_final(status: StatusCode) -> bool {
 }
 
 /// Runs `next` for `user` at most once per `Idempotency-Key` (requests without one just run).
-pub async fn once(st: &AppState, user: Uuid, req: Request, next: Next) -> Result<Response, Problem> {
+pub async fn once(
+    st: &AppState,
+    user: Uuid,
+    req: Request,
+    next: Next,
+) -> Result<Response, Problem> {
     let Some(raw) = req.headers().get(HEADER) else {
         return Ok(next.run(req).await);
     };
