@@ -222,22 +222,23 @@ pub async fn for_object(st: &AppState, key: &str) -> Result<Made> {
             false => Ok(Made::Nothing),
         };
     };
-    let made = match make_for(st, &row).await? {
-        Some(Some(thumb)) => {
-            images::set_thumbnail(&*tx, row.id, Some(&thumb)).await?;
-            Made::Thumbnail
-        }
-        Some(None) => {
-            images::set_thumbnail(&*tx, row.id, None).await?;
-            Made::Undecodable
-        }
-        None => {
-            tracing::warn!(image_id = %row.id, %key, "image object missing; no thumbnail");
-            Made::Nothing
-        }
-    };
+    let made = fill(st, &*tx, &row).await?;
     tx.commit().await?;
     Ok(made)
+}
+
+/// Makes the thumbnail of a claimed row and records the outcome on it in `tx`
+/// (`Nothing`: its object is missing; the row stays pending).
+async fn fill(st: &AppState, tx: &impl crate::db::Sql, row: &Pending) -> Result<Made> {
+    let Some(thumb) = make_for(st, row).await? else {
+        tracing::warn!(image_id = %row.id, key = %row.storage_key, "image object missing; no thumbnail");
+        return Ok(Made::Nothing);
+    };
+    images::set_thumbnail(tx, row.id, thumb.as_ref()).await?;
+    Ok(match thumb {
+        Some(_) => Made::Thumbnail,
+        None => Made::Undecodable,
+    })
 }
 
 /// Starts [`for_object`] on a task of this process, for an output just committed
@@ -288,18 +289,10 @@ pub async fn backfill(st: &AppState, batch: i64, sel: Selection) -> Result<Backf
         };
         after = Some(last.id);
         for row in &rows {
-            match make_for(st, row).await {
-                Ok(Some(thumb)) => {
-                    images::set_thumbnail(&*tx, row.id, thumb.as_ref()).await?;
-                    match thumb {
-                        Some(_) => report.made += 1,
-                        None => report.undecodable += 1,
-                    }
-                }
-                Ok(None) => {
-                    tracing::warn!(image_id = %row.id, key = %row.storage_key, "image object missing; no thumbnail");
-                    report.left += 1;
-                }
+            match fill(st, &*tx, row).await {
+                Ok(Made::Thumbnail) => report.made += 1,
+                Ok(Made::Undecodable) => report.undecodable += 1,
+                Ok(Made::Nothing) => report.left += 1,
                 Err(e) => {
                     tracing::warn!(image_id = %row.id, error = %e, "thumbnail not made; left for the next run");
                     report.left += 1;
