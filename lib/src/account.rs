@@ -1,8 +1,8 @@
 //! A user's right to erasure (`DELETE /me`): the request is recorded, then
 //! carried out in steps that can each run again: the user's open generations
-//! are cancelled (holds released, predictions stopped), every object under
-//! `users/{user}/` is deleted, then one transaction removes image rows and
-//! uploads and the texts of every generation, and marks the deletion
+//! are cancelled (holds released, predictions stopped), one transaction
+//! removes image rows and uploads and the texts of every generation, every
+//! object under `users/{user}/` is deleted, and the deletion is marked
 //! finished. A process that dies mid-way leaves the request unfinished: the
 //! reconciler ([`reconcile`]) carries it on. The ledger and credit holds stay
 //! (accounting), as do generation rows without their texts.
@@ -28,6 +28,13 @@ async fn carry_on(st: &AppState, user: Uuid) -> Result<()> {
             Err(e) => return Err(e),
         }
     }
+    // Rows first: deleting an image row waits for a thumbnail task that holds
+    // it (and has then stored its object); one that comes later finds no row
+    // and stores nothing. So the listing below sees every object there is.
+    let mut conn = st.db.get().await?;
+    let tx = crate::db::Tx::begin(&mut conn).await?;
+    accounts::scrub(&*tx, user).await?;
+    tx.commit().await?;
     let mut keys = Vec::new();
     st.storage
         .list(&format!("users/{user}/"), |key, _| {
@@ -37,11 +44,7 @@ async fn carry_on(st: &AppState, user: Uuid) -> Result<()> {
     for key in &keys {
         st.storage.delete(key).await?;
     }
-    let mut conn = st.db.get().await?;
-    let tx = crate::db::Tx::begin(&mut conn).await?;
-    accounts::scrub(&*tx, user).await?;
-    accounts::finish_deletion(&*tx, user).await?;
-    tx.commit().await?;
+    accounts::finish_deletion(&**conn, user).await?;
     tracing::info!(%user, objects = keys.len(), "account deletion finished");
     Ok(())
 }

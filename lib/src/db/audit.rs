@@ -299,6 +299,19 @@ pub async fn deleted_users_leftovers(
         .collect())
 }
 
+/// Users (of `user`) whose data deletion is under way: their objects and
+/// image rows are going, in no particular order.
+pub async fn users_being_deleted(db: &impl Sql, user: Option<Uuid>) -> Result<Vec<Uuid>> {
+    let rows = db
+        .query(
+            "SELECT user_id FROM account_deletions
+              WHERE finished_at IS NULL AND ($1::uuid IS NULL OR user_id = $1)",
+            &[&user],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// A user's generation counters (`generation_counts`) and their rows counted,
 /// by status in the order of [`COUNTED_STATUSES`].
 pub struct Counts {

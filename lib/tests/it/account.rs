@@ -158,6 +158,13 @@ async fn an_interrupted_deletion_is_finished_by_the_reconciler_and_the_audit_see
     .await
     .unwrap();
 
+    // Its rows step ran, then the process died: objects without rows are a
+    // deletion under way, not orphans.
+    picture::db::accounts::scrub(&**conn, user).await.unwrap();
+    assert_eq!(texts_left(&s, user).await, 0);
+    assert!(!objects(&s, user).await.is_empty());
+    assert_eq!(audit(&s, user).await, Vec::<&str>::new());
+
     let report = picture::reconcile::run(&s.state).await.unwrap();
     assert_eq!(report.deletions_finished, 1, "{report:?}");
     assert_eq!(objects(&s, user).await, Vec::<String>::new());
@@ -170,4 +177,35 @@ async fn an_interrupted_deletion_is_finished_by_the_reconciler_and_the_audit_see
         .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .await
         .unwrap();
+}
+
+/// A thumbnail task holds its image row while it stores the thumbnail; the
+/// deletion removes rows before listing objects, so a thumbnail made during
+/// the deletion is deleted with the rest (it was left behind when objects went
+/// first).
+#[tokio::test]
+async fn a_thumbnail_made_during_the_deletion_is_deleted_too() {
+    let s = Stack::with(&[("RATE_LIMIT_GENERATE_PER_MINUTE", "100")]).await;
+    let user = Uuid::new_v4();
+    for i in 0..3 {
+        let (status, g) = s
+            .generate(user, &format!("short-lived {i} [sim:slow=20]"), true)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{g}");
+    }
+    // No wait for the thumbnails: their tasks run while the account goes.
+    let (status, body) = s
+        .call(
+            Method::DELETE,
+            "/api/v1/me",
+            Some(user),
+            Some(json!({"confirm": true})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "deleted");
+    // A task that had not claimed its row by then finds none and stores nothing.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(objects(&s, user).await, Vec::<String>::new());
+    assert_eq!(audit(&s, user).await, Vec::<&str>::new());
 }
