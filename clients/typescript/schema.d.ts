@@ -420,6 +420,8 @@ export interface components {
             sourceImageId?: string | null;
             generationStrength?: number | null;
             style?: string | null;
+            /** @description Images to make from this request (default 1; at most the model's `maxOutputs`, else 400 on this field). Each costs one unit: free generations first, then `creditsPerGeneration` credits each, all held at once (402 when not all are affordable). Outputs the provider does not deliver (its safety checker may drop some) or that cannot be stored are not charged. */
+            numOutputs?: number | null;
             waitForResult?: boolean | null;
         };
         GenerateResult: {
@@ -427,7 +429,11 @@ export interface components {
             generationId: string;
             /** @enum {string} */
             status: "processing" | "completed" | "failed" | "cancelled";
+            /** @description Images asked for. */
+            numOutputs: number;
+            /** @description `free` when every output used a free generation, `credits` when any costs credits. */
             charge: components["schemas"]["Charge"];
+            /** @description Credits charged: for the outputs delivered only (0 while open). */
             creditsUsed: number;
             freeGenerationsRemaining: number;
             progress: components["schemas"]["Progress"];
@@ -436,7 +442,10 @@ export interface components {
              * @description When the provider began running it; null while queued or booting.
              */
             startedAt: string | null;
+            /** @description The first of `images` (absent while there is none). */
             image?: components["schemas"]["Image"];
+            /** @description The images delivered and kept, in output order (empty until completed). */
+            images: components["schemas"]["Image"][];
             error?: components["schemas"]["GenerationError"];
         };
         /** @enum {string} */
@@ -460,7 +469,11 @@ export interface components {
             modelId: string;
             width: number;
             height: number;
+            /** @description Images asked for. */
+            numOutputs: number;
+            /** @description `free` when every output used a free generation, `credits` when any costs credits. */
             charge: components["schemas"]["Charge"];
+            /** @description Credits charged: for the outputs delivered only (0 while open). */
             creditsUsed: number;
             freeGenerationsRemaining: number;
             progress: components["schemas"]["Progress"];
@@ -473,7 +486,10 @@ export interface components {
             createdAt: string;
             /** Format: date-time */
             completedAt?: string | null;
+            /** @description The first of `images` (absent while there is none). */
             image?: components["schemas"]["Image"];
+            /** @description The images delivered and kept, in output order (empty until completed). */
+            images: components["schemas"]["Image"][];
             error?: components["schemas"]["GenerationError"];
         };
         History: {
@@ -534,6 +550,8 @@ export interface components {
             supportsNegativePrompt: boolean;
             supportsImg2Img: boolean;
             supportsSeed: boolean;
+            /** @description The most `numOutputs` one generation of this model may ask for. */
+            maxOutputs: number;
             isDefault: boolean;
             sortOrder: number;
             estimatedTimeSeconds: number;

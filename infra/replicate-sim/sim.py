@@ -62,6 +62,12 @@ IMAGE_LIST_FIELD = "image_input"  # input field holding a list of them
 MAX_INPUT_BYTES = 64 << 20  # larger input images fail the prediction
 TINT_STRENGTH = 0.35  # how much of a source image's average colour the output takes on
 NSFW_ERROR = "All generated images contained NSFW content. Try running it again with a different prompt."
+# Models taking `num_outputs` (integer 1..MAX_OUTPUTS, default 1); others ignore it. Only the
+# ones also in MODELS can be called.
+MULTI_OUTPUT_MODELS = frozenset({
+    "black-forest-labs/flux-schnell", "black-forest-labs/flux-dev", "black-forest-labs/flux-krea-dev",
+})
+MAX_OUTPUTS = 4
 
 # output_format -> (Pillow format, file extension, MIME type, save options)
 FORMATS = {
@@ -213,6 +219,8 @@ class Markers:
     create_429: int  # create attempts answered 429 before one succeeds
     noise: bool
     svg: bool  # the output is an SVG document (as from a vector model)
+    outputs: int | None = None  # the safety checker keeps only the first N images
+    nsfw_partial: bool = False  # the safety checker drops every odd-numbered image (all of a single one)
 
     @classmethod
     def parse(cls, prompt: str) -> Markers:
@@ -233,7 +241,22 @@ class Markers:
             create_429=number("create-429") or 0,
             noise="[sim:noise]" in prompt,
             svg="[sim:svg]" in prompt,
+            outputs=number("outputs"),
+            nsfw_partial="[sim:nsfw-partial]" in prompt,
         )
+
+    def dropped(self, asked: int) -> list[int]:
+        """Indexes of the `asked` images the safety checker drops, per `[sim:nsfw]`,
+        `[sim:nsfw-partial]` and then `[sim:outputs=N]` (which keeps the first N of the rest)."""
+        if self.nsfw:
+            return list(range(asked))
+        drop = set()
+        if self.nsfw_partial:
+            drop = {0} if asked == 1 else set(range(1, asked, 2))
+        if self.outputs is not None:
+            kept = [index for index in range(asked) if index not in drop]
+            drop |= set(kept[self.outputs:])
+        return sorted(drop)
 
 
 @dataclass(frozen=True)
@@ -266,6 +289,7 @@ class CreateRequest:
     events: frozenset[str]
     image: ImageSpec
     markers: Markers
+    num_outputs: int = 1  # images the model makes (`num_outputs` of a MULTI_OUTPUT_MODELS model)
 
 
 def resolve_version(version: Any) -> tuple[str, str]:
@@ -305,10 +329,11 @@ def parse_create(body: Any, allowed: frozenset[str], model: str, version: str) -
     elif not isinstance(events, list) or not all(isinstance(e, str) and e in EVENTS for e in events):
         errors.append(field_error("enum", "webhook_events_filter", f"items must be one of {sorted(EVENTS)}"))
     image, image_errors = image_spec(inp)
-    errors += image_errors + image_input_errors(inp)
+    count, count_errors = num_outputs(model, inp)
+    errors += image_errors + image_input_errors(inp) + count_errors
     if errors:
         raise invalid_input(errors)
-    return CreateRequest(model, version, inp, webhook, frozenset(events), image, Markers.parse(prompt))
+    return CreateRequest(model, version, inp, webhook, frozenset(events), image, Markers.parse(prompt), count)
 
 
 def valid_webhook_url(url: Any) -> bool:
@@ -329,6 +354,19 @@ def image_spec(inp: dict[str, Any]) -> tuple[ImageSpec, list[dict[str, str]]]:
     if size_error:
         errors.append(field_error("range", size_error, f"sides must be integers from 1 to {MAX_SIDE}"))
     return ImageSpec(size[0], size[1], output_format), errors
+
+
+def num_outputs(model: str, inp: dict[str, Any]) -> tuple[int, list[dict[str, str]]]:
+    """Images to make: `num_outputs` (an integer 1..MAX_OUTPUTS, default 1) for the models
+    in MULTI_OUTPUT_MODELS, plus any validation error; other models ignore the field."""
+    if model not in MULTI_OUTPUT_MODELS or "num_outputs" not in inp:
+        return 1, []
+    count = inp["num_outputs"]
+    if type(count) is not int:
+        return 1, [field_error("type", "input.num_outputs", f"num_outputs must be an integer from 1 to {MAX_OUTPUTS}")]
+    if not 1 <= count <= MAX_OUTPUTS:
+        return 1, [field_error("range", "input.num_outputs", f"num_outputs must be an integer from 1 to {MAX_OUTPUTS}")]
+    return count, []
 
 
 def image_input_errors(inp: dict[str, Any]) -> list[dict[str, str]]:
@@ -546,16 +584,24 @@ def matched_spec(inp: dict[str, Any], spec: ImageSpec, sources: list[InputImage]
 # --------------------------------------------------------------------------- images
 
 
+def drawing_rng(prompt: str, seed: Any, index: int = 0) -> random.Random:
+    """Random source of one output's drawing, deterministic in prompt, seed and output index
+    (index 0 draws what a single-output prediction always drew)."""
+    material = prompt if seed is None else f"{prompt}\0{json.dumps(seed)}"
+    if index:
+        material += f"\0output {index}"
+    return random.Random(hashlib.sha256(material.encode()).digest())
+
+
 def render_image(prompt: str, seed: Any, spec: ImageSpec, noise: bool = False,
-                 tint: tuple[int, int, int] | None = None) -> bytes:
-    """Deterministic picture for a prompt (and seed): gradient background plus shapes.
+                 tint: tuple[int, int, int] | None = None, index: int = 0) -> bytes:
+    """Deterministic picture for a prompt (and seed, and output index): gradient background plus shapes.
 
     With `tint` (a source image's mean colour), that colour is blended in at TINT_STRENGTH.
     With `noise`, deterministic noise is blended in (half strength), which makes the file
     nearly incompressible: about 0.5 bytes per pixel as WebP, 2.9 as PNG, 0.7 as JPEG.
     """
-    material = prompt if seed is None else f"{prompt}\0{json.dumps(seed)}"
-    rng = random.Random(hashlib.sha256(material.encode()).digest())
+    rng = drawing_rng(prompt, seed, index)
 
     def color() -> tuple[int, int, int]:
         return rng.randrange(256), rng.randrange(256), rng.randrange(256)
@@ -590,10 +636,10 @@ def render_image(prompt: str, seed: Any, spec: ImageSpec, noise: bool = False,
     return buffer.getvalue()
 
 
-def render_svg(prompt: str, seed: Any, spec: ImageSpec, tint: tuple[int, int, int] | None = None) -> bytes:
+def render_svg(prompt: str, seed: Any, spec: ImageSpec, tint: tuple[int, int, int] | None = None,
+               index: int = 0) -> bytes:
     """Deterministic SVG document of the requested size: a background (`tint` if given) and a few shapes."""
-    material = prompt if seed is None else f"{prompt}\0{json.dumps(seed)}"
-    rng = random.Random(hashlib.sha256(material.encode()).digest())
+    rng = drawing_rng(prompt, seed, index)
     w, h = spec.width, spec.height
 
     def color() -> str:
@@ -897,15 +943,20 @@ class Simulator:
             with self.cond:
                 self._finish(pred, "failed", error="Simulated failure")
             return
-        if markers.nsfw:
+        asked, dropped = request.num_outputs, markers.dropped(request.num_outputs)
+        kept = [index for index in range(asked) if index not in dropped]
+        if not kept:  # the safety checker dropped every image
             with self.cond:
-                self._finish(pred, "failed", error=NSFW_ERROR)
-            return
-        output, stored = self._produce_output(pred)
-        with self.cond:
-            if stored and not pred.terminal:
-                self.files[stored[0]] = stored[1]
-            self._finish(pred, "succeeded", output=[output])
+                finished = self._finish(pred, "failed", error=NSFW_ERROR)
+        else:
+            outputs, stored = self._produce_outputs(pred, kept)
+            with self.cond:
+                if not pred.terminal:
+                    self.files.update(stored)
+                    pred.logs += safety_lines(asked, dropped)
+                finished = self._finish(pred, "succeeded", output=outputs)
+        if finished:
+            log(outputs_line(pred.id, asked, dropped))
 
     def _start(self, pred: Prediction, steps: int) -> bool:
         """starting -> processing: fetch the image inputs, then log the seed and 0 %.
@@ -969,25 +1020,31 @@ class Simulator:
         with self.cond:
             self._finish(pred, "aborted" if pred.status == "starting" else "canceled")
 
-    def _produce_output(self, pred: Prediction) -> tuple[str, tuple[str, tuple[bytes, str]] | None]:
-        """Output string plus the file to serve for it (if any)."""
+    def _produce_outputs(self, pred: Prediction,
+                         indexes: list[int]) -> tuple[list[str], dict[str, tuple[bytes, str]]]:
+        """Output strings of the images at `indexes`, plus the files to serve for them (name -> file)."""
         request = pred.request
         markers = request.markers
         if markers.bad_output:
-            return f"{self.public_url}/files/missing-{pred.id}.png", None
+            return [f"{self.public_url}/files/missing-{output_name(pred.id, index, 'png')}" for index in indexes], {}
         with self.cond:
             sources = list(pred.sources)
         spec = matched_spec(request.input, request.image, sources)
         tint = sources[0].average if sources else None
         prompt, seed = request.input["prompt"], request.input.get("seed")
-        if markers.svg:
-            data, ext, mime = render_svg(prompt, seed, spec, tint), "svg", "image/svg+xml"
-        else:
-            data, ext, mime = render_image(prompt, seed, spec, markers.noise, tint), spec.ext, spec.mime
-        if markers.data_uri:
-            return f"data:{mime};base64,{base64.b64encode(data).decode()}", None
-        name = f"{pred.id}.{ext}"
-        return f"{self.public_url}/files/{name}", (name, (data, mime))
+        outputs, files = [], {}
+        for index in indexes:
+            if markers.svg:
+                data, ext, mime = render_svg(prompt, seed, spec, tint, index), "svg", "image/svg+xml"
+            else:
+                data, ext, mime = render_image(prompt, seed, spec, markers.noise, tint, index), spec.ext, spec.mime
+            if markers.data_uri:
+                outputs.append(f"data:{mime};base64,{base64.b64encode(data).decode()}")
+                continue
+            name = output_name(pred.id, index, ext)
+            outputs.append(f"{self.public_url}/files/{name}")
+            files[name] = (data, mime)
+        return outputs, files
 
     def _sleep(self, pred: Prediction, seconds: float) -> bool:
         """Sleep unless the prediction ends meanwhile; True when it is still running afterwards."""
@@ -1025,6 +1082,30 @@ class Simulator:
 
 def new_id() -> str:
     return "".join(secrets.choice(ID_ALPHABET) for _ in range(26))
+
+
+def output_name(prediction_id: str, index: int, ext: str) -> str:
+    """File name of output `index`: `<id>.<ext>` for the first, `<id>-<index>.<ext>` for the others."""
+    return f"{prediction_id}.{ext}" if index == 0 else f"{prediction_id}-{index}.{ext}"
+
+
+def safety_lines(asked: int, dropped: list[int]) -> str:
+    """What the safety checker prints into `logs` when it drops some of the images (as
+    cog-flux does); nothing when it drops none."""
+    if not dropped:
+        return ""
+    lines = [f"NSFW content detected in image {index}\n" for index in dropped]
+    return "".join(lines) + f"Total safe images: {asked - len(dropped)} out of {asked}\n"
+
+
+def outputs_line(prediction_id: str, asked: int, dropped: list[int]) -> str:
+    """Server log line of a prediction that ran to the end: outputs asked, delivered and dropped."""
+    delivered = asked - len(dropped)
+    status = "succeeded" if delivered else "failed"
+    line = f"prediction {prediction_id} {status}: {delivered} of {asked} outputs delivered"
+    if dropped:
+        line += f" (dropped as NSFW: image {', '.join(str(index) for index in dropped)})"
+    return line
 
 
 # --------------------------------------------------------------------------- HTTP

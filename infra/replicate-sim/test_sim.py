@@ -348,6 +348,110 @@ def test_nsfw_marker(base_url, receiver):
     assert [d["event"] for d in deliveries(base_url, body["id"], 1)] == ["completed"]
 
 
+def fetch_all(urls: list[str]) -> list[bytes]:
+    """The bytes behind each output URL (each must answer 200)."""
+    answers = [call("GET", url) for url in urls]
+    assert [status for status, _, _ in answers] == [200] * len(urls)
+    return [data for _, _, data in answers]
+
+
+def test_num_outputs_gives_distinct_images(base_url):
+    input = {"prompt": "four lighthouses", "num_outputs": 4, "size": "256x192", "output_format": "png"}
+    body = create(base_url, input, prefer="wait")[2]
+    assert body["status"] == "succeeded" and body["input"]["num_outputs"] == 4
+    names = [url.rsplit("/files/", 1)[1] for url in body["output"]]
+    assert names == [f"{body['id']}.png"] + [f"{body['id']}-{i}.png" for i in (1, 2, 3)]
+    images = fetch_all(body["output"])
+    assert len(set(images)) == 4
+    decoded = [Image.open(io.BytesIO(data)) for data in images]
+    assert {(image.size, image.format) for image in decoded} == {((256, 192), "PNG")}
+    assert fetch_all(create(base_url, input, prefer="wait")[2]["output"]) == images
+
+    def first_of(count):  # index 0 is the image a single-output prediction gets
+        asked = {**input, "num_outputs": count} if count else {k: v for k, v in input.items() if k != "num_outputs"}
+        return fetch_all(create(base_url, asked, prefer="wait")[2]["output"])
+
+    assert first_of(1) == first_of(None) == images[:1]
+
+
+def test_num_outputs_with_data_uri_svg_and_bad_output(base_url):
+    inline = create(base_url, {"prompt": "x [sim:data-uri]", "num_outputs": 3, "size": "64x64"},
+                    prefer="wait")[2]["output"]
+    assert len(set(inline)) == 3 and all(uri.startswith("data:image/webp;base64,") for uri in inline)
+    vectors = create(base_url, {"prompt": "x [sim:svg]", "num_outputs": 2, "size": "64x64"}, prefer="wait")[2]["output"]
+    assert [url.endswith(".svg") for url in vectors] == [True, True] and len(set(fetch_all(vectors))) == 2
+    body = create(base_url, {"prompt": "x [sim:bad-output]", "num_outputs": 3}, prefer="wait")[2]
+    assert body["status"] == "succeeded" and len(body["output"]) == 3 and len(set(body["output"])) == 3
+    assert [call("GET", url)[0] for url in body["output"]] == [404] * 3
+
+
+@pytest.mark.parametrize("asked,marker,kept,dropped", [
+    (4, "[sim:outputs=2]", [0, 1], [2, 3]),
+    (4, "[sim:outputs=4]", [0, 1, 2, 3], []),
+    (2, "[sim:outputs=9]", [0, 1], []),
+    (4, "[sim:nsfw-partial]", [0, 2], [1, 3]),
+    (3, "[sim:nsfw-partial]", [0, 2], [1]),
+    (2, "[sim:nsfw-partial]", [0], [1]),
+    (4, "[sim:nsfw-partial] [sim:outputs=1]", [0], [1, 2, 3]),
+])
+def test_safety_checker_drops_some_outputs(base_url, asked, marker, kept, dropped, capsys):
+    body = create(base_url, {"prompt": f"crowd {marker}", "num_outputs": asked, "size": "64x64"}, prefer="wait")[2]
+    assert body["status"] == "succeeded" and body["error"] is None
+    names = [url.rsplit("/files/", 1)[1] for url in body["output"]]
+    assert names == [sim.output_name(body["id"], i, "webp") for i in kept]
+    assert len(set(fetch_all(body["output"]))) == len(kept)
+    lines = body["logs"].splitlines()
+    assert percentages(body["logs"])[-1] == 100
+    if dropped:
+        assert lines[-len(dropped) - 1:] == [f"NSFW content detected in image {i}" for i in dropped] + [
+            f"Total safe images: {len(kept)} out of {asked}"]
+    else:
+        assert "NSFW" not in body["logs"]
+    expected = f"prediction {body['id']} succeeded: {len(kept)} of {asked} outputs delivered"
+    assert expected in server_log(capsys, body["id"])
+
+
+@pytest.mark.parametrize("asked,marker", [(1, "[sim:nsfw-partial]"), (4, "[sim:outputs=0]"), (3, "[sim:nsfw]")])
+def test_safety_checker_dropping_every_output_fails(base_url, receiver, asked, marker, capsys):
+    hook = receiver.url()
+    body = create(base_url, {"prompt": f"all flagged {marker}", "num_outputs": asked}, prefer="wait", webhook=hook)[2]
+    assert body["status"] == "failed" and body["output"] is None and body["error"] == sim.NSFW_ERROR
+    assert percentages(body["logs"]) == [0, 25, 50, 75, 100] and "NSFW" not in body["logs"]
+    assert [json.loads(raw) for _, raw in receiver.wait_for(hook, 1)] == [body]
+    assert f"prediction {body['id']} failed: 0 of {asked} outputs delivered" in server_log(capsys, body["id"])
+
+
+def server_log(capsys, prediction_id: str, timeout: float = 2.0) -> str:
+    """The simulator's stderr captured so far, once it has the prediction's outputs line."""
+    seen, deadline = "", time.monotonic() + timeout
+    while f"prediction {prediction_id} " not in seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+        seen += capsys.readouterr().err
+    return seen
+
+
+@pytest.mark.parametrize("value,kind", [(0, "range"), (5, "range"), (-1, "range"), (2.5, "type"), (2.0, "type"),
+                                        ("2", "type"), (True, "type"), (None, "type"), ([2], "type")])
+def test_invalid_num_outputs_is_422(base_url, value, kind):
+    for status, head, body in (
+        create(base_url, {"prompt": "many", "num_outputs": value}),
+        call("POST", f"{base_url}/v1/models/{FLUX}/predictions",
+             {"input": {"prompt": "many", "num_outputs": value}}, AUTH),
+    ):
+        assert status == 422 and head.get_content_type() == "application/problem+json"
+        assert body["title"] == "Input validation failed"
+        assert body["invalid_fields"] == [
+            {"type": kind, "field": "input.num_outputs", "description": "num_outputs must be an integer from 1 to 4"}]
+        assert body["detail"] == "- input.num_outputs: num_outputs must be an integer from 1 to 4\n"
+
+
+def test_other_models_ignore_num_outputs(base_url):
+    for value in (3, 9, "many"):
+        status, _, body = call("POST", f"{base_url}/v1/models/google/nano-banana/predictions",
+                               {"input": {"prompt": "one only", "num_outputs": value}}, dict(AUTH, Prefer="wait"))
+        assert status == 201 and body["status"] == "succeeded" and len(body["output"]) == 1
+
+
 def test_hang_then_cancel(base_url):
     status, _, body = create(base_url, {"prompt": "stuck [sim:hang]"}, prefer="wait=1")
     assert status == 202 and body["status"] == "processing"

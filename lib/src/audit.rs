@@ -221,37 +221,43 @@ pub async fn run(st: &AppState, filter: &Filter) -> Result<Report, Error> {
 
 /// Checks a generation's rows and the objects found under its id.
 fn check_generation(g: &GenRow, keys: &[String], ledger: bool, out: &mut Vec<Violation>) {
-    if let Some((image_id, key)) = &g.image {
+    for img in &g.images {
+        let of = |kind, msg: String, key: &str| Violation {
+            image_id: Some(img.id),
+            ..Violation::of(kind, g, msg).key(key)
+        };
         if g.status != "completed" {
             let msg = format!("a {} generation has an image row", g.status);
-            out.push(Violation {
-                image_id: Some(*image_id),
-                ..Violation::of("image_of_unfinished", g, msg).key(key)
-            });
-        } else {
-            let objects = [(Some(key), "image"), (g.thumbnail.as_ref(), "thumbnail")];
-            for (key, what) in objects {
-                let Some(key) = key.filter(|k| !keys.contains(k)) else {
-                    continue;
-                };
+            out.push(of("image_of_unfinished", msg, &img.key));
+            continue;
+        }
+        let objects = [
+            (Some(&img.key), "image"),
+            (img.thumbnail.as_ref(), "thumbnail"),
+        ];
+        for (key, what) in objects {
+            if let Some(key) = key.filter(|k| !keys.contains(k)) {
                 let msg = format!("the {what}'s S3 object is missing");
-                out.push(Violation {
-                    image_id: Some(*image_id),
-                    ..Violation::of("missing_object", g, msg).key(key)
-                });
+                out.push(of("missing_object", msg, key));
             }
         }
+        if img.thumbnail_pending == Some(true) {
+            let msg = "its image has had no thumbnail for over an hour".to_string();
+            out.push(of("thumbnail_overdue", msg, &img.key));
+        }
     }
-    if g.thumbnail_pending == Some(true) {
-        let msg = "its image has had no thumbnail for over an hour";
-        out.push(Violation::of("thumbnail_overdue", g, msg));
-    }
-    if g.image.is_none() && g.status == "completed" && !g.image_deleted {
+    if g.images.is_empty() && g.status == "completed" && !g.image_deleted {
         out.push(Violation::of(
             "image_missing",
             g,
             "a completed generation has no image row",
         ));
+    }
+    let delivered = g.hold.as_ref().and_then(|h| h.delivered);
+    if let Some(delivered) = delivered.filter(|d| g.images.len() > usize::try_from(*d).unwrap_or(0))
+    {
+        let msg = format!("{} image rows, {delivered} charged", g.images.len());
+        out.push(Violation::of("uncharged_image", g, msg));
     }
     if g.overdue {
         let msg = format!("{} past the deadline plus one reconciler run", g.status);
@@ -278,6 +284,8 @@ fn check_hold(g: &GenRow, ledger: bool, out: &mut Vec<Violation>) {
         (_, "held") => out.push(Violation::of("open_hold", g, msg("still held"))),
         ("completed", "captured") => {
             let once = match (h.kind.as_str(), ledger) {
+                // All of it on free slots: nothing to capture.
+                ("credits", _) if h.amount == 0 => g.ledger_capture.is_none(),
                 ("credits", true) => g.ledger_capture == Some(i64::from(h.amount)),
                 ("credits", false) => h.capture_state.is_some(),
                 _ => g.ledger_capture.is_none(),
@@ -293,21 +301,21 @@ fn check_hold(g: &GenRow, ledger: bool, out: &mut Vec<Violation>) {
     }
 }
 
-/// Objects under a generation's id: fine if open, or if it is the completed
-/// generation's image or the thumbnail its row names; an object of a failed or cancelled one is reported as
-/// such, anything else is an orphan.
+/// Objects under a generation's id: fine if open, or if it is one of the
+/// completed generation's images or a thumbnail a row names (or is making); an
+/// object of a failed or cancelled one is reported as such, anything else is an orphan.
 fn check_objects(g: &GenRow, keys: &[String], out: &mut Vec<Violation>) {
     let prefix = format!("users/{}/images/{}.", g.user_id, g.id);
     for key in keys {
-        // A thumbnail being made is stored before its row names it.
-        let thumbnail_to_be = g.thumbnail_pending.is_some()
-            && *key == crate::storage::Storage::thumbnail_key(g.user_id, g.id);
-        let image = g.image.as_ref().is_some_and(|(_, k)| k == key)
-            || g.thumbnail.as_ref() == Some(key)
-            || thumbnail_to_be;
+        let known = g.images.iter().any(|img| {
+            // A thumbnail being made is stored before its row names it.
+            let thumbnail_to_be = img.thumbnail_pending.is_some()
+                && *key == crate::storage::Storage::thumbnail_key(&img.key);
+            img.key == *key || img.thumbnail.as_ref() == Some(key) || thumbnail_to_be
+        });
         let v = if !key.starts_with(&prefix) {
             orphan(key, "under another user's prefix")
-        } else if g.is_open() || image {
+        } else if g.is_open() || known {
             continue;
         } else if g.status == "completed" {
             orphan(key, "no image row has this key")
@@ -507,21 +515,29 @@ fn check_quota(q: &Quota, limit: i64, out: &mut Vec<Violation>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::audit::Hold;
+    use crate::db::audit::{Hold, ImageRow};
+
+    fn image(key: &str, thumbnail: Option<&str>) -> ImageRow {
+        ImageRow {
+            id: Uuid::new_v4(),
+            key: key.into(),
+            thumbnail: thumbnail.map(Into::into),
+            thumbnail_pending: None,
+        }
+    }
 
     fn completed(user: Uuid, id: Uuid, key: &str) -> GenRow {
         GenRow {
             id,
             user_id: user,
             status: "completed".into(),
-            image: Some((Uuid::new_v4(), key.into())),
-            thumbnail: None,
-            thumbnail_pending: None,
+            images: vec![image(key, None)],
             hold: Some(Hold {
                 kind: "credits".into(),
                 state: "captured".into(),
                 amount: 10,
                 capture_state: Some("done".into()),
+                delivered: Some(1),
             }),
             ledger_capture: Some(10),
             overdue: false,
@@ -559,6 +575,14 @@ mod tests {
         );
         assert_eq!(
             parse(format!("users/{u}/images/{g}.thumb.webp")),
+            Some(Ok(key(true)))
+        );
+        assert_eq!(
+            parse(format!("users/{u}/images/{g}.3.png")),
+            Some(Ok(key(false)))
+        );
+        assert_eq!(
+            parse(format!("users/{u}/images/{g}.3.thumb.webp")),
             Some(Ok(key(true)))
         );
         assert_eq!(parse(format!("users/{u}/images/junk.png")), Some(Err(())));
@@ -602,7 +626,7 @@ mod tests {
         // No image row: a violation, unless the user deleted the image.
         out.clear();
         let lost = GenRow {
-            image: None,
+            images: Vec::new(),
             ..row.clone()
         };
         check_generation(&lost, &[], true, &mut out);
@@ -625,7 +649,7 @@ mod tests {
         let key = format!("users/{u}/images/{g}.png");
         let thumb = format!("users/{u}/images/{g}.thumb.webp");
         let row = GenRow {
-            thumbnail: Some(thumb.clone()),
+            images: vec![image(&key, Some(&thumb))],
             ..completed(u, g, &key)
         };
         let mut out = Vec::new();
@@ -646,5 +670,44 @@ mod tests {
         );
         let found: Vec<_> = out.iter().map(|v| (v.kind, v.key.clone())).collect();
         assert_eq!(found, [("orphan_object", Some(thumb))]);
+    }
+
+    #[test]
+    fn every_output_needs_its_object_and_a_charge() {
+        let (u, g) = (Uuid::new_v4(), Uuid::new_v4());
+        let keys: Vec<String> = (0..3)
+            .map(|i| crate::storage::Storage::key(u, g, i, "webp"))
+            .collect();
+        let thumb = crate::storage::Storage::thumbnail_key(&keys[2]);
+        let mut row = completed(u, g, &keys[0]);
+        row.images = vec![
+            image(&keys[0], None),
+            image(&keys[1], None),
+            image(&keys[2], Some(&thumb)),
+        ];
+        row.hold.as_mut().unwrap().delivered = Some(3);
+        let mut all = keys.clone();
+        all.push(thumb.clone());
+        let mut out = Vec::new();
+        check_generation(&row, &all, true, &mut out);
+        assert_eq!(out, []);
+
+        check_generation(&row, &keys[..2], true, &mut out);
+        let found: Vec<_> = out.iter().map(|v| (v.kind, v.key.clone())).collect();
+        assert_eq!(
+            found,
+            [
+                ("missing_object", Some(keys[2].clone())),
+                ("missing_object", Some(thumb))
+            ]
+        );
+
+        out.clear();
+        row.hold.as_mut().unwrap().delivered = Some(2);
+        check_generation(&row, &all, true, &mut out);
+        assert_eq!(
+            out.iter().map(|v| v.kind).collect::<Vec<_>>(),
+            ["uncharged_image"]
+        );
     }
 }

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::{
     AppState, Error, Result,
-    credits::{Charge, Hold},
+    credits::Hold,
     db::{
         generations::{self, Generation, LeaseBy, NewGeneration, Status},
         holds,
@@ -29,7 +29,6 @@ use crate::{
         models::Model,
     },
     replicate::{NewPrediction, Prediction, ReplicateError, inputs, progress},
-    storage::StoredObject,
     telemetry::{self, metric},
     thumbnail, usage,
 };
@@ -103,7 +102,11 @@ pub async fn begin(st: &AppState, new: &NewGeneration, model: &Model) -> Result<
     if open >= st.cfg.max_in_flight_per_user {
         return Err(Error::TooManyInFlight { open, retry_after });
     }
-    let hold = st.credits.reserve(&*tx, new.user_id, free_used).await?;
+    let units = new.request.num_outputs;
+    let hold = st
+        .credits
+        .reserve(&*tx, new.user_id, free_used, units)
+        .await?;
     if !generations::insert(&*tx, new, hold.charge).await? {
         return Err(Error::IdempotencyKeyTaken);
     }
@@ -112,8 +115,11 @@ pub async fn begin(st: &AppState, new: &NewGeneration, model: &Model) -> Result<
         .await?;
     tx.commit().await?;
     telemetry::count_for_model(metric::GENERATION_STARTED, &model.name, 1);
-    if hold.charge == Charge::Free {
-        telemetry::count(metric::FREE_GENERATION_USED, 1);
+    if hold.free_units > 0 {
+        telemetry::count(
+            metric::FREE_GENERATION_USED,
+            hold.free_units.unsigned_abs().into(),
+        );
     }
     Ok(hold)
 }
@@ -151,6 +157,7 @@ pub async fn start(
         seed: r.seed,
         source_image,
         strength: r.generation_strength,
+        num_outputs: r.num_outputs,
     };
     let input = inputs::build(&model.replicate_id, &params);
     let webhook = st.cfg.webhook_url(new.id, api_base);
@@ -236,15 +243,22 @@ pub async fn settle(
     if p.is_terminal() {
         usage::record(st, generation_id, p).await?;
     }
-    match (p.status.as_str(), p.output_file()) {
-        ("succeeded" | "starting" | "processing", Some(_)) if p.data_removed => {
+    let files = p.output_files();
+    match (p.status.as_str(), files.is_empty()) {
+        ("succeeded" | "starting" | "processing", false) if p.data_removed => {
             tracing::error!(%generation_id, "provider output already deleted");
             close(st, generation_id, Status::Failed, Some(OUTPUT_COPY_FAILED)).await
         }
-        ("succeeded" | "starting" | "processing", Some(file)) => {
-            complete(st, generation_id, file, deadline, by).await
+        ("succeeded", false) => complete(st, generation_id, &files, deadline, by).await,
+        ("starting" | "processing", false) => {
+            // Outputs shown before the end: complete only once all that were asked are there.
+            let asked = load(st, generation_id).await?.request.num_outputs;
+            if files.len() < usize::try_from(asked).unwrap_or(1) {
+                return Ok(());
+            }
+            complete(st, generation_id, &files, deadline, by).await
         }
-        ("succeeded", None) => {
+        ("succeeded", true) => {
             close(
                 st,
                 generation_id,
@@ -285,15 +299,16 @@ pub async fn settle(
     }
 }
 
-/// Copies the output and completes the generation, exactly once (its thumbnail
-/// is made afterwards: [`thumbnail::for_object`]). Returns
-/// [`Error::CompletionInProgress`] while another holder's lease is live, and a
-/// transient error (with the lease released) when the copy or the commit could
-/// not be done now.
+/// Copies the outputs and completes the generation, exactly once (thumbnails
+/// are made afterwards: [`thumbnail::for_object`]). An output that cannot be
+/// stored, ever, is left out and not charged; when none can, the generation
+/// fails. Returns [`Error::CompletionInProgress`] while another holder's lease
+/// is live, and a transient error (with the lease released) when a copy or the
+/// commit could not be done now.
 async fn complete(
     st: &AppState,
     generation_id: Uuid,
-    file: &str,
+    files: &[&str],
     deadline: Instant,
     by: LeaseBy,
 ) -> Result<()> {
@@ -311,9 +326,9 @@ async fn complete(
             false => Err(Error::CompletionInProgress),
         };
     }
-    let copy = st.storage.copy_output(file, g.user_id, generation_id);
+    let copy = copy_outputs(st, &g, files);
     let copied = match tokio::time::timeout_at(deadline.into(), copy).await {
-        Ok(copied) => copied.map_err(Error::from),
+        Ok(copied) => copied,
         Err(_) => Err(Error::TimedOut("output copy")),
     };
     let outcome = match copied {
@@ -321,19 +336,20 @@ async fn complete(
             // A webhook took the lease over meanwhile: it commits.
             return Err(Error::CompletionInProgress);
         }
+        Ok(stored) if stored.is_empty() => {
+            close(st, generation_id, Status::Failed, Some(OUTPUT_COPY_FAILED)).await
+        }
         Ok(stored) => {
-            let key = stored.key.clone();
+            let keys: Vec<String> = stored.iter().map(|i| i.storage_key.clone()).collect();
             let committed = commit(st, &g, stored, deadline).await;
-            // The thumbnail is made apart from the answer: by the `thumbnails` function on
-            // the bucket's notification, or here by a task of this process.
+            // Thumbnails are made apart from the answer: by the `thumbnails` function on
+            // the bucket's notification, or here by tasks of this process.
             if committed.is_ok() && !st.cfg.thumbnails_by_event {
-                thumbnail::spawn_for_object(st, key);
+                for key in keys {
+                    thumbnail::spawn_for_object(st, key);
+                }
             }
             committed
-        }
-        Err(e) if !e.is_transient() => {
-            tracing::error!(%generation_id, error = %e, "output cannot be stored");
-            close(st, generation_id, Status::Failed, Some(OUTPUT_COPY_FAILED)).await
         }
         Err(e) => Err(e),
     };
@@ -342,6 +358,35 @@ async fn complete(
         release_lease(st, generation_id, owner).await;
     }
     outcome
+}
+
+/// Stores the generation's outputs (at most the number asked), one at a time
+/// (a download's memory at once); returns the images of those stored. An
+/// output that cannot be stored, ever, is logged and left out; any transient
+/// failure is the error (a retry copies every output again, to the same keys).
+async fn copy_outputs(st: &AppState, g: &Generation, files: &[&str]) -> Result<Vec<NewImage>> {
+    let asked = usize::try_from(g.request.num_outputs).unwrap_or(1);
+    let mut stored = Vec::with_capacity(asked);
+    for (index, file) in (0..).zip(files.iter().take(asked)) {
+        match st.storage.copy_output(file, g.user_id, g.id, index).await {
+            Ok(o) => stored.push(NewImage {
+                generation_id: g.id,
+                user_id: g.user_id,
+                output_index: index,
+                storage_key: o.key,
+                format: o.format,
+                file_size: o.size,
+                width: o.width,
+                height: o.height,
+                thumbnail: None,
+            }),
+            Err(e) if !e.is_transient() => {
+                tracing::error!(generation_id = %g.id, output = index, error = %e, "output cannot be stored; not charged");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(stored)
 }
 
 /// Gives the lease up at once, so that the next webhook retry, poll or
@@ -354,12 +399,13 @@ async fn release_lease(st: &AppState, generation_id: Uuid, owner: Uuid) {
     }
 }
 
-/// The completing transaction: the image row, the capture and `completed`, or
-/// nothing if the generation ended meanwhile (then the copy is deleted).
+/// The completing transaction: the image rows, the capture of what was
+/// delivered and `completed`, or nothing if the generation ended meanwhile
+/// (then the copies are deleted).
 async fn commit(
     st: &AppState,
     g: &Generation,
-    stored: StoredObject,
+    stored: Vec<NewImage>,
     deadline: Instant,
 ) -> Result<()> {
     let generation_id = g.id;
@@ -370,30 +416,24 @@ async fn commit(
         drop(tx);
         drop(conn);
         if current.status != Status::Completed {
-            // Cancelled while we copied: the image must not outlive it (the audit lists it if this fails).
-            let key = &stored.key;
-            if let Err(e) = st.storage.delete(key).await {
-                tracing::warn!(%generation_id, %key, error = %e, "copy of an ended generation not deleted");
+            // Cancelled while we copied: the images must not outlive it (the audit lists them if this fails).
+            for key in stored.iter().map(|i| &i.storage_key) {
+                if let Err(e) = st.storage.delete(key).await {
+                    tracing::warn!(%generation_id, %key, error = %e, "copy of an ended generation not deleted");
+                }
             }
         }
         return Ok(());
     }
-    let image = NewImage {
-        generation_id,
-        user_id: g.user_id,
-        storage_key: stored.key,
-        format: stored.format,
-        file_size: stored.size,
-        width: stored.width,
-        height: stored.height,
-        thumbnail: None,
-    };
-    images::insert(&*tx, &image).await?;
-    let charged = st.credits.capture(&*tx, generation_id).await?;
+    for image in &stored {
+        images::insert(&*tx, image).await?;
+    }
+    let delivered = i32::try_from(stored.len()).unwrap_or(i32::MAX);
+    let charged = st.credits.capture(&*tx, generation_id, delivered).await?;
     let model = generations::finish(&*tx, generation_id, Status::Completed, charged, None).await?;
     tx.commit().await?;
     drop(conn);
-    tracing::info!(%generation_id, user_id = %g.user_id, credits = charged, "generation completed");
+    tracing::info!(%generation_id, user_id = %g.user_id, delivered, credits = charged, "generation completed");
     telemetry::count_for_model(metric::GENERATION_SUCCEEDED, &model, 1);
     telemetry::generation_time(&model, (chrono::Utc::now() - g.created_at).as_seconds_f64());
     telemetry::count(metric::CREDITS_CAPTURED, charged.unsigned_abs().into());

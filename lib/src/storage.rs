@@ -91,7 +91,7 @@ pub struct ImageKey {
 }
 
 impl ImageKey {
-    /// `users/{userId}/images/{generationId}.{ext}`; `None` if the key is not under an
+    /// `users/{userId}/images/{generationId}.{rest}`; `None` if the key is not under an
     /// images prefix at all, `Some(Err(()))` if it is but does not have that shape.
     pub fn parse(key: &str) -> Option<Result<ImageKey, ()>> {
         let rest = key.strip_prefix("users/")?;
@@ -103,7 +103,7 @@ impl ImageKey {
                 Some(ImageKey {
                     user_id: Uuid::parse_str(user).ok()?,
                     generation_id: Uuid::parse_str(g).ok()?,
-                    thumbnail: ext == THUMBNAIL_EXT,
+                    thumbnail: ext.ends_with(THUMBNAIL_EXT),
                 })
             });
         Some(parsed.ok_or(()))
@@ -160,22 +160,29 @@ impl Storage {
             .await
     }
 
-    /// The object key of a generation's image.
-    pub fn key(user_id: Uuid, generation_id: Uuid, ext: &str) -> String {
-        format!("users/{user_id}/images/{generation_id}.{ext}")
+    /// The object key of a generation's output `index` (0 for the first):
+    /// `{generationId}.{ext}`, then `{generationId}.{index}.{ext}`.
+    pub fn key(user_id: Uuid, generation_id: Uuid, index: i32, ext: &str) -> String {
+        match index {
+            0 => format!("users/{user_id}/images/{generation_id}.{ext}"),
+            i => format!("users/{user_id}/images/{generation_id}.{i}.{ext}"),
+        }
     }
 
-    /// The object key of a generation's thumbnail.
-    pub fn thumbnail_key(user_id: Uuid, generation_id: Uuid) -> String {
-        Self::key(user_id, generation_id, THUMBNAIL_EXT)
+    /// The object key of the thumbnail of the image stored at `image_key`
+    /// (its extension replaced: `{generationId}[.{index}].thumb.webp`).
+    pub fn thumbnail_key(image_key: &str) -> String {
+        let stem = image_key.rsplit_once('.').map_or(image_key, |(s, _)| s);
+        format!("{stem}.{THUMBNAIL_EXT}")
     }
 
-    /// Downloads `source` and stores it under the generation's key.
+    /// Downloads `source` and stores it as the generation's output `index`.
     pub async fn copy_output(
         &self,
         source: &str,
         user_id: Uuid,
         generation_id: Uuid,
+        index: i32,
     ) -> Result<StoredObject, StorageError> {
         let bytes = Bytes::from(match source.strip_prefix("data:") {
             Some(data) => decode_data_uri(data, self.max_bytes)?,
@@ -183,7 +190,7 @@ impl Storage {
         });
         let (format, mime) = sniff(&bytes).ok_or(StorageError::NotAnImage)?;
         let (width, height) = dimensions(&bytes).ok_or(StorageError::NotAnImage)?;
-        let key = Self::key(user_id, generation_id, format);
+        let key = Self::key(user_id, generation_id, index, format);
         let size = bytes.len() as i64;
         self.put(&key, mime, bytes).await?;
         Ok(StoredObject {
@@ -694,12 +701,20 @@ mod tests {
     fn keys_are_deterministic() {
         let (u, g) = (Uuid::nil(), Uuid::max());
         assert_eq!(
-            Storage::key(u, g, "png"),
+            Storage::key(u, g, 0, "png"),
             format!("users/{u}/images/{g}.png")
         );
         assert_eq!(
-            Storage::thumbnail_key(u, g),
+            Storage::key(u, g, 2, "webp"),
+            format!("users/{u}/images/{g}.2.webp")
+        );
+        assert_eq!(
+            Storage::thumbnail_key(&Storage::key(u, g, 0, "png")),
             format!("users/{u}/images/{g}.thumb.webp")
+        );
+        assert_eq!(
+            Storage::thumbnail_key(&Storage::key(u, g, 3, "jpg")),
+            format!("users/{u}/images/{g}.3.thumb.webp")
         );
     }
 }

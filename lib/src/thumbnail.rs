@@ -142,14 +142,13 @@ fn shrink(img: DynamicImage) -> DynamicImage {
 
 /// Makes the thumbnail of an image's bytes (on a blocking thread, when one of
 /// `turns` is free: `THUMBNAIL_DECODES` per process, one by default) and stores
-/// it at its deterministic key, all before `deadline`. `Ok(None)`: the bytes
+/// it at its deterministic key (beside `image_key`), all before `deadline`. `Ok(None)`: the bytes
 /// cannot be decoded (the image has no thumbnail); an error is transient (S3,
 /// or the deadline).
 pub async fn store(
     storage: &Storage,
     turns: &tokio::sync::Semaphore,
-    user_id: Uuid,
-    generation_id: Uuid,
+    image_key: &str,
     bytes: Bytes,
     deadline: Instant,
 ) -> Result<Option<StoredThumbnail>> {
@@ -165,11 +164,11 @@ pub async fn store(
         let thumb = match made {
             Ok(t) => t,
             Err(e) => {
-                tracing::info!(%generation_id, error = %e, "no thumbnail for this image");
+                tracing::info!(key = %image_key, error = %e, "no thumbnail for this image");
                 return Ok(None);
             }
         };
-        let key = Storage::thumbnail_key(user_id, generation_id);
+        let key = Storage::thumbnail_key(image_key);
         storage.put(&key, "image/webp", thumb.webp.into()).await?;
         Ok::<_, Error>(Some(StoredThumbnail {
             key,
@@ -310,8 +309,7 @@ async fn make_for(st: &AppState, row: &Pending) -> Result<Option<Option<StoredTh
     let Some(bytes) = read.await.map_err(|_| Error::TimedOut("image read"))?? else {
         return Ok(None);
     };
-    let (user, generation) = (row.user_id, row.generation_id);
-    let stored = store(&st.storage, &st.decodes, user, generation, bytes, deadline).await?;
+    let stored = store(&st.storage, &st.decodes, &row.storage_key, bytes, deadline).await?;
     Ok(Some(stored))
 }
 

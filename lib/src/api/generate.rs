@@ -39,7 +39,7 @@ pub fn routes() -> Routes {
         .with_router(|r| r.route_layer(axum::middleware::from_fn(web::ssrf::guard_source_image)))
 }
 
-const FIELDS: [&str; 14] = [
+const FIELDS: [&str; 15] = [
     "prompt",
     "modelId",
     "modelVersion",
@@ -53,6 +53,7 @@ const FIELDS: [&str; 14] = [
     "sourceImageId",
     "generationStrength",
     "style",
+    "numOutputs",
     "waitForResult",
 ];
 
@@ -73,6 +74,7 @@ struct Request {
     source_image_id: Option<Uuid>,
     generation_strength: Option<f64>,
     style: Option<String>,
+    num_outputs: Option<i32>,
     wait_for_result: bool,
 }
 
@@ -123,6 +125,7 @@ fn parse(body: &Value) -> Result<Request, Problem> {
         seed: c.int("seed", 0, i64::from(u32::MAX)),
         generation_strength: c.number("generationStrength", 0.0, 1.0),
         style: c.string("style", Text::Free, 0, 200),
+        num_outputs: c.int("numOutputs", 1, 4).map(|v| v as i32),
         source_image_url,
         source_image_id,
         wait_for_result,
@@ -193,6 +196,13 @@ fn apply_model(req: &Request, model: &Model, user_id: Uuid) -> Result<NewGenerat
     if req.seed.is_some() && !model.supports_seed {
         errors.push(FieldError::new("seed", "is not supported by this model"));
     }
+    let num_outputs = req.num_outputs.unwrap_or(1);
+    if num_outputs > model.max_outputs {
+        errors.push(FieldError::new(
+            "numOutputs",
+            format!("must be at most {} for this model", model.max_outputs),
+        ));
+    }
     if !errors.is_empty() {
         return Err(Problem::validation(errors));
     }
@@ -216,6 +226,7 @@ fn apply_model(req: &Request, model: &Model, user_id: Uuid) -> Result<NewGenerat
             source_upload_id: req.source_image_id,
             generation_strength: req.generation_strength,
             style: req.style.clone(),
+            num_outputs,
         },
         idempotency: None,
     })
@@ -348,6 +359,7 @@ struct Answer {
     generation_id: Uuid,
     /// `processing` while open (also while the row is still `pending`).
     status: Status,
+    num_outputs: i32,
     charge: Charge,
     credits_used: i32,
     free_generations_remaining: i32,
@@ -355,6 +367,7 @@ struct Answer {
     started_at: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     image: Option<ImageView>,
+    images: Vec<ImageView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<ErrorView>,
 }
@@ -377,12 +390,14 @@ async fn answer(st: &AppState, g: &Generation, hold: Option<&Hold>) -> Result<Re
     let out = Answer {
         generation_id: g.id,
         status,
+        num_outputs: view.num_outputs,
         charge: view.charge,
         credits_used: view.credits_used,
         free_generations_remaining,
         progress: view.progress,
         started_at: view.started_at,
         image: view.image,
+        images: view.images,
         error: view.error,
     };
     Ok(web::json(code, out))

@@ -102,16 +102,26 @@ async fn history(
             .map(|g| web::cursor::encode((g.created_at, g.id)))
     });
     let ids: Vec<_> = rows.iter().map(|g| g.id).collect();
-    let mut by_generation: HashMap<_, _> = images::for_generations(&**db, &ids)
-        .await?
-        .into_iter()
-        .map(|i| (i.file.generation_id, i))
-        .collect();
+    let mut by_generation: HashMap<_, Vec<_>> = HashMap::new();
+    for i in images::for_generations(&**db, &ids).await? {
+        by_generation
+            .entry(i.file.generation_id)
+            .or_default()
+            .push(i);
+    }
     let free = st.credits.free_remaining(&**db, user).await?;
     drop(db);
     let mut data = Vec::with_capacity(rows.len());
     for g in &rows {
-        data.push(super::views::render(&st, g, by_generation.remove(&g.id).as_ref(), free).await?);
+        data.push(
+            super::views::render(
+                &st,
+                g,
+                &by_generation.remove(&g.id).unwrap_or_default(),
+                free,
+            )
+            .await?,
+        );
     }
     let total_pages = (total + limit - 1) / limit;
     // A page asked by cursor has no number.

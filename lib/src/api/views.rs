@@ -42,7 +42,7 @@ pub struct ErrorView {
     pub message: String,
 }
 
-/// A generation with its image (when completed and not deleted), its charge
+/// A generation with its images (when completed and not deleted), its charge
 /// and the user's remaining free generations.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -54,7 +54,10 @@ pub struct GenerationView {
     pub model_id: Uuid,
     pub width: i32,
     pub height: i32,
+    /// Outputs asked for; `images` holds those delivered and kept.
+    pub num_outputs: i32,
     pub charge: Charge,
+    /// Credits really charged: for the outputs delivered only.
     pub credits_used: i32,
     pub free_generations_remaining: i32,
     /// 0 to 1, `null` until anything is known, 1 once completed.
@@ -63,8 +66,10 @@ pub struct GenerationView {
     pub started_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// The first of `images` (for clients that show one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageView>,
+    pub images: Vec<ImageView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorView>,
 }
@@ -94,29 +99,30 @@ pub async fn image(st: &AppState, img: &Image) -> Result<ImageView> {
     })
 }
 
-/// The view of a generation, loading its image and the user's free count.
+/// The view of a generation, loading its images and the user's free count.
 pub async fn generation(st: &AppState, g: &Generation) -> Result<GenerationView> {
     let db = st.db.get().await?;
     let free = st.credits.free_remaining(&**db, g.user_id).await?;
-    let img = match g.status {
-        Status::Completed => images::get_for_generation(&**db, g.id).await?,
-        _ => None,
+    let imgs = match g.status {
+        Status::Completed => images::for_generation(&**db, g.id).await?,
+        _ => Vec::new(),
     };
     drop(db);
-    render(st, g, img.as_ref(), free).await
+    render(st, g, &imgs, free).await
 }
 
-/// The view of a generation whose image and free count are already loaded.
+/// The view of a generation whose images (in output order) and free count
+/// are already loaded.
 pub async fn render(
     st: &AppState,
     g: &Generation,
-    img: Option<&Image>,
+    imgs: &[Image],
     free_remaining: i32,
 ) -> Result<GenerationView> {
-    let image = match img {
-        Some(img) => Some(image(st, img).await?),
-        None => None,
-    };
+    let mut images = Vec::with_capacity(imgs.len());
+    for img in imgs {
+        images.push(image(st, img).await?);
+    }
     let error = match (&g.error_code, &g.error_message) {
         (Some(code), Some(message)) => Some(ErrorView {
             code: code.clone(),
@@ -132,6 +138,7 @@ pub async fn render(
         model_id: g.model_id,
         width: g.request.width,
         height: g.request.height,
+        num_outputs: g.request.num_outputs,
         charge: g.charge,
         credits_used: g.credits_used,
         free_generations_remaining: free_remaining,
@@ -139,7 +146,8 @@ pub async fn render(
         started_at: g.started_at,
         created_at: g.created_at,
         completed_at: g.completed_at,
-        image,
+        image: images.first().cloned(),
+        images,
         error,
     })
 }

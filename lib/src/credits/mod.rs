@@ -29,10 +29,14 @@ use crate::{
 pub use holds::Charge;
 pub use ledger::Balance;
 
-/// A hold just taken.
+/// A hold just taken, for `units` outputs.
 #[derive(Debug, Clone, Copy)]
 pub struct Hold {
     pub charge: Charge,
+    /// Outputs asked for, and how many of them use free slots.
+    pub units: i32,
+    pub free_units: i32,
+    /// Credits held for the others (0 when free or waived).
     pub amount: i32,
     pub free_remaining: i32,
 }
@@ -96,9 +100,11 @@ impl Credits {
         (self.free_generations - free_used).max(0)
     }
 
-    /// Decides the charge of one more generation of a user who has used
-    /// `free_used` free ones: free, waived, credits, or [`Error::InsufficientCredits`]
-    /// / [`Error::Credits`] when the provider fails. Must run inside the transaction
+    /// Decides the charge of a generation of `units` outputs by a user who
+    /// has used `free_used` free ones: free slots first, then credits for the
+    /// rest (waived where credits are not enforced), all or nothing:
+    /// [`Error::InsufficientCredits`] when the balance does not cover them,
+    /// [`Error::Credits`] when the provider fails. Must run inside the transaction
     /// that locked the user's quota row (`db::holds::lock_quota`) and then calls
     /// [`Credits::record_hold`].
     pub async fn reserve(
@@ -106,26 +112,24 @@ impl Credits {
         tx: &impl GenericClient,
         user_id: Uuid,
         free_used: i32,
+        units: i32,
     ) -> Result<Hold> {
-        if free_used < self.free_generations {
-            return Ok(Hold {
-                charge: Charge::Free,
-                amount: 0,
-                free_remaining: self.remaining(free_used + 1),
-            });
+        let free_units = self.remaining(free_used).min(units);
+        let paid_units = units - free_units;
+        let hold = |charge, amount| Hold {
+            charge,
+            units,
+            free_units,
+            amount,
+            free_remaining: self.remaining(free_used + free_units),
+        };
+        if paid_units == 0 {
+            return Ok(hold(Charge::Free, 0));
         }
         if !self.enforced {
-            return Ok(Hold {
-                charge: Charge::Waived,
-                amount: 0,
-                free_remaining: 0,
-            });
+            return Ok(hold(Charge::Waived, 0));
         }
-        let paid = Hold {
-            charge: Charge::Credits,
-            amount: self.cost,
-            free_remaining: 0,
-        };
+        let paid = hold(Charge::Credits, self.cost * paid_units);
         let available = match self.available(tx, user_id).await {
             Ok(a) => a,
             Err(Error::Credits(e)) if self.fail_open => {
@@ -134,12 +138,12 @@ impl Credits {
             }
             Err(e) => return Err(e),
         };
-        if available < i64::from(self.cost) {
-            tracing::info!(%user_id, available, required = self.cost, op = "hold", outcome = "insufficient", "credit hold refused");
+        if available < i64::from(paid.amount) {
+            tracing::info!(%user_id, available, required = paid.amount, op = "hold", outcome = "insufficient", "credit hold refused");
             return Err(Error::InsufficientCredits {
-                required: self.cost.into(),
+                required: paid.amount.into(),
                 balance: available.max(0),
-                free_remaining: 0,
+                free_remaining: self.remaining(free_used),
             });
         }
         Ok(paid)
@@ -163,9 +167,15 @@ impl Credits {
         generation_id: Uuid,
         hold: &Hold,
     ) -> Result<()> {
-        holds::insert(tx, generation_id, user_id, hold.charge, hold.amount).await?;
-        if hold.charge == Charge::Free {
-            holds::add_free_used(tx, user_id, 1).await?;
+        let new = holds::NewHold {
+            charge: hold.charge,
+            units: hold.units,
+            free_units: hold.free_units,
+            amount: hold.amount,
+        };
+        holds::insert(tx, generation_id, user_id, &new).await?;
+        if hold.free_units > 0 {
+            holds::add_free_used(tx, user_id, hold.free_units).await?;
         }
         tracing::info!(%user_id, %generation_id, charge = hold.charge.as_str(), amount = hold.amount, op = "hold", outcome = "held", "credit hold taken");
         Ok(())
@@ -176,16 +186,29 @@ impl Credits {
         Ok(self.remaining(holds::free_used(db, user_id).await?))
     }
 
-    /// Captures an open hold inside the completing transaction; returns the
-    /// credits charged. The ledger is debited in the same transaction; an
-    /// external capture is marked `pending` for [`Credits::settle_capture`].
-    pub async fn capture(&self, tx: &impl GenericClient, generation_id: Uuid) -> Result<i32> {
-        let Some(hold) = holds::capture(tx, generation_id).await? else {
+    /// Captures an open hold for the `delivered` outputs stored, inside the
+    /// completing transaction; returns the credits charged (free slots first;
+    /// those of outputs not delivered are given back). The ledger is debited in
+    /// the same transaction; an external capture is marked `pending` for
+    /// [`Credits::settle_capture`].
+    pub async fn capture(
+        &self,
+        tx: &impl GenericClient,
+        generation_id: Uuid,
+        delivered: i32,
+    ) -> Result<i32> {
+        let Some(hold) = holds::capture(tx, generation_id, delivered).await? else {
             return Ok(0);
         };
         let (user_id, amount) = (hold.user_id, hold.amount);
-        if hold.charge != Charge::Credits {
-            tracing::info!(%user_id, %generation_id, charge = hold.charge.as_str(), amount = 0, op = "capture", outcome = "captured", "hold captured");
+        if hold.free_returned > 0 {
+            holds::add_free_used(tx, user_id, -hold.free_returned).await?;
+        }
+        if hold.charge != Charge::Credits || amount == 0 {
+            if hold.charge == Charge::Credits {
+                holds::set_capture_state(tx, generation_id, "done", None).await?;
+            }
+            tracing::info!(%user_id, %generation_id, charge = hold.charge.as_str(), delivered, free = hold.free_units, amount = 0, op = "capture", outcome = "captured", "hold captured");
             return Ok(0);
         }
         let state = match self.provider {
@@ -196,7 +219,7 @@ impl Credits {
             Provider::Manacore(_) => "pending",
         };
         holds::set_capture_state(tx, generation_id, state, None).await?;
-        tracing::info!(%user_id, %generation_id, amount, op = "capture", outcome = state, "credits captured");
+        tracing::info!(%user_id, %generation_id, delivered, free = hold.free_units, amount, op = "capture", outcome = state, "credits captured");
         Ok(amount)
     }
 
@@ -260,13 +283,13 @@ impl Credits {
         Ok((settled, open.len() - settled))
     }
 
-    /// Releases an open hold (inside the failing/cancelling transaction); a
-    /// free hold gives the free generation back.
+    /// Releases an open hold (inside the failing/cancelling transaction),
+    /// giving its free slots back.
     pub async fn release(&self, tx: &impl GenericClient, generation_id: Uuid) -> Result<()> {
         if let Some(hold) = holds::release(tx, generation_id).await? {
             let (user_id, amount) = (hold.user_id, hold.amount);
-            if hold.charge == Charge::Free {
-                holds::add_free_used(tx, user_id, -1).await?;
+            if hold.free_returned > 0 {
+                holds::add_free_used(tx, user_id, -hold.free_returned).await?;
             }
             tracing::info!(%user_id, %generation_id, charge = hold.charge.as_str(), amount, op = "release", outcome = "released", "credit hold released");
             crate::telemetry::count(

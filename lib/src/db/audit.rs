@@ -13,25 +13,33 @@ use uuid::Uuid;
 
 use crate::Result;
 
-/// A generation with its image row, hold and ledger capture.
+/// A generation with its image rows, hold and ledger capture.
 #[derive(Debug, Clone)]
 pub struct GenRow {
     pub id: Uuid,
     pub user_id: Uuid,
     pub status: String,
-    pub image: Option<(Uuid, String)>,
-    /// The thumbnail key its image row names.
-    pub thumbnail: Option<String>,
-    /// Its image's thumbnail is still to be made (`thumbnail_state` 'pending'): `Some(true)`
-    /// when it has been for over an hour (the reconciler makes lost ones within minutes).
-    pub thumbnail_pending: Option<bool>,
-    /// The user deleted its image (`DELETE /images/{id}`).
+    /// Its image rows, in output order.
+    pub images: Vec<ImageRow>,
+    /// The user deleted an image of it (`DELETE /images/{id}`).
     pub image_deleted: bool,
     pub hold: Option<Hold>,
     /// The amount of its `capture` transaction on the ledger.
     pub ledger_capture: Option<i64>,
     /// Open past the deadline plus one reconciler interval.
     pub overdue: bool,
+}
+
+/// An image row of a generation.
+#[derive(Debug, Clone)]
+pub struct ImageRow {
+    pub id: Uuid,
+    pub key: String,
+    /// The thumbnail key the row names.
+    pub thumbnail: Option<String>,
+    /// Its thumbnail is still to be made (`thumbnail_state` 'pending'): `Some(true)`
+    /// when it has been for over an hour (the reconciler makes lost ones within minutes).
+    pub thumbnail_pending: Option<bool>,
 }
 
 /// A generation's credit hold.
@@ -41,6 +49,8 @@ pub struct Hold {
     pub state: String,
     pub amount: i32,
     pub capture_state: Option<String>,
+    /// Outputs charged, once captured.
+    pub delivered: Option<i32>,
 }
 
 impl GenRow {
@@ -88,37 +98,56 @@ async fn stream<T>(
     Ok(n)
 }
 
-/// A generation with its image, hold and ledger capture; `$1` is the overdue age in seconds.
+/// A generation with its images, hold and ledger capture; `$1` is the overdue age in seconds.
 const GENERATIONS: &str = "
-SELECT g.id, g.user_id, g.status, i.id, i.storage_key, h.kind, h.state, h.amount, h.capture_state,
+SELECT g.id, g.user_id, g.status, h.kind, h.state, h.amount, h.capture_state, h.delivered,
        t.amount,
        g.status IN ('pending', 'processing') AND g.created_at < now() - $1::float8 * interval '1 second',
-       g.image_deleted_at IS NOT NULL, i.thumbnail_key,
-       CASE WHEN i.thumbnail_state = 'pending'
-            THEN i.created_at < now() - interval '1 hour' END
+       g.image_deleted_at IS NOT NULL,
+       coalesce(i.ids, '{}'), coalesce(i.keys, '{}'), coalesce(i.thumbnails, '{}'), coalesce(i.pending, '{}')
   FROM generations g
-  LEFT JOIN images i ON i.generation_id = g.id
+  LEFT JOIN LATERAL (
+       SELECT array_agg(id ORDER BY output_index) AS ids,
+              array_agg(storage_key ORDER BY output_index) AS keys,
+              array_agg(thumbnail_key ORDER BY output_index) AS thumbnails,
+              array_agg(CASE WHEN thumbnail_state = 'pending'
+                             THEN created_at < now() - interval '1 hour' END ORDER BY output_index) AS pending
+         FROM images WHERE generation_id = g.id) i ON true
   LEFT JOIN credit_holds h ON h.generation_id = g.id
   LEFT JOIN credit_transactions t ON t.generation_id = g.id AND t.kind = 'capture'";
 
 fn gen_row(r: &Row) -> GenRow {
-    let hold_kind: Option<String> = r.get(5);
+    let hold_kind: Option<String> = r.get(3);
+    let ids: Vec<Uuid> = r.get(11);
+    let keys: Vec<String> = r.get(12);
+    let thumbnails: Vec<Option<String>> = r.get(13);
+    let pending: Vec<Option<bool>> = r.get(14);
+    let images = ids
+        .into_iter()
+        .zip(keys)
+        .zip(thumbnails.into_iter().zip(pending))
+        .map(|((id, key), (thumbnail, thumbnail_pending))| ImageRow {
+            id,
+            key,
+            thumbnail,
+            thumbnail_pending,
+        })
+        .collect();
     GenRow {
         id: r.get(0),
         user_id: r.get(1),
         status: r.get(2),
-        image: r.get::<_, Option<Uuid>>(3).map(|id| (id, r.get(4))),
+        images,
         hold: hold_kind.map(|kind| Hold {
             kind,
-            state: r.get(6),
-            amount: r.get(7),
-            capture_state: r.get(8),
+            state: r.get(4),
+            amount: r.get(5),
+            capture_state: r.get(6),
+            delivered: r.get(7),
         }),
-        ledger_capture: r.get(9),
-        overdue: r.get(10),
-        image_deleted: r.get(11),
-        thumbnail: r.get(12),
-        thumbnail_pending: r.get(13),
+        ledger_capture: r.get(8),
+        overdue: r.get(9),
+        image_deleted: r.get(10),
     }
 }
 
@@ -196,11 +225,11 @@ pub async fn accounts(
 const QUOTAS: &str = "
 SELECT coalesce(q.user_id, h.user_id), q.free_used, coalesce(h.n, 0)
   FROM (SELECT * FROM user_quotas WHERE $1::uuid IS NULL OR user_id = $1) q
-  FULL JOIN (SELECT user_id, count(*) AS n FROM credit_holds
-              WHERE kind = 'free' AND state IN ('held', 'captured') AND ($1::uuid IS NULL OR user_id = $1)
+  FULL JOIN (SELECT user_id, sum(free_units)::bigint AS n FROM credit_holds
+              WHERE state IN ('held', 'captured') AND ($1::uuid IS NULL OR user_id = $1)
               GROUP BY user_id) h ON h.user_id = q.user_id";
 
-/// Streams every user's (or `user`'s) free quota with the count of their free holds.
+/// Streams every user's (or `user`'s) free quota with the free slots their holds use.
 pub async fn quotas(db: &impl Sql, user: Option<Uuid>, each: impl FnMut(Quota)) -> Result<usize> {
     let map = |r: &Row| Quota {
         user_id: r.get(0),

@@ -1,4 +1,4 @@
-//! Generations (`generations` table): one row per requested image, from
+//! Generations (`generations` table): one row per request (of 1 to 4 images), from
 //! `pending` to a terminal status. State changes go through
 //! [`crate::lifecycle`]; this module only reads and writes rows.
 
@@ -72,6 +72,8 @@ pub struct GenerationRequest {
     pub source_upload_id: Option<Uuid>,
     pub generation_strength: Option<f64>,
     pub style: Option<String>,
+    /// Outputs asked for (1 to the model's `max_outputs`).
+    pub num_outputs: i32,
 }
 
 impl GenerationRequest {
@@ -88,6 +90,7 @@ impl GenerationRequest {
             source_upload_id: r.get("source_upload_id"),
             generation_strength: r.get("generation_strength"),
             style: r.get("style"),
+            num_outputs: r.get("num_outputs"),
         }
     }
 }
@@ -172,8 +175,8 @@ pub async fn insert(db: &impl Sql, g: &NewGeneration, charge: Charge) -> Result<
     let n = db.execute(
         "INSERT INTO generations (id, user_id, model_id, prompt, negative_prompt, width, height, steps,
                                   guidance_scale, seed, source_image_url, generation_strength, style, charge,
-                                  idempotency_key, request_hash, source_upload_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                                  idempotency_key, request_hash, source_upload_id, num_outputs)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
          ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
         &[
             &g.id,
@@ -193,6 +196,7 @@ pub async fn insert(db: &impl Sql, g: &NewGeneration, charge: Charge) -> Result<
             &key,
             &hash,
             &r.source_upload_id,
+            &r.num_outputs,
         ],
     )
     .await?;

@@ -67,7 +67,7 @@ pub async fn free_used(db: &impl Sql, user_id: Uuid) -> Result<i32> {
         .map_or(0, |r| r.get(0)))
 }
 
-/// Counts one more (`+1`) or one fewer (`-1`) free generation used.
+/// Counts `delta` more (or, negative, fewer) free generations used.
 pub async fn add_free_used(tx: &impl Sql, user_id: Uuid, delta: i32) -> Result<()> {
     tx.execute(
         "UPDATE user_quotas SET free_used = free_used + $2, updated_at = now() WHERE user_id = $1",
@@ -93,28 +93,43 @@ pub async fn balance_and_reserved(tx: &impl Sql, user_id: Uuid) -> Result<(Optio
     Ok((row.get(0), row.get(1)))
 }
 
+/// A hold about to be recorded: `units` outputs, `free_units` of them on
+/// free slots, the rest for `amount` credits (or waived).
+#[derive(Debug, Clone, Copy)]
+pub struct NewHold {
+    pub charge: Charge,
+    pub units: i32,
+    pub free_units: i32,
+    pub amount: i32,
+}
+
 /// Inserts the hold of a generation.
-pub async fn insert(
-    tx: &impl Sql,
-    generation_id: Uuid,
-    user_id: Uuid,
-    charge: Charge,
-    amount: i32,
-) -> Result<()> {
+pub async fn insert(tx: &impl Sql, generation_id: Uuid, user_id: Uuid, h: &NewHold) -> Result<()> {
     tx.execute(
-        "INSERT INTO credit_holds (generation_id, user_id, kind, amount) VALUES ($1, $2, $3, $4)",
-        &[&generation_id, &user_id, &charge.as_str(), &amount],
+        "INSERT INTO credit_holds (generation_id, user_id, kind, amount, units, free_units)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &generation_id,
+            &user_id,
+            &h.charge.as_str(),
+            &h.amount,
+            &h.units,
+            &h.free_units,
+        ],
     )
     .await?;
     Ok(())
 }
 
-/// A hold that just changed state: its charge, amount and user.
+/// A hold that just changed state: its charge and user, the credits and
+/// free slots it now charges (0 once released), and the free slots it gave back.
 #[derive(Debug, Clone, Copy)]
 pub struct Settled {
     pub charge: Charge,
     pub amount: i32,
     pub user_id: Uuid,
+    pub free_units: i32,
+    pub free_returned: i32,
 }
 
 impl Settled {
@@ -123,25 +138,46 @@ impl Settled {
             charge: Charge::parse(r.get("kind"))?,
             amount: r.get("amount"),
             user_id: r.get("user_id"),
+            free_units: r.get("free_units"),
+            free_returned: r.get("free_returned"),
         })
     }
 }
 
-/// `held → captured`, once; `None` if the hold was not held.
-pub async fn capture(tx: &impl Sql, generation_id: Uuid) -> Result<Option<Settled>> {
-    settle(tx, generation_id, "captured").await
-}
-
-/// `held → released`, once; `None` if the hold was not held.
-pub async fn release(tx: &impl Sql, generation_id: Uuid) -> Result<Option<Settled>> {
-    settle(tx, generation_id, "released").await
-}
-
-async fn settle(tx: &impl Sql, generation_id: Uuid, state: &str) -> Result<Option<Settled>> {
+/// `held → captured` for the `delivered` outputs stored, once: free slots are
+/// used first, credits for the rest (`amount` becomes what they cost), the
+/// slots of outputs not delivered are given back. `None` if it was not held.
+pub async fn capture(
+    tx: &impl Sql,
+    generation_id: Uuid,
+    delivered: i32,
+) -> Result<Option<Settled>> {
     tx.query_opt(
-        "UPDATE credit_holds SET state = $2, settled_at = now()
-          WHERE generation_id = $1 AND state = 'held' RETURNING kind, amount, user_id",
-        &[&generation_id, &state],
+        "UPDATE credit_holds h
+            SET state = 'captured', settled_at = now(), delivered = $2,
+                free_units = least(o.free_units, $2),
+                amount = CASE WHEN o.units > o.free_units
+                              THEN o.amount / (o.units - o.free_units) * greatest($2 - o.free_units, 0)
+                              ELSE 0 END
+           FROM (SELECT generation_id, units, free_units, amount FROM credit_holds
+                  WHERE generation_id = $1 FOR UPDATE) o
+          WHERE h.generation_id = o.generation_id AND h.state = 'held'
+      RETURNING h.kind, h.amount, h.user_id, h.free_units, o.free_units - h.free_units AS free_returned",
+        &[&generation_id, &delivered],
+    )
+    .await?
+    .as_ref()
+    .map(Settled::from_row)
+    .transpose()
+}
+
+/// `held → released`, once (every free slot given back); `None` if it was not held.
+pub async fn release(tx: &impl Sql, generation_id: Uuid) -> Result<Option<Settled>> {
+    tx.query_opt(
+        "UPDATE credit_holds SET state = 'released', settled_at = now()
+          WHERE generation_id = $1 AND state = 'held'
+      RETURNING kind, amount, user_id, 0 AS free_units, free_units AS free_returned",
+        &[&generation_id],
     )
     .await?
     .as_ref()

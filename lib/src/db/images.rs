@@ -1,4 +1,5 @@
-//! Images (`images` table): one per completed generation, owned by its user.
+//! Images (`images` table): one per output stored of a completed generation
+//! (1 to 4), owned by its user.
 
 use super::Sql;
 use chrono::{DateTime, Utc};
@@ -33,6 +34,7 @@ impl From<&Row> for Image {
             file: NewImage {
                 generation_id: r.get("generation_id"),
                 user_id: r.get("user_id"),
+                output_index: r.get("output_index"),
                 storage_key: r.get("storage_key"),
                 format: r.get("format"),
                 file_size: r.get("file_size"),
@@ -67,6 +69,8 @@ const SELECT: &str = "SELECT i.*, g.prompt, g.negative_prompt, m.name AS model
 pub struct NewImage {
     pub generation_id: Uuid,
     pub user_id: Uuid,
+    /// Which of the generation's outputs it is (0 for the first).
+    pub output_index: i32,
     pub storage_key: String,
     pub format: String,
     pub file_size: i64,
@@ -82,13 +86,14 @@ fn state(thumbnail: Option<&StoredThumbnail>) -> &'static str {
     if thumbnail.is_some() { "done" } else { "none" }
 }
 
-/// Inserts the image of a generation, its thumbnail still to be made (`thumbnail_state`
-/// 'pending'); a second insert for the same generation does nothing.
+/// Inserts an image of a generation, its thumbnail still to be made (`thumbnail_state`
+/// 'pending'); a second insert of the same output does nothing.
 pub async fn insert(db: &impl Sql, img: &NewImage) -> Result<()> {
     db.execute(
-        "INSERT INTO images (id, generation_id, user_id, storage_key, format, file_size, width, height)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (generation_id) DO NOTHING",
+        "INSERT INTO images (id, generation_id, user_id, storage_key, format, file_size, width, height,
+                             output_index)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (generation_id, output_index) DO NOTHING",
         &[
             &Uuid::new_v4(),
             &img.generation_id,
@@ -98,6 +103,7 @@ pub async fn insert(db: &impl Sql, img: &NewImage) -> Result<()> {
             &img.file_size,
             &img.width,
             &img.height,
+            &img.output_index,
         ],
     )
     .await?;
@@ -198,19 +204,14 @@ pub async fn get_owned(db: &impl Sql, id: Uuid, user_id: Uuid) -> Result<Option<
         .map(Image::from))
 }
 
-/// The image of a generation, if it has one.
-pub async fn get_for_generation(db: &impl Sql, generation_id: Uuid) -> Result<Option<Image>> {
-    let sql = format!("{SELECT} WHERE i.generation_id = $1");
-    Ok(db
-        .query_opt(&sql, &[&generation_id])
-        .await?
-        .as_ref()
-        .map(Image::from))
+/// The images of a generation, in output order.
+pub async fn for_generation(db: &impl Sql, generation_id: Uuid) -> Result<Vec<Image>> {
+    for_generations(db, &[generation_id]).await
 }
 
-/// The images of several generations.
+/// The images of several generations, each generation's in output order.
 pub async fn for_generations(db: &impl Sql, generation_ids: &[Uuid]) -> Result<Vec<Image>> {
-    let sql = format!("{SELECT} WHERE i.generation_id = ANY($1)");
+    let sql = format!("{SELECT} WHERE i.generation_id = ANY($1) ORDER BY i.output_index");
     Ok(db
         .query(&sql, &[&generation_ids])
         .await?

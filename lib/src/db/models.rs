@@ -32,6 +32,8 @@ pub struct Model {
     #[serde(rename = "supportsImg2Img")]
     pub supports_img2img: bool,
     pub supports_seed: bool,
+    /// The most outputs one generation may ask for (`numOutputs`).
+    pub max_outputs: i32,
     pub is_default: bool,
     pub sort_order: i32,
     pub estimated_time_seconds: i32,
@@ -59,6 +61,7 @@ impl From<&Row> for Model {
             supports_negative_prompt: r.get("supports_negative_prompt"),
             supports_img2img: r.get("supports_img2img"),
             supports_seed: r.get("supports_seed"),
+            max_outputs: r.get("max_outputs"),
             is_default: r.get("is_default"),
             sort_order: r.get("sort_order"),
             estimated_time_seconds: r.get("estimated_time_seconds"),

@@ -89,15 +89,15 @@ impl Prediction {
         )
     }
 
-    /// The first output file (a URL or `data:` URI): outputs may be a string, a
-    /// list of strings or an object with `url`. With `Prefer: wait` it can be
-    /// present while the status is still `processing`.
-    pub fn output_file(&self) -> Option<&str> {
-        match self.output.as_ref()? {
-            Value::String(s) => Some(s),
-            Value::Array(items) => items.first()?.as_str(),
-            Value::Object(o) => o.get("url")?.as_str(),
-            _ => None,
+    /// Its output files (URLs or `data:` URIs), in order: outputs may be a
+    /// string, a list of strings or an object with `url`. With `Prefer: wait`
+    /// they can be present while the status is still `processing`.
+    pub fn output_files(&self) -> Vec<&str> {
+        match &self.output {
+            Some(Value::String(s)) => vec![s.as_str()],
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+            Some(Value::Object(o)) => o.get("url").and_then(Value::as_str).into_iter().collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -455,21 +455,21 @@ mod tests {
     }
 
     #[test]
-    fn output_file_takes_string_list_or_object() {
+    fn output_files_take_string_list_or_object() {
         assert_eq!(
-            prediction(json!("https://a/1.png")).output_file(),
-            Some("https://a/1.png")
+            prediction(json!("https://a/1.png")).output_files(),
+            ["https://a/1.png"]
         );
         assert_eq!(
-            prediction(json!(["data:image/png;base64,AA", "x"])).output_file(),
-            Some("data:image/png;base64,AA")
+            prediction(json!(["data:image/png;base64,AA", "x"])).output_files(),
+            ["data:image/png;base64,AA", "x"]
         );
         assert_eq!(
-            prediction(json!({"url": "https://a/2.webp"})).output_file(),
-            Some("https://a/2.webp")
+            prediction(json!({"url": "https://a/2.webp"})).output_files(),
+            ["https://a/2.webp"]
         );
-        assert_eq!(prediction(json!(null)).output_file(), None);
-        assert_eq!(prediction(json!([])).output_file(), None);
+        assert!(prediction(json!(null)).output_files().is_empty());
+        assert!(prediction(json!([])).output_files().is_empty());
     }
 
     #[test]

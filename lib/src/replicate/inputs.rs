@@ -15,6 +15,8 @@ pub struct Params<'a> {
     pub seed: Option<i64>,
     pub source_image: Option<&'a str>,
     pub strength: Option<f64>,
+    /// Outputs asked for (models with `num_outputs`; others make one).
+    pub num_outputs: i32,
 }
 
 const FLUX_RATIOS: [(i32, i32); 11] = [
@@ -97,13 +99,13 @@ pub fn build(replicate_id: &str, p: &Params) -> Value {
     if has("flux-schnell") {
         set("num_inference_steps", json!(p.steps));
         set("guidance", json!(p.guidance));
-        set("num_outputs", json!(1));
+        set("num_outputs", json!(p.num_outputs));
         set("aspect_ratio", json!(nearest_flux_ratio(p.width, p.height)));
         webp(&mut set);
     } else if has("flux-dev") || has("flux-krea-dev") {
         set("num_inference_steps", json!(p.steps));
         set("guidance_scale", json!(p.guidance));
-        set("num_outputs", json!(1));
+        set("num_outputs", json!(p.num_outputs));
         set("width", json!(p.width));
         set("height", json!(p.height));
         webp(&mut set);
@@ -225,6 +227,7 @@ mod tests {
             seed: Some(7),
             source_image: None,
             strength: None,
+            num_outputs: 1,
         }
     }
 
@@ -245,7 +248,16 @@ mod tests {
         assert_eq!(v["num_inference_steps"], 4);
         assert_eq!(v["output_format"], "webp");
         assert_eq!(v["seed"], 7);
+        assert_eq!(v["num_outputs"], 1);
         assert!(v.get("width").is_none());
+        let four = Params {
+            num_outputs: 4,
+            ..params()
+        };
+        assert_eq!(
+            build("black-forest-labs/flux-schnell", &four)["num_outputs"],
+            4
+        );
     }
 
     #[test]

@@ -130,6 +130,14 @@ impl Stack {
         }
     }
 
+    /// Grants `amount` credits to `user` on the ledger.
+    pub async fn grant(&self, user: Uuid, amount: i64) {
+        let db = self.state.db.get().await.unwrap();
+        picture::db::ledger::grant(&**db, user, amount, "test")
+            .await
+            .unwrap();
+    }
+
     /// Reads a generation's row straight from the database (no provider poll).
     pub async fn row(&self, id: &str) -> picture::db::generations::Generation {
         let db = self.state.db.get().await.unwrap();

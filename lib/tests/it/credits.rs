@@ -16,12 +16,6 @@ use uuid::Uuid;
 
 use crate::common::{Stack, id_of};
 
-async fn grant(s: &Stack, user: Uuid, amount: i64) {
-    picture::db::ledger::grant(&**s.state.db.get().await.unwrap(), user, amount, "test")
-        .await
-        .unwrap();
-}
-
 async fn balance(s: &Stack, user: Uuid) -> Value {
     let (status, b) = s
         .call(Method::GET, "/api/v1/credits/balance", Some(user), None)
@@ -89,7 +83,7 @@ async fn staging_ledger_charges_ten_credits_after_the_free_ones() {
         (Some("INSUFFICIENT_CREDITS"), Some(10), Some(0))
     );
 
-    grant(&s, user, 15).await;
+    s.grant(user, 15).await;
     let (status, g) = s.generate(user, "paid", true).await;
     assert_eq!(status, StatusCode::CREATED, "{g}");
     assert_eq!(
@@ -125,7 +119,7 @@ async fn staging_ledger_charges_ten_credits_after_the_free_ones() {
 async fn failed_and_cancelled_generations_cost_nothing_on_the_ledger() {
     let s = Stack::with(&[("APP_ENV", "staging"), ("FREE_GENERATIONS", "0")]).await;
     let user = Uuid::new_v4();
-    grant(&s, user, 10).await;
+    s.grant(user, 10).await;
     let (status, g) = s.generate(user, "doomed [sim:fail]", true).await;
     assert_eq!(
         (status, g["status"].as_str(), g["creditsUsed"].as_i64()),
@@ -160,7 +154,7 @@ async fn failed_and_cancelled_generations_cost_nothing_on_the_ledger() {
 async fn parallel_requests_cannot_spend_credits_they_do_not_have() {
     let s = Stack::with(&[("APP_ENV", "staging"), ("MAX_IN_FLIGHT_PER_USER", "100")]).await;
     let user = Uuid::new_v4();
-    grant(&s, user, 25).await;
+    s.grant(user, 25).await;
     let prompts: Vec<String> = (0..10)
         .map(|i| format!("rush {i} [sim:slow=100]"))
         .collect();
@@ -203,7 +197,7 @@ async fn parallel_requests_cannot_spend_credits_they_do_not_have() {
 async fn duplicate_webhooks_and_polls_capture_credits_once() {
     let s = Stack::with(&[("APP_ENV", "staging"), ("FREE_GENERATIONS", "0")]).await;
     let user = Uuid::new_v4();
-    grant(&s, user, 30).await;
+    s.grant(user, 30).await;
     let (status, g) = s.generate(user, "charged once [sim:slow=300]", false).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let id = id_of(&g);

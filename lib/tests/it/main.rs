@@ -20,6 +20,7 @@ mod limits;
 mod moderation;
 mod objectstore;
 mod openapi;
+mod outputs;
 mod payments;
 mod pipeline;
 mod private;

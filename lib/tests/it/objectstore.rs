@@ -25,7 +25,7 @@ async fn objects_survive_a_restart_of_the_local_s3() {
     let st = state(&server).await;
     let s3 = st.storage.client().await;
     let (user, generation) = (Uuid::new_v4(), Uuid::new_v4());
-    let key = picture::storage::Storage::key(user, generation, "png");
+    let key = picture::storage::Storage::key(user, generation, 0, "png");
     let body = b"\x89PNG\r\n\x1a\nkept across restarts".to_vec();
     s3.put_object()
         .bucket(BUCKET)

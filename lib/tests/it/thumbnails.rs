@@ -119,8 +119,12 @@ async fn completed_images_carry_a_webp_thumbnail_and_a_blurhash_in_every_view() 
         assert_eq!(view["blurhash"], image["blurhash"], "{view}");
         check_thumbnail(view).await;
     }
-    let (_, thumb, state) = keys(&s, id).await;
-    let expected = Storage::thumbnail_key(user, Uuid::parse_str(&id_of(&g)).unwrap());
+    let (key, thumb, state) = keys(&s, id).await;
+    assert_eq!(
+        key,
+        Storage::key(user, Uuid::parse_str(&id_of(&g)).unwrap(), 0, "webp")
+    );
+    let expected = Storage::thumbnail_key(&key);
     assert_eq!(
         (thumb.as_deref(), state.as_str()),
         (Some(&*expected), "done")
@@ -393,7 +397,7 @@ async fn only_committed_generation_images_get_a_thumbnail() {
     let (status, running) = s.generate(user, "not finished [sim:hang]", false).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{running}");
     let id = Uuid::parse_str(&id_of(&running)).unwrap();
-    let key = Storage::key(user, id, "webp");
+    let key = Storage::key(user, id, 0, "webp");
     let early = picture::thumbnail::for_object(&s.state, &key).await;
     assert!(
         early.as_ref().is_err_and(picture::Error::is_transient),
