@@ -1,6 +1,7 @@
 """Black-box tests of the Replicate simulator over real HTTP.
 
 Run: $HOME/.cache/picture-venv/bin/python -m pytest infra/replicate-sim/test_sim.py
+(needs pytest, Pillow and `replicate`, the official client, which the last section drives)
 """
 from __future__ import annotations
 
@@ -25,8 +26,14 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 from xml.etree import ElementTree
 
+import httpx
 import pytest
+import replicate
 from PIL import Image
+from replicate.exceptions import ModelError, ReplicateError
+from replicate.helpers import FileOutput
+from replicate.pagination import paginate
+from replicate.webhook import InvalidSignatureError, WebhookSigningSecret
 
 sys.path.insert(0, str(Path(__file__).parent))
 import sim  # noqa: E402
@@ -40,8 +47,8 @@ FLUX_VERSION = sim.MODELS[FLUX]
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def base_url():
+def serve_sim():
+    """A simulator on a free port, in this process; yields its URL."""
     config = sim.Config(host="127.0.0.1", port=0, api_token=TOKEN, predict_ms=100, retry_delays=(0.05, 0.05, 0.05),
                         fetch_timeout_ms=300)
     server = sim.make_server(config)
@@ -49,6 +56,11 @@ def base_url():
     yield server.sim.public_url
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    yield from serve_sim()
 
 
 class Receiver:
@@ -840,3 +852,129 @@ def test_cli_prints_ready_line_and_stops_on_sigterm():
     finally:
         if process.poll() is None:
             process.kill()
+
+
+# --------------------------------------------------------------------------- the official client
+# `replicate` (the official Python client, 1.0.x) driven against the simulator as an app would
+# drive Replicate. It gets a simulator of its own: the 1.0.x client predates the `aborted` status
+# (a Cancel-After test above leaves such a prediction in the shared one), and a list page holding
+# one would not parse.
+
+
+@pytest.fixture(scope="module")
+def client_url():
+    yield from serve_sim()
+
+
+@pytest.fixture(scope="module")
+def client(client_url):
+    instance = replicate.Client(api_token=TOKEN, base_url=client_url)
+    instance.poll_interval = 0.02
+    return instance
+
+
+def read_outputs(client, prediction) -> list[Image.Image]:
+    """Each output URL fetched through the client's own HTTP session, decoded."""
+    assert isinstance(prediction.output, list)
+    return [Image.open(io.BytesIO(FileOutput(url, client).read())) for url in prediction.output]
+
+
+def test_client_create_by_model_then_wait(client):
+    prediction = client.predictions.create(model=FLUX, input={"prompt": "a lighthouse"})
+    assert (prediction.status, prediction.model, prediction.version) == ("starting", FLUX, "hidden")
+    prediction.wait()
+    assert prediction.status == "succeeded" and prediction.error is None
+    assert prediction.progress == replicate.prediction.Prediction.Progress(1.0, 4, 4)
+    assert set(prediction.metrics) == {"predict_time", "total_time"} and prediction.completed_at
+    assert [(image.format, image.size) for image in read_outputs(client, prediction)] == [("WEBP", (1024, 1024))]
+
+
+@pytest.mark.parametrize("version", [FLUX_VERSION, f"{FLUX}:{FLUX_VERSION}"])
+def test_client_create_by_version_with_four_outputs(client, version):
+    input = {"prompt": "four boats", "num_outputs": 4, "size": "128x96"}
+    prediction = client.predictions.create(version=version, input=input)
+    assert prediction.version == FLUX_VERSION
+    while prediction.status not in ("succeeded", "failed", "canceled"):
+        time.sleep(0.02)
+        prediction.reload()
+    assert prediction.status == "succeeded" and prediction.input == input
+    images = read_outputs(client, prediction)
+    assert len(images) == 4 and len({image.tobytes() for image in images}) == 4
+    assert {image.size for image in images} == {(128, 96)}
+
+
+def test_client_run_blocks_until_done(client, client_url):
+    (url,) = client.run(FLUX, input={"prompt": "blocking"})  # `Prefer: wait`, one call
+    assert url.startswith(f"{client_url}/files/")  # plain http: left a string
+    (inline,) = client.run(FLUX, input={"prompt": "inline [sim:data-uri]", "output_format": "png"})
+    assert isinstance(inline, FileOutput) and Image.open(io.BytesIO(inline.read())).format == "PNG"
+    prediction = client.models.predictions.create(model=FLUX, input={"prompt": "blocking"}, wait=True)
+    assert prediction.status == "succeeded" and len(prediction.output) == 1
+    with pytest.raises(ModelError) as caught:
+        client.run(FLUX, input={"prompt": "doomed [sim:fail]"})
+    assert caught.value.prediction.status == "failed" and str(caught.value) == "Simulated failure"
+
+
+def test_client_fail_marker(client):
+    prediction = client.predictions.create(model=FLUX, input={"prompt": "doomed [sim:fail]"})
+    prediction.wait()
+    assert (prediction.status, prediction.error, prediction.output) == ("failed", "Simulated failure", None)
+    assert prediction.progress.percentage == 0.5
+
+
+def test_client_cancel(client):
+    first = client.predictions.create(model=FLUX, input={"prompt": "forever [sim:hang]"})
+    second = client.predictions.create(version=FLUX_VERSION, input={"prompt": "forever [sim:hang]"})
+    assert client.predictions.cancel(first.id).status == "canceled"
+    second.cancel()
+    assert second.status == "canceled" and second.metrics is not None
+    first.wait()
+    assert first.status == "canceled" and first.output is None
+
+
+def test_client_list_pages(client):
+    ids = [client.predictions.create(model=FLUX, input={"prompt": f"listed {i}"}).id for i in range(3)]
+    assert [p.id for p in client.predictions.list()][:3] == ids[::-1]
+    page = client.predictions.list("/v1/predictions?page_size=2")
+    assert [p.id for p in page] == ids[:0:-1] and page.previous is None
+    second = client.predictions.list(page.next)
+    assert second[0].id == ids[0] and second.previous
+    assert {p.id for p in client.predictions.list(second.previous)} == set(ids[1:])
+    seen = [p.id for pages in paginate(lambda cursor: client.predictions.list(
+        "/v1/predictions?page_size=2" if cursor is ... else cursor)) for p in pages]
+    assert seen[:3] == ids[::-1] and len(seen) == len(set(seen))
+
+
+def test_client_errors(client, client_url):
+    with pytest.raises(ReplicateError) as caught:
+        client.predictions.create(model=FLUX, input={"prompt": "too many", "num_outputs": 5})
+    assert (caught.value.status, caught.value.title) == (422, "Input validation failed")
+    assert "num_outputs must be an integer from 1 to 4" in caught.value.detail
+    with pytest.raises(ReplicateError) as caught:
+        client.predictions.create(version="a" * 64, input={"prompt": "x"})
+    assert caught.value.status == 422
+    with pytest.raises(ReplicateError) as caught:
+        client.predictions.get("nope")
+    assert caught.value.status == 404
+    with pytest.raises(ReplicateError) as caught:
+        replicate.Client(api_token="wrong", base_url=client_url).predictions.list()
+    assert (caught.value.status, caught.value.title) == (401, "Unauthenticated")
+
+
+def test_client_validates_webhook_signature(client, receiver):
+    secret = client.webhooks.default.secret()
+    assert secret.key.startswith("whsec_")
+    url = receiver.url()
+    prediction = client.predictions.create(model=FLUX, input={"prompt": "signed"}, webhook=url,
+                                           webhook_events_filter=["start", "completed"])
+    prediction.wait()
+    received = receiver.wait_for(url, 2)
+    assert [json.loads(raw)["status"] for _, raw in received] == ["processing", "succeeded"]
+    for headers, raw in received:
+        assert client.webhooks.validate(headers=headers, body=raw.decode(), secret=secret, tolerance=60) is None
+        request = httpx.Request("POST", url, headers=headers, content=raw)
+        assert replicate.webhooks.validate(request=request, secret=secret) is None
+        with pytest.raises(InvalidSignatureError):
+            client.webhooks.validate(headers=headers, body=raw.decode(),
+                                     secret=WebhookSigningSecret(key="whsec_" + base64.b64encode(b"wrong").decode()))
+    assert replicate.prediction.Prediction(**json.loads(received[1][1])).dict() == prediction.dict()

@@ -259,6 +259,10 @@ fn check_generation(g: &GenRow, keys: &[String], ledger: bool, out: &mut Vec<Vio
         let msg = format!("{} image rows, {delivered} charged", g.images.len());
         out.push(Violation::of("uncharged_image", g, msg));
     }
+    if g.is_open() && g.batch_cancelled {
+        let msg = format!("{}, its batch cancelled over an hour ago", g.status);
+        out.push(Violation::of("open_in_cancelled_batch", g, msg));
+    }
     if g.overdue {
         let msg = format!("{} past the deadline plus one reconciler run", g.status);
         out.push(Violation::of("overdue", g, msg));
@@ -280,7 +284,7 @@ fn check_hold(g: &GenRow, ledger: bool, out: &mut Vec<Violation>) {
         )
     };
     match (g.status.as_str(), h.state.as_str()) {
-        ("pending" | "processing", _) => {}
+        ("queued" | "pending" | "processing", _) => {}
         (_, "held") => out.push(Violation::of("open_hold", g, msg("still held"))),
         ("completed", "captured") => {
             let once = match (h.kind.as_str(), ledger) {
@@ -542,6 +546,7 @@ mod tests {
             ledger_capture: Some(10),
             overdue: false,
             image_deleted: false,
+            batch_cancelled: false,
         }
     }
 

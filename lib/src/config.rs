@@ -76,6 +76,8 @@ pub struct Config {
     pub free_generations: i32,
     /// Most generations a user may have pending or processing at once.
     pub max_in_flight_per_user: i64,
+    /// Most batch items a user may have waiting for a slot (`queued`).
+    pub max_queued_per_user: i64,
     pub credits_per_generation: i32,
     pub credits_provider: CreditsProvider,
     /// Allow generations when an enforced balance check cannot reach the provider.
@@ -301,6 +303,7 @@ impl Config {
                 get("MAX_IN_FLIGHT_PER_USER"),
                 4,
             )?,
+            max_queued_per_user: number("MAX_QUEUED_PER_USER", get("MAX_QUEUED_PER_USER"), 20)?,
             credits_per_generation: number(
                 "CREDITS_PER_GENERATION",
                 get("CREDITS_PER_GENERATION"),

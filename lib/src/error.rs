@@ -23,6 +23,12 @@ pub enum Error {
     /// The user already has as many generations in flight as allowed.
     #[error("{open} generations in flight")]
     TooManyInFlight { open: i64, retry_after: u32 },
+    /// A batch would leave the user more items queued than allowed.
+    #[error("{queued} generations queued, at most {limit}")]
+    TooManyQueued { queued: i64, limit: i64 },
+    /// No such batch of this user's (or it was deleted).
+    #[error("batch not found")]
+    BatchNotFound,
     /// Replicate refused the model version or the input (422); the generation failed.
     #[error("the provider refused the input")]
     InputRefused,
@@ -127,6 +133,8 @@ impl Error {
             Error::Stripe(e) => e.is_transient(),
             Error::InsufficientCredits { .. }
             | Error::TooManyInFlight { .. }
+            | Error::TooManyQueued { .. }
+            | Error::BatchNotFound
             | Error::InputRefused
             | Error::ProviderRefused(_)
             | Error::GenerationNotFound

@@ -92,6 +92,10 @@ pub struct Report {
     pub purchases: purchases::Reconciled,
     /// Account deletions finished now (their request did not finish them).
     pub deletions_finished: usize,
+    /// Queued batch items started now (slots freed without anyone starting them).
+    pub queued_started: usize,
+    /// Items of cancelled batches cancelled now (their batch's cancel was cut short).
+    pub batch_items_cancelled: usize,
     /// Upload records forgotten (older than [`UPLOADS_KEPT`]).
     pub uploads_forgotten: u64,
     /// Thumbnails made for images whose own attempt was lost (stored over [`THUMBNAIL_GRACE`] ago).
@@ -202,6 +206,22 @@ pub async fn run(st: &AppState) -> Result<Report> {
             Ok(Err(_)) | Err(_) => report.errors += 1,
         }
     }
+    // Items of batches whose cancel was cut short, then batch items left waiting while
+    // their user has free slots (after the generations above ended), each within a small share.
+    let cancel_until = deadline.min(Instant::now() + budget / SMALL_SHARE);
+    let cancelled = tokio::time::timeout_at(cancel_until.into(), cancel_batch_items(st));
+    match cancelled.await {
+        Ok(Ok(n)) => report.batch_items_cancelled = n,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "items of cancelled batches not cancelled; next run")
+        }
+        Err(_) => tracing::warn!("cancelling items of cancelled batches ran out of time; next run"),
+    }
+    let queued_until = deadline.min(Instant::now() + budget / SMALL_SHARE);
+    match start_queued(st, queued_until).await {
+        Ok(n) => report.queued_started = n,
+        Err(e) => tracing::warn!(error = %e, "queued items not started; next run"),
+    }
     if audit_due(st.cfg.reconcile_interval, chrono::Utc::now()) {
         let since = chrono::Utc::now() - AUDIT_WINDOW;
         match audit::recent(st, since, deadline).await {
@@ -227,6 +247,36 @@ pub async fn run(st: &AppState) -> Result<Report> {
 fn audit_due(interval: std::time::Duration, now: chrono::DateTime<chrono::Utc>) -> bool {
     use chrono::Timelike;
     u64::from(now.minute()) * 60 + u64::from(now.second()) < interval.as_secs()
+}
+
+/// Cancels the open items of batches cancelled over a minute ago (a cancel
+/// cut short); returns how many.
+async fn cancel_batch_items(st: &AppState) -> Result<usize> {
+    let db = st.db.get().await?;
+    let open = generations::open_in_cancelled_batches(&**db, 60.0, BATCH).await?;
+    drop(db);
+    let mut cancelled = 0;
+    for g in &open {
+        match crate::lifecycle::cancel(st, g).await {
+            Ok(()) => cancelled += 1,
+            Err(Error::NotCancellable(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(cancelled)
+}
+
+/// Starts queued items of users with free slots (up to [`BATCH`] users), until `until`.
+async fn start_queued(st: &AppState, until: Instant) -> Result<usize> {
+    let users = generations::users_with_queued(&**st.db.get().await?, BATCH).await?;
+    let mut started = 0;
+    for user in users {
+        if Instant::now() >= until {
+            break;
+        }
+        started += crate::lifecycle::queue::start_next(st, user, until).await?;
+    }
+    Ok(started)
 }
 
 /// Claims open generations older than the grace period that no other run is looking at.

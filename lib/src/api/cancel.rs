@@ -25,6 +25,8 @@ async fn cancel(
     let g = super::own_generation(&st, &id, user).await?;
     lifecycle::cancel(&st, &g).await?;
     let g = lifecycle::load(&st, g.id).await?;
+    let deadline = std::time::Instant::now() + st.cfg.request_budget();
+    lifecycle::queue::after(&st, &g, deadline).await;
     Ok(web::json(
         StatusCode::OK,
         super::views::generation(&st, &g).await?,

@@ -59,11 +59,11 @@ const FIELDS: [&str; 15] = [
 
 /// A request that passed the checks that do not need the model.
 #[derive(Debug, Default)]
-struct Request {
-    prompt: String,
-    model_id: Option<Uuid>,
+pub(super) struct Request {
+    pub(super) prompt: String,
+    pub(super) model_id: Option<Uuid>,
     model_version: Option<String>,
-    negative_prompt: Option<String>,
+    pub(super) negative_prompt: Option<String>,
     width: Option<i32>,
     height: Option<i32>,
     steps: Option<i32>,
@@ -73,18 +73,20 @@ struct Request {
     /// The caller's upload as the source image (exclusive with `source_image_url`).
     source_image_id: Option<Uuid>,
     generation_strength: Option<f64>,
-    style: Option<String>,
+    pub(super) style: Option<String>,
     num_outputs: Option<i32>,
     wait_for_result: bool,
 }
 
 /// Checks the body's shape and bounds (docs/openapi.yaml, `GenerateRequest`).
 fn parse(body: &Value) -> Result<Request, Problem> {
+    check(body).map_err(Problem::validation)
+}
+
+/// [`parse`], with the fields that failed.
+pub(super) fn check(body: &Value) -> Result<Request, Vec<FieldError>> {
     let Value::Object(map) = body else {
-        return Err(Problem::validation(vec![FieldError::new(
-            "body",
-            "must be a JSON object",
-        )]));
+        return Err(vec![FieldError::new("body", "must be a JSON object")]);
     };
     let mut c = Checker::new(map);
     for key in map.keys().filter(|k| !FIELDS.contains(&k.as_str())) {
@@ -134,7 +136,7 @@ fn parse(body: &Value) -> Result<Request, Problem> {
     if c.errors.is_empty() {
         Ok(req)
     } else {
-        Err(Problem::validation(c.errors))
+        Err(c.errors)
     }
 }
 
@@ -145,7 +147,11 @@ fn uuid(c: &mut Checker, field: &str) -> Option<Uuid> {
 }
 
 /// Checks the request against the model's limits and fills in its defaults.
-fn apply_model(req: &Request, model: &Model, user_id: Uuid) -> Result<NewGeneration, Problem> {
+pub(super) fn apply_model(
+    req: &Request,
+    model: &Model,
+    user_id: Uuid,
+) -> Result<NewGeneration, Vec<FieldError>> {
     let mut errors = Vec::new();
     let width = req.width.unwrap_or(model.default_width);
     let height = req.height.unwrap_or(model.default_height);
@@ -204,7 +210,7 @@ fn apply_model(req: &Request, model: &Model, user_id: Uuid) -> Result<NewGenerat
         ));
     }
     if !errors.is_empty() {
-        return Err(Problem::validation(errors));
+        return Err(errors);
     }
     let prompt = match req.style.as_deref().filter(|s| !s.trim().is_empty()) {
         Some(style) => format!("{}, {style}", req.prompt),
@@ -229,6 +235,7 @@ fn apply_model(req: &Request, model: &Model, user_id: Uuid) -> Result<NewGenerat
             num_outputs,
         },
         idempotency: None,
+        batch_id: None,
     })
 }
 
@@ -247,13 +254,7 @@ async fn generate(
     {
         return answer(&st, &g, None).await;
     }
-    let models = st.models().await?;
-    let model = match req.model_id {
-        Some(id) => models.iter().find(|m| m.id == id),
-        None => models.iter().find(|m| m.is_default).or(models.first()),
-    }
-    .ok_or_else(|| Problem::not_found("MODEL_NOT_FOUND", "Model"))?;
-    let mut model = model.clone();
+    let mut model = model(&st, req.model_id).await?;
     if let Some(v) = &req.model_version {
         // Only the catalog's versions: any other id would run another model on our token.
         if !model.offers_version(v) {
@@ -264,7 +265,7 @@ async fn generate(
         }
         model.version = Some(v.clone());
     }
-    let mut new = apply_model(&req, &model, user_id)?;
+    let mut new = apply_model(&req, &model, user_id).map_err(Problem::validation)?;
     new.idempotency = key.clone();
     // Before anything is held: a refused prompt costs nothing and leaves nothing behind.
     let texts = [
@@ -331,6 +332,17 @@ async fn generate(
     answer(&st, &g, Some(&hold)).await
 }
 
+/// The catalog's model `id`, or the default one; 404 `MODEL_NOT_FOUND`.
+pub(super) async fn model(st: &AppState, id: Option<Uuid>) -> Result<Model, Problem> {
+    let models = st.models().await?;
+    match id {
+        Some(id) => models.iter().find(|m| m.id == id),
+        None => models.iter().find(|m| m.is_default).or(models.first()),
+    }
+    .cloned()
+    .ok_or_else(|| Problem::not_found("MODEL_NOT_FOUND", "Model"))
+}
+
 /// The user's generation recorded earlier with this key; 409 if the key came with another body.
 async fn earlier(
     st: &AppState,
@@ -378,7 +390,9 @@ async fn answer(st: &AppState, g: &Generation, hold: Option<&Hold>) -> Result<Re
     let view = super::views::generation(st, g).await?;
     let (code, status) = match g.status {
         Status::Completed => (StatusCode::CREATED, g.status),
-        Status::Pending | Status::Processing => (StatusCode::ACCEPTED, Status::Processing),
+        Status::Queued | Status::Pending | Status::Processing => {
+            (StatusCode::ACCEPTED, Status::Processing)
+        }
         Status::Failed | Status::Cancelled => (StatusCode::OK, g.status),
     };
     // What remained when this generation took its hold (parallel requests each see their

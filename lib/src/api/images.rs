@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     AppState, Problem,
-    db::{generations, images},
+    db::images,
     web::{self, AuthUser, JsonBody, Routes, policy::READ, problem::FieldError, text},
 };
 
@@ -143,27 +143,8 @@ async fn remove(
 ) -> Result<Response, Problem> {
     let id = image_id(&id)?;
     let img = owned(&st, id, user).await?;
-    // The objects first: if the row's deletion then fails, a retry finishes it, and the
-    // audit sees a row without its objects meanwhile, never an object nobody can reach.
-    let thumb = img.file.thumbnail.as_ref().map(|t| &t.key);
-    for key in std::iter::once(&img.file.storage_key).chain(thumb) {
-        st.storage.delete(key).await.map_err(crate::Error::from)?;
-    }
-    let mut conn = st.db.get().await.map_err(crate::Error::from)?;
-    let tx = crate::db::Tx::begin(&mut conn)
-        .await
-        .map_err(crate::Error::from)?;
-    let Some(thumb_at_delete) = images::delete(&*tx, id, user).await? else {
+    if !crate::images::delete(&st, &img).await? {
         return Err(missing()); // deleted by a concurrent request
-    };
-    generations::mark_image_deleted(&*tx, img.file.generation_id).await?;
-    tx.commit().await.map_err(crate::Error::from)?;
-    drop(conn);
-    // A backfill that held the row meanwhile may have added a thumbnail (the audit lists it if this fails).
-    if let Some(key) = thumb_at_delete.filter(|k| Some(k) != thumb)
-        && let Err(e) = st.storage.delete(&key).await
-    {
-        tracing::warn!(image_id = %id, %key, error = %e, "thumbnail of a deleted image not deleted");
     }
     Ok(axum::response::IntoResponse::into_response(
         StatusCode::NO_CONTENT,

@@ -2,6 +2,7 @@
 //! routes, declared once with what each demands (`web::Routes`).
 
 pub mod account;
+pub mod batches;
 pub mod cancel;
 pub mod credits;
 pub mod generate;
@@ -37,6 +38,7 @@ pub fn routes() -> Routes {
         .merge(uploads::routes())
         .merge(payments::routes())
         .merge(account::routes())
+        .merge(batches::routes())
 }
 
 /// Every function's routes in one service.

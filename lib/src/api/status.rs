@@ -31,8 +31,10 @@ async fn status(
 ) -> Result<Response, Problem> {
     let mut g = super::own_generation(&st, &id, user).await?;
     if !g.status.is_terminal() {
-        lifecycle::poll(&st, &g, Instant::now() + POLL_BUDGET).await?;
+        let deadline = Instant::now() + POLL_BUDGET;
+        lifecycle::poll(&st, &g, deadline).await?;
         g = lifecycle::load(&st, g.id).await?;
+        lifecycle::queue::after(&st, &g, deadline).await;
     }
     Ok(web::json(
         StatusCode::OK,

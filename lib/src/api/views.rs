@@ -56,6 +56,8 @@ pub struct GenerationView {
     pub height: i32,
     /// Outputs asked for; `images` holds those delivered and kept.
     pub num_outputs: i32,
+    /// The batch it is an item (or a retried item) of.
+    pub batch_id: Option<Uuid>,
     pub charge: Charge,
     /// Credits really charged: for the outputs delivered only.
     pub credits_used: i32,
@@ -139,6 +141,7 @@ pub async fn render(
         width: g.request.width,
         height: g.request.height,
         num_outputs: g.request.num_outputs,
+        batch_id: g.batch_id,
         charge: g.charge,
         credits_used: g.credits_used,
         free_generations_remaining: free_remaining,

@@ -130,5 +130,7 @@ async fn process(st: &AppState, q: &Params, body: &[u8]) -> Result<Response, Pro
         }
         settled => settled?,
     }
+    // Its end frees a slot for the user's queued batch items.
+    lifecycle::queue::after(st, &lifecycle::load(st, g.id).await?, deadline).await;
     Ok(web::json(StatusCode::OK, json!({"received": true})))
 }

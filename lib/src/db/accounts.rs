@@ -23,7 +23,7 @@ pub async fn request_deletion(db: &impl Sql, user: Uuid) -> Result<()> {
 pub async fn open_generations(db: &impl Sql, user: Uuid) -> Result<Vec<Uuid>> {
     let rows = db
         .query(
-            "SELECT id FROM generations WHERE user_id = $1 AND status IN ('pending', 'processing')",
+            "SELECT id FROM generations WHERE user_id = $1 AND status IN ('queued', 'pending', 'processing')",
             &[&user],
         )
         .await?;

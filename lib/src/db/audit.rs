@@ -28,6 +28,8 @@ pub struct GenRow {
     pub ledger_capture: Option<i64>,
     /// Open past the deadline plus one reconciler interval.
     pub overdue: bool,
+    /// Its batch was cancelled over an hour ago.
+    pub batch_cancelled: bool,
 }
 
 /// An image row of a generation.
@@ -54,9 +56,9 @@ pub struct Hold {
 }
 
 impl GenRow {
-    /// Pending or processing.
+    /// Queued, pending or processing.
     pub fn is_open(&self) -> bool {
-        matches!(self.status.as_str(), "pending" | "processing")
+        matches!(self.status.as_str(), "queued" | "pending" | "processing")
     }
 }
 
@@ -102,10 +104,13 @@ async fn stream<T>(
 const GENERATIONS: &str = "
 SELECT g.id, g.user_id, g.status, h.kind, h.state, h.amount, h.capture_state, h.delivered,
        t.amount,
-       g.status IN ('pending', 'processing') AND g.created_at < now() - $1::float8 * interval '1 second',
+       (g.status IN ('pending', 'processing') AND g.created_at < now() - $1::float8 * interval '1 second')
+         OR (g.status = 'queued' AND g.created_at < now() - interval '1 day'),
        g.image_deleted_at IS NOT NULL,
-       coalesce(i.ids, '{}'), coalesce(i.keys, '{}'), coalesce(i.thumbnails, '{}'), coalesce(i.pending, '{}')
+       coalesce(i.ids, '{}'), coalesce(i.keys, '{}'), coalesce(i.thumbnails, '{}'), coalesce(i.pending, '{}'),
+       coalesce(b.cancelled_at < now() - interval '1 hour', false)
   FROM generations g
+  LEFT JOIN batches b ON b.id = g.batch_id
   LEFT JOIN LATERAL (
        SELECT array_agg(id ORDER BY output_index) AS ids,
               array_agg(storage_key ORDER BY output_index) AS keys,
@@ -148,6 +153,7 @@ fn gen_row(r: &Row) -> GenRow {
         ledger_capture: r.get(8),
         overdue: r.get(9),
         image_deleted: r.get(10),
+        batch_cancelled: r.get(15),
     }
 }
 
@@ -350,19 +356,26 @@ pub struct Counts {
 }
 
 /// The statuses of [`Counts`], in order.
-pub const COUNTED_STATUSES: [&str; 5] =
-    ["pending", "processing", "completed", "failed", "cancelled"];
+pub const COUNTED_STATUSES: [&str; 6] = [
+    "queued",
+    "pending",
+    "processing",
+    "completed",
+    "failed",
+    "cancelled",
+];
 
 const COUNTS: &str = "
-WITH c AS (SELECT user_id, ARRAY[pending, processing, completed, failed, cancelled] AS kept
+WITH c AS (SELECT user_id, ARRAY[queued, pending, processing, completed, failed, cancelled] AS kept
              FROM generation_counts WHERE $1::uuid IS NULL OR user_id = $1),
      g AS (SELECT user_id,
-                  ARRAY[count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'processing'),
+                  ARRAY[count(*) FILTER (WHERE status = 'queued'),
+                        count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'processing'),
                         count(*) FILTER (WHERE status = 'completed'), count(*) FILTER (WHERE status = 'failed'),
                         count(*) FILTER (WHERE status = 'cancelled')] AS counted
              FROM generations WHERE $1::uuid IS NULL OR user_id = $1 GROUP BY user_id)
 SELECT user_id, kept, counted FROM (
-    SELECT user_id, coalesce(kept, '{0,0,0,0,0}') AS kept, coalesce(counted, '{0,0,0,0,0}') AS counted
+    SELECT user_id, coalesce(kept, '{0,0,0,0,0,0}') AS kept, coalesce(counted, '{0,0,0,0,0,0}') AS counted
       FROM c FULL JOIN g USING (user_id)) x
  WHERE kept <> counted";
 

@@ -1,5 +1,5 @@
 //! Generations (`generations` table): one row per request (of 1 to 4 images), from
-//! `pending` to a terminal status. State changes go through
+//! `pending` (or `queued`, a batch item waiting for a slot) to a terminal status. State changes go through
 //! [`crate::lifecycle`]; this module only reads and writes rows.
 
 use super::Sql;
@@ -15,6 +15,8 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// A batch item waiting for a slot: held, not sent to the provider yet.
+    Queued,
     Pending,
     Processing,
     Completed,
@@ -25,6 +27,7 @@ pub enum Status {
 impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
+            Status::Queued => "queued",
             Status::Pending => "pending",
             Status::Processing => "processing",
             Status::Completed => "completed",
@@ -36,6 +39,7 @@ impl Status {
     /// The status named `s`, if it is one.
     pub fn from_name(s: &str) -> Option<Status> {
         match s {
+            "queued" => Some(Status::Queued),
             "pending" => Some(Status::Pending),
             "processing" => Some(Status::Processing),
             "completed" => Some(Status::Completed),
@@ -108,6 +112,8 @@ pub struct Generation {
     pub error_message: Option<String>,
     pub charge: Charge,
     pub credits_used: i32,
+    /// The batch it is an item (or a retry of an item) of.
+    pub batch_id: Option<Uuid>,
     /// The caller's `Idempotency-Key` and the SHA-256 of the request body, if given.
     pub idempotency_key: Option<String>,
     pub request_hash: Option<String>,
@@ -122,7 +128,7 @@ pub struct Generation {
 
 impl Generation {
     /// The row as a generation; an unknown status or charge is an error.
-    fn from_row(r: &Row) -> Result<Self> {
+    pub(crate) fn from_row(r: &Row) -> Result<Self> {
         Ok(Generation {
             id: r.get("id"),
             user_id: r.get("user_id"),
@@ -134,6 +140,7 @@ impl Generation {
             error_message: r.get("error_message"),
             charge: Charge::parse(r.get("charge"))?,
             credits_used: r.get("credits_used"),
+            batch_id: r.get("batch_id"),
             idempotency_key: r.get("idempotency_key"),
             request_hash: r.get("request_hash"),
             progress: r.get("progress"),
@@ -154,6 +161,8 @@ pub struct NewGeneration {
     pub request: GenerationRequest,
     /// The request's `Idempotency-Key` and body hash: a retry with the key finds this generation.
     pub idempotency: Option<RequestKey>,
+    /// The batch it is an item of: then it is recorded `queued`, for a slot to start it.
+    pub batch_id: Option<Uuid>,
 }
 
 /// An `Idempotency-Key` and the SHA-256 (hex) of the body it came with.
@@ -163,7 +172,7 @@ pub struct RequestKey {
     pub hash: String,
 }
 
-/// Inserts a `pending` generation with its charge kind. Returns false (and
+/// Inserts a `pending` generation (a batch item: `queued`) with its charge kind. Returns false (and
 /// inserts nothing) when the user already has a generation with its idempotency key.
 pub async fn insert(db: &impl Sql, g: &NewGeneration, charge: Charge) -> Result<bool> {
     let (key, hash) = g
@@ -175,8 +184,10 @@ pub async fn insert(db: &impl Sql, g: &NewGeneration, charge: Charge) -> Result<
     let n = db.execute(
         "INSERT INTO generations (id, user_id, model_id, prompt, negative_prompt, width, height, steps,
                                   guidance_scale, seed, source_image_url, generation_strength, style, charge,
-                                  idempotency_key, request_hash, source_upload_id, num_outputs)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                                  idempotency_key, request_hash, source_upload_id, num_outputs, batch_id,
+                                  status)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+                 CASE WHEN $19::uuid IS NULL THEN 'pending' ELSE 'queued' END)
          ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
         &[
             &g.id,
@@ -197,6 +208,7 @@ pub async fn insert(db: &impl Sql, g: &NewGeneration, charge: Charge) -> Result<
             &hash,
             &r.source_upload_id,
             &r.num_outputs,
+            &g.batch_id,
         ],
     )
     .await?;
@@ -427,6 +439,77 @@ pub async fn in_flight(db: &impl Sql, user_id: Uuid) -> Result<(i64, u32)> {
     Ok((row.get(0), row.get::<_, i32>(1).unsigned_abs()))
 }
 
+/// Whether the user has batch items waiting for a slot.
+pub async fn has_queued(db: &impl Sql, user_id: Uuid) -> Result<bool> {
+    Ok(db
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM generations WHERE user_id = $1 AND status = 'queued')",
+            &[&user_id],
+        )
+        .await?
+        .get(0))
+}
+
+/// Moves up to `limit` of the user's queued items (of batches not cancelled;
+/// oldest batch first, then in item order) to `pending`, their deadline
+/// starting now (`created_at`); returns them with their batch's API URL.
+/// Run it with the user's quota row locked, so that the cap holds.
+pub async fn promote_queued(
+    tx: &impl Sql,
+    user_id: Uuid,
+    limit: i64,
+) -> Result<Vec<(Generation, Option<String>)>> {
+    let rows = tx
+        .query(
+            "UPDATE generations g SET status = 'pending', created_at = now(), updated_at = now()
+               FROM batches b
+              WHERE b.id = g.batch_id
+                AND g.id IN (SELECT q.id FROM generations q
+                               JOIN batches qb ON qb.id = q.batch_id
+                               JOIN batch_items i ON i.generation_id = q.id
+                              WHERE q.user_id = $1 AND q.status = 'queued' AND qb.cancelled_at IS NULL
+                              ORDER BY q.created_at, qb.id, i.item_index LIMIT $2
+                              FOR UPDATE OF q SKIP LOCKED)
+          RETURNING g.*, b.api_base",
+            &[&user_id, &limit],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| Ok((Generation::from_row(r)?, r.get("api_base"))))
+        .collect()
+}
+
+/// Users with batch items waiting for a slot (of batches not cancelled), at most `limit`.
+pub async fn users_with_queued(db: &impl Sql, limit: i64) -> Result<Vec<Uuid>> {
+    let rows = db
+        .query(
+            "SELECT DISTINCT g.user_id FROM generations g JOIN batches b ON b.id = g.batch_id
+              WHERE g.status = 'queued' AND b.cancelled_at IS NULL LIMIT $1",
+            &[&limit],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Open generations (queued ones too) of batches cancelled over `after_secs`
+/// ago: a cancel cut short left them (at most `limit`).
+pub async fn open_in_cancelled_batches(
+    db: &impl Sql,
+    after_secs: f64,
+    limit: i64,
+) -> Result<Vec<Generation>> {
+    let rows = db
+        .query(
+            "SELECT g.* FROM generations g JOIN batches b ON b.id = g.batch_id
+              WHERE g.status IN ('queued', 'pending', 'processing')
+                AND b.cancelled_at < now() - make_interval(secs => $1)
+              LIMIT $2",
+            &[&after_secs, &limit],
+        )
+        .await?;
+    rows.iter().map(Generation::from_row).collect()
+}
+
 /// Records what the provider reports of an open generation: its progress (never
 /// going back) and when it started.
 pub async fn record_progress(
@@ -584,10 +667,10 @@ pub async fn page(
 pub async fn count(db: &impl Sql, user_id: Uuid, status: Option<Status>) -> Result<i64> {
     let row = db
         .query_opt(
-            "SELECT CASE $2::text WHEN 'pending' THEN pending WHEN 'processing' THEN processing
+            "SELECT CASE $2::text WHEN 'queued' THEN queued WHEN 'pending' THEN pending WHEN 'processing' THEN processing
                                   WHEN 'completed' THEN completed WHEN 'failed' THEN failed
                                   WHEN 'cancelled' THEN cancelled
-                                  ELSE pending + processing + completed + failed + cancelled END
+                                  ELSE queued + pending + processing + completed + failed + cancelled END
                FROM generation_counts WHERE user_id = $1",
             &[&user_id, &status.map(Status::as_str)],
         )

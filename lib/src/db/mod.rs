@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod batches;
 pub mod generations;
 pub mod holds;
 pub mod images;

@@ -232,6 +232,19 @@ impl From<crate::Error> for Problem {
                 )
                 .retry_after(retry_after)
             }
+            E::TooManyQueued { queued, limit } => {
+                telemetry::count(metric::TOO_MANY_IN_FLIGHT, 1);
+                Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TOO_MANY_IN_FLIGHT",
+                    "Too many generations queued",
+                    format!(
+                        "At most {limit} batch items may wait at once; you have {queued} waiting. Retry when some have run."
+                    ),
+                )
+                .with("limit", limit)
+            }
+            E::BatchNotFound => Problem::not_found("BATCH_NOT_FOUND", "Batch"),
             E::InputRefused => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "PROVIDER_REJECTED_INPUT",

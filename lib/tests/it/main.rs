@@ -5,6 +5,7 @@
 mod account;
 mod audit;
 mod auth;
+mod batches;
 mod boundary;
 mod coldstart;
 mod common;

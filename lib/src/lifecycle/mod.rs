@@ -1,9 +1,10 @@
 //! The generation state machine: the one place where a generation changes
 //! status (docs/architecture.md, "Generation lifecycle").
 //!
-//! `pending → processing → completed | failed | cancelled`; terminal states
-//! are final. Completion can be reported by the sync wait, the webhook,
-//! status polls and the reconciler, concurrently and repeatedly; all of them
+//! `[queued →] pending → processing → completed | failed | cancelled`; terminal
+//! states are final (`queued`: a batch item waiting for a slot, [`queue`]).
+//! Completion can be reported by the sync wait, the webhook, status polls and
+//! the reconciler, concurrently and repeatedly; all of them
 //! call [`settle`] with a deadline. A lease, sized from that deadline, decides
 //! who copies the output to S3 (its thumbnail is made after the commit), and one transaction
 //! (with the row locked) inserts the image, marks `completed` and captures the
@@ -13,6 +14,8 @@
 //! releases the lease and leaves the generation open for the next webhook
 //! retry, status poll or reconciler run; only a permanent cause (the provider
 //! failed, the output is gone or invalid) or the generation deadline ends it.
+
+pub mod queue;
 
 use std::time::{Duration, Instant};
 

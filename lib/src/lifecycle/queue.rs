@@ -1,0 +1,94 @@
+//! Batch items waiting for a slot (`queued → pending`): a user runs at most
+//! `MAX_IN_FLIGHT_PER_USER` generations at a time, batch items and single
+//! ones counted together. [`start_next`] fills the free slots with the
+//! user's oldest queued items; it runs after a batch is admitted or retried,
+//! after a generation of the user ends (webhook, status poll, cancel) and in
+//! every reconciler run, which starts whatever was left waiting.
+
+use std::time::Instant;
+
+use uuid::Uuid;
+
+use crate::{
+    AppState, Result,
+    db::{
+        generations::{self, NewGeneration, Status},
+        holds,
+    },
+};
+
+/// The error recorded when a queued item's model left the catalog.
+const MODEL_GONE: (&str, &str) = (
+    "MODEL_NOT_FOUND",
+    "The model of this generation is no longer offered; nothing was charged.",
+);
+
+/// Starts the user's queued items while slots are free, oldest first, each
+/// without waiting for its result, within `deadline`; returns how many were
+/// sent to the provider. An item the provider refuses at once ends failed
+/// (hold released) and its slot goes to the next one.
+pub async fn start_next(st: &AppState, user: Uuid, deadline: Instant) -> Result<usize> {
+    let mut started = 0;
+    while Instant::now() < deadline {
+        if !generations::has_queued(&**st.db.get().await?, user).await? {
+            break;
+        }
+        let claimed = {
+            let mut conn = st.db.get().await?;
+            let tx = crate::db::Tx::begin(&mut conn).await?;
+            // The lock `begin` takes: the cap is decided with every other start of the user.
+            holds::lock_quota(&*tx, user).await?;
+            let (open, _) = generations::in_flight(&*tx, user).await?;
+            let free = st.cfg.max_in_flight_per_user - open;
+            if free <= 0 {
+                break;
+            }
+            let claimed = generations::promote_queued(&*tx, user, free).await?;
+            tx.commit().await?;
+            claimed
+        };
+        if claimed.is_empty() {
+            break;
+        }
+        let models = st.models().await?;
+        let mut refused = false;
+        for (g, api_base) in claimed {
+            let Some(model) = models.iter().find(|m| m.id == g.model_id) else {
+                super::close(st, g.id, Status::Failed, Some(MODEL_GONE)).await?;
+                refused = true;
+                continue;
+            };
+            let new = NewGeneration {
+                id: g.id,
+                user_id: g.user_id,
+                model_id: g.model_id,
+                request: g.request.clone(),
+                idempotency: None,
+                batch_id: g.batch_id,
+            };
+            match super::start(st, &new, model, None, api_base.as_deref(), None, deadline).await {
+                Ok(()) => started += 1,
+                // Refused: it failed with its hold released; the slot is free again.
+                Err(e) => {
+                    tracing::warn!(generation_id = %g.id, error = %e, "queued item refused by the provider");
+                    refused = true;
+                }
+            }
+        }
+        if !refused {
+            break;
+        }
+    }
+    Ok(started)
+}
+
+/// [`start_next`] for the user of a generation that just ended, if it did;
+/// a failure is logged and left to the reconciler.
+pub async fn after(st: &AppState, g: &generations::Generation, deadline: Instant) {
+    if !g.status.is_terminal() {
+        return;
+    }
+    if let Err(e) = start_next(st, g.user_id, deadline).await {
+        tracing::warn!(user_id = %g.user_id, error = %e, "queued items not started; left to the reconciler");
+    }
+}
