@@ -339,6 +339,167 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/me/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Start a copy of the caller's data (a zip of a JSON document and every image)
+         * @description Builds one zip: `export.json` (the credit balance and free
+         *     generations left, every ledger entry, every generation with its
+         *     prompt and settings, every image with its metadata and file name)
+         *     and every image under `images/{imageId}.{format}`, byte for byte.
+         *     Works on it within the request's time; a large account goes on in
+         *     the background (the reconciler continues an unfinished export). One
+         *     unfinished export per user: asking again returns it. 202 with where
+         *     it is (`ready` with its `url` when it finished in time). Rate limit:
+         *     `RATE_LIMIT_GENERATE_PER_MINUTE`; fails closed (503).
+         */
+        post: operations["startExport"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/me/export/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A uuid; anything else is not found. */
+                id: components["parameters"]["Id"];
+            };
+            cookie?: never;
+        };
+        /** Where one of the caller's exports is, and its download URL once ready */
+        get: operations["getExport"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/batches": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The caller's batches, newest first, by cursor (without their items) */
+        get: operations["listBatches"];
+        put?: never;
+        /**
+         * Start a batch of 1 to 10 prompts with shared settings
+         * @description Each prompt becomes a generation (an item) with the shared `settings`
+         *     and its own `prompt`, `negativePrompt` and `seed`, checked as
+         *     `POST /generate` checks its body: errors name the field where it was
+         *     written (`prompts[2].prompt`, `settings.width`; a wrong shared setting
+         *     is said once). Admission is all or nothing: every item's credit hold
+         *     is taken in one transaction (free generations first, then credits;
+         *     402 `INSUFFICIENT_CREDITS` with what the whole batch `required`),
+         *     else nothing is. Items are recorded `queued` and start as the
+         *     caller's slots free up (`MAX_IN_FLIGHT_PER_USER` counts batch items
+         *     and single generations together), oldest batch first; 429
+         *     `TOO_MANY_IN_FLIGHT` with `limit` when the items would leave more
+         *     than `MAX_QUEUED_PER_USER` (20) waiting. Prompts are moderated
+         *     before anything is held (422 `CONTENT_REFUSED`). With an
+         *     `Idempotency-Key`, a retry with the same key and body returns the
+         *     batch first created (another body: 409 `IDEMPOTENCY_KEY_REUSED`).
+         *     Rate limit: `RATE_LIMIT_GENERATE_PER_MINUTE` (default 10); fails
+         *     closed (503).
+         */
+        post: operations["createBatch"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/batches/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A uuid; anything else is not found. */
+                id: components["parameters"]["Id"];
+            };
+            cookie?: never;
+        };
+        /** One of the caller's batches, with its items */
+        get: operations["getBatch"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a batch (cancelled first, then the images of every run of its items)
+         * @description Cancels the batch, deletes the images (objects and thumbnails) of
+         *     every run of its items, as `DELETE /images/{id}` does, and the batch
+         *     is gone from the views (404 `BATCH_NOT_FOUND` afterwards). The
+         *     generations stay in the history (accounting), as deleted images
+         *     leave them.
+         */
+        delete: operations["deleteBatch"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/batches/{id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel a batch (its queued items never start, its running ones stop)
+         * @description Queued items are cancelled and never start; running ones are
+         *     cancelled with the provider; every hold of an open item is released.
+         *     Items already ended keep their outcome. Cancelling a batch again
+         *     changes nothing.
+         */
+        post: operations["cancelBatch"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/batches/{id}/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Run the failed items of a batch again
+         * @description Each failed item runs again as a new generation (the item's
+         *     `generationId` changes; the failed run stays in the history) with a
+         *     new hold, all or nothing as at creation: 402 `INSUFFICIENT_CREDITS`,
+         *     429 `TOO_MANY_IN_FLIGHT` with `limit`. A cancelled batch runs again.
+         *     Nothing failed: the batch as it is. Rate limit:
+         *     `RATE_LIMIT_GENERATE_PER_MINUTE` (default 10); fails closed (503).
+         */
+        post: operations["retryBatch"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/payments/webhook": {
         parameters: {
             query?: never;
@@ -392,6 +553,8 @@ export interface components {
             categories?: string[];
             /** @description `CONTENT_REFUSED` by the blocklist: the term that matched. */
             term?: string;
+            /** @description `TOO_MANY_IN_FLIGHT` of a batch: `MAX_QUEUED_PER_USER`, the most batch items that may wait at once. */
+            limit?: number;
         };
         GenerateRequest: {
             prompt: string;
@@ -448,8 +611,11 @@ export interface components {
             images: components["schemas"]["Image"][];
             error?: components["schemas"]["GenerationError"];
         };
-        /** @enum {string} */
-        Status: "pending" | "processing" | "completed" | "failed" | "cancelled";
+        /**
+         * @description `queued`: a batch item waiting for a slot (held, not sent to the provider yet).
+         * @enum {string}
+         */
+        Status: "queued" | "pending" | "processing" | "completed" | "failed" | "cancelled";
         /** @description From 0 to 1, never going back: the provider's latest reported step; null until anything is known (models that report no progress stay null until completed); exactly 1 once completed. */
         Progress: number | null;
         /** @enum {string} */
@@ -471,6 +637,11 @@ export interface components {
             height: number;
             /** @description Images asked for. */
             numOutputs: number;
+            /**
+             * Format: uuid
+             * @description The batch it is an item (or a retried item) of; null for a single generation.
+             */
+            batchId: string | null;
             /** @description `free` when every output used a free generation, `credits` when any costs credits. */
             charge: components["schemas"]["Charge"];
             /** @description Credits charged: for the outputs delivered only (0 while open). */
@@ -500,6 +671,75 @@ export interface components {
             limit: number;
             totalPages: number;
             /** @description The `cursor` of the next page; null on the last. */
+            nextCursor: string | null;
+        };
+        BatchRequest: {
+            name?: string | null;
+            prompts: components["schemas"]["BatchPrompt"][];
+            settings?: components["schemas"]["BatchSettings"];
+        };
+        /** @description One item's own fields, with the shared `settings` checked as a `GenerateRequest` (errors on `prompts[i].<field>`). */
+        BatchPrompt: {
+            prompt: string;
+            negativePrompt?: string | null;
+            seed?: number | null;
+        };
+        /** @description What every item shares, as in `GenerateRequest` (errors on `settings.<field>`); the model's limits apply to each item. Absent: the default model and its defaults. */
+        BatchSettings: {
+            /**
+             * Format: uuid
+             * @description Defaults to the default model.
+             */
+            modelId?: string | null;
+            width?: number | null;
+            height?: number | null;
+            steps?: number | null;
+            guidanceScale?: number | null;
+            style?: string | null;
+            /** @description Images per item (each costs one unit, as on `POST /generate`). */
+            numOutputs?: number | null;
+        } | null;
+        /** @description How many items are in which state (`pending` ones count as `processing`). */
+        BatchCounts: {
+            total: number;
+            queued: number;
+            processing: number;
+            completed: number;
+            failed: number;
+            cancelled: number;
+        };
+        BatchItem: {
+            /** @description The prompt's place in `prompts`. */
+            index: number;
+            /**
+             * Format: uuid
+             * @description The item's current run (a retry makes a new one).
+             */
+            generationId: string;
+            status: components["schemas"]["Status"];
+            generation: components["schemas"]["Generation"];
+        };
+        Batch: {
+            /** Format: uuid */
+            id: string;
+            name: string | null;
+            /**
+             * @description From the items' current runs: `queued` (nothing started yet), `processing` (some running or waiting), `completed` (every item), `partial` (ended, some completed), `failed` (ended, none completed), `cancelled` (cancelled by its user, none completed).
+             * @enum {string}
+             */
+            status: "queued" | "processing" | "completed" | "partial" | "failed" | "cancelled";
+            /** @description The shared settings as given (`{}` when none). */
+            settings: components["schemas"]["BatchSettings"];
+            counts: components["schemas"]["BatchCounts"];
+            /** @description The items in prompt order, each with its current run; only on a batch's own views, not in lists. */
+            items?: components["schemas"]["BatchItem"][];
+            /** Format: date-time */
+            createdAt: string;
+            /** Format: date-time */
+            cancelledAt: string | null;
+        };
+        BatchPage: {
+            data: components["schemas"]["Batch"][];
             nextCursor: string | null;
         };
         Image: {
@@ -653,6 +893,26 @@ export interface components {
              */
             confirm: true;
         };
+        Export: {
+            /** Format: uuid */
+            id: string;
+            /**
+             * @description `pending`: being built (or left for the reconciler); `ready`: `url` downloads it until `expiresAt` (a day); `failed`: given up (ask again); `expired`: its day passed, or the account was deleted.
+             * @enum {string}
+             */
+            status: "pending" | "ready" | "failed" | "expired";
+            /** Format: date-time */
+            createdAt: string;
+            /** Format: date-time */
+            finishedAt: string | null;
+            /** Format: date-time */
+            expiresAt: string | null;
+            /** @description Images in the zip */
+            images: number | null;
+            sizeBytes: number | null;
+            /** @description A presigned GET of the zip, valid until `expiresAt`; null unless ready. */
+            url: string | null;
+        };
         AccountDeletion: {
             /**
              * @description `deleted`: nothing of the caller's images, uploads and prompts remains; `deleting`: recorded, the reconciler finishes it.
@@ -711,7 +971,7 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
-        /** @description `MODEL_NOT_FOUND`, `GENERATION_NOT_FOUND`, `IMAGE_NOT_FOUND`, `UPLOAD_NOT_FOUND`, `PACK_NOT_FOUND` (no such pack on sale) or `PURCHASE_NOT_FOUND` (also for another user's; an upload also once expired). */
+        /** @description `MODEL_NOT_FOUND`, `GENERATION_NOT_FOUND`, `IMAGE_NOT_FOUND`, `UPLOAD_NOT_FOUND`, `PACK_NOT_FOUND` (no such pack on sale), `PURCHASE_NOT_FOUND`, `BATCH_NOT_FOUND` or `EXPORT_NOT_FOUND` (also for another user's; an upload also once expired; a batch also once deleted). */
         NotFound: {
             headers: {
                 [name: string]: unknown;
@@ -738,7 +998,7 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
-        /** @description `RATE_LIMITED`; on `POST /generate` also `TOO_MANY_IN_FLIGHT` (the user already has `MAX_IN_FLIGHT_PER_USER` generations pending or processing; `Retry-After` estimates when one ends). */
+        /** @description `RATE_LIMITED`; on `POST /generate` also `TOO_MANY_IN_FLIGHT` (the user already has `MAX_IN_FLIGHT_PER_USER` generations pending or processing; `Retry-After` estimates when one ends); on `POST /batches` and `POST /batches/{id}/retry` also `TOO_MANY_IN_FLIGHT` with `limit` (the items would leave more than `MAX_QUEUED_PER_USER` batch items queued; nothing was held). */
         RateLimited: {
             headers: {
                 "Retry-After": components["headers"]["Retry-After"];
@@ -1409,6 +1669,259 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthenticated"];
             413: components["responses"]["PayloadTooLarge"];
+            429: components["responses"]["RateLimited"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    startExport: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Started, going on, or ready. */
+            202: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Export"];
+                };
+            };
+            401: components["responses"]["Unauthenticated"];
+            429: components["responses"]["RateLimited"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    getExport: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A uuid; anything else is not found. */
+                id: components["parameters"]["Id"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The export. */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Export"];
+                };
+            };
+            401: components["responses"]["Unauthenticated"];
+            404: components["responses"]["NotFound"];
+            429: components["responses"]["RateLimited"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    listBatches: {
+        parameters: {
+            query?: {
+                limit?: number;
+                /** @description `nextCursor` of the previous page. */
+                cursor?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of batches. */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchPage"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            429: components["responses"]["RateLimited"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    createBatch: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Makes retries safe; kept for 24 h per user. */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BatchRequest"];
+            };
+        };
+        responses: {
+            /** @description The batch, with its items. */
+            201: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Batch"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthenticated"];
+            402: components["responses"]["InsufficientCredits"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            422: components["responses"]["InputRefused"];
+            429: components["responses"]["RateLimited"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    getBatch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A uuid; anything else is not found. */
+                id: components["parameters"]["Id"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The batch. */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Batch"];
+                };
+            };
+            401: components["responses"]["Unauthenticated"];
+            404: components["responses"]["NotFound"];
+            429: components["responses"]["RateLimited"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    deleteBatch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A uuid; anything else is not found. */
+                id: components["parameters"]["Id"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted. */
+            204: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: components["responses"]["Unauthenticated"];
+            404: components["responses"]["NotFound"];
+            429: components["responses"]["RateLimited"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    cancelBatch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A uuid; anything else is not found. */
+                id: components["parameters"]["Id"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The batch, cancelled. */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Batch"];
+                };
+            };
+            401: components["responses"]["Unauthenticated"];
+            404: components["responses"]["NotFound"];
+            429: components["responses"]["RateLimited"];
+            500: components["responses"]["Internal"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    retryBatch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A uuid; anything else is not found. */
+                id: components["parameters"]["Id"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The batch, its failed items queued again. */
+            200: {
+                headers: {
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Batch"];
+                };
+            };
+            401: components["responses"]["Unauthenticated"];
+            402: components["responses"]["InsufficientCredits"];
+            404: components["responses"]["NotFound"];
             429: components["responses"]["RateLimited"];
             500: components["responses"]["Internal"];
             503: components["responses"]["Unavailable"];

@@ -17,6 +17,7 @@ pub mod credits;
 pub mod db;
 pub mod deploy;
 pub mod error;
+pub mod export;
 pub mod http_client;
 pub mod images;
 pub mod lifecycle;

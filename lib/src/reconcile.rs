@@ -96,6 +96,8 @@ pub struct Report {
     pub queued_started: usize,
     /// Items of cancelled batches cancelled now (their batch's cancel was cut short).
     pub batch_items_cancelled: usize,
+    /// Exports finished now (their request ran out of time) and expired ones deleted.
+    pub exports: crate::export::Reconciled,
     /// Upload records forgotten (older than [`UPLOADS_KEPT`]).
     pub uploads_forgotten: u64,
     /// Thumbnails made for images whose own attempt was lost (stored over [`THUMBNAIL_GRACE`] ago).
@@ -146,6 +148,13 @@ pub async fn run(st: &AppState) -> Result<Report> {
         Ok(Ok(n)) => report.deletions_finished = n,
         Ok(Err(e)) => tracing::warn!(error = %e, "account deletions not finished; next run"),
         Err(_) => tracing::warn!("account deletions ran out of their time; next run"),
+    }
+
+    // Exports their request did not finish, and those past their day (a small share).
+    let exports_until = Instant::now() + budget / SMALL_SHARE;
+    match crate::export::reconcile(st, exports_until).await {
+        Ok(done) => report.exports = done,
+        Err(e) => tracing::warn!(error = %e, "exports not reconciled; next run"),
     }
 
     // Thumbnails whose event was lost: a small share (a batch cut short is rolled back,

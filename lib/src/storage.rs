@@ -222,6 +222,32 @@ impl Storage {
         Ok(())
     }
 
+    /// Stores the contents of `file` at `key`, read from the file as it is
+    /// sent (never whole in memory).
+    pub async fn put_file(
+        &self,
+        key: &str,
+        mime: &str,
+        file: std::fs::File,
+    ) -> Result<(), StorageError> {
+        let body = ByteStream::read_from()
+            .file(tokio::fs::File::from_std(file))
+            .build()
+            .await
+            .map_err(|e| StorageError::Upload(format!("read {key}: {e}")))?;
+        self.client()
+            .await
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(mime)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| StorageError::s3("put", e))?;
+        Ok(())
+    }
+
     /// An object's bytes, at most `MAX_OUTPUT_BYTES`; `None` if there is no such object.
     pub async fn read(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
         let Some(obj) = self.get(key, None).await? else {

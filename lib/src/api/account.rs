@@ -1,17 +1,28 @@
-//! `account` function: `DELETE /me`, the caller's request to delete their
-//! data ([`crate::account`]). Answers 202 `{"status": "deleted"}` once done,
-//! or `{"status": "deleting"}` when the request's time ran out first (the
-//! reconciler finishes it).
+//! `account` function: the caller's own data. `DELETE /me` deletes it
+//! ([`crate::account`]): 202 `{"status": "deleted"}` once done, or
+//! `{"status": "deleting"}` when the request's time ran out first (the
+//! reconciler finishes it). `POST /me/export` starts a copy of it
+//! ([`crate::export`]) and `GET /me/export/{id}` tells where it is, with a
+//! download URL once ready.
 
-use axum::{extract::State, response::Response};
+use std::time::Instant;
+
+use axum::{
+    extract::{Path, State},
+    response::Response,
+};
+use chrono::{DateTime, Utc};
 use http::{Method, StatusCode};
+use serde::Serialize;
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::{
-    AppState, Problem,
+    AppState, Error, Problem,
+    db::exports::{self, Export, ExportStatus},
     web::{
         self, AuthUser, JsonBody, Routes,
-        policy::{Access, Limit},
+        policy::{Access, Limit, READ},
         problem::FieldError,
     },
 };
@@ -22,7 +33,10 @@ pub fn routes() -> Routes {
         limit: Limit::Generate,
         idempotent: false,
     };
-    Routes::new("account").route(Method::DELETE, "/api/v1/me", access, delete_me)
+    Routes::new("account")
+        .route(Method::DELETE, "/api/v1/me", access, delete_me)
+        .route(Method::POST, "/api/v1/me/export", access, start_export)
+        .route(Method::GET, "/api/v1/me/export/{id}", READ, export_status)
 }
 
 async fn delete_me(
@@ -49,4 +63,85 @@ async fn delete_me(
         Err(_) => "deleting",
     };
     Ok(web::json(StatusCode::ACCEPTED, json!({"status": status})))
+}
+
+/// An export as its user sees it: `url` (a download, valid until
+/// `expiresAt`) once ready.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExportView {
+    id: Uuid,
+    status: ExportStatus,
+    created_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+    images: Option<i32>,
+    size_bytes: Option<i64>,
+    url: Option<String>,
+}
+
+async fn export_view(st: &AppState, e: &Export) -> Result<ExportView, Problem> {
+    let url = match (&e.status, &e.storage_key, e.expires_at) {
+        (ExportStatus::Ready, Some(key), Some(until)) => {
+            let left = (until - Utc::now()).to_std().unwrap_or_default();
+            let ttl = left.max(std::time::Duration::from_secs(1));
+            Some(
+                st.storage
+                    .presign_get(key, ttl)
+                    .await
+                    .map_err(Error::from)?,
+            )
+        }
+        _ => None,
+    };
+    Ok(ExportView {
+        id: e.id,
+        status: e.status,
+        created_at: e.created_at,
+        finished_at: e.finished_at,
+        expires_at: e.expires_at,
+        images: e.images,
+        size_bytes: e.size_bytes,
+        url,
+    })
+}
+
+/// Starts an export of the caller's data (or goes on with the one unfinished)
+/// and works on it within the request's time: 202 with where it is.
+async fn start_export(
+    State(st): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> Result<Response, Problem> {
+    let deadline = Instant::now() + st.cfg.request_budget();
+    let db = st.db.get().await.map_err(Error::from)?;
+    let export = exports::pending_or_new(&**db, user).await?;
+    drop(db);
+    crate::export::run(&st, export.id, deadline).await?;
+    let db = st.db.get().await.map_err(Error::from)?;
+    let export = exports::get_owned(&**db, export.id, user)
+        .await?
+        .ok_or_else(missing)?;
+    drop(db);
+    Ok(web::json(
+        StatusCode::ACCEPTED,
+        export_view(&st, &export).await?,
+    ))
+}
+
+fn missing() -> Problem {
+    Problem::not_found("EXPORT_NOT_FOUND", "Export")
+}
+
+async fn export_status(
+    State(st): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let id = web::path_id(&id, "EXPORT_NOT_FOUND", "Export")?;
+    let db = st.db.get().await.map_err(Error::from)?;
+    let export = exports::get_owned(&**db, id, user)
+        .await?
+        .ok_or_else(missing)?;
+    drop(db);
+    Ok(web::json(StatusCode::OK, export_view(&st, &export).await?))
 }

@@ -31,8 +31,8 @@ pub async fn open_generations(db: &impl Sql, user: Uuid) -> Result<Vec<Uuid>> {
 }
 
 /// Removes what the user wrote and stored from the database, in one
-/// transaction (`db` is one): image rows, uploads, and the texts and source
-/// URLs of their generations. Generations whose image existed are marked as
+/// transaction (`db` is one): image rows, uploads, exports (ended), and the
+/// texts and source URLs of their generations. Generations whose image existed are marked as
 /// such (`image_deleted_at`), so the audit does not miss the image.
 pub async fn scrub(db: &impl Sql, user: Uuid) -> Result<()> {
     db.execute(
@@ -48,6 +48,14 @@ pub async fn scrub(db: &impl Sql, user: Uuid) -> Result<()> {
         .await?;
     db.execute("DELETE FROM uploads WHERE user_id = $1", &[&user])
         .await?;
+    // Their zips go with the objects: no export is downloadable or built any more.
+    db.execute(
+        "UPDATE exports SET status = CASE status WHEN 'pending' THEN 'failed' ELSE 'expired' END,
+                error = CASE status WHEN 'pending' THEN 'account deleted' ELSE error END
+          WHERE user_id = $1 AND status IN ('pending', 'ready')",
+        &[&user],
+    )
+    .await?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod batches;
+pub mod exports;
 pub mod generations;
 pub mod holds;
 pub mod images;

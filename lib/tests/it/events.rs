@@ -71,6 +71,7 @@ async fn every_sample_event_gives_its_expected_status() {
             "uploads" => picture::api::uploads::routes,
             "payments" => picture::api::payments::routes,
             "account" => picture::api::account::routes,
+            "batches" => picture::api::batches::routes,
             other => panic!("{}: unknown function {other}", e.file),
         };
         let res = routes().serve(s.state.clone()).oneshot(req).await.unwrap();

@@ -14,6 +14,7 @@ mod credits;
 mod deploy;
 mod errors;
 mod events;
+mod export;
 mod faults;
 mod history;
 mod input;

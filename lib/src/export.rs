@@ -1,0 +1,280 @@
+//! A user's copy of their data (`POST /me/export`): one zip in S3 at
+//! `users/{userId}/exports/{exportId}.zip` holding `export.json` (the credit
+//! profile, ledger entries, generations with their prompts, images with their
+//! metadata) and every image under `images/`. It is built in a temporary
+//! file, rows a page at a time and one image in memory at a time, then
+//! uploaded from the file: memory stays bounded whatever the account's size.
+//! A run holds the export's lease; one cut short is run again from the start
+//! (the zip's key is the same) by the reconciler. A ready export is kept for
+//! a day; then the reconciler deletes its object.
+
+use std::{
+    io::{Seek, Write},
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+use zip::{CompressionMethod, ZipWriter, write::SimpleFileOptions};
+
+use crate::{
+    AppState, Error, Result,
+    db::{
+        Cursor, accounts,
+        exports::{self, Export},
+        generations::{self, Generation, Start},
+        images::{self, Image},
+        ledger,
+    },
+};
+
+/// How long a ready export is kept (and its URL valid).
+pub const KEPT: Duration = Duration::from_secs(24 * 3600);
+/// Rows read at a time.
+const PAGE: i64 = 500;
+/// Attempts before an export is given up.
+const MAX_ATTEMPTS: i32 = 5;
+/// Time a lease holder keeps beyond its deadline.
+const LEASE_MARGIN: Duration = Duration::from_secs(30);
+
+/// The object key of an export's zip.
+pub fn key(user: Uuid, id: Uuid) -> String {
+    format!("users/{user}/exports/{id}.zip")
+}
+
+/// Builds the export `id` if nobody else is, within `deadline`; returns
+/// whether it is ready now. A fault or the deadline leaves it pending for the
+/// reconciler; after [`MAX_ATTEMPTS`] it is failed.
+pub async fn run(st: &AppState, id: Uuid, deadline: Instant) -> Result<bool> {
+    let lease = deadline.saturating_duration_since(Instant::now()) + LEASE_MARGIN;
+    let db = st.db.get().await?;
+    let Some(export) = exports::claim(&**db, id, lease.as_secs_f64()).await? else {
+        return Ok(false);
+    };
+    drop(db);
+    let built = tokio::time::timeout_at(deadline.into(), build(st, &export)).await;
+    match built.unwrap_or(Err(Error::TimedOut("export"))) {
+        Ok(()) => Ok(true),
+        Err(e) if export.attempts >= MAX_ATTEMPTS => {
+            tracing::error!(export_id = %id, error = %e, "export given up");
+            exports::fail(&**st.db.get().await?, id, &e.to_string()).await?;
+            Ok(false)
+        }
+        Err(e) => {
+            tracing::warn!(export_id = %id, error = %e, "export not finished; left for the reconciler");
+            Ok(false)
+        }
+    }
+}
+
+/// Writes the zip to a temporary file, uploads it and marks the export ready.
+async fn build(st: &AppState, export: &Export) -> Result<()> {
+    let user = export.user_id;
+    let file = tempfile::tempfile().map_err(io)?;
+    let mut zip = ZipWriter::new(file);
+    let count = write_json(st, &mut zip, export).await?;
+    write_images(st, &mut zip, user).await?;
+    let mut file = zip
+        .finish()
+        .map_err(|e| Error::Internal(format!("zip: {e}")))?;
+    let size = file.stream_position().map_err(io)?;
+    file.rewind().map_err(io)?;
+    // A deletion of the account since: nothing of theirs may be stored again.
+    if accounts::deletion_finished(&**st.db.get().await?, user)
+        .await?
+        .is_some()
+    {
+        exports::fail(&**st.db.get().await?, export.id, "account deleted").await?;
+        return Ok(());
+    }
+    let key = key(user, export.id);
+    st.storage.put_file(&key, "application/zip", file).await?;
+    let size = i64::try_from(size).unwrap_or(i64::MAX);
+    let db = st.db.get().await?;
+    exports::finish(&**db, export.id, &key, count, size, KEPT.as_secs_f64()).await?;
+    tracing::info!(export_id = %export.id, %user, images = count, bytes = size, "export ready");
+    Ok(())
+}
+
+fn io(e: std::io::Error) -> Error {
+    Error::Internal(format!("export file: {e}"))
+}
+
+/// Writes `export.json`, streaming each list a page at a time; returns how many images it lists.
+async fn write_json<W: Write + Seek + Send>(
+    st: &AppState,
+    zip: &mut ZipWriter<W>,
+    export: &Export,
+) -> Result<i32> {
+    let user = export.user_id;
+    let options = SimpleFileOptions::default().compression_method(CompressionMethod::Deflated);
+    zip.start_file("export.json", options)
+        .map_err(|e| Error::Internal(format!("zip: {e}")))?;
+    let db = st.db.get().await?;
+    let head = json!({
+        "exportId": export.id,
+        "userId": user,
+        "exportedAt": chrono::Utc::now(),
+        "credits": st.credits.balance(&**db, user).await?,
+        "freeGenerationsRemaining": st.credits.free_remaining(&**db, user).await?,
+    });
+    drop(db);
+    // The head's fields, then the three lists, each streamed.
+    let head = head.to_string();
+    put(zip, head.strip_suffix('}').unwrap_or(&head).as_bytes())?;
+
+    put(zip, b",\"ledger\":[")?;
+    let mut cursor: Option<Cursor> = None;
+    let mut first = true;
+    loop {
+        let page = ledger::page(&**st.db.get().await?, user, cursor, PAGE).await?;
+        for t in &page {
+            item(
+                zip,
+                &mut first,
+                &serde_json::to_value(t).unwrap_or(Value::Null),
+            )?;
+        }
+        match page.last() {
+            Some(t) if page.len() as i64 == PAGE => cursor = Some((t.created_at, t.id)),
+            _ => break,
+        }
+    }
+
+    put(zip, b"],\"generations\":[")?;
+    let (mut cursor, mut first) = (None, true);
+    loop {
+        let db = st.db.get().await?;
+        let page = generations::page(&**db, user, None, Start::After(cursor), PAGE).await?;
+        for g in &page {
+            item(zip, &mut first, &generation(g))?;
+        }
+        match page.last() {
+            Some(g) if page.len() as i64 == PAGE => cursor = Some((g.created_at, g.id)),
+            _ => break,
+        }
+    }
+
+    put(zip, b"],\"images\":[")?;
+    let mut count = 0;
+    each_image(st, user, |img| {
+        count += 1;
+        let mut first = count == 1;
+        item(zip, &mut first, &image(img))
+    })
+    .await?;
+    put(zip, b"]}")?;
+    Ok(count)
+}
+
+/// Adds every image's bytes under `images/` (stored as they are: already compressed).
+async fn write_images<W: Write + Seek + Send>(
+    st: &AppState,
+    zip: &mut ZipWriter<W>,
+    user: Uuid,
+) -> Result<()> {
+    let options = SimpleFileOptions::default().compression_method(CompressionMethod::Stored);
+    let mut cursor = None;
+    loop {
+        let page = images::list(&**st.db.get().await?, user, false, cursor, PAGE).await?;
+        for img in &page {
+            // An object deleted meanwhile is left out (its row says so in export.json).
+            let Some(bytes) = st.storage.read(&img.file.storage_key).await? else {
+                continue;
+            };
+            zip.start_file(file_name(img), options)
+                .map_err(|e| Error::Internal(format!("zip: {e}")))?;
+            put(zip, &bytes)?;
+        }
+        match page.last() {
+            Some(i) if page.len() as i64 == PAGE => cursor = Some((i.created_at, i.id)),
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Calls `each` for every image of the user, a page at a time.
+async fn each_image(
+    st: &AppState,
+    user: Uuid,
+    mut each: impl FnMut(&Image) -> Result<()>,
+) -> Result<()> {
+    let mut cursor = None;
+    loop {
+        let page = images::list(&**st.db.get().await?, user, false, cursor, PAGE).await?;
+        for img in &page {
+            each(img)?;
+        }
+        match page.last() {
+            Some(i) if page.len() as i64 == PAGE => cursor = Some((i.created_at, i.id)),
+            _ => return Ok(()),
+        }
+    }
+}
+
+fn put<W: Write>(zip: &mut W, bytes: &[u8]) -> Result<()> {
+    zip.write_all(bytes).map_err(io)
+}
+
+/// Writes one element of a JSON list.
+fn item<W: Write>(zip: &mut W, first: &mut bool, v: &Value) -> Result<()> {
+    if !std::mem::take(first) {
+        put(zip, b",")?;
+    }
+    put(zip, v.to_string().as_bytes())
+}
+
+/// An image's file in the zip.
+fn file_name(img: &Image) -> String {
+    format!("images/{}.{}", img.id, img.file.format)
+}
+
+fn generation(g: &Generation) -> Value {
+    let r = &g.request;
+    json!({
+        "id": g.id, "status": g.status, "modelId": g.model_id, "prompt": r.prompt,
+        "negativePrompt": r.negative_prompt, "style": r.style, "width": r.width, "height": r.height,
+        "steps": r.steps, "guidanceScale": r.guidance_scale, "seed": r.seed,
+        "numOutputs": r.num_outputs, "sourceImageUrl": r.source_image_url,
+        "charge": g.charge, "creditsUsed": g.credits_used, "batchId": g.batch_id,
+        "errorCode": g.error_code, "createdAt": g.created_at, "completedAt": g.completed_at,
+    })
+}
+
+fn image(img: &Image) -> Value {
+    json!({
+        "id": img.id, "generationId": img.file.generation_id, "file": file_name(img),
+        "format": img.file.format, "width": img.file.width, "height": img.file.height,
+        "fileSize": img.file.file_size, "isFavorite": img.is_favorite, "createdAt": img.created_at,
+        "prompt": img.prompt, "model": img.model,
+    })
+}
+
+/// What a reconciler run did with exports.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Reconciled {
+    /// Unfinished exports finished now.
+    pub finished: usize,
+    /// Ready exports past their day whose object was deleted now.
+    pub expired: usize,
+}
+
+/// Finishes exports nobody is building (one at a time, until `until`) and
+/// deletes those past their day.
+pub async fn reconcile(st: &AppState, until: Instant) -> Result<Reconciled> {
+    let mut done = Reconciled::default();
+    for (id, key) in exports::expired(&**st.db.get().await?, 50).await? {
+        st.storage.delete(&key).await?;
+        exports::expire(&**st.db.get().await?, id).await?;
+        done.expired += 1;
+    }
+    for id in exports::unclaimed(&**st.db.get().await?, 10).await? {
+        if Instant::now() >= until {
+            break;
+        }
+        if run(st, id, until).await? {
+            done.finished += 1;
+        }
+    }
+    Ok(done)
+}
