@@ -293,11 +293,20 @@ pub async fn refunded(st: &AppState, charge: &Charge) -> Result<()> {
     purchases::lock(&*tx, &p.session_id).await?;
     let (total, credits) = (i64::from(p.amount_cents), i64::from(p.credits));
     let share_of = |refunded: i64| credits * refunded.clamp(0, total) / total;
-    let mut before = 0;
+    // Recorded refunds keep the share they took; each new one takes what brings the total
+    // to the share of everything refunded so far. The sum never depends on the order a
+    // delivery lists them in (two refunds made in the same second have none Stripe tells).
+    let (mut refunded, mut taken) = (0, 0);
+    let mut new = Vec::new();
     for r in &refunds {
-        let after = before + r.amount;
-        let share = share_of(after) - share_of(before);
-        before = after;
+        match ledger::entry_amount(&*tx, PurchaseEntry::TakeBack, &r.id).await? {
+            Some(amount) => (refunded, taken) = (refunded + r.amount, taken + amount),
+            None => new.push(r),
+        }
+    }
+    for r in new {
+        refunded += r.amount;
+        let share = share_of(refunded) - taken;
         if share > 0 {
             ledger::purchase_entry(
                 &*tx,
@@ -308,6 +317,7 @@ pub async fn refunded(st: &AppState, charge: &Charge) -> Result<()> {
                 share,
             )
             .await?;
+            taken += share;
         }
     }
     tx.commit().await?;

@@ -581,3 +581,34 @@ async fn credits_sold_elsewhere_are_not_for_sale_here() {
         (StatusCode::CONFLICT, Some("PURCHASE_NOT_AVAILABLE"))
     );
 }
+
+/// Two refunds made in the same second have no order Stripe tells: whatever
+/// order deliveries list them in, together they take back exactly their share
+/// (a delivery that listed the second first took 49 + 50 = 99 of 100).
+#[tokio::test]
+async fn refunds_in_the_same_second_take_their_share_in_any_order() {
+    let (s, stripe) = shop(None).await;
+    let user = Uuid::new_v4();
+    let session = checkout(&s, user, "credits-100").await;
+    let pi = pay(&stripe, &session, "paid", true).await;
+    balance_becomes(&s, user, 100).await;
+    let refund = |id: &str, amount: i64| json!({"id": id, "amount": amount, "created": 1_800_000_000, "status": "succeeded"});
+    let charge = |refunds: Vec<Value>| -> picture::stripe::objects::Charge {
+        serde_json::from_value(
+            json!({"id": "ch_same_second", "amount": 499, "payment_intent": pi,
+            "refunds": {"object": "list", "data": refunds}}),
+        )
+        .unwrap()
+    };
+    // The first delivery knows the 2.50 refund; the second lists both, the later one first by id.
+    let (a, b) = (format!("re_{user}_a"), format!("re_{user}_b"));
+    let first = charge(vec![refund(&b, 250)]);
+    picture::purchases::refunded(&s.state, &first)
+        .await
+        .unwrap();
+    balance_becomes(&s, user, 50).await;
+    let both = charge(vec![refund(&a, 249), refund(&b, 250)]);
+    picture::purchases::refunded(&s.state, &both).await.unwrap();
+    picture::purchases::refunded(&s.state, &both).await.unwrap();
+    balance_becomes(&s, user, 0).await;
+}
