@@ -2,12 +2,15 @@
 """Local simulator of OpenAI's moderation endpoint (`POST /v1/moderations`).
 
 Verdicts come from marker words in the input (`[mod:violence]`, `[mod:down]`, image URLs
-containing `mod-flag-sexual`, ...), never from a real classifier. Standard library only.
+containing `mod-flag-sexual`, data-URI images whose bytes contain it, ...), never from a real
+classifier. Standard library only.
 See README.md for configuration, markers and the test-only `/_sim` controls.
 """
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 DEFAULT_API_KEY = "sk-moderation-sim"
 DEFAULT_MODEL = "omni-moderation-latest"
@@ -58,6 +61,8 @@ IMAGE_FLAGS = [
     (category, re.compile("mod-flag-" + re.escape(category).replace("/", "[/_]") + r"(?![a-z/_])"))
     for category in sorted(IMAGE_CATEGORIES, key=len, reverse=True)
 ]
+# The same patterns for the decoded bytes of a `data:` image (e.g. a PNG `tEXt` chunk holding the marker).
+IMAGE_BYTE_FLAGS = [(category, re.compile(pattern.pattern.encode())) for category, pattern in IMAGE_FLAGS]
 ID_ALPHABET = string.ascii_letters + string.digits
 
 _log_lock = threading.Lock()
@@ -257,9 +262,32 @@ def text_flags(text: str) -> set[str]:
 
 
 def image_flags(url: str) -> set[str]:
-    """Image categories named by `mod-flag-<category>` in an image URL."""
+    """Image categories named by `mod-flag-<category>` in an image URL or, for a `data:` URI,
+    in its decoded bytes."""
     lowered = url.lower()
-    return {category for category, pattern in IMAGE_FLAGS if pattern.search(lowered)}
+    flags = {category for category, pattern in IMAGE_FLAGS if pattern.search(lowered)}
+    payload = data_uri_bytes(url)
+    if payload:
+        payload = payload.lower()
+        flags |= {category for category, pattern in IMAGE_BYTE_FLAGS if pattern.search(payload)}
+    return flags
+
+
+def data_uri_bytes(url: str) -> bytes | None:
+    """Payload of a `data:[<mime>][;base64],<data>` URI; None for other URLs or a malformed one."""
+    if url[:5].lower() != "data:":
+        return None
+    header, comma, payload = url[5:].partition(",")
+    if not comma:
+        log("data URI image without a comma: not inspected")
+        return None
+    if not header.lower().endswith(";base64"):
+        return unquote_to_bytes(payload)
+    try:
+        return base64.b64decode("".join(payload.split()), validate=True)
+    except (binascii.Error, ValueError):
+        log("data URI image with invalid base64: not inspected")
+        return None
 
 
 def score(category: str, material: str) -> float:

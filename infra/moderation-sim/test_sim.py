@@ -4,14 +4,18 @@ Run: python -m pytest -q infra/moderation-sim   (needs `pip install pytest opena
 """
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +87,24 @@ def call(method: str, url: str, body: Any = None, headers: dict[str, str] | None
 def moderate_raw(sim_url: str, body: Any, key: str = API_KEY) -> tuple[int, dict[str, str], Any]:
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"} if key else {}
     return call("POST", f"{sim_url}/v1/moderations", body, headers)
+
+
+def png(text: str | None = None, size: tuple[int, int] = (4, 3), rgb: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    """A valid RGB PNG of one colour, built by hand; with `text`, a `tEXt` chunk `Comment` holding it."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    width, height = size
+    rows = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))  # filter 0 per row
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + (chunk(b"tEXt", b"Comment\x00" + text.encode("latin-1")) if text is not None else b"")
+            + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+
+
+def data_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
 def error(message_part: str | None, kind: str, param: str | None, code: str | None):
@@ -205,6 +227,54 @@ def test_image_only_input(client):
     assert flagged == {"self-harm/intent", "violence/graphic"}
     assert result.category_applied_input_types.sexual == ["image"]
     assert result.category_applied_input_types.hate == [] and result.category_scores.hate == 0.0
+
+
+def test_png_builder_makes_a_valid_image():
+    # PIL is not needed by this simulator; use it only to double-check the test's PNG when present.
+    image_module = pytest.importorskip("PIL.Image")
+    image = image_module.open(io.BytesIO(png("mod-flag-violence")))
+    image.load()
+    assert (image.format, image.size, image.info["Comment"]) == ("PNG", (4, 3), "mod-flag-violence")
+    assert image.getpixel((0, 0)) == (200, 30, 30)
+
+
+@pytest.mark.parametrize("text,flagged", [
+    ("replicate-sim mod-flag-violence (simulated moderation marker)", {"violence"}),
+    ("mod-flag-violence", {"violence"}),  # at the very end of the chunk, before its CRC
+    ("MOD-FLAG-Violence_Graphic ", {"violence/graphic"}),
+    ("mod-flag-sexual mod-flag-self-harm/instructions ", {"sexual", "self-harm/instructions"}),
+    ("mod-flag-hate ", set()),  # hate is text only
+    ("mod-flag-sexual_minors ", set()),  # not an image category, and not `sexual`
+])
+def test_data_uri_image_flagged_by_its_bytes(client, text, flagged):
+    image = png(text)
+    assert text.encode() in image and b"mod-flag" not in base64.b64encode(image)
+    result = client.moderations.create(model="omni-moderation-latest", input=[
+        {"type": "text", "text": "a caption"},
+        {"type": "image_url", "image_url": {"url": data_uri(image)}},
+    ]).results[0]
+    assert {category for category in CATEGORIES if getattr(result.categories, attr(category))} == flagged
+    assert result.flagged is bool(flagged)
+    for category in CATEGORIES:
+        score = getattr(result.category_scores, attr(category))
+        assert (score == 0.97) if category in flagged else (0 < score < 0.01), category
+    assert result.category_applied_input_types.violence == ["text", "image"]
+
+
+def test_data_uri_image_without_marker_is_not_flagged(client, sim_url):
+    for url in (data_uri(png()), data_uri(png("a sunny beach")), data_uri(png("mod-flag-violence"), "image/webp"),
+                "data:image/png;base64,not*base64", "data:image/png;base64"):
+        status, _, body = moderate_raw(sim_url, {"input": [{"type": "image_url", "image_url": {"url": url}}]})
+        expected = url == data_uri(png("mod-flag-violence"), "image/webp")  # the declared type does not matter
+        assert status == 200 and body["results"][0]["flagged"] is expected, url
+        assert body["results"][0]["categories"]["violence"] is expected
+    # the same verdict as the URL marker (only the small scores of unflagged categories differ)
+    by_url, by_bytes = (
+        moderate_raw(sim_url, {"input": [{"type": "image_url", "image_url": {"url": url}}]})[2]["results"][0]
+        for url in ("https://x.test/mod-flag-violence.png", data_uri(png("mod-flag-violence"))))
+    for key in ("flagged", "categories", "category_applied_input_types"):
+        assert by_url[key] == by_bytes[key], key
+    assert by_url["category_scores"]["violence"] == by_bytes["category_scores"]["violence"] == 0.97
 
 
 def test_text_markers_in_multimodal_text(client):

@@ -31,7 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, unquote_to_bytes, urlencode, urlsplit
 
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageOps, PngImagePlugin
 
 # Official models known to the simulator: "owner/name" -> version id.
 MODELS = {
@@ -221,6 +221,12 @@ class Markers:
     svg: bool  # the output is an SVG document (as from a vector model)
     outputs: int | None = None  # the safety checker keeps only the first N images
     nsfw_partial: bool = False  # the safety checker drops every odd-numbered image (all of a single one)
+    flagged: str | None = None  # `[sim:flagged=<category>]`: slug ("/" written "_") marking the first output
+
+    @property
+    def flag_note(self) -> str | None:
+        """Text embedded in the first output's bytes for `[sim:flagged=…]` (None without it)."""
+        return None if self.flagged is None else flag_note(self.flagged)
 
     @classmethod
     def parse(cls, prompt: str) -> Markers:
@@ -243,6 +249,7 @@ class Markers:
             svg="[sim:svg]" in prompt,
             outputs=number("outputs"),
             nsfw_partial="[sim:nsfw-partial]" in prompt,
+            flagged=flag_slug(prompt),
         )
 
     def dropped(self, asked: int) -> list[int]:
@@ -257,6 +264,22 @@ class Markers:
             kept = [index for index in range(asked) if index not in drop]
             drop |= set(kept[self.outputs:])
         return sorted(drop)
+
+
+FLAGGED_MARKER = re.compile(r"\[sim:flagged=([A-Za-z0-9_/-]+)\]")
+
+
+def flag_slug(prompt: str) -> str | None:
+    """Category of a `[sim:flagged=<category>]` marker, lower-cased with "/" written "_"
+    (`violence/graphic` -> `violence_graphic`), as it appears after `mod-flag-`; None without one."""
+    found = FLAGGED_MARKER.search(prompt)
+    return found.group(1).lower().replace("/", "_") if found else None
+
+
+def flag_note(slug: str) -> str:
+    """Text carried inside a flagged image's bytes. The space after the marker ends it for
+    the moderation simulator (which requires no letter, "/" or "_" right after the category)."""
+    return f"replicate-sim mod-flag-{slug} (simulated moderation marker)"
 
 
 @dataclass(frozen=True)
@@ -594,8 +617,12 @@ def drawing_rng(prompt: str, seed: Any, index: int = 0) -> random.Random:
 
 
 def render_image(prompt: str, seed: Any, spec: ImageSpec, noise: bool = False,
-                 tint: tuple[int, int, int] | None = None, index: int = 0) -> bytes:
+                 tint: tuple[int, int, int] | None = None, index: int = 0, note: str | None = None) -> bytes:
     """Deterministic picture for a prompt (and seed, and output index): gradient background plus shapes.
+
+    With `note`, that text is stored as metadata the format keeps and decoders skip: a PNG
+    `tEXt` chunk (keyword `Comment`), a WebP `XMP ` chunk (in `dc:description`) or a JPEG
+    `COM` segment.
 
     With `tint` (a source image's mean colour), that colour is blended in at TINT_STRENGTH.
     With `noise`, deterministic noise is blended in (half strength), which makes the file
@@ -632,13 +659,37 @@ def render_image(prompt: str, seed: Any, spec: ImageSpec, noise: bool = False,
         grain = Image.frombytes("RGB", (w, h), rng.randbytes(w * h * 3))
         canvas = Image.blend(canvas, grain, 0.5)
     buffer = io.BytesIO()
-    canvas.save(buffer, spec.pil_format, **FORMATS[spec.output_format][3])
+    canvas.save(buffer, spec.pil_format, **FORMATS[spec.output_format][3], **note_options(spec.pil_format, note))
     return buffer.getvalue()
 
 
+def note_options(pil_format: str, note: str | None) -> dict[str, Any]:
+    """Pillow save options embedding `note` in a PNG, WebP or JPEG file (none without a note)."""
+    if note is None:
+        return {}
+    if pil_format == "PNG":
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Comment", note)
+        return {"pnginfo": info}
+    if pil_format == "WEBP":
+        return {"xmp": xmp_packet(note)}
+    return {"comment": note}  # JPEG
+
+
+def xmp_packet(description: str) -> bytes:
+    """A minimal XMP packet holding `description` (plain ASCII, no XML special characters)."""
+    return (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        f'<dc:description>{description}</dc:description>'
+        '</rdf:Description></rdf:RDF></x:xmpmeta>'
+    ).encode()
+
+
 def render_svg(prompt: str, seed: Any, spec: ImageSpec, tint: tuple[int, int, int] | None = None,
-               index: int = 0) -> bytes:
-    """Deterministic SVG document of the requested size: a background (`tint` if given) and a few shapes."""
+               index: int = 0, note: str | None = None) -> bytes:
+    """Deterministic SVG document of the requested size: a background (`tint` if given) and a
+    few shapes; with `note`, a `<desc>` element holding it comes first."""
     rng = drawing_rng(prompt, seed, index)
     w, h = spec.width, spec.height
 
@@ -649,6 +700,8 @@ def render_svg(prompt: str, seed: Any, spec: ImageSpec, tint: tuple[int, int, in
     if tint is not None:
         background = "#%02x%02x%02x" % tint
     shapes = [f'<rect width="{w}" height="{h}" fill="{background}"/>']
+    if note is not None:
+        shapes.insert(0, f"<desc>{note}</desc>")
     for _ in range(rng.randint(3, 7)):
         x, y, r = rng.randrange(w), rng.randrange(h), rng.randint(max(1, min(w, h) // 20), max(1, min(w, h) // 4))
         shapes.append(f'<circle cx="{x}" cy="{y}" r="{r}" fill="{color()}"/>')
@@ -1025,23 +1078,28 @@ class Simulator:
         """Output strings of the images at `indexes`, plus the files to serve for them (name -> file)."""
         request = pred.request
         markers = request.markers
+        flag = markers.flagged  # marks the first delivered output only
         if markers.bad_output:
-            return [f"{self.public_url}/files/missing-{output_name(pred.id, index, 'png')}" for index in indexes], {}
+            names = [output_name(pred.id, index, "png", None if position else flag)
+                     for position, index in enumerate(indexes)]
+            return [f"{self.public_url}/files/missing-{name}" for name in names], {}
         with self.cond:
             sources = list(pred.sources)
         spec = matched_spec(request.input, request.image, sources)
         tint = sources[0].average if sources else None
         prompt, seed = request.input["prompt"], request.input.get("seed")
         outputs, files = [], {}
-        for index in indexes:
+        for position, index in enumerate(indexes):
+            note = markers.flag_note if position == 0 else None
             if markers.svg:
-                data, ext, mime = render_svg(prompt, seed, spec, tint, index), "svg", "image/svg+xml"
+                data, ext, mime = render_svg(prompt, seed, spec, tint, index, note), "svg", "image/svg+xml"
             else:
-                data, ext, mime = render_image(prompt, seed, spec, markers.noise, tint, index), spec.ext, spec.mime
+                data = render_image(prompt, seed, spec, markers.noise, tint, index, note)
+                ext, mime = spec.ext, spec.mime
             if markers.data_uri:
                 outputs.append(f"data:{mime};base64,{base64.b64encode(data).decode()}")
                 continue
-            name = output_name(pred.id, index, ext)
+            name = output_name(pred.id, index, ext, None if position else flag)
             outputs.append(f"{self.public_url}/files/{name}")
             files[name] = (data, mime)
         return outputs, files
@@ -1084,9 +1142,11 @@ def new_id() -> str:
     return "".join(secrets.choice(ID_ALPHABET) for _ in range(26))
 
 
-def output_name(prediction_id: str, index: int, ext: str) -> str:
-    """File name of output `index`: `<id>.<ext>` for the first, `<id>-<index>.<ext>` for the others."""
-    return f"{prediction_id}.{ext}" if index == 0 else f"{prediction_id}-{index}.{ext}"
+def output_name(prediction_id: str, index: int, ext: str, flag: str | None = None) -> str:
+    """File name of output `index`: `<id>.<ext>` for the first, `<id>-<index>.<ext>` for the
+    others; with `flag` (a `[sim:flagged=…]` slug), `-mod-flag-<flag>` goes before the extension."""
+    stem = prediction_id if index == 0 else f"{prediction_id}-{index}"
+    return f"{stem}-mod-flag-{flag}.{ext}" if flag else f"{stem}.{ext}"
 
 
 def safety_lines(asked: int, dropped: list[int]) -> str:

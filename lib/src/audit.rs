@@ -189,7 +189,7 @@ pub async fn run(st: &AppState, filter: &Filter) -> Result<Report, Error> {
     {
         if texts + images + uploads > 0 {
             let msg = format!(
-                "deleted, yet {texts} generations keep their texts, {images} image rows, {uploads} uploads"
+                "deleted, yet {texts} generations or batches keep their texts, {images} image rows, {uploads} uploads"
             );
             out.push(Violation {
                 user_id: Some(user_id),
@@ -254,6 +254,13 @@ fn check_generation(g: &GenRow, keys: &[String], ledger: bool, out: &mut Vec<Vio
         ));
     }
     let delivered = g.hold.as_ref().and_then(|h| h.delivered);
+    let rows = g.images.len();
+    if let Some(d) = delivered
+        .filter(|d| rows > 0 && rows < usize::try_from(*d).unwrap_or(0) && !g.image_deleted)
+    {
+        let msg = format!("{rows} image rows, {d} charged");
+        out.push(Violation::of("image_missing", g, msg));
+    }
     if let Some(delivered) = delivered.filter(|d| g.images.len() > usize::try_from(*d).unwrap_or(0))
     {
         let msg = format!("{} image rows, {delivered} charged", g.images.len());
@@ -714,5 +721,18 @@ mod tests {
             out.iter().map(|v| v.kind).collect::<Vec<_>>(),
             ["uncharged_image"]
         );
+
+        // Charged for four, three rows: one lost, unless the user deleted it.
+        out.clear();
+        row.hold.as_mut().unwrap().delivered = Some(4);
+        check_generation(&row, &all, true, &mut out);
+        assert_eq!(
+            out.iter().map(|v| v.kind).collect::<Vec<_>>(),
+            ["image_missing"]
+        );
+        out.clear();
+        row.image_deleted = true;
+        check_generation(&row, &all, true, &mut out);
+        assert_eq!(out, []);
     }
 }

@@ -79,19 +79,24 @@ async fn build(st: &AppState, export: &Export) -> Result<()> {
         .map_err(|e| Error::Internal(format!("zip: {e}")))?;
     let size = file.stream_position().map_err(io)?;
     file.rewind().map_err(io)?;
-    // A deletion of the account since: nothing of theirs may be stored again.
-    if accounts::deletion_finished(&**st.db.get().await?, user)
-        .await?
-        .is_some()
-    {
-        exports::fail(&**st.db.get().await?, export.id, "account deleted").await?;
+    // A deletion of the account under way: nothing of theirs may be stored again.
+    let db = st.db.get().await?;
+    if accounts::deletion_finished(&**db, user).await? == Some(false) {
+        exports::fail(&**db, export.id, "account deleted").await?;
         return Ok(());
     }
+    drop(db);
     let key = key(user, export.id);
     st.storage.put_file(&key, "application/zip", file).await?;
     let size = i64::try_from(size).unwrap_or(i64::MAX);
     let db = st.db.get().await?;
-    exports::finish(&**db, export.id, &key, count, size, KEPT.as_secs_f64()).await?;
+    let kept = KEPT.as_secs_f64();
+    if !exports::finish(&**db, export.id, &key, count, size, kept).await? {
+        // A deletion ended it while the zip was uploading: the zip goes too.
+        drop(db);
+        st.storage.delete(&key).await?;
+        return Ok(());
+    }
     tracing::info!(export_id = %export.id, %user, images = count, bytes = size, "export ready");
     Ok(())
 }

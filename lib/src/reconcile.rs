@@ -275,15 +275,21 @@ async fn cancel_batch_items(st: &AppState) -> Result<usize> {
     Ok(cancelled)
 }
 
-/// Starts queued items of users with free slots (up to [`BATCH`] users), until `until`.
+/// Starts queued items of users with free slots (up to [`BATCH`] users, the
+/// longest waiting first), until `until`; a user whose start fails is left
+/// for the next run.
 async fn start_queued(st: &AppState, until: Instant) -> Result<usize> {
-    let users = generations::users_with_queued(&**st.db.get().await?, BATCH).await?;
+    let cap = st.cfg.max_in_flight_per_user;
+    let users = generations::users_with_queued(&**st.db.get().await?, cap, BATCH).await?;
     let mut started = 0;
     for user in users {
         if Instant::now() >= until {
             break;
         }
-        started += crate::lifecycle::queue::start_next(st, user, until).await?;
+        match crate::lifecycle::queue::start_next(st, user, until).await {
+            Ok(n) => started += n,
+            Err(e) => tracing::warn!(%user, error = %e, "queued items not started; next run"),
+        }
     }
     Ok(started)
 }

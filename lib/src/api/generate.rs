@@ -279,6 +279,10 @@ async fn generate(
         Some(id) => Some(uploads::source(&st, user_id, id).await?),
         None => req.source_image_url.clone(),
     };
+    // A source image is moderated like an output: as the provider will read it.
+    if let Some(source) = &source_image {
+        crate::moderation::check_image(&st, user_id, source).await?;
+    }
 
     let hold = match lifecycle::begin(&st, &new, &model).await {
         // A concurrent request with the same key recorded its generation first.

@@ -34,7 +34,8 @@ async fn status(
         let deadline = Instant::now() + POLL_BUDGET;
         lifecycle::poll(&st, &g, deadline).await?;
         g = lifecycle::load(&st, g.id).await?;
-        lifecycle::queue::after(&st, &g, deadline).await;
+        // Its end frees a slot for the user's queued batch items (a short window of its own).
+        lifecycle::queue::after(&st, &g, Instant::now() + POLL_BUDGET).await;
     }
     Ok(web::json(
         StatusCode::OK,

@@ -48,6 +48,12 @@ pub async fn scrub(db: &impl Sql, user: Uuid) -> Result<()> {
         .await?;
     db.execute("DELETE FROM uploads WHERE user_id = $1", &[&user])
         .await?;
+    // Batch names and shared settings (their style is free text) are the user's words too.
+    db.execute(
+        "UPDATE batches SET name = NULL, settings = settings - 'style' WHERE user_id = $1",
+        &[&user],
+    )
+    .await?;
     // Their zips go with the objects: no export is downloadable or built any more.
     db.execute(
         "UPDATE exports SET status = CASE status WHEN 'pending' THEN 'failed' ELSE 'expired' END,

@@ -310,7 +310,7 @@ pub async fn stray_purchase_entries(
 }
 
 /// Users whose data deletion finished (of `user`) with what is left of it:
-/// (user, generations still holding a text, image rows, uploads).
+/// (user, generations and batches still holding a text, image rows, uploads).
 pub async fn deleted_users_leftovers(
     db: &impl Sql,
     user: Option<Uuid>,
@@ -320,7 +320,9 @@ pub async fn deleted_users_leftovers(
             "SELECT d.user_id,
                     (SELECT count(*) FROM generations g WHERE g.user_id = d.user_id AND g.created_at <= d.finished_at
                         AND (g.prompt <> '' OR g.negative_prompt IS NOT NULL OR g.style IS NOT NULL
-                             OR g.source_image_url IS NOT NULL)),
+                             OR g.source_image_url IS NOT NULL))
+                  + (SELECT count(*) FROM batches b WHERE b.user_id = d.user_id AND b.created_at <= d.finished_at
+                        AND (b.name IS NOT NULL OR jsonb_exists(b.settings, 'style'))),
                     (SELECT count(*) FROM images i WHERE i.user_id = d.user_id AND i.created_at <= d.finished_at),
                     (SELECT count(*) FROM uploads u WHERE u.user_id = d.user_id AND u.created_at <= d.finished_at)
                FROM account_deletions d

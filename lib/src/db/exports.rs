@@ -60,19 +60,29 @@ impl From<&Row> for Export {
 
 /// The user's unfinished export, or a new one.
 pub async fn pending_or_new(db: &impl Sql, user_id: Uuid) -> Result<Export> {
-    db.execute(
-        "INSERT INTO exports (id, user_id) VALUES ($1, $2)
-         ON CONFLICT (user_id) WHERE status = 'pending' DO NOTHING",
-        &[&Uuid::new_v4(), &user_id],
-    )
-    .await?;
-    let row = db
-        .query_one(
-            "SELECT * FROM exports WHERE user_id = $1 AND status = 'pending'",
-            &[&user_id],
-        )
-        .await?;
-    Ok(Export::from(&row))
+    loop {
+        let row = db
+            .query_opt(
+                "INSERT INTO exports (id, user_id) VALUES ($1, $2)
+                 ON CONFLICT (user_id) WHERE status = 'pending' DO NOTHING RETURNING *",
+                &[&Uuid::new_v4(), &user_id],
+            )
+            .await?;
+        let row = match row {
+            Some(row) => Some(row),
+            None => {
+                db.query_opt(
+                    "SELECT * FROM exports WHERE user_id = $1 AND status = 'pending'",
+                    &[&user_id],
+                )
+                .await?
+            }
+        };
+        // None: the pending one ended between the two statements; a new one can be made now.
+        if let Some(row) = row {
+            return Ok(Export::from(&row));
+        }
+    }
 }
 
 /// The user's export.
@@ -99,7 +109,8 @@ pub async fn claim(db: &impl Sql, id: Uuid, secs: f64) -> Result<Option<Export>>
     Ok(row.as_ref().map(Export::from))
 }
 
-/// Marks an export ready: its zip, its size, and until when it is kept.
+/// Marks a pending export ready: its zip, its size, and until when it is
+/// kept; false if it is not pending any more (an account deletion ended it).
 pub async fn finish(
     db: &impl Sql,
     id: Uuid,
@@ -107,15 +118,16 @@ pub async fn finish(
     images: i32,
     size: i64,
     keep_secs: f64,
-) -> Result<()> {
-    db.execute(
-        "UPDATE exports SET status = 'ready', storage_key = $2, images = $3, size_bytes = $4,
-                lease_until = NULL, finished_at = now(), expires_at = now() + make_interval(secs => $5)
-          WHERE id = $1 AND status = 'pending'",
-        &[&id, &key, &images, &size, &keep_secs],
-    )
-    .await?;
-    Ok(())
+) -> Result<bool> {
+    let n = db
+        .execute(
+            "UPDATE exports SET status = 'ready', storage_key = $2, images = $3, size_bytes = $4,
+                    lease_until = NULL, finished_at = now(), expires_at = now() + make_interval(secs => $5)
+              WHERE id = $1 AND status = 'pending'",
+            &[&id, &key, &images, &size, &keep_secs],
+        )
+        .await?;
+    Ok(n == 1)
 }
 
 /// Gives up an export (`failed`, with the reason).

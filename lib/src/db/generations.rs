@@ -479,13 +479,18 @@ pub async fn promote_queued(
         .collect()
 }
 
-/// Users with batch items waiting for a slot (of batches not cancelled), at most `limit`.
-pub async fn users_with_queued(db: &impl Sql, limit: i64) -> Result<Vec<Uuid>> {
+/// Users with batch items waiting (of batches not cancelled) and fewer than
+/// `cap` generations running, the longest waiting first; at most `limit`.
+pub async fn users_with_queued(db: &impl Sql, cap: i64, limit: i64) -> Result<Vec<Uuid>> {
     let rows = db
         .query(
-            "SELECT DISTINCT g.user_id FROM generations g JOIN batches b ON b.id = g.batch_id
-              WHERE g.status = 'queued' AND b.cancelled_at IS NULL LIMIT $1",
-            &[&limit],
+            "SELECT g.user_id FROM generations g JOIN batches b ON b.id = g.batch_id
+              WHERE g.status = 'queued' AND b.cancelled_at IS NULL
+              GROUP BY g.user_id
+             HAVING (SELECT count(*) FROM generations r
+                      WHERE r.user_id = g.user_id AND r.status IN ('pending', 'processing')) < $1
+              ORDER BY min(g.created_at) LIMIT $2",
+            &[&cap, &limit],
         )
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())

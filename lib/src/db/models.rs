@@ -34,6 +34,8 @@ pub struct Model {
     pub supports_seed: bool,
     /// The most outputs one generation may ask for (`numOutputs`).
     pub max_outputs: i32,
+    /// Its outputs are checked by the image moderation provider before they are stored.
+    pub moderate_outputs: bool,
     pub is_default: bool,
     pub sort_order: i32,
     pub estimated_time_seconds: i32,
@@ -62,6 +64,7 @@ impl From<&Row> for Model {
             supports_img2img: r.get("supports_img2img"),
             supports_seed: r.get("supports_seed"),
             max_outputs: r.get("max_outputs"),
+            moderate_outputs: r.get("moderate_outputs"),
             is_default: r.get("is_default"),
             sort_order: r.get("sort_order"),
             estimated_time_seconds: r.get("estimated_time_seconds"),

@@ -339,10 +339,15 @@ async fn complete(
             // A webhook took the lease over meanwhile: it commits.
             return Err(Error::CompletionInProgress);
         }
-        Ok(stored) if stored.is_empty() => {
-            close(st, generation_id, Status::Failed, Some(OUTPUT_COPY_FAILED)).await
+        Ok(copied) if copied.images.is_empty() => {
+            // Nothing to store: refused by moderation, or none could be stored.
+            let error = match copied.refused {
+                0 => OUTPUT_COPY_FAILED,
+                _ => CONTENT_REFUSED,
+            };
+            close(st, generation_id, Status::Failed, Some(error)).await
         }
-        Ok(stored) => {
+        Ok(Copied { images: stored, .. }) => {
             let keys: Vec<String> = stored.iter().map(|i| i.storage_key.clone()).collect();
             let committed = commit(st, &g, stored, deadline).await;
             // Thumbnails are made apart from the answer: by the `thumbnails` function on
@@ -363,16 +368,39 @@ async fn complete(
     outcome
 }
 
+/// What [`copy_outputs`] stored, and how many outputs moderation refused.
+struct Copied {
+    images: Vec<NewImage>,
+    refused: usize,
+}
+
 /// Stores the generation's outputs (at most the number asked), one at a time
-/// (a download's memory at once); returns the images of those stored. An
-/// output that cannot be stored, ever, is logged and left out; any transient
-/// failure is the error (a retry copies every output again, to the same keys).
-async fn copy_outputs(st: &AppState, g: &Generation, files: &[&str]) -> Result<Vec<NewImage>> {
+/// (a download's memory at once). An output of a model whose outputs are
+/// moderated is checked first: a flagged one is never stored. An output that
+/// cannot be stored, ever, or that was flagged is logged and left out (not
+/// charged); any transient failure (moderation included) is the error, with
+/// what this attempt stored deleted (a retry copies every output again, to
+/// the same keys).
+async fn copy_outputs(st: &AppState, g: &Generation, files: &[&str]) -> Result<Copied> {
     let asked = usize::try_from(g.request.num_outputs).unwrap_or(1);
-    let mut stored = Vec::with_capacity(asked);
+    let moderated = st
+        .models()
+        .await?
+        .iter()
+        .any(|m| m.id == g.model_id && m.moderate_outputs);
+    let mut copied = Copied {
+        images: Vec::with_capacity(asked),
+        refused: 0,
+    };
     for (index, file) in (0..).zip(files.iter().take(asked)) {
-        match st.storage.copy_output(file, g.user_id, g.id, index).await {
-            Ok(o) => stored.push(NewImage {
+        let stored = async {
+            if moderated {
+                crate::moderation::check_image(st, g.user_id, file).await?;
+            }
+            Ok::<_, Error>(st.storage.copy_output(file, g.user_id, g.id, index).await?)
+        };
+        match stored.await {
+            Ok(o) => copied.images.push(NewImage {
                 generation_id: g.id,
                 user_id: g.user_id,
                 output_index: index,
@@ -383,13 +411,25 @@ async fn copy_outputs(st: &AppState, g: &Generation, files: &[&str]) -> Result<V
                 height: o.height,
                 thumbnail: None,
             }),
+            Err(Error::ContentRefused { categories, .. }) => {
+                tracing::warn!(generation_id = %g.id, output = index, ?categories, "output refused by moderation; not stored, not charged");
+                copied.refused += 1;
+            }
             Err(e) if !e.is_transient() => {
                 tracing::error!(generation_id = %g.id, output = index, error = %e, "output cannot be stored; not charged");
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                // A retry copies them again; should none come, they must not outlive the generation.
+                for key in copied.images.iter().map(|i| &i.storage_key) {
+                    if let Err(e) = st.storage.delete(key).await {
+                        tracing::warn!(generation_id = %g.id, %key, error = %e, "partial copy not deleted");
+                    }
+                }
+                return Err(e);
+            }
         }
     }
-    Ok(stored)
+    Ok(copied)
 }
 
 /// Gives the lease up at once, so that the next webhook retry, poll or

@@ -1,4 +1,5 @@
-//! Prompt moderation, before anything is held (docs/architecture.md,
+//! Prompt moderation, before anything is held, and image moderation of
+//! source images and (per model) outputs (docs/architecture.md,
 //! "Moderation"): the blocklist ([`blocklist`], terms kept as data in
 //! `moderation_terms`) and, when configured, a moderation provider
 //! ([`openai`], OpenAI's moderation endpoint or the local simulator).
@@ -44,6 +45,37 @@ pub async fn check_texts(st: &AppState, user: Uuid, texts: &[&str]) -> Result<()
         tracing::info!(%user, ?categories, ?term, "request refused for its content");
     }
     Err(refusal)
+}
+
+/// Checks an image (an output about to be stored, or a source image) with the
+/// provider, when there is one: [`Error::ContentRefused`] with its categories
+/// (counted), [`Error::ModerationUnavailable`] when the provider cannot answer
+/// and the settings do not fail open.
+pub async fn check_image(st: &AppState, user: Uuid, url: &str) -> Result<()> {
+    let Some(provider) = &st.moderation else {
+        return Ok(());
+    };
+    let categories = match provider.check_image(url).await {
+        Ok(flagged) if flagged.is_empty() => return Ok(()),
+        Ok(flagged) => flagged,
+        Err(e) if st.cfg.moderation_fail_open => {
+            tracing::warn!(error = %e, "image moderation unavailable: allowed (MODERATION_FAILURE=open)");
+            return Ok(());
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "image moderation unavailable");
+            return Err(Error::ModerationUnavailable);
+        }
+    };
+    telemetry::count(metric::CONTENT_REFUSED, 1);
+    if let Err(e) = rows::count_refusal(&**st.db.get().await?, user).await {
+        tracing::warn!(%user, error = %e, "refusal not counted");
+    }
+    tracing::info!(%user, ?categories, "image refused for its content");
+    Err(Error::ContentRefused {
+        categories,
+        term: None,
+    })
 }
 
 /// The refusal of `texts`, if any: the blocklist first, then the provider.

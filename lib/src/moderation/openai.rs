@@ -1,7 +1,7 @@
 //! OpenAI's moderation endpoint (`POST {base}/v1/moderations`, free, model
 //! `omni-moderation-latest`), or the local simulator that speaks it. One call
-//! per request, all texts at once; 5 s per attempt, one retry on throttling,
-//! a 5xx or a lost connection.
+//! per request (all texts at once) or per image; 5 s per attempt, one retry on
+//! throttling, a 5xx or a lost connection.
 
 use std::time::Duration;
 
@@ -57,7 +57,18 @@ impl OpenAiModeration {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let body = json!({"model": self.model, "input": texts});
+        self.moderate(json!(texts)).await
+    }
+
+    /// The categories the image at `url` (an https URL or a `data:` URI) is flagged for.
+    pub async fn check_image(&self, url: &str) -> Result<Vec<String>, ModerationError> {
+        self.moderate(json!([{"type": "image_url", "image_url": {"url": url}}]))
+            .await
+    }
+
+    /// The categories `input` (the endpoint's `input` field) is flagged for.
+    async fn moderate(&self, input: serde_json::Value) -> Result<Vec<String>, ModerationError> {
+        let body = json!({"model": self.model, "input": input});
         let url = format!("{}/v1/moderations", self.base);
         let mut attempt = 1;
         loop {

@@ -19,15 +19,17 @@ async fn exported(s: &Stack, user: Uuid) -> Value {
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{e}");
     let path = format!("/api/v1/me/export/{}", e["id"].as_str().unwrap());
+    let mut last = Value::Null;
     for _ in 0..100 {
         let (status, e) = s.call(Method::GET, &path, Some(user), None).await;
         assert_eq!(status, StatusCode::OK, "{e}");
         if e["status"] == "ready" {
             return e;
         }
+        last = e;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    panic!("export not ready");
+    panic!("export not ready: {last}");
 }
 
 /// The zip behind a ready export's URL: its files by name.
@@ -75,9 +77,9 @@ async fn an_export_of_200_images_holds_every_image_and_the_json() {
     s.thumbnails_tried(user).await;
     let e = exported(&s, user).await;
     assert_eq!(e["images"], 200, "{e}");
-    let files = files(&s, &e).await;
-    assert_eq!(files.len(), 201, "200 images and export.json");
-    let doc: Value = serde_json::from_slice(&files["export.json"]).unwrap();
+    let zip = files(&s, &e).await;
+    assert_eq!(zip.len(), 201, "200 images and export.json");
+    let doc: Value = serde_json::from_slice(&zip["export.json"]).unwrap();
     assert_eq!(doc["userId"], json!(user));
     let generations = doc["generations"].as_array().unwrap();
     assert_eq!(generations.len(), 50);
@@ -104,7 +106,7 @@ async fn an_export_of_200_images_holds_every_image_and_the_json() {
         let stored = s.state.storage.read(&key).await.unwrap().unwrap();
         let name = format!("images/{id}.{format}");
         assert_eq!(
-            files.get(&name).map(Vec::as_slice),
+            zip.get(&name).map(Vec::as_slice),
             Some(&stored[..]),
             "{name}"
         );
@@ -141,6 +143,21 @@ async fn an_export_of_200_images_holds_every_image_and_the_json() {
         "{after}"
     );
     s.assert_audit_clean(user).await;
+
+    // The account lives on: what is made after the deletion can be exported again.
+    let (status, g) = s.generate(user, "a new start [sim:slow=1]", true).await;
+    assert_eq!(status, StatusCode::CREATED, "{g}");
+    let e = exported(&s, user).await;
+    assert_eq!(e["images"], 1, "{e}");
+    let doc: Value = serde_json::from_slice(&files(&s, &e).await["export.json"]).unwrap();
+    let prompts: Vec<_> = doc["generations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["prompt"] != "")
+        .map(|g| g["prompt"].clone())
+        .collect();
+    assert_eq!(prompts, [json!("a new start [sim:slow=1]")]);
 }
 
 #[tokio::test]

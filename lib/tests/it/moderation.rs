@@ -32,6 +32,17 @@ async fn nothing_held(s: &Stack, user: Uuid) {
     assert_eq!(credits["freeGenerationsRemaining"], 3, "{credits}");
 }
 
+/// The keys under the user's prefix in the bucket.
+async fn objects(s: &Stack, user: Uuid) -> Vec<String> {
+    let mut keys = Vec::new();
+    s.state
+        .storage
+        .list(&format!("users/{user}/"), |k, _| keys.push(k.to_string()))
+        .await
+        .unwrap();
+    keys
+}
+
 async fn refusals(s: &Stack, user: Uuid) -> i32 {
     let db = s.state.db.get().await.unwrap();
     db.query_opt(
@@ -168,4 +179,77 @@ async fn the_providers_safety_checker_fails_the_generation_without_a_charge() {
     let released =
         "SELECT count(*) FROM credit_holds WHERE generation_id = $1 AND state = 'released'";
     assert_eq!(s.count(released, &id_of(&g)).await, 1);
+}
+
+/// Output moderation, for a model that asks for it: a flagged output is never
+/// stored nor charged (all of them flagged: `CONTENT_REFUSED`, hold released),
+/// the others are delivered and charged alone.
+#[tokio::test]
+async fn flagged_outputs_are_never_stored_nor_charged() {
+    // A database of its own: the catalog change must not reach other tests.
+    let (db, name, server) = crate::common::own_database("moderation").await;
+    let s = Stack::with(&[
+        ("DATABASE_URL", db.as_str()),
+        ("APP_ENV", "staging"),
+        ("MODERATION_BLOCKLIST", "off"),
+    ])
+    .await;
+    let conn = s.state.db.get().await.unwrap();
+    conn.execute(
+        "UPDATE models SET moderate_outputs = true WHERE name = 'flux-schnell'",
+        &[],
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    let user = Uuid::new_v4();
+    s.grant(user, 100).await;
+    let body = |prompt: &str, n: i64| json!({"prompt": prompt, "modelId": FLUX, "numOutputs": n, "waitForResult": true});
+    let (status, g) = generate(
+        &s,
+        user,
+        body("a duel [sim:flagged=violence] [sim:slow=20]", 1),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{g}");
+    assert_eq!(
+        (&g["status"], &g["error"]["code"], &g["creditsUsed"]),
+        (&json!("failed"), &json!("CONTENT_REFUSED"), &json!(0)),
+        "{g}"
+    );
+    assert_eq!(objects(&s, user).await, Vec::<String>::new());
+    assert_eq!(g["freeGenerationsRemaining"], 3, "{g}");
+
+    // Two asked, the first flagged: one stored, one free slot used.
+    let (status, g) = generate(
+        &s,
+        user,
+        body("a duel [sim:flagged=violence] [sim:slow=20]", 2),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{g}");
+    assert_eq!(g["images"].as_array().map(Vec::len), Some(1), "{g}");
+    assert_eq!(
+        objects(&s, user)
+            .await
+            .iter()
+            .filter(|k| !k.contains(".thumb."))
+            .count(),
+        1
+    );
+    let (_, credits) = s
+        .call(Method::GET, "/api/v1/credits/balance", Some(user), None)
+        .await;
+    assert_eq!(
+        (&credits["freeGenerationsRemaining"], &credits["balance"]),
+        (&json!(2), &json!(100))
+    );
+    assert!(refusals(&s, user).await >= 2);
+    s.thumbnails_tried(user).await;
+    s.assert_audit_clean(user).await;
+    drop(s);
+    server
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .unwrap();
 }

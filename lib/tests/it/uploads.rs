@@ -425,3 +425,42 @@ async fn s_cancel(stack: &Stack, user: Uuid, g: &Value) {
     stack.cancel_all(user, std::slice::from_ref(g)).await;
     stack.assert_audit_clean(user).await;
 }
+
+/// A source image is moderated as the provider will read it: a flagged upload
+/// (the moderation simulator reads `mod-flag-<category>` in an inline image's
+/// bytes) is refused before anything is held.
+#[tokio::test]
+async fn a_flagged_source_image_is_refused_before_anything_is_held() {
+    let s = Stack::start().await;
+    let user = Uuid::new_v4();
+    let mut flagged = png();
+    flagged.extend_from_slice(b"mod-flag-sexual");
+    let id = uploaded(&s, user, "image/png", flagged).await;
+    let body = json!({"prompt": "a cat", "modelId": IMG2IMG, "sourceImageId": id});
+    let (status, p) = generate_from(&s, user, body).await;
+    assert_eq!(
+        (status, &p["code"], &p["categories"]),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!("CONTENT_REFUSED"),
+            &json!(["sexual"])
+        ),
+        "{p}"
+    );
+    let db = s.state.db.get().await.unwrap();
+    let held: i64 = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM generations WHERE user_id = $1)
+                  + (SELECT count(*) FROM credit_holds WHERE user_id = $1)",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(held, 0);
+    // The same picture without the mark is used.
+    let id = uploaded(&s, user, "image/png", png()).await;
+    let body = json!({"prompt": "a cat [sim:slow=20]", "modelId": IMG2IMG, "sourceImageId": id, "waitForResult": true});
+    let (status, g) = generate_from(&s, user, body).await;
+    assert_eq!(status, StatusCode::CREATED, "{g}");
+}
