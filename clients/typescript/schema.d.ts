@@ -792,6 +792,8 @@ export interface components {
             supportsSeed: boolean;
             /** @description The most `numOutputs` one generation of this model may ask for. */
             maxOutputs: number;
+            /** @description Its outputs are checked by the image moderation provider before they are stored: a flagged one is never shown nor charged (all flagged: the generation fails `CONTENT_REFUSED`). */
+            moderateOutputs: boolean;
             isDefault: boolean;
             sortOrder: number;
             estimatedTimeSeconds: number;

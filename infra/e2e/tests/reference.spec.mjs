@@ -21,11 +21,12 @@ test("the reference lists every route of docs/openapi.yaml", async ({ page }) =>
   const res = await page.goto("/docs");
   expect(res.status()).toBe(200);
   await expect(page.getByRole("heading", { name: /Picture API/ })).toBeVisible();
-  // Redoc renders sections as they come into view: scroll to the end, then read
-  // every "METHOD" line followed by a "/path" line of the rendered text.
+  // Redoc renders sections as they come into view (and may drop those far behind):
+  // scroll to the end, collecting every "METHOD" line followed by a "/path" line of
+  // the text rendered on the way.
+  const found = new Set();
   const shown = async () => {
     const lines = (await page.locator("body").innerText()).split("\n").map((l) => l.trim());
-    const found = new Set();
     lines.forEach((line, i) => {
       if (METHODS.includes(line.toLowerCase()) && lines[i + 1]?.startsWith("/")) found.add(`${line.toUpperCase()} ${lines[i + 1]}`);
     });
