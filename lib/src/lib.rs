@@ -1,43 +1,68 @@
 //! Picture: the domain logic behind every Lambda function.
 //!
 //! Functions are thin: each builds an [`AppState`] once per cold start and
-//! serves one of the routers in [`api`]. Everything else lives here: settings
-//! ([`config`]), errors ([`error`]; rendered for HTTP in [`web::problem`]), authentication ([`auth`]), the stores
-//! ([`db`], [`storage`]), the Replicate client ([`replicate`]), the credit
-//! hold rules ([`credits`]) and the generation state machine ([`lifecycle`]).
+//! serves one of the routers in [`api`] (or handles scheduled and deploy-time
+//! events through [`runtime`]). The crate is in four groups: the edge uses the
+//! domain, the domain uses the adapters (never the edge), and the platform is
+//! shared by all:
+//!
+//! - **The HTTP edge:** [`api`] (one module per function: routes, requests,
+//!   answers) and [`web`] (routing, policies, problem documents, input checks).
+//! - **The domain:** the generation state machine [`lifecycle`] (and its queue
+//!   of batch items), [`batches`], the credit rules [`credits`], credit
+//!   [`purchases`], [`moderation`], [`uploads`], [`thumbnail`]s, deleting an
+//!   [`images`] entry, a user's [`account`] deletion and [`export`], provider
+//!   [`usage`], the [`reconcile`]r and the [`audit`].
+//! - **Adapters to the outside:** PostgreSQL rows in [`db`] (SQL lives only
+//!   there), S3 in [`storage`], Replicate in [`replicate`], Stripe in
+//!   [`stripe`], DynamoDB records (rate limits, idempotency, seen webhooks) in
+//!   [`limits`], shared AWS settings in [`aws`], [`secrets`], [`tls`] and the
+//!   outbound [`http_client`].
+//! - **The platform:** settings ([`config`]), errors ([`error`]; rendered for
+//!   HTTP once, in [`web::problem`]), authentication ([`auth`]: JWTs and the
+//!   development key), the shared [`state`], the Lambda loop
+//!   ([`runtime`]), CloudFormation hooks ([`deploy`]), logs and metrics
+//!   ([`telemetry`]) and traces ([`otel`]).
 
-pub mod account;
+// The HTTP edge.
 pub mod api;
+pub mod web;
+
+// The domain.
+pub mod account;
 pub mod audit;
-pub mod auth;
-pub mod aws;
 pub mod batches;
-pub mod config;
 pub mod credits;
-pub mod db;
-pub mod deploy;
-pub mod error;
 pub mod export;
-pub mod http_client;
 pub mod images;
 pub mod lifecycle;
-pub mod limits;
 pub mod moderation;
-pub mod otel;
 pub mod purchases;
 pub mod reconcile;
-pub mod replicate;
-pub mod runtime;
-pub mod secrets;
-pub mod state;
-pub mod storage;
-pub mod stripe;
-pub mod telemetry;
 pub mod thumbnail;
-pub mod tls;
 pub mod uploads;
 pub mod usage;
-pub mod web;
+
+// Adapters to the outside.
+pub mod aws;
+pub mod db;
+pub mod http_client;
+pub mod limits;
+pub mod replicate;
+pub mod secrets;
+pub mod storage;
+pub mod stripe;
+pub mod tls;
+
+// The platform.
+pub mod auth;
+pub mod config;
+pub mod deploy;
+pub mod error;
+pub mod otel;
+pub mod runtime;
+pub mod state;
+pub mod telemetry;
 
 pub use config::Config;
 pub use error::{Error, Result};

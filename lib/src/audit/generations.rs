@@ -1,226 +1,21 @@
-//! The stores' invariants, checked against what is really there (`make audit`):
-//! generations, images, credit holds and the ledger in PostgreSQL, image
-//! objects in S3.
-//!
-//! It scales with the stores: rows are streamed (never a whole table in
-//! memory), the bucket is listed by prefix (no HEAD per image), and the two are
-//! joined in memory by key. Objects that look wrong are checked once more at
-//! the end (one HEAD each), so a generation that completes or an image deleted
-//! while the audit runs is not reported.
-//!
-//! A completed generation has exactly one image row unless its user deleted
-//! the image (`generations.image_deleted_at`, set with the row's deletion);
-//! an object left behind by such a delete is an orphan.
+//! The audit of generations and their objects: each generation's image rows
+//! against its status and charge, its hold against the ledger, and the
+//! objects found under its id (listed by prefix, checked again at the end).
 
-use std::{collections::HashMap, fmt};
+use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
 use uuid::Uuid;
 
-use crate::{
-    AppState, Error,
-    config::CreditsProvider,
-    db::audit::{self as rows, Account, GenRow, Quota},
-    storage::ImageKey,
-};
-
-/// What to audit: everything by default.
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    /// Only generations created, and objects written, at or after this time
-    /// (per-user checks of the ledger and free quota always cover all history).
-    pub since: Option<DateTime<Utc>>,
-    /// Only this user's records and the objects under `users/{user}/`.
-    pub user: Option<Uuid>,
-}
-
-/// Parses `--since`: a date (midnight UTC) or an RFC 3339 time.
-pub fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
-    crate::usage::parse_time(s, chrono::TimeDelta::zero()).map_err(|e| format!("--since: {e}"))
-}
-
-/// How much was looked at.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Checked {
-    pub generations: usize,
-    pub objects: usize,
-    pub accounts: usize,
-    pub quotas: usize,
-    pub purchases: usize,
-}
-
-/// The outcome of a run.
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct Report {
-    pub checked: Checked,
-    pub violations: Vec<Violation>,
-}
-
-/// One broken invariant. `kind` is stable (alerts and scripts match on it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Violation {
-    pub kind: &'static str,
-    pub user_id: Option<Uuid>,
-    pub generation_id: Option<Uuid>,
-    pub image_id: Option<Uuid>,
-    pub key: Option<String>,
-    pub message: String,
-}
-
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.kind)?;
-        let ids = [
-            ("user", self.user_id),
-            ("generation", self.generation_id),
-            ("image", self.image_id),
-        ];
-        for (name, id) in ids {
-            if let Some(id) = id {
-                write!(f, " {name}={id}")?;
-            }
-        }
-        if let Some(key) = &self.key {
-            write!(f, " key={key}")?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-impl Violation {
-    fn new(kind: &'static str, message: impl Into<String>) -> Self {
-        Violation {
-            kind,
-            user_id: None,
-            generation_id: None,
-            image_id: None,
-            key: None,
-            message: message.into(),
-        }
-    }
-
-    fn of(kind: &'static str, g: &GenRow, message: impl Into<String>) -> Self {
-        Violation {
-            user_id: Some(g.user_id),
-            generation_id: Some(g.id),
-            ..Violation::new(kind, message)
-        }
-    }
-
-    fn key(mut self, key: &str) -> Self {
-        self.key = Some(key.to_string());
-        self
-    }
-}
-
-/// The scheduled audit: the users with generations since `since`, one at a
-/// time in random order (their records, and only their prefix of the bucket:
-/// never a listing of the whole bucket), until `until`. Returns what was
-/// found and whether every such user was audited; a partial run still
-/// reports, so the metric never goes silent.
-pub async fn recent(
-    st: &AppState,
-    since: DateTime<Utc>,
-    until: std::time::Instant,
-) -> Result<(Report, bool), Error> {
-    let users = rows::recent_users(&**st.db.get().await?, since).await?;
-    let mut report = Report::default();
-    for user in users {
-        let filter = Filter {
-            since: Some(since),
-            user: Some(user),
-        };
-        let Ok(found) = tokio::time::timeout_at(until.into(), run(st, &filter)).await else {
-            return Ok((report, false));
-        };
-        let found = found?;
-        let (c, f) = (&mut report.checked, found.checked);
-        c.generations += f.generations;
-        c.objects += f.objects;
-        c.accounts += f.accounts;
-        c.quotas += f.quotas;
-        c.purchases += f.purchases;
-        report.violations.extend(found.violations);
-    }
-    Ok((report, true))
-}
-
-/// One audit run over the stores, narrowed by `filter`.
-pub async fn run(st: &AppState, filter: &Filter) -> Result<Report, Error> {
-    let mut report = Report::default();
-    let mut objects = list_objects(st, filter).await?;
-    report.checked.objects = objects.count;
-    let slack = (st.cfg.generation_deadline + st.cfg.reconcile_interval).as_secs_f64();
-    let ledger = st.cfg.credits_provider == CreditsProvider::Ledger;
-    let out = &mut report.violations;
-    let db = st.db.get().await?;
-    report.checked.generations = rows::generations(&**db, filter.since, filter.user, slack, |g| {
-        let keys = objects.by_generation.remove(&g.id).unwrap_or_default();
-        check_generation(&g, &keys, ledger, out);
-    })
-    .await?;
-    let rest: Vec<Uuid> = objects.by_generation.keys().copied().collect();
-    let known = rows::generations_by_id(&**db, &rest).await?;
-    for (id, keys) in &objects.by_generation {
-        match known.get(id) {
-            Some(g) => check_objects(g, keys, out),
-            None => out.extend(
-                keys.iter()
-                    .map(|k| orphan(k, "its generation does not exist")),
-            ),
-        }
-    }
-    out.extend(
-        objects
-            .unparsed
-            .iter()
-            .map(|k| orphan(k, "not a generation's key")),
-    );
-    report.checked.accounts =
-        rows::accounts(&**db, filter.user, |a| check_account(&a, out)).await?;
-    report.checked.purchases = rows::purchases(&**db, filter.user, filter.since, |p| {
-        check_purchase(&p, out)
-    })
-    .await?;
-    for (user_id, texts, images, uploads) in
-        rows::deleted_users_leftovers(&**db, filter.user).await?
-    {
-        if texts + images + uploads > 0 {
-            let msg = format!(
-                "deleted, yet {texts} generations or batches keep their texts, {images} image rows, {uploads} uploads"
-            );
-            out.push(Violation {
-                user_id: Some(user_id),
-                ..Violation::new("deleted_user_data", msg)
-            });
-        }
-    }
-    let deleting = rows::users_being_deleted(&**db, filter.user).await?;
-    out.retain(|v| {
-        !(is_object_finding(v.kind) && v.user_id.is_some_and(|u| deleting.contains(&u)))
-    });
-    for (entry, user_id, session) in rows::stray_purchase_entries(&**db, filter.user).await? {
-        let msg = format!("ledger entry {entry} names no purchase ({session:?})");
-        out.push(Violation {
-            user_id: Some(user_id),
-            ..Violation::new("purchase_entry_without_purchase", msg)
-        });
-    }
-    for c in rows::count_mismatches(&**db, filter.user).await? {
-        out.push(count_violation(&c));
-    }
-    let limit = i64::from(st.cfg.free_generations);
-    report.checked.quotas =
-        rows::quotas(&**db, filter.user, |q| check_quota(&q, limit, out)).await?;
-    drop(db);
-    recheck_objects(st, &mut report.violations).await?;
-    Ok(report)
-}
+use super::{Filter, Violation};
+use crate::{AppState, Error, db::audit::GenRow, storage::ImageKey};
 
 /// Checks a generation's rows and the objects found under its id.
-fn check_generation(g: &GenRow, keys: &[String], ledger: bool, out: &mut Vec<Violation>) {
+pub(super) fn check_generation(
+    g: &GenRow,
+    keys: &[String],
+    ledger: bool,
+    out: &mut Vec<Violation>,
+) {
     for img in &g.images {
         let of = |kind, msg: String, key: &str| Violation {
             image_id: Some(img.id),
@@ -315,7 +110,7 @@ fn check_hold(g: &GenRow, ledger: bool, out: &mut Vec<Violation>) {
 /// Objects under a generation's id: fine if open, or if it is one of the
 /// completed generation's images or a thumbnail a row names (or is making); an
 /// object of a failed or cancelled one is reported as such, anything else is an orphan.
-fn check_objects(g: &GenRow, keys: &[String], out: &mut Vec<Violation>) {
+pub(super) fn check_objects(g: &GenRow, keys: &[String], out: &mut Vec<Violation>) {
     let prefix = format!("users/{}/images/{}.", g.user_id, g.id);
     for key in keys {
         let known = g.images.iter().any(|img| {
@@ -341,7 +136,7 @@ fn check_objects(g: &GenRow, keys: &[String], out: &mut Vec<Violation>) {
     }
 }
 
-fn orphan(key: &str, why: &str) -> Violation {
+pub(super) fn orphan(key: &str, why: &str) -> Violation {
     let user = key
         .strip_prefix("users/")
         .and_then(|r| r.split('/').next())
@@ -354,7 +149,7 @@ fn orphan(key: &str, why: &str) -> Violation {
 
 /// Whether a finding is about objects and image rows (which a deletion under
 /// way removes in steps, so they are not checked for its user).
-fn is_object_finding(kind: &str) -> bool {
+pub(super) fn is_object_finding(kind: &str) -> bool {
     matches!(
         kind,
         "missing_object" | "orphan_object" | "object_of_unfinished"
@@ -362,7 +157,10 @@ fn is_object_finding(kind: &str) -> bool {
 }
 
 /// Drops object findings that no longer hold (the store moved on during the run).
-async fn recheck_objects(st: &AppState, violations: &mut Vec<Violation>) -> Result<(), Error> {
+pub(super) async fn recheck_objects(
+    st: &AppState,
+    violations: &mut Vec<Violation>,
+) -> Result<(), Error> {
     let mut kept = Vec::with_capacity(violations.len());
     for v in violations.drain(..) {
         let expect_present = match v.kind {
@@ -384,14 +182,14 @@ async fn recheck_objects(st: &AppState, violations: &mut Vec<Violation>) -> Resu
 
 /// Image objects in the bucket, by the generation id in their key.
 #[derive(Debug, Default)]
-struct Objects {
-    by_generation: HashMap<Uuid, Vec<String>>,
+pub(super) struct Objects {
+    pub(super) by_generation: HashMap<Uuid, Vec<String>>,
     /// Keys under `users/*/images/` that are not `{userId}/images/{generationId}.{ext}`.
-    unparsed: Vec<String>,
-    count: usize,
+    pub(super) unparsed: Vec<String>,
+    pub(super) count: usize,
 }
 
-async fn list_objects(st: &AppState, filter: &Filter) -> Result<Objects, Error> {
+pub(super) async fn list_objects(st: &AppState, filter: &Filter) -> Result<Objects, Error> {
     let prefix = filter
         .user
         .map_or_else(|| "users/".to_string(), |u| format!("users/{u}/"));
@@ -415,112 +213,6 @@ async fn list_objects(st: &AppState, filter: &Filter) -> Result<Objects, Error> 
         })
         .await?;
     Ok(objects)
-}
-
-fn check_account(a: &Account, out: &mut Vec<Violation>) {
-    let user = |v: Violation| Violation {
-        user_id: Some(a.user_id),
-        ..v
-    };
-    // Only a take-back (of credits already spent) may leave a balance below zero.
-    if a.balance < 0 && a.takebacks == 0 {
-        out.push(user(Violation::new(
-            "negative_balance",
-            format!("balance {}", a.balance),
-        )));
-    }
-    let expected = (
-        a.earned - a.captures + a.refunds,
-        a.earned,
-        a.captures - a.refunds,
-    );
-    if (a.balance, a.total_earned, a.total_spent) != expected {
-        let msg = format!(
-            "balance/earned/spent {}/{}/{}, but the transactions give {}/{}/{} \
-             (earned {}, captures {}, refunds {})",
-            a.balance,
-            a.total_earned,
-            a.total_spent,
-            expected.0,
-            expected.1,
-            expected.2,
-            a.earned,
-            a.captures,
-            a.refunds
-        );
-        out.push(user(Violation::new("ledger", msg)));
-    }
-}
-
-/// A granted purchase has exactly one grant of its pack's credits; no other
-/// has any; take-backs never exceed what was granted (and reinstated).
-fn check_purchase(p: &rows::PurchaseRow, out: &mut Vec<Violation>) {
-    let violation = |kind, msg: String| Violation {
-        user_id: Some(p.user_id),
-        key: Some(p.session_id.clone()),
-        ..Violation::new(kind, msg)
-    };
-    let granted = p.status == "granted";
-    if granted && (p.grants != 1 || p.granted != p.credits) {
-        let msg = format!(
-            "granted, with {} grant entries of {} credits in all (the pack has {})",
-            p.grants, p.granted, p.credits
-        );
-        out.push(violation("purchase_grant", msg));
-    }
-    if !granted && p.grants > 0 {
-        let msg = format!("{} but {} credits were granted", p.status, p.granted);
-        out.push(violation("grant_without_payment", msg));
-    }
-    if p.takebacks > p.credits + p.reinstated {
-        let msg = format!(
-            "{} credits taken back of {} (+{} reinstated)",
-            p.takebacks, p.credits, p.reinstated
-        );
-        out.push(violation("takeback_over_purchase", msg));
-    }
-}
-
-/// A user's history counters (`generation_counts`) that differ from their rows.
-fn count_violation(c: &rows::Counts) -> Violation {
-    let by_status = |n: &[i64]| {
-        let parts: Vec<_> = rows::COUNTED_STATUSES
-            .iter()
-            .zip(n)
-            .map(|(s, n)| format!("{s} {n}"))
-            .collect();
-        parts.join(", ")
-    };
-    let msg = format!(
-        "generation_counts says {}; the rows say {}",
-        by_status(&c.kept),
-        by_status(&c.counted)
-    );
-    Violation {
-        user_id: Some(c.user_id),
-        ..Violation::new("generation_count", msg)
-    }
-}
-
-fn check_quota(q: &Quota, limit: i64, out: &mut Vec<Violation>) {
-    let user = |v: Violation| Violation {
-        user_id: Some(q.user_id),
-        ..v
-    };
-    if q.free_holds > limit {
-        let msg = format!(
-            "{} free holds held or captured, the limit is {limit}",
-            q.free_holds
-        );
-        out.push(user(Violation::new("free_over_limit", msg)));
-    }
-    if i64::from(q.free_used.unwrap_or(0)) != q.free_holds {
-        let msg = format!(
-            "user_quotas.free_used is {:?}, but {} free holds are held or captured",
-            q.free_used, q.free_holds
-        );
-        out.push(user(Violation::new("free_used", msg)));
-    }
 }
 
 #[cfg(test)]
@@ -555,21 +247,6 @@ mod tests {
             image_deleted: false,
             batch_cancelled: false,
         }
-    }
-
-    #[test]
-    fn since_takes_a_date_or_a_time() {
-        assert_eq!(
-            parse_since("2026-03-01").unwrap().to_rfc3339(),
-            "2026-03-01T00:00:00+00:00"
-        );
-        assert_eq!(
-            parse_since("2026-03-01T12:30:00+02:00")
-                .unwrap()
-                .to_rfc3339(),
-            "2026-03-01T10:30:00+00:00"
-        );
-        assert!(parse_since("yesterday").is_err());
     }
 
     #[test]
