@@ -67,4 +67,3 @@ pub mod telemetry;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use state::AppState;
-pub use web::problem::Problem;

@@ -26,7 +26,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post, put},
 };
-use picture::{Problem, auth::devkey::DevKey};
+use picture::{auth::devkey::DevKey, web::Problem};
 use serde_json::{Value, json};
 
 /// Where the page's files are, relative to the repository's root.

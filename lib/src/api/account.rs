@@ -17,8 +17,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::web::Problem;
 use crate::{
-    AppState, Error, Problem,
+    AppState, Error,
     db::exports::{self, Export, ExportStatus},
     web::{
         self, AuthUser, JsonBody, Routes,

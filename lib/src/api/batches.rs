@@ -19,8 +19,9 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::views::GenerationView;
+use crate::web::Problem;
 use crate::{
-    AppState, Error, Problem,
+    AppState, Error,
     batches::{self, BatchStatus, Counts, MAX_ITEMS},
     db::{
         batches::{self as rows, Batch, NewBatch},

@@ -7,8 +7,9 @@ use axum::{
 };
 use http::{Method, StatusCode};
 
+use crate::web::Problem;
 use crate::{
-    AppState, Problem, lifecycle,
+    AppState, lifecycle,
     web::{self, AuthUser, Routes, policy::READ},
 };
 

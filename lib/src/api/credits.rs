@@ -13,8 +13,9 @@ use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::web::Problem;
 use crate::{
-    AppState, Problem,
+    AppState,
     db::{generations::RequestKey, ledger, purchases::Purchase},
     purchases,
     web::{

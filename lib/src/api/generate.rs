@@ -12,8 +12,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::views::{ErrorView, ImageView};
+use crate::web::Problem;
 use crate::{
-    AppState, Error, Problem,
+    AppState, Error,
     credits::{Charge, Hold},
     db::{
         generations::{self, Generation, GenerationRequest, NewGeneration, RequestKey, Status},

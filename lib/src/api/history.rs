@@ -16,8 +16,9 @@ use http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::web::Problem;
 use crate::{
-    AppState, Problem,
+    AppState,
     db::{
         generations::{self, Start},
         images,

@@ -12,8 +12,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::web::Problem;
 use crate::{
-    AppState, Problem,
+    AppState,
     db::images,
     web::{self, AuthUser, JsonBody, Routes, policy::READ, problem::FieldError, text},
 };

@@ -18,8 +18,9 @@ pub mod webhook;
 use axum::Router;
 use uuid::Uuid;
 
+use crate::web::Problem;
 use crate::{
-    AppState, Error, Problem,
+    AppState, Error,
     db::generations::{self, Generation},
     web::{self, Routes},
 };

@@ -8,8 +8,9 @@ use axum::{
 use http::{HeaderValue, Method, StatusCode, header};
 use serde_json::json;
 
+use crate::web::Problem;
 use crate::{
-    AppState, Problem,
+    AppState,
     web::{self, Routes, policy::Access},
 };
 

@@ -10,8 +10,9 @@ use http::{HeaderMap, Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::web::Problem;
 use crate::{
-    AppState, Error, Problem, purchases,
+    AppState, Error, purchases,
     stripe::{Charge, Dispute, Event, Session, signature},
     telemetry::{self, metric},
     web::{self, Routes, policy::Access},

@@ -10,8 +10,9 @@ use axum::{
 use http::{Method, StatusCode};
 use std::time::{Duration, Instant};
 
+use crate::web::Problem;
 use crate::{
-    AppState, Problem, lifecycle,
+    AppState, lifecycle,
     web::{self, AuthUser, Routes, policy::READ},
 };
 

@@ -7,8 +7,9 @@ use axum::{extract::State, response::Response};
 use http::{Method, StatusCode};
 use serde_json::{Map, Value, json};
 
+use crate::web::Problem;
 use crate::{
-    AppState, Problem,
+    AppState,
     uploads::{self, CONTENT_TYPES},
     web::{
         self, AuthUser, JsonBody, Routes,

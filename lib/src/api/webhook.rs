@@ -20,8 +20,9 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::web::Problem;
 use crate::{
-    AppState, Error, Problem,
+    AppState, Error,
     db::generations::LeaseBy,
     lifecycle,
     limits::replay,

@@ -19,8 +19,9 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::problem::FieldError;
+use crate::web::Problem;
 use crate::{
-    AppState, Problem,
+    AppState,
     db::generations::RequestKey,
     limits::idempotency::{Claim, Stored, claim, complete, release},
 };

@@ -14,8 +14,9 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use std::sync::Arc;
 
 use super::AuthUser;
+use crate::web::Problem;
 use crate::{
-    AppState, Problem,
+    AppState,
     limits::ratelimit::{self, Decision},
     state::Early,
 };

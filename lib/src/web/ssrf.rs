@@ -21,7 +21,8 @@ use axum::{
 use serde_json::Value;
 use url::{Host, Url};
 
-use crate::{Problem, web::problem::FieldError};
+use crate::web::Problem;
+use crate::web::problem::FieldError;
 
 /// The field this module checks.
 const FIELD: &str = "sourceImageUrl";
