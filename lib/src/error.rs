@@ -95,9 +95,9 @@ pub enum Error {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Replicate(#[from] ReplicateError),
-    /// The runtime table (DynamoDB) failed.
+    /// The records table (DynamoDB) failed.
     #[error(transparent)]
-    Runtime(#[from] crate::limits::Unavailable),
+    Records(#[from] crate::records::Unavailable),
     /// A timeout of our own: the work did not finish within its time budget.
     #[error("{0} did not finish in time")]
     TimedOut(&'static str),
@@ -117,7 +117,7 @@ impl Error {
             | Error::IdempotencyKeyTaken
             | Error::ProviderBusy
             | Error::ModerationUnavailable
-            | Error::Runtime(_)
+            | Error::Records(_)
             | Error::TimedOut(_) => true,
             Error::Db(e) => db_transient(e),
             Error::Pool(e) => match e {

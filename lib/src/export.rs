@@ -45,7 +45,7 @@ pub fn key(user: Uuid, id: Uuid) -> String {
 /// Builds the export `id` if nobody else is, within `deadline`; returns
 /// whether it is ready now. A fault or the deadline leaves it pending for the
 /// reconciler; after [`MAX_ATTEMPTS`] it is failed.
-pub async fn run(st: &AppState, id: Uuid, deadline: Instant) -> Result<bool> {
+pub async fn make(st: &AppState, id: Uuid, deadline: Instant) -> Result<bool> {
     let lease = deadline.saturating_duration_since(Instant::now()) + LEASE_MARGIN;
     let db = st.db.get().await?;
     let Some(export) = exports::claim(&**db, id, lease.as_secs_f64()).await? else {
@@ -277,7 +277,7 @@ pub async fn reconcile(st: &AppState, until: Instant) -> Result<Reconciled> {
         if Instant::now() >= until {
             break;
         }
-        if run(st, id, until).await? {
+        if make(st, id, until).await? {
             done.finished += 1;
         }
     }

@@ -16,7 +16,7 @@
 //! - **Adapters to the outside:** PostgreSQL rows in [`db`] (SQL lives only
 //!   there), S3 in [`storage`], Replicate in [`replicate`], Stripe in
 //!   [`stripe`], DynamoDB records (rate limits, idempotency, seen webhooks) in
-//!   [`limits`], shared AWS settings in [`aws`], [`secrets`], [`tls`] and the
+//!   [`records`], shared AWS settings in [`aws`], [`secrets`], [`tls`] and the
 //!   outbound [`http_client`].
 //! - **The platform:** settings ([`config`]), errors ([`error`]; rendered for
 //!   HTTP once, in [`web::problem`]), authentication ([`auth`]: JWTs and the
@@ -47,7 +47,7 @@ pub mod usage;
 pub mod aws;
 pub mod db;
 pub mod http_client;
-pub mod limits;
+pub mod records;
 pub mod replicate;
 pub mod secrets;
 pub mod storage;

@@ -11,7 +11,7 @@ use std::{
 
 use tokio::sync::{OnceCell, RwLock};
 
-use crate::limits::RuntimeTable;
+use crate::records::RecordsTable;
 
 use crate::{
     Config, Result, auth::Verifier, credits::Credits, db, http_client::HttpClient,
@@ -34,7 +34,7 @@ pub struct AwsOverrides {
 pub struct Early {
     /// A database connection.
     pub db: bool,
-    /// The AWS settings and the runtime table's client (rate limits,
+    /// The AWS settings and the records table's client (rate limits,
     /// idempotency, webhook replays).
     pub runtime_table: bool,
 }
@@ -61,7 +61,7 @@ pub struct Inner {
     pub moderation: Option<crate::moderation::openai::OpenAiModeration>,
     pub auth: Verifier,
     pub credits: Credits,
-    pub runtime: RuntimeTable,
+    pub records: RecordsTable,
     webhook_secret: OnceCell<String>,
     models: Cached<Vec<db::models::Model>>,
     moderation_terms: Cached<Vec<crate::moderation::blocklist::Term>>,
@@ -102,7 +102,7 @@ impl AppState {
                 cfg.app_env != crate::config::AppEnv::Development,
             )?),
             storage: Storage::new(&cfg, http.clone(), shared_aws.or(aws.s3)),
-            runtime: RuntimeTable::new(&cfg, shared_aws.or(aws.dynamodb)),
+            records: RecordsTable::new(&cfg, shared_aws.or(aws.dynamodb)),
             replicate: Replicate::new(
                 http.clone(),
                 &cfg.replicate_api_base_url,
@@ -142,7 +142,7 @@ impl AppState {
     /// instance (later calls do nothing). The first request calls it
     /// ([`crate::web::policy::enforce`]) before its own first step (the key
     /// set, for a user's token), so that the database connection and the
-    /// runtime table's client are opened alongside rather than one after
+    /// records table's client are opened alongside rather than one after
     /// another. Not at init: that work would compete with init for the CPU
     /// and delay the first `next`. Nothing here can fail the instance: the
     /// request that needs a part gets the outcome of the attempt in flight,
@@ -155,7 +155,7 @@ impl AppState {
             if early.runtime_table {
                 let st = self.clone();
                 tokio::spawn(async move {
-                    st.runtime.client().await;
+                    st.records.client().await;
                 });
             }
         });

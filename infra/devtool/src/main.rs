@@ -176,8 +176,8 @@ async fn runtime_table(state: &AppState) -> Result<()> {
         AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
         TimeToLiveSpecification,
     };
-    let db = state.runtime.client().await;
-    let table = state.runtime.name();
+    let db = state.records.client().await;
+    let table = state.records.name();
     let fail = |e: String| anyhow::anyhow!("runtime table {table}: {e}");
     if db.describe_table().table_name(table).send().await.is_ok() {
         return Ok(());

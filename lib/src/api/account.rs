@@ -117,7 +117,7 @@ async fn start_export(
     let db = st.db.get().await.map_err(Error::from)?;
     let export = exports::pending_or_new(&**db, user).await?;
     drop(db);
-    crate::export::run(&st, export.id, deadline).await?;
+    crate::export::make(&st, export.id, deadline).await?;
     let db = st.db.get().await.map_err(Error::from)?;
     let export = exports::get_owned(&**db, export.id, user)
         .await?

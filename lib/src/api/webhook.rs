@@ -25,7 +25,7 @@ use crate::{
     AppState, Error,
     db::generations::LeaseBy,
     lifecycle,
-    limits::replay,
+    records::replay,
     replicate::{Prediction, signature},
     telemetry::{self, metric},
     web::{self, Routes, policy::Access, text::Text},
@@ -76,7 +76,7 @@ async fn webhook(
     }
     telemetry::count(metric::WEBHOOK_RECEIVED, 1);
     let delivery = header("webhook-id").unwrap_or_default();
-    match replay::seen(&st.runtime, delivery, now).await {
+    match replay::seen(&st.records, delivery, now).await {
         Ok(true) => {
             tracing::info!(
                 webhook_id = delivery,
@@ -92,7 +92,7 @@ async fn webhook(
         Err(e) => tracing::warn!(error = %e, "webhook replay check unavailable: processing"),
     }
     let answer = process(&st, &q, &body).await?;
-    if let Err(e) = replay::remember(&st.runtime, delivery, now).await {
+    if let Err(e) = replay::remember(&st.records, delivery, now).await {
         tracing::warn!(error = %e, webhook_id = delivery, "webhook id not remembered");
     }
     Ok(answer)

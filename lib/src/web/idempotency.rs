@@ -1,6 +1,6 @@
 //! `Idempotency-Key` on `POST /generate`, with the semantics of AWS Lambda
 //! Powertools' idempotency utility, over the records of
-//! [`crate::limits::idempotency`]. The first request with a key claims it,
+//! [`crate::records::answers`]. The first request with a key claims it,
 //! runs, and stores its answer. A retry with the same key and body gets that
 //! answer again, marked `Idempotency-Replayed: true`, without running; one
 //! that arrives while the first still runs waits up to two seconds for it,
@@ -8,7 +8,7 @@
 //! gets 409 `IDEMPOTENCY_KEY_REUSED`. Only an answer that is final for the
 //! request is kept: a 5xx, 402, 409 or 429 releases the record so that a
 //! retry runs again (see [`is_final`]). The record is a cache of answers: the generation
-//! itself records its key (see `api::generate`), so when the runtime table
+//! itself records its key (see `api::generate`), so when the records table
 //! cannot be reached the request runs without a record and stays exactly-once.
 
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use crate::web::Problem;
 use crate::{
     AppState,
     db::generations::RequestKey,
-    limits::idempotency::{Claim, Stored, claim, complete, release},
+    records::answers::{Claim, Stored, claim, complete, release},
 };
 
 /// The request header carrying the key.
@@ -103,7 +103,7 @@ pub async fn once(
         key: key.clone(),
         hash: hash.clone(),
     });
-    let table = &st.runtime;
+    let table = &st.records;
     let deadline = Instant::now() + WAIT;
     loop {
         let now = chrono::Utc::now().timestamp();

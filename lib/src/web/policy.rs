@@ -17,7 +17,7 @@ use super::AuthUser;
 use crate::web::Problem;
 use crate::{
     AppState,
-    limits::ratelimit::{self, Decision},
+    records::ratelimit::{self, Decision},
     state::Early,
 };
 
@@ -70,7 +70,7 @@ fn find<'a>(routes: &'a [Route], method: &Method, path: &str) -> Option<&'a Rout
 /// What the first request of a function with `routes` starts opening early
 /// ([`AppState::open_early`]): a database connection (every function's
 /// handlers use it) and, for routes that take a user's token or a signature,
-/// the runtime table's client (rate limits, idempotency, webhook replays).
+/// the records table's client (rate limits, idempotency, webhook replays).
 pub fn early(routes: &[Route]) -> Early {
     Early {
         db: true,
@@ -122,7 +122,7 @@ async fn user_route(
     };
     let name = format!("{} {}", route.method, route.path);
     let now = chrono::Utc::now().timestamp();
-    let check = ratelimit::check(&st.runtime, user, &name, max, now);
+    let check = ratelimit::check(&st.records, user, &name, max, now);
 
     // A GET has no side effects, so it runs while it is being counted (the
     // answer takes the longer of the two, not their sum) and is dropped if
@@ -158,7 +158,7 @@ async fn user_route(
 /// The outcome of a rate-limit check: a decision, none when DynamoDB is
 /// unreachable for a read (fail open), or 503 for generate (fail closed).
 fn decide(
-    checked: Result<Decision, crate::limits::Unavailable>,
+    checked: Result<Decision, crate::records::Unavailable>,
     limit: Limit,
     name: &str,
 ) -> Result<Option<Decision>, Problem> {

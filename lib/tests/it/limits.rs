@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use picture::limits::ratelimit;
+use picture::records::ratelimit;
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -54,7 +54,7 @@ async fn the_limiter_admits_exactly_its_limit_under_concurrency() {
     let s = Stack::start().await;
     let (user, now) = (Uuid::new_v4(), chrono::Utc::now().timestamp());
     let decisions = futures::future::join_all(
-        (0..40).map(|_| ratelimit::check(&s.state.runtime, user, "POST /test", 10, now)),
+        (0..40).map(|_| ratelimit::check(&s.state.records, user, "POST /test", 10, now)),
     )
     .await;
     let admitted: Vec<_> = decisions
@@ -67,7 +67,7 @@ async fn the_limiter_admits_exactly_its_limit_under_concurrency() {
     remaining.sort();
     assert_eq!(remaining, (0..10).collect::<Vec<_>>());
     // The next window starts from zero.
-    let next = ratelimit::check(&s.state.runtime, user, "POST /test", 10, now + 60)
+    let next = ratelimit::check(&s.state.records, user, "POST /test", 10, now + 60)
         .await
         .unwrap();
     assert!(next.allowed && next.remaining == 9);
@@ -316,7 +316,7 @@ async fn a_lost_idempotency_record_still_leads_to_the_generation() {
     let (status, _, first) = post(&s, user, &body, &with_key).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{first}");
     // The runtime table loses the record (a failed COMPLETED write, a 5xx, an expiry).
-    picture::limits::idempotency::release(&s.state.runtime, user, "lost-record")
+    picture::records::answers::release(&s.state.records, user, "lost-record")
         .await
         .unwrap();
     let (status, h, again) = post(&s, user, &body, &with_key).await;
@@ -326,7 +326,7 @@ async fn a_lost_idempotency_record_still_leads_to_the_generation() {
     assert_eq!(rows(&s, "generations", user).await, 1);
     // With another body the key is still refused.
     let other = json!({"prompt": "another", "modelId": FLUX});
-    picture::limits::idempotency::release(&s.state.runtime, user, "lost-record")
+    picture::records::answers::release(&s.state.records, user, "lost-record")
         .await
         .unwrap();
     let (status, _, p) = post(&s, user, &other, &with_key).await;

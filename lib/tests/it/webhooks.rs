@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::common::{Stack, id_of};
 use picture::db::generations::LeaseBy;
-use picture::{limits::replay, replicate::signature};
+use picture::{records::replay, replicate::signature};
 
 /// A delivery as sent: headers and body.
 #[derive(Clone)]
@@ -119,7 +119,7 @@ async fn a_replayed_delivery_is_acknowledged_without_work() {
         (StatusCode::OK, json!({"received": true}))
     );
     let now = chrono::Utc::now().timestamp();
-    assert!(replay::seen(&s.state.runtime, &d.id, now).await.unwrap());
+    assert!(replay::seen(&s.state.records, &d.id, now).await.unwrap());
     assert_eq!(
         d.send(&s).await,
         (StatusCode::OK, json!({"received": true, "duplicate": true}))
@@ -133,7 +133,7 @@ async fn a_replayed_delivery_is_acknowledged_without_work() {
     let prediction = s.row(&id).await.prediction_id.unwrap();
     let failed = json!({"id": prediction, "status": "failed", "error": "boom", "output": null});
     let replayed = Delivery::signed(&s, &failed).await;
-    replay::remember(&s.state.runtime, &replayed.id, now)
+    replay::remember(&s.state.records, &replayed.id, now)
         .await
         .unwrap();
     assert_eq!(replayed.send(&s).await.1["duplicate"], true);
@@ -208,7 +208,7 @@ async fn a_delivery_is_acknowledged_only_once_its_generation_is_finished() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{p}");
     let now = chrono::Utc::now().timestamp();
     assert!(
-        !replay::seen(&s.state.runtime, &d.id, now).await.unwrap(),
+        !replay::seen(&s.state.records, &d.id, now).await.unwrap(),
         "work not done: Replicate must retry this delivery"
     );
     assert_eq!(s.row(&id).await.status.as_str(), "processing");

@@ -2,7 +2,7 @@
 //! replay of one (a redelivery, or a captured request sent again within the
 //! signature's five minutes) is acknowledged without doing the work twice.
 
-use super::{RuntimeTable, Unavailable, n, number, s};
+use super::{RecordsTable, Unavailable, n, number, s};
 
 /// How long a delivery id is remembered.
 pub const REMEMBER_SECS: i64 = 24 * 3600;
@@ -12,7 +12,7 @@ fn pk(id: &str) -> aws_sdk_dynamodb::types::AttributeValue {
 }
 
 /// Whether the delivery `id` was processed already (and not yet forgotten) at `now`.
-pub async fn seen(table: &RuntimeTable, id: &str, now: i64) -> Result<bool, Unavailable> {
+pub async fn seen(table: &RecordsTable, id: &str, now: i64) -> Result<bool, Unavailable> {
     let out = table
         .client()
         .await
@@ -31,7 +31,7 @@ pub async fn seen(table: &RuntimeTable, id: &str, now: i64) -> Result<bool, Unav
 }
 
 /// Records that the delivery `id` was processed at `now`; a concurrent duplicate's record wins.
-pub async fn remember(table: &RuntimeTable, id: &str, now: i64) -> Result<(), Unavailable> {
+pub async fn remember(table: &RecordsTable, id: &str, now: i64) -> Result<(), Unavailable> {
     let res = table
         .client()
         .await

@@ -1,10 +1,11 @@
-//! Short-lived runtime state in DynamoDB (the runtime table, `RUNTIME_TABLE`):
-//! rate-limit windows ([`ratelimit`]), idempotency records ([`idempotency`])
-//! and the ids of processed webhook deliveries ([`replay`]). Every item has a
+//! Short-lived records in DynamoDB (the table named by `RUNTIME_TABLE`):
+//! rate-limit windows ([`ratelimit`]), the stored answers of idempotent
+//! requests ([`answers`]) and the ids of processed webhook deliveries
+//! ([`replay`]). Every item has a
 //! string key `pk` + `sk` and an `expiresAt` TTL (epoch seconds), so DynamoDB
 //! deletes old items by itself; readers still treat expired items as absent.
 
-pub mod idempotency;
+pub mod answers;
 pub mod ratelimit;
 pub mod replay;
 
@@ -15,9 +16,9 @@ use tokio::sync::OnceCell;
 
 use crate::Config;
 
-/// A call to the runtime table failed (unreachable, throttled, misconfigured).
+/// A call to the records table failed (unreachable, throttled, misconfigured).
 #[derive(Debug, thiserror::Error)]
-#[error("runtime table: {0}")]
+#[error("records table: {0}")]
 pub struct Unavailable(pub String);
 
 impl Unavailable {
@@ -27,18 +28,18 @@ impl Unavailable {
     }
 }
 
-/// The runtime table; the client is built on first use.
+/// The records table; the client is built on first use.
 #[derive(Debug)]
-pub struct RuntimeTable {
+pub struct RecordsTable {
     sdk: crate::aws::AwsConfig,
     client: OnceCell<Client>,
     name: String,
 }
 
-impl RuntimeTable {
+impl RecordsTable {
     /// `sdk`: the AWS settings its client is built from on first use.
     pub fn new(cfg: &Config, sdk: crate::aws::AwsConfig) -> Self {
-        RuntimeTable {
+        RecordsTable {
             sdk,
             client: OnceCell::new(),
             name: cfg.runtime_table.clone(),

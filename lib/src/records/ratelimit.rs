@@ -1,4 +1,4 @@
-//! Fixed one-minute windows per user and route, counted in the runtime table.
+//! Fixed one-minute windows per user and route, counted in the records table.
 //! Each request is one atomic conditional update (`ADD count 1` only while
 //! `count < max`), so however many arrive at once, exactly `max` per window
 //! are admitted. A window's item expires shortly after the window ends.
@@ -6,7 +6,7 @@
 use aws_sdk_dynamodb::types::ReturnValue;
 use uuid::Uuid;
 
-use super::{RuntimeTable, Unavailable, n, number, s};
+use super::{RecordsTable, Unavailable, n, number, s};
 
 /// Length of a window in seconds.
 pub const WINDOW_SECS: i64 = 60;
@@ -23,7 +23,7 @@ pub struct Decision {
 
 /// Counts a request of `user` on `route` at `now` (epoch seconds) against `max` per window.
 pub async fn check(
-    table: &RuntimeTable,
+    table: &RecordsTable,
     user: Uuid,
     route: &str,
     max: u32,

@@ -7,7 +7,7 @@
 use aws_sdk_dynamodb::{primitives::Blob, types::AttributeValue};
 use uuid::Uuid;
 
-use super::{RuntimeTable, Unavailable, n, number, s, string};
+use super::{RecordsTable, Unavailable, n, number, s, string};
 
 /// How long a completed answer is kept.
 const KEEP_SECS: i64 = 24 * 3600;
@@ -42,7 +42,7 @@ fn pk(user: Uuid, key: &str) -> AttributeValue {
 
 /// Claims `key` of `user` for a request whose body hashes to `hash`, at `now` (epoch seconds).
 pub async fn claim(
-    table: &RuntimeTable,
+    table: &RecordsTable,
     user: Uuid,
     key: &str,
     hash: &str,
@@ -103,7 +103,7 @@ pub async fn claim(
 
 /// Stores the answer of a claimed key.
 pub async fn complete(
-    table: &RuntimeTable,
+    table: &RecordsTable,
     user: Uuid,
     key: &str,
     hash: &str,
@@ -130,7 +130,7 @@ pub async fn complete(
 }
 
 /// Gives up a claimed key, so that a retry runs again.
-pub async fn release(table: &RuntimeTable, user: Uuid, key: &str) -> Result<(), Unavailable> {
+pub async fn release(table: &RecordsTable, user: Uuid, key: &str) -> Result<(), Unavailable> {
     table
         .client()
         .await
