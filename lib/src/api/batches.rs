@@ -403,16 +403,35 @@ async fn one(
     Ok(web::json(StatusCode::OK, full(&st, &b).await?))
 }
 
+/// What a batch route does to the caller's batch.
+enum Action {
+    Cancel,
+    Retry,
+    Delete,
+}
+
+/// Does `action` to the caller's batch `id`, then starts what the user's
+/// freed slots allow; returns the batch as it is now.
+async fn act(st: &AppState, user: Uuid, id: &str, action: Action) -> Result<Batch, Problem> {
+    let began = Instant::now();
+    let b = own_batch(st, id, user).await?;
+    match action {
+        Action::Cancel => batches::cancel(st, &b).await?,
+        Action::Retry => {
+            batches::retry(st, &b).await?;
+        }
+        Action::Delete => batches::delete(st, &b).await?,
+    }
+    start_queued(st, user, began).await;
+    Ok(b)
+}
+
 async fn cancel(
     State(st): State<AppState>,
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let began = Instant::now();
-    let b = own_batch(&st, &id, user).await?;
-    batches::cancel(&st, &b).await?;
-    // The slots its items held go to the user's other queued items.
-    start_queued(&st, user, began).await;
+    act(&st, user, &id, Action::Cancel).await?;
     let b = own_batch(&st, &id, user).await?;
     Ok(web::json(StatusCode::OK, full(&st, &b).await?))
 }
@@ -422,10 +441,7 @@ async fn retry_failed(
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let began = Instant::now();
-    let b = own_batch(&st, &id, user).await?;
-    batches::retry(&st, &b).await?;
-    start_queued(&st, user, began).await;
+    act(&st, user, &id, Action::Retry).await?;
     let b = own_batch(&st, &id, user).await?;
     Ok(web::json(StatusCode::OK, full(&st, &b).await?))
 }
@@ -435,10 +451,7 @@ async fn remove(
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let began = Instant::now();
-    let b = own_batch(&st, &id, user).await?;
-    batches::delete(&st, &b).await?;
-    start_queued(&st, user, began).await;
+    act(&st, user, &id, Action::Delete).await?;
     Ok(axum::response::IntoResponse::into_response(
         StatusCode::NO_CONTENT,
     ))
