@@ -35,6 +35,7 @@ async fn carry_on(st: &AppState, user: Uuid) -> Result<()> {
     let tx = crate::db::Tx::begin(&mut conn).await?;
     accounts::scrub(&*tx, user).await?;
     tx.commit().await?;
+    drop(conn); // not held during the S3 calls: the pool is small
     let mut keys = Vec::new();
     st.storage
         .list(&format!("users/{user}/"), |key, _| {
@@ -44,7 +45,7 @@ async fn carry_on(st: &AppState, user: Uuid) -> Result<()> {
     for key in &keys {
         st.storage.delete(key).await?;
     }
-    accounts::finish_deletion(&**conn, user).await?;
+    accounts::finish_deletion(&**st.db.get().await?, user).await?;
     tracing::info!(%user, objects = keys.len(), "account deletion finished");
     Ok(())
 }

@@ -32,7 +32,7 @@ use crate::{
 pub const KEPT: Duration = Duration::from_secs(24 * 3600);
 /// Rows read at a time.
 const PAGE: i64 = 500;
-/// Attempts before an export is given up.
+/// Tries after which an export that runs out of time is given up.
 const MAX_ATTEMPTS: i32 = 5;
 /// Time a lease holder keeps beyond its deadline.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
@@ -43,8 +43,9 @@ pub fn key(user: Uuid, id: Uuid) -> String {
 }
 
 /// Builds the export `id` if nobody else is, within `deadline`; returns
-/// whether it is ready now. A fault or the deadline leaves it pending for the
-/// reconciler; after [`MAX_ATTEMPTS`] it is failed.
+/// whether it is ready now. A passing fault or the deadline leaves it pending
+/// for the reconciler; a permanent error fails it, and so does running out of
+/// time once it has been tried [`MAX_ATTEMPTS`] times.
 pub async fn make(st: &AppState, id: Uuid, deadline: Instant) -> Result<bool> {
     let lease = deadline.saturating_duration_since(Instant::now()) + LEASE_MARGIN;
     let db = st.db.get().await?;
@@ -53,18 +54,22 @@ pub async fn make(st: &AppState, id: Uuid, deadline: Instant) -> Result<bool> {
     };
     drop(db);
     let built = tokio::time::timeout_at(deadline.into(), build(st, &export)).await;
-    match built.unwrap_or(Err(Error::TimedOut("export"))) {
-        Ok(()) => Ok(true),
-        Err(e) if export.attempts >= MAX_ATTEMPTS => {
-            tracing::error!(export_id = %id, error = %e, "export given up");
-            exports::fail(&**st.db.get().await?, id, &e.to_string()).await?;
-            Ok(false)
+    let give_up = match built.unwrap_or(Err(Error::TimedOut("export"))) {
+        Ok(()) => return Ok(true),
+        // Its own time ran out every time: more than a run can do.
+        Err(Error::TimedOut(_)) if export.attempts >= MAX_ATTEMPTS => {
+            "the account is too large to export within the time a run has".to_string()
         }
+        Err(e) if !e.is_transient() => e.to_string(),
+        // A passing fault (S3, the database): the next run tries again.
         Err(e) => {
             tracing::warn!(export_id = %id, error = %e, "export not finished; left for the reconciler");
-            Ok(false)
+            return Ok(false);
         }
-    }
+    };
+    tracing::error!(export_id = %id, error = %give_up, "export given up");
+    exports::fail(&**st.db.get().await?, id, &give_up).await?;
+    Ok(false)
 }
 
 /// Writes the zip to a temporary file, uploads it and marks the export ready.
@@ -129,45 +134,37 @@ async fn write_json<W: Write + Seek + Send>(
     put(zip, head.strip_suffix('}').unwrap_or(&head).as_bytes())?;
 
     put(zip, b",\"ledger\":[")?;
-    let mut cursor: Option<Cursor> = None;
-    let mut first = true;
-    loop {
-        let page = ledger::page(&**st.db.get().await?, user, cursor, PAGE).await?;
+    let (mut pages, mut first) = (Pages::default(), true);
+    while let Some(after) = pages.next() {
+        let page = ledger::page(&**st.db.get().await?, user, after, PAGE).await?;
         for t in &page {
-            item(
-                zip,
-                &mut first,
-                &serde_json::to_value(t).unwrap_or(Value::Null),
-            )?;
+            let v = serde_json::to_value(t).unwrap_or(Value::Null);
+            item(zip, &mut first, &v)?;
         }
-        match page.last() {
-            Some(t) if page.len() as i64 == PAGE => cursor = Some((t.created_at, t.id)),
-            _ => break,
-        }
+        pages.read(&page, |t| (t.created_at, t.id));
     }
 
     put(zip, b"],\"generations\":[")?;
-    let (mut cursor, mut first) = (None, true);
-    loop {
+    let (mut pages, mut first) = (Pages::default(), true);
+    while let Some(after) = pages.next() {
         let db = st.db.get().await?;
-        let page = generations::page(&**db, user, None, Start::After(cursor), PAGE).await?;
+        let page = generations::page(&**db, user, None, Start::After(after), PAGE).await?;
         for g in &page {
             item(zip, &mut first, &generation(g))?;
         }
-        match page.last() {
-            Some(g) if page.len() as i64 == PAGE => cursor = Some((g.created_at, g.id)),
-            _ => break,
-        }
+        pages.read(&page, |g| (g.created_at, g.id));
     }
 
     put(zip, b"],\"images\":[")?;
-    let mut count = 0;
-    each_image(st, user, |img| {
-        count += 1;
-        let mut first = count == 1;
-        item(zip, &mut first, &image(img))
-    })
-    .await?;
+    let (mut pages, mut first, mut count) = (Pages::default(), true, 0);
+    while let Some(after) = pages.next() {
+        let page = images::list(&**st.db.get().await?, user, false, after, PAGE).await?;
+        for img in &page {
+            item(zip, &mut first, &image(img))?;
+        }
+        count += page.len() as i32;
+        pages.read(&page, |i| (i.created_at, i.id));
+    }
     put(zip, b"]}")?;
     Ok(count)
 }
@@ -179,9 +176,9 @@ async fn write_images<W: Write + Seek + Send>(
     user: Uuid,
 ) -> Result<()> {
     let options = SimpleFileOptions::default().compression_method(CompressionMethod::Stored);
-    let mut cursor = None;
-    loop {
-        let page = images::list(&**st.db.get().await?, user, false, cursor, PAGE).await?;
+    let mut pages = Pages::default();
+    while let Some(after) = pages.next() {
+        let page = images::list(&**st.db.get().await?, user, false, after, PAGE).await?;
         for img in &page {
             // An object deleted meanwhile is left out (its row says so in export.json).
             let Some(bytes) = st.storage.read(&img.file.storage_key).await? else {
@@ -191,28 +188,29 @@ async fn write_images<W: Write + Seek + Send>(
                 .map_err(|e| Error::Internal(format!("zip: {e}")))?;
             put(zip, &bytes)?;
         }
-        match page.last() {
-            Some(i) if page.len() as i64 == PAGE => cursor = Some((i.created_at, i.id)),
-            _ => return Ok(()),
-        }
+        pages.read(&page, |i| (i.created_at, i.id));
     }
+    Ok(())
 }
 
-/// Calls `each` for every image of the user, a page at a time.
-async fn each_image(
-    st: &AppState,
-    user: Uuid,
-    mut each: impl FnMut(&Image) -> Result<()>,
-) -> Result<()> {
-    let mut cursor = None;
-    loop {
-        let page = images::list(&**st.db.get().await?, user, false, cursor, PAGE).await?;
-        for img in &page {
-            each(img)?;
-        }
+/// Keyset paging through rows newest first, [`PAGE`] at a time.
+#[derive(Default)]
+struct Pages {
+    after: Option<Cursor>,
+    done: bool,
+}
+
+impl Pages {
+    /// Where the next page starts (`Some(None)`: at the newest), or `None` when all were read.
+    fn next(&self) -> Option<Option<Cursor>> {
+        (!self.done).then_some(self.after)
+    }
+
+    /// Takes note of a page just read: a short one is the last.
+    fn read<T>(&mut self, page: &[T], cursor: fn(&T) -> Cursor) {
         match page.last() {
-            Some(i) if page.len() as i64 == PAGE => cursor = Some((i.created_at, i.id)),
-            _ => return Ok(()),
+            Some(last) if page.len() as i64 == PAGE => self.after = Some(cursor(last)),
+            _ => self.done = true,
         }
     }
 }

@@ -259,7 +259,7 @@ fn audit_due(interval: std::time::Duration, now: chrono::DateTime<chrono::Utc>) 
 }
 
 /// Cancels the open items of batches cancelled over a minute ago (a cancel
-/// cut short); returns how many.
+/// cut short); returns how many. One that fails is left for the next run.
 async fn cancel_batch_items(st: &AppState) -> Result<usize> {
     let db = st.db.get().await?;
     let open = generations::open_in_cancelled_batches(&**db, 60.0, BATCH).await?;
@@ -269,7 +269,9 @@ async fn cancel_batch_items(st: &AppState) -> Result<usize> {
         match crate::lifecycle::cancel(st, g).await {
             Ok(()) => cancelled += 1,
             Err(Error::NotCancellable(_)) => {}
-            Err(e) => return Err(e),
+            Err(e) => {
+                tracing::warn!(generation_id = %g.id, error = %e, "item of a cancelled batch not cancelled; next run")
+            }
         }
     }
     Ok(cancelled)

@@ -374,11 +374,7 @@ async fn list(
     }
     let db = st.db.get().await.map_err(Error::from)?;
     let mut page = rows::page(&**db, user, cursor, limit + 1).await?;
-    let next = (page.len() as i64 > limit).then(|| {
-        page.truncate(limit as usize);
-        page.last()
-            .map(|b| web::cursor::encode((b.created_at, b.id)))
-    });
+    let next = web::cursor::next_page(&mut page, limit, |b| (b.created_at, b.id));
     let ids: Vec<Uuid> = page.iter().map(|b| b.id).collect();
     let mut runs: HashMap<Uuid, Vec<(i32, Generation)>> = HashMap::new();
     for (batch, index, g) in rows::items(&**db, &ids).await? {
@@ -390,7 +386,7 @@ async fn list(
         .collect();
     Ok(web::json(
         StatusCode::OK,
-        serde_json::json!({"data": data, "nextCursor": next.flatten()}),
+        serde_json::json!({"data": data, "nextCursor": next}),
     ))
 }
 

@@ -174,13 +174,9 @@ async fn transactions(
     }
     let db = st.db.get().await.map_err(crate::Error::from)?;
     let mut rows = ledger::page(&**db, user, cursor, limit + 1).await?;
-    let next = (rows.len() as i64 > limit).then(|| {
-        rows.truncate(limit as usize);
-        rows.last()
-            .map(|t| web::cursor::encode((t.created_at, t.id)))
-    });
+    let next = web::cursor::next_page(&mut rows, limit, |t| (t.created_at, t.id));
     Ok(web::json(
         StatusCode::OK,
-        json!({"data": rows, "nextCursor": next.flatten()}),
+        json!({"data": rows, "nextCursor": next}),
     ))
 }

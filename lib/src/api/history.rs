@@ -97,11 +97,7 @@ async fn history(
         generations::page(&**db, user, status, start, limit + 1),
         generations::count(&**db, user, status),
     )?;
-    let next = (rows.len() as i64 > limit).then(|| {
-        rows.truncate(limit as usize);
-        rows.last()
-            .map(|g| web::cursor::encode((g.created_at, g.id)))
-    });
+    let next = web::cursor::next_page(&mut rows, limit, |g| (g.created_at, g.id));
     let ids: Vec<_> = rows.iter().map(|g| g.id).collect();
     let mut by_generation: HashMap<_, Vec<_>> = HashMap::new();
     for i in images::for_generations(&**db, &ids).await? {
@@ -130,6 +126,6 @@ async fn history(
     Ok(web::json(
         StatusCode::OK,
         json!({"data": data, "total": total, "page": page, "limit": limit,
-               "totalPages": total_pages, "nextCursor": next.flatten()}),
+               "totalPages": total_pages, "nextCursor": next}),
     ))
 }

@@ -65,18 +65,14 @@ async fn list(
     let db = st.db.get().await.map_err(crate::Error::from)?;
     let mut rows = images::list(&**db, user, favorites, cursor, limit + 1).await?;
     drop(db);
-    let next = (rows.len() as i64 > limit).then(|| {
-        rows.truncate(limit as usize);
-        rows.last()
-            .map(|i| web::cursor::encode((i.created_at, i.id)))
-    });
+    let next = web::cursor::next_page(&mut rows, limit, |i| (i.created_at, i.id));
     let mut data = Vec::with_capacity(rows.len());
     for img in &rows {
         data.push(super::views::image(&st, img).await?);
     }
     Ok(web::json(
         StatusCode::OK,
-        json!({"data": data, "nextCursor": next.flatten()}),
+        json!({"data": data, "nextCursor": next}),
     ))
 }
 

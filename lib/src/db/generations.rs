@@ -450,33 +450,31 @@ pub async fn has_queued(db: &impl Sql, user_id: Uuid) -> Result<bool> {
         .get(0))
 }
 
-/// Moves up to `limit` of the user's queued items (of batches not cancelled;
-/// oldest batch first, then in item order) to `pending`, their deadline
-/// starting now (`created_at`); returns them with their batch's API URL.
-/// Run it with the user's quota row locked, so that the cap holds.
+/// Moves the user's oldest queued item (of a batch not cancelled; oldest
+/// batch first, then in item order) to `pending`, its deadline starting now
+/// (`created_at`); returns it with its batch's API URL. Run it with the
+/// user's quota row locked, so that the cap holds.
 pub async fn promote_queued(
     tx: &impl Sql,
     user_id: Uuid,
-    limit: i64,
-) -> Result<Vec<(Generation, Option<String>)>> {
-    let rows = tx
-        .query(
+) -> Result<Option<(Generation, Option<String>)>> {
+    let row = tx
+        .query_opt(
             "UPDATE generations g SET status = 'pending', created_at = now(), updated_at = now()
                FROM batches b
               WHERE b.id = g.batch_id
-                AND g.id IN (SELECT q.id FROM generations q
-                               JOIN batches qb ON qb.id = q.batch_id
-                               JOIN batch_items i ON i.generation_id = q.id
-                              WHERE q.user_id = $1 AND q.status = 'queued' AND qb.cancelled_at IS NULL
-                              ORDER BY q.created_at, qb.id, i.item_index LIMIT $2
-                              FOR UPDATE OF q SKIP LOCKED)
+                AND g.id = (SELECT q.id FROM generations q
+                              JOIN batches qb ON qb.id = q.batch_id
+                              JOIN batch_items i ON i.generation_id = q.id
+                             WHERE q.user_id = $1 AND q.status = 'queued' AND qb.cancelled_at IS NULL
+                             ORDER BY q.created_at, qb.id, i.item_index LIMIT 1
+                             FOR UPDATE OF q SKIP LOCKED)
           RETURNING g.*, b.api_base",
-            &[&user_id, &limit],
+            &[&user_id],
         )
         .await?;
-    rows.iter()
-        .map(|r| Ok((Generation::from_row(r)?, r.get("api_base"))))
-        .collect()
+    row.map(|r| Ok((Generation::from_row(&r)?, r.get("api_base"))))
+        .transpose()
 }
 
 /// Users with batch items waiting (of batches not cancelled) and fewer than

@@ -75,7 +75,7 @@ async fn promote_one(st: &AppState, user: Uuid) -> Result<Option<(Generation, Op
     if open >= st.cfg.max_in_flight_per_user {
         return Ok(None);
     }
-    let promoted = generations::promote_queued(&*tx, user, 1).await?.pop();
+    let promoted = generations::promote_queued(&*tx, user).await?;
     tx.commit().await?;
     Ok(promoted)
 }

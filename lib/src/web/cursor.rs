@@ -31,6 +31,18 @@ pub fn decode(raw: &str) -> Option<Cursor> {
     ))
 }
 
+/// The `nextCursor` of a page read with one row more than `limit` (that row
+/// only says a next page exists): drops it and names the page's last row;
+/// `None` on the last page.
+pub fn next_page<T>(rows: &mut Vec<T>, limit: i64, key: impl Fn(&T) -> Cursor) -> Option<String> {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    if rows.len() <= limit {
+        return None;
+    }
+    rows.truncate(limit);
+    rows.last().map(|r| encode(key(r)))
+}
+
 /// The `cursor` query parameter: none (or empty) for the first page; a
 /// field error in `errors` when it is not a cursor from a previous page.
 pub fn param(errors: &mut Vec<FieldError>, raw: Option<&str>) -> Option<Cursor> {
@@ -48,6 +60,21 @@ pub fn param(errors: &mut Vec<FieldError>, raw: Option<&str>) -> Option<Cursor> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_next_page_exists_only_past_the_limit() {
+        let at = |n: i64| {
+            (
+                DateTime::<Utc>::from_timestamp_micros(n).unwrap(),
+                Uuid::nil(),
+            )
+        };
+        let mut rows = vec![1, 2, 3];
+        assert_eq!(next_page(&mut rows, 3, |&n| at(n)), None);
+        assert_eq!(rows, [1, 2, 3]);
+        assert_eq!(next_page(&mut rows, 2, |&n| at(n)), Some(encode(at(2))));
+        assert_eq!(rows, [1, 2]);
+    }
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
