@@ -575,3 +575,104 @@ async fn the_reconciler_finishes_an_interrupted_cancel_and_starts_what_was_left_
     drop(s);
     drop_database(&server, &name).await;
 }
+
+/// Batches admitted at once compete for one balance under the user's lock:
+/// each is held whole or refused whole, never more than the balance.
+#[tokio::test]
+async fn concurrent_batches_never_hold_more_than_the_balance() {
+    let s = Stack::with(&[
+        ("APP_ENV", "staging"),
+        ("RATE_LIMIT_GENERATE_PER_MINUTE", "100"),
+    ])
+    .await;
+    let user = Uuid::new_v4();
+    // The free generations used first: every item costs 10 credits.
+    let (status, b) = post(
+        &s,
+        user,
+        "/api/v1/batches",
+        Some(batch(&[
+            "a [sim:slow=20]",
+            "b [sim:slow=20]",
+            "c [sim:slow=20]",
+        ])),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+    ended(&s, user, b["id"].as_str().unwrap()).await;
+    s.grant(user, 50).await;
+    // Five batches of two items (20 credits each) against 50 credits: two fit.
+    let bodies: Vec<Value> = (0..5)
+        .map(|i| {
+            batch(&[
+                &format!("pair {i} a [sim:slow=20]"),
+                &format!("pair {i} b [sim:slow=20]"),
+            ])
+        })
+        .collect();
+    let answers = futures::future::join_all(
+        bodies
+            .into_iter()
+            .map(|b| post(&s, user, "/api/v1/batches", Some(b))),
+    )
+    .await;
+    let created: Vec<&Value> = answers
+        .iter()
+        .filter(|(st, _)| *st == StatusCode::CREATED)
+        .map(|(_, b)| b)
+        .collect();
+    let refused = answers
+        .iter()
+        .filter(|(st, _)| *st == StatusCode::PAYMENT_REQUIRED)
+        .count();
+    assert_eq!((created.len(), refused), (2, 3), "{answers:?}");
+    for b in &created {
+        ended(&s, user, b["id"].as_str().unwrap()).await;
+    }
+    assert_eq!(balance(&s, user).await, 10);
+    let items = "SELECT count(*) FROM generations WHERE user_id = $1";
+    assert_eq!(one(&s, items, user).await, 3 + 4);
+    s.assert_audit_clean(user).await;
+}
+
+/// Concurrent retries of one batch re-run each failed item once.
+#[tokio::test]
+async fn concurrent_retries_rerun_each_failed_item_once() {
+    let s = Stack::with(&[
+        ("APP_ENV", "staging"),
+        ("RATE_LIMIT_GENERATE_PER_MINUTE", "100"),
+    ])
+    .await;
+    let user = Uuid::new_v4();
+    s.grant(user, 100).await;
+    let prompts = [
+        "fine [sim:slow=20]",
+        "broken 1 [sim:fail] [sim:slow=20]",
+        "broken 2 [sim:fail] [sim:slow=20]",
+    ];
+    let (status, b) = post(&s, user, "/api/v1/batches", Some(batch(&prompts))).await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+    let id = b["id"].as_str().unwrap().to_string();
+    assert_eq!(ended(&s, user, &id).await["status"], "partial");
+    let path = format!("/api/v1/batches/{id}/retry");
+    let answers = futures::future::join_all((0..5).map(|_| post(&s, user, &path, None))).await;
+    assert!(
+        answers.iter().all(|(st, _)| *st == StatusCode::OK),
+        "{answers:?}"
+    );
+    ended(&s, user, &id).await;
+    let runs = "SELECT count(*) FROM generations WHERE user_id = $1";
+    assert_eq!(
+        one(&s, runs, user).await,
+        3 + 2,
+        "each failed item re-ran once"
+    );
+    let holds = "SELECT count(*) FROM credit_holds WHERE user_id = $1";
+    assert_eq!(one(&s, holds, user).await, 5);
+    assert_eq!(
+        balance(&s, user).await,
+        100,
+        "the fine one used a free slot; failures cost nothing"
+    );
+    s.assert_audit_clean(user).await;
+}

@@ -90,6 +90,18 @@ async fn enforced_environments_refuse_beyond_the_free_allowance() {
     s.cancel_all(user, &answers).await;
 }
 
+/// The generation's prediction once the provider has finished it.
+async fn finished_prediction(s: &Stack, id: &str) -> picture::replicate::Prediction {
+    let prediction_id = s.row(id).await.prediction_id.unwrap();
+    loop {
+        let p = s.state.replicate.get(&prediction_id).await.unwrap();
+        if p.is_terminal() {
+            return p;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn concurrent_completions_create_one_image_and_one_capture() {
     let s = Stack::start().await;
@@ -98,14 +110,7 @@ async fn concurrent_completions_create_one_image_and_one_capture() {
         .generate(user, "race [sim:no-webhook] [sim:slow=100]", false)
         .await;
     let id = id_of(&g);
-    let prediction_id = s.row(&id).await.prediction_id.unwrap();
-    let prediction = loop {
-        let p = s.state.replicate.get(&prediction_id).await.unwrap();
-        if p.is_terminal() {
-            break p;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let prediction = finished_prediction(&s, &id).await;
     let gen_id = Uuid::parse_str(&id).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let settles = futures::future::join_all((0..10).map(|_| {
@@ -189,4 +194,59 @@ async fn parallel_requests_beyond_the_in_flight_cap_are_429_and_hold_nothing() {
     let (status, g) = s.generate(user, "after the two [sim:slow=50]", false).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{g}");
     s.wait_terminal(&id_of(&g)).await;
+}
+
+/// Several outputs: concurrent completions store each output once and capture
+/// the hold once, for the outputs delivered (2 of 4: 20 credits, 20 released).
+#[tokio::test]
+async fn concurrent_completions_of_several_outputs_capture_the_delivered_once() {
+    let s = Stack::with(&[("APP_ENV", "staging")]).await;
+    let user = Uuid::new_v4();
+    // The free generations used first, so that every output costs credits.
+    let body = |prompt: &str, wait: bool| serde_json::json!({"prompt": prompt, "modelId": crate::common::FLUX, "numOutputs": 3, "waitForResult": wait});
+    let (status, _) = s
+        .call(
+            Method::POST,
+            "/api/v1/generate",
+            Some(user),
+            Some(body("free ones [sim:slow=20]", true)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    s.grant(user, 40).await;
+    let prompt = "race of four [sim:outputs=2] [sim:no-webhook] [sim:slow=100]";
+    let mut four = body(prompt, false);
+    four["numOutputs"] = 4.into();
+    let (status, g) = s
+        .call(Method::POST, "/api/v1/generate", Some(user), Some(four))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{g}");
+    let id = id_of(&g);
+    let prediction = finished_prediction(&s, &id).await;
+    let gen_id = Uuid::parse_str(&id).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let settled = futures::future::join_all((0..10).map(|_| {
+        picture::lifecycle::settle(&s.state, gen_id, &prediction, deadline, LeaseBy::Other)
+    }))
+    .await;
+    assert!(
+        settled
+            .iter()
+            .all(|r| matches!(r, Ok(()) | Err(picture::Error::CompletionInProgress)))
+    );
+    s.wait_terminal(&id).await;
+    let images = "SELECT count(*) FROM images WHERE generation_id = $1";
+    assert_eq!(s.count(images, &id).await, 2);
+    let hold = "SELECT count(*) FROM credit_holds
+                 WHERE generation_id = $1 AND state = 'captured' AND delivered = 2 AND amount = 20";
+    assert_eq!(s.count(hold, &id).await, 1);
+    let captures =
+        "SELECT count(*) FROM credit_transactions WHERE generation_id = $1 AND kind = 'capture'";
+    assert_eq!(s.count(captures, &id).await, 1);
+    let (_, b) = s
+        .call(Method::GET, "/api/v1/credits/balance", Some(user), None)
+        .await;
+    assert_eq!(b["balance"], 20, "{b}");
+    s.thumbnails_tried(user).await;
+    s.assert_audit_clean(user).await;
 }
