@@ -3,8 +3,8 @@
 # default Docker socket) on stdout; everything else goes to stderr.
 #
 # - With a Docker engine (DOCKER_HOST, or /var/run/docker.sock answering), it is used as is.
-# - Otherwise (Linux, no Docker engine) it sets up rootful podman the way
-#   ../shared/reference/toolchain.md ("sam local with podman") measured it:
+# - Otherwise (Linux, no Docker engine) it sets up rootful podman as
+#   docs/local.md ("sam local", "Linux with podman") describes it:
 #   runc, cgroupfs, file events log, vfs storage, default ulimits within the
 #   hard limits, and `podman system service` on /run/podman/podman.sock.
 #   When public.ecr.aws cannot be pulled it builds a stand-in for

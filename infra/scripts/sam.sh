@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `sam local` against the local stack (README "sam local").
+# `sam local` against the local stack (docs/local.md, "sam local").
 #
 #   sam.sh invoke FUNCTION EVENT   one `sam local invoke` (DEV_TOKEN replaced by a fresh token)
 #   sam.sh test                    every event of events/manifest.json through `sam local
@@ -108,7 +108,7 @@ PY
   export PATH=$VENV/bin:$PATH
 }
 
-# A token for USER_ID (default: the README's example user); publishes the key set.
+# A token for USER_ID (default: the example user of docs/api.md); publishes the key set.
 token() {
   "$DEV_TOOL" token "${1:-6f1d2c3b-8a4e-4f00-9c1a-000000000001}"
   cp "$DEV/jwks.json" "$SAM_DIR/keys/jwks.json"
@@ -117,7 +117,7 @@ token() {
 # --- build -------------------------------------------------------------------
 
 build() {
-  [ "$(uname -s)" = Linux ] || { log "builds for the container need a Linux host: see README (sam local on macOS: sam build)"; exit 2; }
+  [ "$(uname -s)" = Linux ] || { log "builds for the container need a Linux host: see docs/local.md, "sam local" (on macOS: sam build)"; exit 2; }
   local bins
   bins=$(sed -n 's/^ *Binary: *//p' template.yaml | sort -u)
   # shellcheck disable=SC2046

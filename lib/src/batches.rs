@@ -95,12 +95,12 @@ pub async fn admit(st: &AppState, batch: &NewBatch, items: &[NewGeneration]) -> 
     let tx = crate::db::Tx::begin(&mut conn).await?;
     let user = batch.user_id;
     let free_used = holds::lock_quota(&*tx, user).await?;
-    check_queue(&*tx, st, user, items.len()).await?;
+    check_queue(&tx, st, user, items.len()).await?;
     if !batches::insert(&*tx, batch).await? {
         return Err(Error::IdempotencyKeyTaken);
     }
     let indexed: Vec<_> = (0..).zip(items).collect();
-    hold_all(st, &*tx, user, free_used, &indexed).await?;
+    hold_all(st, &tx, user, free_used, &indexed).await?;
     for (index, item) in &indexed {
         batches::insert_item(&*tx, batch.id, *index, item.id).await?;
     }
@@ -187,7 +187,7 @@ pub async fn retry(st: &AppState, batch: &Batch) -> Result<usize> {
     // The batch's row first: concurrent retries run one after the other, the second finds nothing failed.
     batches::get_owned(&*tx, batch.id, batch.user_id, true)
         .await?
-        .ok_or(Error::BatchNotFound)?;
+        .ok_or(Error::NotFound(crate::Resource::Batch))?;
     let user = batch.user_id;
     let free_used = holds::lock_quota(&*tx, user).await?;
     let failed: Vec<(i32, NewGeneration)> = batches::items(&*tx, &[batch.id])
@@ -209,9 +209,9 @@ pub async fn retry(st: &AppState, batch: &Batch) -> Result<usize> {
     if failed.is_empty() {
         return Ok(0);
     }
-    check_queue(&*tx, st, user, failed.len()).await?;
+    check_queue(&tx, st, user, failed.len()).await?;
     let indexed: Vec<_> = failed.iter().map(|(i, g)| (*i, g)).collect();
-    hold_all(st, &*tx, user, free_used, &indexed).await?;
+    hold_all(st, &tx, user, free_used, &indexed).await?;
     for (index, run) in &indexed {
         batches::set_item(&*tx, batch.id, *index, run.id).await?;
     }

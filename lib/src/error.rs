@@ -6,8 +6,8 @@
 //! functions report errors as Lambda diagnostics.
 
 use crate::{
-    credits::ProviderError, db::generations::Status, replicate::ReplicateError,
-    storage::StorageError,
+    credits::ProviderError, db::generations::Status, error_code::ErrorCode,
+    replicate::ReplicateError, storage::StorageError,
 };
 
 /// What went wrong in the domain.
@@ -20,15 +20,15 @@ pub enum Error {
         balance: i64,
         free_remaining: i32,
     },
+    /// No such thing of the caller's (unknown, another user's, deleted or expired).
+    #[error("{} not found", .0.name())]
+    NotFound(Resource),
     /// The user already has as many generations in flight as allowed.
     #[error("{open} generations in flight")]
     TooManyInFlight { open: i64, retry_after: u32 },
     /// A batch would leave the user more items queued than allowed.
     #[error("{queued} generations queued, at most {limit}")]
     TooManyQueued { queued: i64, limit: i64 },
-    /// No such batch of this user's (or it was deleted).
-    #[error("batch not found")]
-    BatchNotFound,
     /// Replicate refused the model version or the input (422); the generation failed.
     #[error("the provider refused the input")]
     InputRefused,
@@ -39,15 +39,9 @@ pub enum Error {
     /// Replicate could not start the generation; it failed and its hold was released.
     #[error("the provider could not start the generation: {0}")]
     ProviderRefused(ReplicateError),
-    /// No such generation.
-    #[error("generation not found")]
-    GenerationNotFound,
     /// The generation has already ended.
     #[error("the generation is already {}", .0.as_str())]
     NotCancellable(Status),
-    /// No such upload for this user (unknown, another user's, or expired).
-    #[error("upload not found")]
-    UploadNotFound,
     /// The upload URL was handed out but nothing was PUT with it yet.
     #[error("nothing was uploaded yet")]
     UploadNotReady,
@@ -67,12 +61,6 @@ pub enum Error {
     /// Credits are not sold here (another credit provider, or Stripe not configured).
     #[error("purchases are not available")]
     PurchaseNotAvailable,
-    /// No such pack on sale.
-    #[error("pack not found")]
-    PackNotFound,
-    /// No such purchase of this user's.
-    #[error("purchase not found")]
-    PurchaseNotFound,
     /// The request's `Idempotency-Key` came with another body before.
     #[error("the idempotency key was used with another request body")]
     IdempotencyKeyReused,
@@ -106,6 +94,53 @@ pub enum Error {
     Internal(String),
 }
 
+/// What a [`Error::NotFound`] did not find; each has its own code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Generation,
+    Image,
+    Model,
+    Upload,
+    Batch,
+    Export,
+    Pack,
+    Purchase,
+    /// A path no route serves.
+    Route,
+}
+
+impl Resource {
+    /// The code a client gets for it.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            Resource::Generation => ErrorCode::GenerationNotFound,
+            Resource::Image => ErrorCode::ImageNotFound,
+            Resource::Model => ErrorCode::ModelNotFound,
+            Resource::Upload => ErrorCode::UploadNotFound,
+            Resource::Batch => ErrorCode::BatchNotFound,
+            Resource::Export => ErrorCode::ExportNotFound,
+            Resource::Pack => ErrorCode::PackNotFound,
+            Resource::Purchase => ErrorCode::PurchaseNotFound,
+            Resource::Route => ErrorCode::NotFound,
+        }
+    }
+
+    /// Its name in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Resource::Generation => "generation",
+            Resource::Image => "image",
+            Resource::Model => "model",
+            Resource::Upload => "upload",
+            Resource::Batch => "batch",
+            Resource::Export => "export",
+            Resource::Pack => "pack",
+            Resource::Purchase => "purchase",
+            Resource::Route => "route",
+        }
+    }
+}
+
 /// Result with the domain's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -134,18 +169,14 @@ impl Error {
             Error::InsufficientCredits { .. }
             | Error::TooManyInFlight { .. }
             | Error::TooManyQueued { .. }
-            | Error::BatchNotFound
+            | Error::NotFound(_)
             | Error::InputRefused
             | Error::ProviderRefused(_)
-            | Error::GenerationNotFound
-            | Error::UploadNotFound
             | Error::UploadNotReady
             | Error::UploadUnusable(_)
             | Error::NotCancellable(_)
             | Error::ContentRefused { .. }
             | Error::PurchaseNotAvailable
-            | Error::PackNotFound
-            | Error::PurchaseNotFound
             | Error::IdempotencyKeyReused
             | Error::Internal(_) => false,
         }
@@ -187,7 +218,7 @@ mod tests {
     #[test]
     fn refusals_are_permanent_and_outages_transient() {
         assert!(!Error::InputRefused.is_transient());
-        assert!(!Error::GenerationNotFound.is_transient());
+        assert!(!Error::NotFound(Resource::Generation).is_transient());
         assert!(!Error::Internal("bug".into()).is_transient());
         assert!(Error::CompletionInProgress.is_transient());
         assert!(Error::TimedOut("copy").is_transient());

@@ -16,13 +16,14 @@
 //! - **Adapters to the outside:** PostgreSQL rows in [`db`] (SQL lives only
 //!   there), S3 in [`storage`], Replicate in [`replicate`], Stripe in
 //!   [`stripe`], DynamoDB records (rate limits, idempotency, seen webhooks) in
-//!   [`records`], shared AWS settings in [`aws`], [`secrets`], [`tls`] and the
-//!   outbound [`http_client`].
-//! - **The platform:** settings ([`config`]), errors ([`error`]; rendered for
-//!   HTTP once, in [`web::problem`]), authentication ([`auth`]: JWTs and the
+//!   [`records`], shared AWS settings in [`aws`], [`secrets`], [`tls`], the
+//!   outbound [`http_client`], the [`url_policy`] of what it may fetch and the
+//!   webhook [`signing`] checks both providers share.
+//! - **The platform:** settings ([`config`]), errors ([`error`] and their stable
+//!   [`error_code`]s; rendered for HTTP once, in [`web::problem`]), authentication ([`auth`]: JWTs and the
 //!   development key), the shared [`state`], the Lambda loop
 //!   ([`runtime`]), CloudFormation hooks ([`deploy`]), logs and metrics
-//!   ([`telemetry`]) and traces ([`otel`]).
+//!   ([`telemetry`]), traces ([`otel`]) and image formats ([`media`]).
 
 // The HTTP edge.
 pub mod api;
@@ -50,20 +51,25 @@ pub mod http_client;
 pub mod records;
 pub mod replicate;
 pub mod secrets;
+pub mod signing;
 pub mod storage;
 pub mod stripe;
 pub mod tls;
+pub mod url_policy;
 
 // The platform.
 pub mod auth;
 pub mod config;
 pub mod deploy;
 pub mod error;
+pub mod error_code;
+pub mod media;
 pub mod otel;
 pub mod runtime;
 pub mod state;
 pub mod telemetry;
 
 pub use config::Config;
-pub use error::{Error, Result};
+pub use error::{Error, Resource, Result};
+pub use error_code::ErrorCode;
 pub use state::AppState;

@@ -73,7 +73,7 @@ pub async fn checkout(
     }
     let pack = purchases::active_pack(&**st.db.get().await?, pack_id)
         .await?
-        .ok_or(Error::PackNotFound)?;
+        .ok_or(Error::NotFound(crate::Resource::Pack))?;
     let expires_at = Utc::now() + SESSION_LIFETIME;
     // Stripe answers a repeated create with the first session: a retry of this request
     // (same key) after a lost answer makes no second session.
@@ -126,7 +126,7 @@ pub async fn checkout(
     tracing::info!(%user, session_id = %session.id, pack = %pack.id, "checkout started");
     purchases::get_owned(&**st.db.get().await?, &session.id, user)
         .await?
-        .ok_or(Error::PurchaseNotFound)
+        .ok_or(Error::NotFound(crate::Resource::Purchase))
 }
 
 /// The purchase this user recorded earlier with `key`, if any.
@@ -147,7 +147,7 @@ async fn earlier(st: &AppState, user: Uuid, key: Option<&RequestKey>) -> Result<
 pub async fn status(st: &AppState, user: Uuid, session_id: &str) -> Result<Purchase> {
     let stored = purchases::get_owned(&**st.db.get().await?, session_id, user)
         .await?
-        .ok_or(Error::PurchaseNotFound)?;
+        .ok_or(Error::NotFound(crate::Resource::Purchase))?;
     if !matches!(stored.status, PurchaseStatus::Open | PurchaseStatus::Paid) {
         return Ok(stored);
     }
@@ -162,7 +162,7 @@ pub async fn status(st: &AppState, user: Uuid, session_id: &str) -> Result<Purch
     }
     purchases::get_owned(&**st.db.get().await?, session_id, user)
         .await?
-        .ok_or(Error::PurchaseNotFound)
+        .ok_or(Error::NotFound(crate::Resource::Purchase))
 }
 
 /// What [`fulfil`] did.

@@ -114,7 +114,7 @@ enum Outcome {
 }
 
 /// One reconciler run, within the function's time budget.
-pub async fn run(st: &AppState) -> Result<Report> {
+pub async fn sweep(st: &AppState) -> Result<Report> {
     let budget = st.cfg.request_budget();
     let deadline = Instant::now() + budget;
     let mut report = Report::default();
@@ -318,8 +318,13 @@ async fn reconcile_one(st: &AppState, g: &Generation, deadline: Instant) -> Resu
                 telemetry::count(metric::PREDICTION_MISSING, 1);
                 tracing::warn!(generation_id = %g.id, prediction_id = %id, runs, "the provider does not know this prediction");
                 if runs >= MISSING_RUNS {
-                    lifecycle::close(st, g.id, Status::Failed, Some(lifecycle::PROVIDER_ERROR))
-                        .await?;
+                    lifecycle::close(
+                        st,
+                        g.id,
+                        Status::Failed,
+                        Some(crate::ErrorCode::ProviderError),
+                    )
+                    .await?;
                     return Ok(Outcome::Settled);
                 }
                 (None, false)
@@ -360,12 +365,12 @@ async fn reconcile_one(st: &AppState, g: &Generation, deadline: Instant) -> Resu
     // Without a prediction it never started (as far as anyone can tell); with one, it ran too long.
     let never_started = g.prediction_id.is_none() && prediction.is_none();
     let error = if never_started {
-        lifecycle::PROVIDER_ERROR
+        crate::ErrorCode::ProviderError
     } else {
-        lifecycle::TIMED_OUT
+        crate::ErrorCode::Timeout
     };
     lifecycle::close(st, g.id, Status::Failed, Some(error)).await?;
-    tracing::warn!(generation_id = %g.id, code = error.0, "open generation failed by the reconciler");
+    tracing::warn!(generation_id = %g.id, code = %error, "open generation failed by the reconciler");
     Ok(if past_deadline {
         Outcome::TimedOut
     } else {

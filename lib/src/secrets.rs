@@ -45,18 +45,21 @@ pub async fn resolve(
     vars: &mut HashMap<String, String>,
     http: &crate::http_client::HttpClient,
 ) -> Result<(), SecretError> {
-    let Some(path) = vars
-        .get("SECRETS_SSM_PATH")
-        .map(|p| p.trim_end_matches('/').to_string())
-        .filter(|p| !p.is_empty())
-    else {
+    use crate::config::settings::{
+        AWS_SESSION_TOKEN, PARAMETERS_SECRETS_EXTENSION_HTTP_PORT, SECRETS_SSM_PATH, Vars,
+    };
+    let (path, port, token) = {
+        let v = Vars::new(vars);
+        (
+            v.url(SECRETS_SSM_PATH),
+            v.get(PARAMETERS_SECRETS_EXTENSION_HTTP_PORT)
+                .unwrap_or_default(),
+            v.get(AWS_SESSION_TOKEN).unwrap_or_default(),
+        )
+    };
+    let Some(path) = path else {
         return Ok(());
     };
-    let port = vars
-        .get("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT")
-        .cloned()
-        .unwrap_or_else(|| "2773".into());
-    let token = vars.get("AWS_SESSION_TOKEN").cloned().unwrap_or_default();
     for (var, name) in SECRETS {
         if vars.get(var).is_some_and(|v| !v.is_empty()) {
             continue;

@@ -24,6 +24,7 @@ use crate::{
         generations,
         images::{self, Pending, StoredThumbnail},
     },
+    media,
     storage::{ImageKey, Storage},
 };
 
@@ -73,14 +74,14 @@ pub enum ThumbnailError {
 /// Decodes `bytes` and makes the thumbnail and its blurhash. CPU-bound: call
 /// it off the async executor.
 pub fn make(bytes: &[u8]) -> Result<Thumbnail, ThumbnailError> {
-    let format = match imagesize::image_type(bytes) {
-        Ok(imagesize::ImageType::Png) => ImageFormat::Png,
-        Ok(imagesize::ImageType::Jpeg) => ImageFormat::Jpeg,
-        Ok(imagesize::ImageType::Webp) => ImageFormat::WebP,
+    let format = match media::sniff(bytes) {
+        Some(("png", _)) => ImageFormat::Png,
+        Some(("jpg", _)) => ImageFormat::Jpeg,
+        Some(("webp", _)) => ImageFormat::WebP,
         _ => return Err(ThumbnailError::Unsupported),
     };
-    let size = imagesize::blob_size(bytes).map_err(|_| ThumbnailError::Unsupported)?;
-    let (w, h) = (size.width as u32, size.height as u32);
+    let (w, h) = media::raster_size(bytes).ok_or(ThumbnailError::Unsupported)?;
+    let (w, h) = (w as u32, h as u32);
     if w > MAX_SIDE || h > MAX_SIDE || u64::from(w) * u64::from(h) > MAX_PIXELS {
         return Err(ThumbnailError::TooLarge(w, h));
     }

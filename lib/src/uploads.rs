@@ -17,7 +17,8 @@ use uuid::Uuid;
 use crate::{
     AppState, Error, Result,
     db::uploads::{self, Upload},
-    storage::{self, Storage},
+    media,
+    storage::Storage,
 };
 
 /// The image types a client may upload.
@@ -79,7 +80,7 @@ pub async fn create(
 
 /// The provider's input for `user`'s upload `id`: a data URI or a presigned GET URL.
 ///
-/// [`Error::UploadNotFound`] for an unknown id, another user's or an expired
+/// [`Error::NotFound`] for an unknown id, another user's or an expired
 /// upload; [`Error::UploadNotReady`] while nothing was PUT and the URL is
 /// still valid; [`Error::UploadUnusable`] when the object is not an image of
 /// the declared type within [`MAX_SIDE`].
@@ -87,13 +88,13 @@ pub async fn source(st: &AppState, user: Uuid, id: Uuid) -> Result<String> {
     let upload = uploads::get(&**st.db.get().await?, id, user)
         .await?
         .filter(|u| Utc::now() < u.created_at + LIFETIME)
-        .ok_or(Error::UploadNotFound)?;
+        .ok_or(Error::NotFound(crate::Resource::Upload))?;
     let key = Storage::upload_key(user, id);
     let missing = || {
         if Utc::now() < upload.created_at + URL_TTL {
             Error::UploadNotReady
         } else {
-            Error::UploadNotFound
+            Error::NotFound(crate::Resource::Upload)
         }
     };
     let mut head = st
@@ -103,8 +104,8 @@ pub async fn source(st: &AppState, user: Uuid, id: Uuid) -> Result<String> {
         .ok_or_else(missing)?;
     // A JPEG's size comes after its metadata (EXIF, ICC, XMP), which may run long.
     if head.total > head.bytes.len() as u64
-        && storage::sniff(&head.bytes).is_some_and(|(_, mime)| mime == "image/jpeg")
-        && imagesize::blob_size(&head.bytes).is_err()
+        && media::sniff(&head.bytes).is_some_and(|(_, mime)| mime == "image/jpeg")
+        && media::raster_size(&head.bytes).is_none()
     {
         head = st
             .storage
@@ -139,19 +140,18 @@ pub async fn source(st: &AppState, user: Uuid, id: Uuid) -> Result<String> {
 /// Why the first bytes of an upload are not a usable source image, if they are not.
 fn check(head: &[u8], upload: &Upload) -> std::result::Result<(), String> {
     let declared = upload.content_type.as_str();
-    match storage::sniff(head) {
+    match media::sniff(head) {
         Some((_, mime)) if mime == declared => {}
         Some((_, mime)) if CONTENT_TYPES.contains(&mime) => {
             return Err(format!("is {mime}, not {declared} as declared"));
         }
         _ => return Err(format!("is not an image of the declared type {declared}")),
     }
-    match imagesize::blob_size(head) {
-        Ok(size) if size.width.max(size.height) > MAX_SIDE => Err(format!(
-            "is {}×{} pixels; at most {MAX_SIDE}×{MAX_SIDE} are accepted",
-            size.width, size.height
+    match media::raster_size(head) {
+        Some((w, h)) if w.max(h) > MAX_SIDE => Err(format!(
+            "is {w}×{h} pixels; at most {MAX_SIDE}×{MAX_SIDE} are accepted"
         )),
-        Ok(size) if size.width > 0 && size.height > 0 => Ok(()),
+        Some((w, h)) if w > 0 && h > 0 => Ok(()),
         _ => Err(format!("is not an image of the declared type {declared}")),
     }
 }

@@ -1,6 +1,6 @@
 //! Provider usage: what Replicate used for each generation and what it is
 //! estimated to cost (operator data, never in user responses), and the usage
-//! report (`picture-dev usage`). See docs/architecture.md, "Provider cost".
+//! report (`picture-dev usage`). See docs/architecture.md, "Provider usage and cost".
 
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde::Serialize;

@@ -5,7 +5,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     picture::runtime::run_job(
         "reconcile",
         "timer",
-        |state, _: serde_json::Value| async move { picture::reconcile::run(&state).await },
+        |state, _: serde_json::Value| async move { picture::reconcile::sweep(&state).await },
     )
     .await
 }

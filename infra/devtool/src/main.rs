@@ -135,7 +135,7 @@ fn schedule_reconciler(state: AppState, metrics: &'static metrics_cloudwatch_emb
             ticks.tick().await;
             // The run logs its report; an error is logged and the next tick tries again.
             let span = picture::otel::invocation_span("reconcile", "timer", None);
-            if let Err(e) = picture::reconcile::run(&state).instrument(span).await {
+            if let Err(e) = picture::reconcile::sweep(&state).instrument(span).await {
                 tracing::warn!(error = %e, "scheduled reconciler run failed");
             }
             flush(metrics);
@@ -241,7 +241,7 @@ async fn run_audit(args: &[&str]) -> Result<()> {
         }
     }
     let state = AppState::from_env().await?;
-    let report = picture::audit::run(&state, &filter).await?;
+    let report = picture::audit::inspect(&state, &filter).await?;
     for v in &report.violations {
         println!("{v}");
     }
@@ -346,7 +346,7 @@ async fn main() -> Result<()> {
         ["reconcile"] => {
             picture::telemetry::init_logging();
             let state = AppState::from_env().await?;
-            let report = picture::reconcile::run(&state).await?;
+            let report = picture::reconcile::sweep(&state).await?;
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }

@@ -27,7 +27,8 @@ use axum::{
     routing::{get, post, put},
 };
 use picture::{auth::devkey::DevKey, web::Problem};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 /// Where the page's files are, relative to the repository's root.
 const PAGE_DIR: &str = "infra/playground";
@@ -111,7 +112,7 @@ async fn page() -> Response {
 
 async fn asset(Path(file): Path<String>) -> Response {
     let Some((name, content_type)) = ASSETS.into_iter().find(|(name, _)| *name == file) else {
-        return Problem::not_found("NOT_FOUND", "Route").into_response();
+        return Problem::not_found(picture::Resource::Route).into_response();
     };
     let path = format!("{PAGE_DIR}/{name}");
     match tokio::fs::read(&path).await {
@@ -154,6 +155,18 @@ async fn document() -> Response {
     }
 }
 
+/// A development token for the playground.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DevToken {
+    /// A bearer token signed by the dev key.
+    token: String,
+    /// The user it is for.
+    user_id: uuid::Uuid,
+    /// Seconds it is valid for.
+    expires_in: i64,
+}
+
 /// `POST /dev/token`: a token for the given user, signed by the dev key (as `make token`).
 async fn token(key: DevKey, body: Option<Json<Value>>) -> Response {
     let user = body
@@ -178,13 +191,20 @@ async fn token(key: DevKey, body: Option<Json<Value>>) -> Response {
     );
     (
         [(header::CACHE_CONTROL, "no-store")],
-        Json(json!({"token": token, "userId": user, "expiresIn": TOKEN_TTL_SECS})),
+        Json(DevToken {
+            token,
+            user_id: user,
+            expires_in: TOKEN_TTL_SECS,
+        }),
     )
         .into_response()
 }
 
 fn relay_error(status: StatusCode, detail: impl Into<String>) -> Response {
-    Problem::new(status, "RELAY_FAILED", "Upload relay failed", detail).into_response()
+    Problem::of(picture::ErrorCode::RelayFailed)
+        .status(status)
+        .detail(detail)
+        .into_response()
 }
 
 /// `PUT /dev/s3-relay?url=…`: the presigned PUT as the page made it (its body, its

@@ -14,7 +14,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use http::{Method, StatusCode};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::web::Problem;
@@ -23,20 +23,16 @@ use crate::{
     db::exports::{self, Export, ExportStatus},
     web::{
         self, AuthUser, JsonBody, Routes,
-        policy::{Access, Limit, READ},
+        policy::{READ, WRITE},
         problem::FieldError,
     },
 };
 
 /// The routes of this function: declared once, with what each demands.
 pub fn routes() -> Routes {
-    let access = Access::User {
-        limit: Limit::Generate,
-        idempotent: false,
-    };
     Routes::new("account")
-        .route(Method::DELETE, "/api/v1/me", access, delete_me)
-        .route(Method::POST, "/api/v1/me/export", access, start_export)
+        .route(Method::DELETE, "/api/v1/me", WRITE, delete_me)
+        .route(Method::POST, "/api/v1/me/export", WRITE, start_export)
         .route(Method::GET, "/api/v1/me/export/{id}", READ, export_status)
 }
 
@@ -63,7 +59,14 @@ async fn delete_me(
         Ok(Err(e)) => return Err(e.into()),
         Err(_) => "deleting",
     };
-    Ok(web::json(StatusCode::ACCEPTED, json!({"status": status})))
+    Ok(web::json(StatusCode::ACCEPTED, Deletion { status }))
+}
+
+/// `DELETE /me`: `deleted`, or `deleting` when the reconciler finishes it.
+#[derive(Serialize)]
+struct Deletion {
+    /// Where the deletion stands.
+    status: &'static str,
 }
 
 /// An export as its user sees it: `url` (a download, valid until
@@ -130,7 +133,7 @@ async fn start_export(
 }
 
 fn missing() -> Problem {
-    Problem::not_found("EXPORT_NOT_FOUND", "Export")
+    Problem::not_found(crate::Resource::Export)
 }
 
 async fn export_status(
@@ -138,7 +141,7 @@ async fn export_status(
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let id = web::path_id(&id, "EXPORT_NOT_FOUND", "Export")?;
+    let id = web::path_id(&id, crate::Resource::Export)?;
     let db = st.db.get().await.map_err(Error::from)?;
     let export = exports::get_owned(&**db, id, user)
         .await?

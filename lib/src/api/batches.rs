@@ -14,7 +14,7 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use http::{Method, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -32,31 +32,23 @@ use crate::{
     lifecycle,
     web::{
         self, ApiBase, AuthUser, JsonBody, Routes,
-        policy::{Access, Limit, READ},
+        policy::{READ, WRITE, WRITE_ONCE},
         problem::FieldError,
-        text::{self, Checker, Text},
+        text::{Checker, Text},
     },
 };
 
 /// The routes of this function: declared once, with what each demands.
 pub fn routes() -> Routes {
-    let create = Access::User {
-        limit: Limit::Generate,
-        idempotent: true,
-    };
-    let retry = Access::User {
-        limit: Limit::Generate,
-        idempotent: false,
-    };
     Routes::new("batches")
-        .route(Method::POST, "/api/v1/batches", create, create_batch)
+        .route(Method::POST, "/api/v1/batches", WRITE_ONCE, create_batch)
         .route(Method::GET, "/api/v1/batches", READ, list)
         .route(Method::GET, "/api/v1/batches/{id}", READ, one)
         .route(Method::POST, "/api/v1/batches/{id}/cancel", READ, cancel)
         .route(
             Method::POST,
             "/api/v1/batches/{id}/retry",
-            retry,
+            WRITE,
             retry_failed,
         )
         .route(Method::DELETE, "/api/v1/batches/{id}", READ, remove)
@@ -92,15 +84,9 @@ fn parse(body: &Value, models: &[Model], user: Uuid) -> Result<Parsed, Problem> 
         return Err(Problem::validation(vec![e]));
     };
     let mut c = Checker::new(map);
-    for key in map
-        .keys()
-        .filter(|k| !["name", "prompts", "settings"].contains(&k.as_str()))
-    {
-        c.fail(key, "is not a known field");
-    }
     let name = c.string("name", Text::Free, 0, 200);
-    let settings = match map.get("settings") {
-        None | Some(Value::Null) => Map::new(),
+    let settings = match c.field("settings") {
+        None => Map::new(),
         Some(Value::Object(s)) => s.clone(),
         Some(_) => {
             c.fail("settings", "must be an object");
@@ -110,13 +96,13 @@ fn parse(body: &Value, models: &[Model], user: Uuid) -> Result<Parsed, Problem> 
     for key in settings.keys().filter(|k| !SETTINGS.contains(&k.as_str())) {
         c.fail(&format!("settings.{key}"), "is not a known field");
     }
-    let prompts = match map.get("prompts") {
+    let prompts = match c.field("prompts") {
         Some(Value::Array(p)) if (1..=MAX_ITEMS).contains(&p.len()) => p.as_slice(),
         Some(Value::Array(_)) => {
-            c.fail("prompts", &format!("must hold 1 to {MAX_ITEMS} prompts"));
+            c.fail("prompts", format!("must hold 1 to {MAX_ITEMS} prompts"));
             &[]
         }
-        None | Some(Value::Null) => {
+        None => {
             c.fail("prompts", "is required");
             &[]
         }
@@ -125,6 +111,7 @@ fn parse(body: &Value, models: &[Model], user: Uuid) -> Result<Parsed, Problem> 
             &[]
         }
     };
+    c.unknown_fields();
     let mut errors = std::mem::take(&mut c.errors);
     let mut items = Vec::with_capacity(prompts.len());
     for (i, item) in prompts.iter().enumerate() {
@@ -135,7 +122,7 @@ fn parse(body: &Value, models: &[Model], user: Uuid) -> Result<Parsed, Problem> 
         }
     }
     if items.is_empty() && errors.is_empty() {
-        return Err(Problem::not_found("MODEL_NOT_FOUND", "Model"));
+        return Err(Error::NotFound(crate::Resource::Model).into());
     }
     // A wrong shared setting is said once, not once per item.
     let mut seen = std::collections::HashSet::new();
@@ -265,11 +252,11 @@ async fn full(st: &AppState, b: &Batch) -> Result<BatchView, Problem> {
 
 /// The caller's batch named by a path id, or 404 (also for another user's or a deleted one).
 async fn own_batch(st: &AppState, raw_id: &str, user: Uuid) -> Result<Batch, Problem> {
-    let id = web::path_id(raw_id, "BATCH_NOT_FOUND", "Batch")?;
+    let id = web::path_id(raw_id, crate::Resource::Batch)?;
     let db = st.db.get().await.map_err(Error::from)?;
     Ok(rows::get_owned(&**db, id, user, false)
         .await?
-        .ok_or(Error::BatchNotFound)?)
+        .ok_or(Error::NotFound(crate::Resource::Batch))?)
 }
 
 /// Starts what the user's free slots allow, within the request's budget.
@@ -338,7 +325,7 @@ async fn create_batch(
         false,
     )
     .await?
-    .ok_or(Error::BatchNotFound)?;
+    .ok_or(Error::NotFound(crate::Resource::Batch))?;
     Ok(web::json(StatusCode::CREATED, full(&st, &b).await?))
 }
 
@@ -353,25 +340,12 @@ async fn earlier(st: &AppState, user: Uuid, key: &RequestKey) -> Result<Option<B
     }
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
 async fn list(
     State(st): State<AppState>,
     AuthUser(user): AuthUser,
-    Query(q): Query<ListQuery>,
+    Query(q): Query<web::cursor::PageQuery>,
 ) -> Result<Response, Problem> {
-    let mut errors = Vec::new();
-    let [limit, cursor] =
-        text::query_params(&mut errors, [("limit", q.limit), ("cursor", q.cursor)]);
-    let limit = text::int_param(&mut errors, "limit", limit.as_deref(), 20, 100);
-    let cursor = web::cursor::param(&mut errors, cursor.as_deref());
-    if !errors.is_empty() {
-        return Err(Problem::validation(errors));
-    }
+    let (limit, cursor) = q.read()?;
     let db = st.db.get().await.map_err(Error::from)?;
     let mut page = rows::page(&**db, user, cursor, limit + 1).await?;
     let next = web::cursor::next_page(&mut page, limit, |b| (b.created_at, b.id));
@@ -386,7 +360,10 @@ async fn list(
         .collect();
     Ok(web::json(
         StatusCode::OK,
-        serde_json::json!({"data": data, "nextCursor": next}),
+        super::views::Page {
+            data,
+            next_cursor: next,
+        },
     ))
 }
 
@@ -451,4 +428,23 @@ async fn remove(
     Ok(axum::response::IntoResponse::into_response(
         StatusCode::NO_CONTENT,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_settings_and_item_fields_are_fields_of_a_generate_request() {
+        for field in SETTINGS.iter().chain(&ITEM) {
+            let body = serde_json::json!({ *field: null, "notAField": 1 });
+            let errors = super::super::generate::check(&body).unwrap_err();
+            let unknown: Vec<_> = errors
+                .iter()
+                .filter(|e| e.message == "is not a known field")
+                .map(|e| e.field.as_str())
+                .collect();
+            assert_eq!(unknown, ["notAField"], "{field}");
+        }
+    }
 }

@@ -10,8 +10,8 @@ use axum::{
     response::Response,
 };
 use http::{Method, StatusCode};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::web::Problem;
 use crate::{
@@ -20,25 +20,21 @@ use crate::{
     purchases,
     web::{
         self, ApiBase, AuthUser, JsonBody, Routes,
-        policy::{Access, Limit, READ},
+        policy::{READ, WRITE_ONCE},
         problem::FieldError,
-        text::{self, Checker, Text},
+        text::{Checker, Text},
     },
 };
 
 /// The routes of this function: declared once, with what each demands.
 pub fn routes() -> Routes {
-    let checkout = Access::User {
-        limit: Limit::Generate,
-        idempotent: true,
-    };
     Routes::new("credits")
         .route(Method::GET, "/api/v1/credits/balance", READ, balance)
         .route(Method::GET, "/api/v1/credits/packs", READ, packs)
         .route(
             Method::POST,
             "/api/v1/credits/checkout",
-            checkout,
+            WRITE_ONCE,
             start_checkout,
         )
         .route(
@@ -55,6 +51,26 @@ pub fn routes() -> Routes {
         )
 }
 
+/// `GET /credits`: the caller's balance and the freemium rules.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BalanceView {
+    /// Credits available now (holds deducted).
+    balance: i64,
+    /// Credits ever granted or bought.
+    total_earned: i64,
+    /// Credits ever charged.
+    total_spent: i64,
+    /// What one output costs once the free generations are used.
+    credits_per_generation: i32,
+    /// Free generations every user gets.
+    free_generations_limit: i32,
+    /// Free generations the caller has left.
+    free_generations_remaining: i32,
+    /// Whether credits are charged at all (`CREDITS_ENFORCED`).
+    enforced: bool,
+}
+
 async fn balance(
     State(st): State<AppState>,
     AuthUser(user): AuthUser,
@@ -64,15 +80,15 @@ async fn balance(
     let free = st.credits.free_remaining(&**db, user).await?;
     Ok(web::json(
         StatusCode::OK,
-        json!({
-            "balance": b.balance,
-            "totalEarned": b.total_earned,
-            "totalSpent": b.total_spent,
-            "creditsPerGeneration": st.credits.cost,
-            "freeGenerationsLimit": st.credits.free_generations,
-            "freeGenerationsRemaining": free,
-            "enforced": st.credits.enforced,
-        }),
+        BalanceView {
+            balance: b.balance,
+            total_earned: b.total_earned,
+            total_spent: b.total_spent,
+            credits_per_generation: st.credits.cost,
+            free_generations_limit: st.credits.free_generations,
+            free_generations_remaining: free,
+            enforced: st.credits.enforced,
+        },
     ))
 }
 
@@ -120,11 +136,8 @@ async fn start_checkout(
         )]));
     };
     let mut c = Checker::new(map);
-    for k in map.keys().filter(|k| k.as_str() != "packId") {
-        c.errors
-            .push(FieldError::new(k.clone(), "is not a known field"));
-    }
     let pack = c.string("packId", Text::Strict, 1, 100);
+    c.unknown_fields();
     if pack.is_none() && c.errors.iter().all(|e| e.field != "packId") {
         c.fail("packId", "is required");
     }
@@ -147,36 +160,26 @@ async fn checkout_status(
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if !plain {
-        return Err(crate::Error::PurchaseNotFound.into());
+        return Err(crate::Error::NotFound(crate::Resource::Purchase).into());
     }
     let purchase = purchases::status(&st, user, &session_id).await?;
     Ok(web::json(StatusCode::OK, CheckoutView::from(purchase)))
 }
 
-#[derive(Deserialize)]
-struct PageQuery {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
 async fn transactions(
     State(st): State<AppState>,
     AuthUser(user): AuthUser,
-    Query(q): Query<PageQuery>,
+    Query(q): Query<web::cursor::PageQuery>,
 ) -> Result<Response, Problem> {
-    let mut errors = Vec::new();
-    let [limit, cursor] =
-        text::query_params(&mut errors, [("limit", q.limit), ("cursor", q.cursor)]);
-    let limit = text::int_param(&mut errors, "limit", limit.as_deref(), 20, 100);
-    let cursor = web::cursor::param(&mut errors, cursor.as_deref());
-    if !errors.is_empty() {
-        return Err(Problem::validation(errors));
-    }
+    let (limit, cursor) = q.read()?;
     let db = st.db.get().await.map_err(crate::Error::from)?;
     let mut rows = ledger::page(&**db, user, cursor, limit + 1).await?;
     let next = web::cursor::next_page(&mut rows, limit, |t| (t.created_at, t.id));
     Ok(web::json(
         StatusCode::OK,
-        json!({"data": rows, "nextCursor": next}),
+        super::views::Page {
+            data: rows,
+            next_cursor: next,
+        },
     ))
 }

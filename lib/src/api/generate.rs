@@ -23,7 +23,7 @@ use crate::{
     lifecycle, uploads,
     web::{
         self, ApiBase, AuthUser, JsonBody, Routes,
-        policy::{Access, Limit},
+        policy::WRITE_ONCE,
         problem::FieldError,
         text::{Checker, Text},
     },
@@ -31,32 +31,10 @@ use crate::{
 
 /// The routes of this function: declared once, with what each demands.
 pub fn routes() -> Routes {
-    let access = Access::User {
-        limit: Limit::Generate,
-        idempotent: true,
-    };
     Routes::new("generate")
-        .route(Method::POST, "/api/v1/generate", access, generate)
+        .route(Method::POST, "/api/v1/generate", WRITE_ONCE, generate)
         .with_router(|r| r.route_layer(axum::middleware::from_fn(web::ssrf::guard_source_image)))
 }
-
-const FIELDS: [&str; 15] = [
-    "prompt",
-    "modelId",
-    "modelVersion",
-    "negativePrompt",
-    "width",
-    "height",
-    "steps",
-    "guidanceScale",
-    "seed",
-    "sourceImageUrl",
-    "sourceImageId",
-    "generationStrength",
-    "style",
-    "numOutputs",
-    "waitForResult",
-];
 
 /// A request that passed the checks that do not need the model.
 #[derive(Debug, Default)]
@@ -90,12 +68,8 @@ pub(super) fn check(body: &Value) -> Result<Request, Vec<FieldError>> {
         return Err(vec![FieldError::new("body", "must be a JSON object")]);
     };
     let mut c = Checker::new(map);
-    for key in map.keys().filter(|k| !FIELDS.contains(&k.as_str())) {
-        c.errors
-            .push(FieldError::new(key.clone(), "is not a known field"));
-    }
     let prompt = c.string("prompt", Text::Free, 1, 10_000);
-    if matches!(map.get("prompt"), None | Some(Value::Null)) {
+    if c.field("prompt").is_none() {
         c.fail("prompt", "is required");
     } else if prompt.as_deref().is_some_and(|p| p.trim().is_empty()) {
         c.fail("prompt", "must not be blank");
@@ -109,8 +83,8 @@ pub(super) fn check(body: &Value) -> Result<Request, Vec<FieldError>> {
     if source_image_id.is_some() && source_image_url.is_some() {
         c.fail("sourceImageId", "cannot be combined with sourceImageUrl");
     }
-    let wait_for_result = match map.get("waitForResult") {
-        None | Some(Value::Null) => false,
+    let wait_for_result = match c.field("waitForResult") {
+        None => false,
         Some(Value::Bool(b)) => *b,
         Some(_) => {
             c.fail("waitForResult", "must be a boolean");
@@ -134,6 +108,7 @@ pub(super) fn check(body: &Value) -> Result<Request, Vec<FieldError>> {
         wait_for_result,
         prompt: prompt.unwrap_or_default(),
     };
+    c.unknown_fields();
     if c.errors.is_empty() {
         Ok(req)
     } else {
@@ -142,7 +117,7 @@ pub(super) fn check(body: &Value) -> Result<Request, Vec<FieldError>> {
 }
 
 /// The uuid in string `field`, if present (a failure otherwise).
-fn uuid(c: &mut Checker, field: &str) -> Option<Uuid> {
+fn uuid<'a>(c: &mut Checker<'a>, field: &'a str) -> Option<Uuid> {
     let id = Uuid::parse_str(&c.string(field, Text::Strict, 1, 64)?);
     id.map_err(|_| c.fail(field, "must be a uuid")).ok()
 }
@@ -345,7 +320,7 @@ pub(super) async fn model(st: &AppState, id: Option<Uuid>) -> Result<Model, Prob
         None => models.iter().find(|m| m.is_default).or(models.first()),
     }
     .cloned()
-    .ok_or_else(|| Problem::not_found("MODEL_NOT_FOUND", "Model"))
+    .ok_or_else(|| Error::NotFound(crate::Resource::Model).into())
 }
 
 /// The user's generation recorded earlier with this key; 409 if the key came with another body.
@@ -361,10 +336,9 @@ async fn earlier(
     )
     .await?;
     match g {
-        Some(g) if g.request_hash.as_deref() != Some(key.hash.as_str()) => Err(Problem::conflict(
-            "IDEMPOTENCY_KEY_REUSED",
-            "This Idempotency-Key was used with another request body.",
-        )),
+        Some(g) if g.request_hash.as_deref() != Some(key.hash.as_str()) => {
+            Err(Error::IdempotencyKeyReused.into())
+        }
         g => Ok(g),
     }
 }

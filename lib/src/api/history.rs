@@ -14,7 +14,6 @@ use axum::{
 };
 use http::{Method, StatusCode};
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::web::Problem;
 use crate::{
@@ -125,7 +124,13 @@ async fn history(
     let page = cursor.is_none().then_some(page);
     Ok(web::json(
         StatusCode::OK,
-        json!({"data": data, "total": total, "page": page, "limit": limit,
-               "totalPages": total_pages, "nextCursor": next}),
+        super::views::HistoryPage {
+            data,
+            total,
+            page,
+            limit,
+            total_pages,
+            next_cursor: next,
+        },
     ))
 }

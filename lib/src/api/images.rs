@@ -9,7 +9,7 @@ use axum::{
 };
 use http::{Method, StatusCode};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::web::Problem;
@@ -72,16 +72,19 @@ async fn list(
     }
     Ok(web::json(
         StatusCode::OK,
-        json!({"data": data, "nextCursor": next}),
+        super::views::Page {
+            data,
+            next_cursor: next,
+        },
     ))
 }
 
 fn image_id(raw: &str) -> Result<Uuid, Problem> {
-    web::path_id(raw, "IMAGE_NOT_FOUND", "Image")
+    web::path_id(raw, crate::Resource::Image)
 }
 
 fn missing() -> Problem {
-    Problem::not_found("IMAGE_NOT_FOUND", "Image")
+    Problem::not_found(crate::Resource::Image)
 }
 
 async fn one(

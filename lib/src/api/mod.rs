@@ -49,9 +49,9 @@ pub fn all(state: AppState) -> Router {
 
 /// The caller's generation named by a path id, or 404 (also for another user's).
 async fn own_generation(st: &AppState, raw_id: &str, user: Uuid) -> Result<Generation, Problem> {
-    let id = web::path_id(raw_id, "GENERATION_NOT_FOUND", "Generation")?;
+    let id = web::path_id(raw_id, crate::Resource::Generation)?;
     let db = st.db.get().await.map_err(Error::from)?;
     Ok(generations::get_owned(&**db, id, user)
         .await?
-        .ok_or(Error::GenerationNotFound)?)
+        .ok_or(Error::NotFound(crate::Resource::Generation))?)
 }

@@ -3,11 +3,11 @@
 
 use axum::{
     extract::{Path, State},
-    response::{IntoResponse, Response},
+    response::Response,
 };
 use http::{HeaderValue, Method, StatusCode, header};
-use serde_json::json;
 
+use super::views::ModelView;
 use crate::web::Problem;
 use crate::{
     AppState,
@@ -33,15 +33,16 @@ fn cached(mut res: Response) -> Response {
 
 async fn list(State(st): State<AppState>) -> Result<Response, Problem> {
     let models = st.models().await?;
-    Ok(cached(web::json(StatusCode::OK, json!(*models))))
+    let views: Vec<ModelView> = models.iter().map(ModelView::from).collect();
+    Ok(cached(web::json(StatusCode::OK, views)))
 }
 
 async fn one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {
-    let id = web::path_id(&id, "MODEL_NOT_FOUND", "Model")?;
+    let id = web::path_id(&id, crate::Resource::Model)?;
     let models = st.models().await?;
     let model = models
         .iter()
         .find(|m| m.id == id)
-        .ok_or_else(|| Problem::not_found("MODEL_NOT_FOUND", "Model"))?;
-    Ok(cached(axum::Json(model).into_response()))
+        .ok_or_else(|| Problem::not_found(crate::Resource::Model))?;
+    Ok(cached(web::json(StatusCode::OK, ModelView::from(model))))
 }

@@ -8,7 +8,6 @@
 use axum::{body::Body, extract::State, response::Response};
 use http::{HeaderMap, Method, StatusCode};
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use crate::web::Problem;
 use crate::{
@@ -44,18 +43,15 @@ async fn webhook(
     if let Err(e) = signature::verify(secret, header, &body, chrono::Utc::now().timestamp()) {
         tracing::warn!(reason = %e, "Stripe delivery rejected");
         telemetry::count(metric::WEBHOOK_REJECTED, 1);
-        return Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_SIGNATURE",
-            "Invalid signature",
-            "The Stripe-Signature header does not match this body.",
-        ));
+        return Err(Problem::of(crate::ErrorCode::InvalidSignature)
+            .status(StatusCode::BAD_REQUEST)
+            .detail("The Stripe-Signature header does not match this body."));
     }
     let event: Event = serde_json::from_slice(&body)
         .map_err(|_| Problem::malformed_json("The body is not a Stripe event."))?;
     tracing::info!(event_id = %event.id, kind = %event.kind, "Stripe event received");
     match apply(&st, &event).await {
-        Ok(()) => Ok(web::json(StatusCode::OK, json!({"received": true}))),
+        Ok(()) => Ok(web::json(StatusCode::OK, super::views::Received::NEW)),
         Err(e) => {
             telemetry::count(metric::PAYMENT_WEBHOOK_FAILED, 1);
             tracing::error!(event_id = %event.id, kind = %event.kind, error = %e, "Stripe event not applied; Stripe retries it");

@@ -5,7 +5,8 @@
 
 use axum::{extract::State, response::Response};
 use http::{Method, StatusCode};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::web::Problem;
 use crate::{
@@ -13,7 +14,7 @@ use crate::{
     uploads::{self, CONTENT_TYPES},
     web::{
         self, AuthUser, JsonBody, Routes,
-        policy::{Access, Limit},
+        policy::WRITE,
         problem::FieldError,
         text::{Checker, Text},
     },
@@ -21,14 +22,8 @@ use crate::{
 
 /// The routes of this function: declared once, with what each demands.
 pub fn routes() -> Routes {
-    let access = Access::User {
-        limit: Limit::Generate,
-        idempotent: false,
-    };
-    Routes::new("uploads").route(Method::POST, "/api/v1/uploads", access, create)
+    Routes::new("uploads").route(Method::POST, "/api/v1/uploads", WRITE, create)
 }
-
-const FIELDS: [&str; 2] = ["contentType", "contentLength"];
 
 /// Checks the body (docs/openapi.yaml, `UploadRequest`): the content type and length.
 fn parse(body: &Value, max_bytes: usize) -> Result<(String, i64), Problem> {
@@ -39,10 +34,7 @@ fn parse(body: &Value, max_bytes: usize) -> Result<(String, i64), Problem> {
         )]));
     };
     let mut c = Checker::new(map);
-    for key in map.keys().filter(|k| !FIELDS.contains(&k.as_str())) {
-        c.fail(key, "is not a known field");
-    }
-    let content_type = required(&mut c, map, "contentType", |c| {
+    let content_type = required(&mut c, "contentType", |c| {
         c.string("contentType", Text::Strict, 1, 100)
     });
     if content_type
@@ -55,9 +47,8 @@ fn parse(body: &Value, max_bytes: usize) -> Result<(String, i64), Problem> {
         );
     }
     let max = i64::try_from(max_bytes).unwrap_or(i64::MAX);
-    let content_length = required(&mut c, map, "contentLength", |c| {
-        c.int("contentLength", 1, max)
-    });
+    let content_length = required(&mut c, "contentLength", |c| c.int("contentLength", 1, max));
+    c.unknown_fields();
     match (content_type, content_length) {
         (Some(t), Some(n)) if c.errors.is_empty() => Ok((t, n)),
         _ => Err(Problem::validation(c.errors)),
@@ -65,17 +56,32 @@ fn parse(body: &Value, max_bytes: usize) -> Result<(String, i64), Problem> {
 }
 
 /// `check`'s value of `field`, or an error if the field is absent or null.
-fn required<T>(
-    c: &mut Checker,
-    map: &Map<String, Value>,
-    field: &str,
-    check: impl FnOnce(&mut Checker) -> Option<T>,
+fn required<'a, T>(
+    c: &mut Checker<'a>,
+    field: &'a str,
+    check: impl FnOnce(&mut Checker<'a>) -> Option<T>,
 ) -> Option<T> {
-    if matches!(map.get(field), None | Some(Value::Null)) {
+    if c.field(field).is_none() {
         c.fail(field, "is required");
         return None;
     }
     check(c)
+}
+
+/// `POST /uploads`: where and how to PUT the image.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UploadView {
+    /// The id to pass as `sourceImageId`.
+    id: uuid::Uuid,
+    /// The presigned URL to PUT the image to.
+    upload_url: String,
+    /// Always `PUT`.
+    method: &'static str,
+    /// Headers the PUT must carry, as given.
+    headers: std::collections::BTreeMap<String, String>,
+    /// When the URL stops working.
+    expires_at: String,
 }
 
 async fn create(
@@ -85,26 +91,24 @@ async fn create(
 ) -> Result<Response, Problem> {
     let (content_type, content_length) = parse(&body, st.cfg.max_upload_bytes)?;
     let ticket = uploads::create(&st, user, &content_type, content_length).await?;
-    let headers: Map<String, Value> = ticket
-        .headers
-        .into_iter()
-        .map(|(k, v)| (k, Value::String(v)))
-        .collect();
     Ok(web::json(
         StatusCode::CREATED,
-        json!({
-            "id": ticket.id,
-            "uploadUrl": ticket.url,
-            "method": "PUT",
-            "headers": headers,
-            "expiresAt": ticket.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        }),
+        UploadView {
+            id: ticket.id,
+            upload_url: ticket.url,
+            method: "PUT",
+            headers: ticket.headers.into_iter().collect(),
+            expires_at: ticket
+                .expires_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        },
     ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn fields(body: Value) -> Vec<String> {
         parse(&body, 100).unwrap_err().body()["errors"]

@@ -17,7 +17,6 @@ use axum::{
 };
 use http::{HeaderMap, Method, StatusCode};
 use serde::Deserialize;
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::web::Problem;
@@ -72,7 +71,7 @@ async fn webhook(
     ) {
         tracing::warn!(reason = %e, "webhook rejected");
         telemetry::count(metric::WEBHOOK_REJECTED, 1);
-        return Err(Problem::invalid_signature());
+        return Err(Problem::of(crate::ErrorCode::InvalidSignature));
     }
     telemetry::count(metric::WEBHOOK_RECEIVED, 1);
     let delivery = header("webhook-id").unwrap_or_default();
@@ -82,10 +81,7 @@ async fn webhook(
                 webhook_id = delivery,
                 "webhook replay acknowledged without work"
             );
-            return Ok(web::json(
-                StatusCode::OK,
-                json!({"received": true, "duplicate": true}),
-            ));
+            return Ok(web::json(StatusCode::OK, super::views::Received::DUPLICATE));
         }
         Ok(false) => {}
         // Settling is idempotent, so an unknown replay state only costs a repeat.
@@ -117,7 +113,7 @@ async fn process(st: &AppState, q: &Params, body: &[u8]) -> Result<Response, Pro
     let deadline = Instant::now() + st.cfg.request_budget();
     let Some(g) = found else {
         tracing::warn!(prediction_id = %prediction.id, "webhook for an unknown prediction acknowledged");
-        return Ok(web::json(StatusCode::OK, json!({"received": true})));
+        return Ok(web::json(StatusCode::OK, super::views::Received::NEW));
     };
     tracing::info!(generation_id = %g.id, prediction_id = %prediction.id, status = %prediction.status, "webhook received");
     match lifecycle::settle(st, g.id, &prediction, deadline, LeaseBy::Other).await {
@@ -139,5 +135,5 @@ async fn process(st: &AppState, q: &Params, body: &[u8]) -> Result<Response, Pro
         let until = deadline.min(Instant::now() + QUEUE_SHARE);
         lifecycle::queue::after(st, &ended, until).await;
     }
-    Ok(web::json(StatusCode::OK, json!({"received": true})))
+    Ok(web::json(StatusCode::OK, super::views::Received::NEW))
 }

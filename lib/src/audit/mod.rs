@@ -140,7 +140,7 @@ pub async fn recent(
             since: Some(since),
             user: Some(user),
         };
-        let Ok(found) = tokio::time::timeout_at(until.into(), run(st, &filter)).await else {
+        let Ok(found) = tokio::time::timeout_at(until.into(), inspect(st, &filter)).await else {
             return Ok((report, false));
         };
         let found = found?;
@@ -156,7 +156,7 @@ pub async fn recent(
 }
 
 /// One audit run over the stores, narrowed by `filter`.
-pub async fn run(st: &AppState, filter: &Filter) -> Result<Report, Error> {
+pub async fn inspect(st: &AppState, filter: &Filter) -> Result<Report, Error> {
     let mut report = Report::default();
     let mut objects = list_objects(st, filter).await?;
     report.checked.objects = objects.count;

@@ -292,7 +292,7 @@ pub async fn set_prediction(
         .await;
     match updated {
         Ok(Some(row)) => Ok(Some(Status::parse(row.get(0))?)),
-        Ok(None) => Err(Error::GenerationNotFound),
+        Ok(None) => Err(Error::NotFound(crate::Resource::Generation)),
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => Ok(None),
         Err(e) => Err(e.into()),
     }
@@ -538,9 +538,9 @@ pub async fn finish(
     id: Uuid,
     status: Status,
     credits_used: i32,
-    error: Option<(&str, &str)>,
+    error: Option<crate::ErrorCode>,
 ) -> Result<String> {
-    let (code, message) = error.unzip();
+    let (code, message) = error.map(|e| (e.as_str(), e.message())).unzip();
     let row = db
         .query_one(
             "UPDATE generations

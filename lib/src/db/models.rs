@@ -1,15 +1,13 @@
 //! The model catalog (`models` table).
 
 use super::Sql;
-use serde::Serialize;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::Result;
 
 /// A Replicate model offered to users, with its limits and defaults.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct Model {
     pub id: Uuid,
     pub name: String,
@@ -29,7 +27,6 @@ pub struct Model {
     pub max_height: i32,
     pub max_steps: i32,
     pub supports_negative_prompt: bool,
-    #[serde(rename = "supportsImg2Img")]
     pub supports_img2img: bool,
     pub supports_seed: bool,
     /// The most outputs one generation may ask for (`numOutputs`).

@@ -23,7 +23,7 @@ use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::{
-    AppState, Error, Result,
+    AppState, Error, ErrorCode, Result,
     credits::Hold,
     db::{
         generations::{self, Generation, LeaseBy, NewGeneration, Status},
@@ -45,45 +45,11 @@ const CAPTURE_CALL: Duration = Duration::from_secs(6);
 /// Minimum gap between two provider polls of one generation.
 const POLL_GAP_MS: i32 = 1000;
 
-/// The error recorded when Replicate could not start a generation.
-pub(crate) const PROVIDER_ERROR: (&str, &str) = (
-    "PROVIDER_ERROR",
-    "The image provider could not start this generation.",
-);
-/// The error recorded when Replicate was too busy (or unreachable) to start it.
-const PROVIDER_BUSY: (&str, &str) = (
-    "PROVIDER_BUSY",
-    "The image provider is busy; nothing was charged. Please retry shortly.",
-);
-/// The error recorded when Replicate refused the model version or input (422).
-const INPUT_REFUSED: (&str, &str) = (
-    "PROVIDER_REJECTED_INPUT",
-    "The image provider refused this model version or input.",
-);
-/// The error recorded when the provider could not make the image.
-const GENERATION_FAILED: (&str, &str) = (
-    "GENERATION_FAILED",
-    "The image provider could not generate this image.",
-);
-/// The error recorded when the provider's safety checker refused every output.
-const CONTENT_REFUSED: (&str, &str) = (
-    "CONTENT_REFUSED",
-    "The image provider's safety checker refused this image; nothing was charged. Try another prompt.",
-);
-
 /// Whether a provider's failure message is its safety checker's refusal
 /// ("All generated images contained NSFW content…", "NSFW content detected").
 fn is_safety_refusal(message: &str) -> bool {
     message.to_ascii_lowercase().contains("nsfw")
 }
-
-/// The error recorded when a generation ran past its deadline.
-pub(crate) const TIMED_OUT: (&str, &str) = ("TIMEOUT", "The generation took too long.");
-/// The error recorded when the output cannot be stored, now or ever.
-const OUTPUT_COPY_FAILED: (&str, &str) = (
-    "OUTPUT_COPY_FAILED",
-    "The generated image could not be stored.",
-);
 
 /// A generation that has just been started, with the hold it took.
 #[derive(Debug)]
@@ -209,15 +175,15 @@ pub async fn start(
         }
         Err(ReplicateError::Status { status: 422, title }) => {
             tracing::warn!(%generation_id, %title, "prediction input refused");
-            (INPUT_REFUSED, Error::InputRefused)
+            (ErrorCode::ProviderRejectedInput, Error::InputRefused)
         }
         Err(e) if e.is_transient() => {
             tracing::warn!(%generation_id, error = %e, "provider busy or unreachable: nothing was created");
-            (PROVIDER_BUSY, Error::ProviderBusy)
+            (ErrorCode::ProviderBusy, Error::ProviderBusy)
         }
         Err(e) => {
             tracing::error!(%generation_id, error = %e, "prediction create failed");
-            (PROVIDER_ERROR, Error::ProviderRefused(e))
+            (ErrorCode::ProviderError, Error::ProviderRefused(e))
         }
     };
     let (code, error) = refusal;
@@ -250,7 +216,13 @@ pub async fn settle(
     match (p.status.as_str(), files.is_empty()) {
         ("succeeded" | "starting" | "processing", false) if p.data_removed => {
             tracing::error!(%generation_id, "provider output already deleted");
-            close(st, generation_id, Status::Failed, Some(OUTPUT_COPY_FAILED)).await
+            close(
+                st,
+                generation_id,
+                Status::Failed,
+                Some(ErrorCode::OutputCopyFailed),
+            )
+            .await
         }
         ("succeeded", false) => complete(st, generation_id, &files, deadline, by).await,
         ("starting" | "processing", false) => {
@@ -262,13 +234,7 @@ pub async fn settle(
             complete(st, generation_id, &files, deadline, by).await
         }
         ("succeeded", true) => {
-            close(
-                st,
-                generation_id,
-                Status::Failed,
-                Some(("NO_OUTPUT", "The provider returned no image.")),
-            )
-            .await
+            close(st, generation_id, Status::Failed, Some(ErrorCode::NoOutput)).await
         }
         ("failed", _) => {
             let msg = p
@@ -278,9 +244,9 @@ pub async fn settle(
             // The provider's safety checker: a refusal, never charged, said as such.
             let error = if is_safety_refusal(&msg) {
                 telemetry::count(metric::CONTENT_REFUSED, 1);
-                CONTENT_REFUSED
+                ErrorCode::ContentRefused
             } else {
-                GENERATION_FAILED
+                ErrorCode::GenerationFailed
             };
             close(st, generation_id, Status::Failed, Some(error)).await
         }
@@ -291,11 +257,11 @@ pub async fn settle(
             let past_deadline = chrono::Utc::now() - g.created_at
                 >= chrono::TimeDelta::from_std(st.cfg.generation_deadline).unwrap_or_default();
             let error = if past_deadline {
-                TIMED_OUT
+                ErrorCode::Timeout
             } else {
-                GENERATION_FAILED
+                ErrorCode::GenerationFailed
             };
-            tracing::warn!(%generation_id, provider_status = %p.status, code = error.0, "prediction stopped by the provider");
+            tracing::warn!(%generation_id, provider_status = %p.status, code = %error, "prediction stopped by the provider");
             close(st, generation_id, Status::Failed, Some(error)).await
         }
         _ => Ok(()),
@@ -321,7 +287,7 @@ async fn complete(
     let leased = generations::try_lease(&**db, generation_id, owner, lease, by).await?;
     let g = generations::get(&**db, generation_id)
         .await?
-        .ok_or(Error::GenerationNotFound)?;
+        .ok_or(Error::NotFound(crate::Resource::Generation))?;
     drop(db); // not held during the copy: the pool is small
     if !leased {
         return match g.status.is_terminal() {
@@ -342,8 +308,8 @@ async fn complete(
         Ok(copied) if copied.images.is_empty() => {
             // Nothing to store: refused by moderation, or none could be stored.
             let error = match copied.refused {
-                0 => OUTPUT_COPY_FAILED,
-                _ => CONTENT_REFUSED,
+                0 => ErrorCode::OutputCopyFailed,
+                _ => ErrorCode::ContentRefused,
             };
             close(st, generation_id, Status::Failed, Some(error)).await
         }
@@ -502,7 +468,7 @@ pub(crate) async fn close(
     st: &AppState,
     generation_id: Uuid,
     status: Status,
-    error: Option<(&str, &str)>,
+    error: Option<ErrorCode>,
 ) -> Result<()> {
     end(st, generation_id, status, error, false).await
 }
@@ -512,7 +478,7 @@ async fn end(
     st: &AppState,
     generation_id: Uuid,
     status: Status,
-    error: Option<(&str, &str)>,
+    error: Option<ErrorCode>,
     free_key: bool,
 ) -> Result<()> {
     let mut conn = st.db.get().await?;
@@ -540,7 +506,7 @@ async fn end(
 async fn lock(tx: &crate::db::Tx<'_>, generation_id: Uuid) -> Result<Generation> {
     generations::lock(&**tx, generation_id)
         .await?
-        .ok_or(Error::GenerationNotFound)
+        .ok_or(Error::NotFound(crate::Resource::Generation))
 }
 
 /// Cancels a user's open generation: `cancelled` and the hold released, then Replicate's cancel.
@@ -664,7 +630,7 @@ pub async fn wait_for_end(st: &AppState, generation_id: Uuid, until: Instant) ->
 pub async fn load(st: &AppState, generation_id: Uuid) -> Result<Generation> {
     generations::get(&**st.db.get().await?, generation_id)
         .await?
-        .ok_or(Error::GenerationNotFound)
+        .ok_or(Error::NotFound(crate::Resource::Generation))
 }
 
 /// Finds the generation a webhook is about: by prediction id, else by the

@@ -17,12 +17,6 @@ use crate::{
     },
 };
 
-/// The error recorded when a queued item's model left the catalog.
-const MODEL_GONE: (&str, &str) = (
-    "MODEL_NOT_FOUND",
-    "The model of this generation is no longer offered; nothing was charged.",
-);
-
 /// Time a create at Replicate is given: an item is promoted only while this
 /// much is left, so that one promoted is also sent.
 const CREATE_TIME: Duration = Duration::from_secs(3);
@@ -40,7 +34,13 @@ pub async fn start_next(st: &AppState, user: Uuid, deadline: Instant) -> Result<
         };
         let models = st.models().await?;
         let Some(model) = models.iter().find(|m| m.id == g.model_id) else {
-            super::close(st, g.id, Status::Failed, Some(MODEL_GONE)).await?;
+            super::close(
+                st,
+                g.id,
+                Status::Failed,
+                Some(crate::ErrorCode::ModelNotFound),
+            )
+            .await?;
             continue;
         };
         let new = NewGeneration {

@@ -1,5 +1,6 @@
-//! Per-model Replicate inputs (shared/reference/models.md): each model family
-//! names its parameters differently; this module maps one request onto them.
+//! Per-model Replicate inputs (docs/models.md, "Inputs per family"): each
+//! model family names its parameters differently; this module maps one
+//! request onto them.
 
 use serde_json::{Map, Value, json};
 

@@ -5,7 +5,8 @@
 use base64::{Engine, engine::general_purpose::STANDARD};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-use subtle::ConstantTimeEq;
+
+use crate::signing;
 
 /// How far a webhook timestamp may be from now.
 pub const TOLERANCE_SECS: i64 = 300;
@@ -59,17 +60,15 @@ pub fn verify(
     let (Some(id), Some(ts), Some(sigs)) = (id, timestamp, signatures) else {
         return Err(SignatureError::MissingHeader);
     };
-    let sent: i64 = ts.parse().map_err(|_| SignatureError::Stale)?;
-    if (now - sent).abs() > TOLERANCE_SECS {
+    if !signing::fresh(ts, now, TOLERANCE_SECS) {
         return Err(SignatureError::Stale);
     }
     let expected = mac(secret, id, ts, body)?;
-    let matched = sigs
+    let candidates = sigs
         .split(' ')
         .filter_map(|entry| entry.strip_prefix("v1,"))
-        .filter_map(|b64| STANDARD.decode(b64).ok())
-        .any(|candidate| bool::from(candidate.ct_eq(&expected)));
-    if matched {
+        .filter_map(|b64| STANDARD.decode(b64).ok());
+    if signing::any_matches(candidates, &expected) {
         Ok(())
     } else {
         Err(SignatureError::Mismatch)

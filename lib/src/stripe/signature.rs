@@ -5,7 +5,8 @@
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-use subtle::ConstantTimeEq;
+
+use crate::signing;
 
 /// How far a signature's timestamp may be from now (Stripe's default).
 pub const TOLERANCE_SECS: i64 = 300;
@@ -63,15 +64,11 @@ pub fn verify(
     if candidates.is_empty() {
         return Err(SignatureError::Missing);
     }
-    let sent: i64 = ts.parse().map_err(|_| SignatureError::Stale)?;
-    if (now - sent).abs() > TOLERANCE_SECS {
+    if !signing::fresh(ts, now, TOLERANCE_SECS) {
         return Err(SignatureError::Stale);
     }
     let expected = hex(&mac(secret, ts, body));
-    let matched = candidates
-        .iter()
-        .any(|c| bool::from(c.as_bytes().ct_eq(expected.as_bytes())));
-    if matched {
+    if signing::any_matches(candidates, expected.as_bytes()) {
         Ok(())
     } else {
         Err(SignatureError::Mismatch)

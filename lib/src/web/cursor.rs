@@ -43,6 +43,31 @@ pub fn next_page<T>(rows: &mut Vec<T>, limit: i64, key: impl Fn(&T) -> Cursor) -
     rows.last().map(|r| encode(key(r)))
 }
 
+/// The query of a list walked by cursor alone: `?limit=` (1 to 100, 20 by
+/// default) and `?cursor=`.
+#[derive(Debug, serde::Deserialize)]
+pub struct PageQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+impl PageQuery {
+    /// The limit and the cursor, or 400 `VALIDATION_FAILED` naming what is wrong.
+    pub fn read(self) -> Result<(i64, Option<Cursor>), super::Problem> {
+        let mut errors = Vec::new();
+        let [limit, cursor] = super::text::query_params(
+            &mut errors,
+            [("limit", self.limit), ("cursor", self.cursor)],
+        );
+        let limit = super::text::int_param(&mut errors, "limit", limit.as_deref(), 20, 100);
+        let cursor = param(&mut errors, cursor.as_deref());
+        match errors.is_empty() {
+            true => Ok((limit, cursor)),
+            false => Err(super::Problem::validation(errors)),
+        }
+    }
+}
+
 /// The `cursor` query parameter: none (or empty) for the first page; a
 /// field error in `errors` when it is not a cursor from a previous page.
 pub fn param(errors: &mut Vec<FieldError>, raw: Option<&str>) -> Option<Cursor> {

@@ -111,16 +111,10 @@ pub async fn once(
             Ok(Claim::Claimed) => break,
             Ok(Claim::Completed(answer)) => return Ok(replay(answer)),
             Ok(Claim::Reused) => {
-                return Err(Problem::conflict(
-                    "IDEMPOTENCY_KEY_REUSED",
-                    "This Idempotency-Key was used with another request body.",
-                ));
+                return Err(Problem::of(crate::ErrorCode::IdempotencyKeyReused));
             }
             Ok(Claim::InProgress) if Instant::now() >= deadline => {
-                return Err(Problem::conflict(
-                    "IDEMPOTENCY_IN_PROGRESS",
-                    "A request with this Idempotency-Key is still running; retry shortly.",
-                ));
+                return Err(Problem::of(crate::ErrorCode::IdempotencyInProgress));
             }
             Ok(Claim::InProgress) => tokio::time::sleep(POLL).await,
             Err(e) => {

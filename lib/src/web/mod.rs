@@ -74,7 +74,7 @@ impl FromRequestParts<AppState> for AuthUser {
             .map(str::trim)
             .filter(|t| !t.is_empty());
         let Some(token) = token else {
-            return Err(Problem::unauthenticated());
+            return Err(Problem::of(crate::ErrorCode::Unauthenticated));
         };
         let user = state
             .auth
@@ -89,7 +89,7 @@ impl FromRequestParts<AppState> for AuthUser {
                 }
                 e => {
                     tracing::warn!(reason = %e, "token rejected");
-                    Problem::unauthenticated()
+                    Problem::of(crate::ErrorCode::Unauthenticated)
                 }
             })?;
         tracing::Span::current().record("user_id", tracing::field::display(user.0));
@@ -121,8 +121,8 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 }
 
 /// Parses a path id; anything that is not a uuid cannot exist, so it is a 404 with `code`.
-pub fn path_id(raw: &str, code: &'static str, what: &str) -> Result<Uuid, Problem> {
-    Uuid::parse_str(raw).map_err(|_| Problem::not_found(code, what))
+pub fn path_id(raw: &str, what: crate::Resource) -> Result<Uuid, Problem> {
+    Uuid::parse_str(raw).map_err(|_| Problem::not_found(what))
 }
 
 /// Runs each request in a span carrying the log fields of [`crate::telemetry`],
@@ -254,13 +254,10 @@ async fn plain_rejections(req: Request, next: Next) -> Response {
         .await
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
-    Problem::new(
-        status,
-        "MALFORMED_REQUEST",
-        status.canonical_reason().unwrap_or("Bad request"),
-        detail,
-    )
-    .into_response()
+    Problem::of(crate::ErrorCode::MalformedRequest)
+        .status(status)
+        .detail(detail)
+        .into_response()
 }
 
 /// Turns a function's routes into a service: each route's policy, problem-JSON
@@ -272,15 +269,8 @@ pub fn serve(routes: Router<AppState>, table: Arc<[policy::Route]>, state: AppSt
             (state.clone(), table),
             policy::enforce,
         ))
-        .fallback(|| async { Problem::not_found("NOT_FOUND", "Route") })
-        .method_not_allowed_fallback(|| async {
-            Problem::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "METHOD_NOT_ALLOWED",
-                "Method not allowed",
-                "This route does not take that method.",
-            )
-        })
+        .fallback(|| async { Problem::not_found(crate::Resource::Route) })
+        .method_not_allowed_fallback(|| async { Problem::of(crate::ErrorCode::MethodNotAllowed) })
         .with_state(state)
         .layer(axum::middleware::from_fn(plain_rejections));
     let service = if origins.is_empty() {
@@ -296,7 +286,7 @@ pub fn serve(routes: Router<AppState>, table: Arc<[policy::Route]>, state: AppSt
 /// A JSON response with a status.
 pub fn json(status: StatusCode, body: impl serde::Serialize) -> Response {
     let Ok(bytes) = serde_json::to_vec(&body) else {
-        return Problem::internal().into_response();
+        return Problem::of(crate::ErrorCode::Internal).into_response();
     };
     let mut res = Response::new(Body::from(bytes));
     *res.status_mut() = status;

@@ -10,7 +10,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, header};
 use std::sync::Arc;
 
 use super::AuthUser;
@@ -46,6 +46,18 @@ pub enum Access {
 pub const READ: Access = Access::User {
     limit: Limit::Reads,
     idempotent: false,
+};
+
+/// A user route drawing on the generate budget (a write).
+pub const WRITE: Access = Access::User {
+    limit: Limit::Generate,
+    idempotent: false,
+};
+
+/// A [`WRITE`] that honours `Idempotency-Key`.
+pub const WRITE_ONCE: Access = Access::User {
+    limit: Limit::Generate,
+    idempotent: true,
 };
 
 /// Which per-minute budget a route draws on (per user and per route).
@@ -95,7 +107,7 @@ pub async fn enforce(
             return next.run(req).await; // another method of a known path: 405
         }
         tracing::error!(%path, "route served without a declaration: refused");
-        return Problem::internal().into_response();
+        return Problem::of(crate::ErrorCode::Internal).into_response();
     };
     match route.access {
         Access::Public | Access::Signed => next.run(req).await,
@@ -170,12 +182,7 @@ fn decide(
         }
         Err(e) => {
             tracing::error!(error = %e, route = %name, "rate limit unavailable: request refused (fail closed)");
-            Err(Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "RATE_LIMIT_UNAVAILABLE",
-                "Service unavailable",
-                "The rate limit cannot be checked right now; retry shortly.",
-            ))
+            Err(Problem::of(crate::ErrorCode::RateLimitUnavailable))
         }
     }
 }
@@ -183,16 +190,12 @@ fn decide(
 /// The 429 answer for a request over its limit.
 fn limited(d: &Decision) -> Response {
     crate::telemetry::count(crate::telemetry::metric::RATE_LIMITED, 1);
-    let mut res = Problem::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "RATE_LIMITED",
-        "Too many requests",
-        format!(
+    let mut res = Problem::of(crate::ErrorCode::RateLimited)
+        .detail(format!(
             "At most {} requests a minute; retry in {} s.",
             d.limit, d.reset_secs
-        ),
-    )
-    .into_response();
+        ))
+        .into_response();
     rate_headers(res.headers_mut(), d);
     res.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(d.reset_secs));

@@ -1,24 +1,31 @@
 //! The one error type handlers return, rendered as RFC 9457 problem JSON with
-//! a stable `code`, and the one mapping of domain errors ([`crate::Error`]) to
-//! HTTP answers. Transient faults answer 503 with `Retry-After`; internal
-//! failures are logged here and leave only a generic `INTERNAL` answer: no
-//! SQL, stack trace or upstream body escapes.
+//! a stable `code` ([`ErrorCode`]), and the one mapping of domain errors
+//! ([`crate::Error`]) and codes to HTTP statuses. Transient faults answer 503
+//! with `Retry-After`; internal failures are logged here and leave only a
+//! generic `INTERNAL` answer: no SQL, stack trace or upstream body escapes.
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use crate::telemetry::{self, metric};
+use crate::{
+    error::Resource,
+    error_code::ErrorCode,
+    telemetry::{self, metric},
+};
 
 /// One invalid field of a request.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FieldError {
+    /// The field as the client wrote it (`prompt`, `settings.width`, `prompts[2].prompt`).
     pub field: String,
+    /// What is wrong with it.
     pub message: String,
 }
 
 impl FieldError {
+    /// An error on `field`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         FieldError {
             field: field.into(),
@@ -27,38 +34,99 @@ impl FieldError {
     }
 }
 
-/// An error answer: status, stable code, human title and detail, extra members.
+/// An error answer: status, stable code, detail, extra members.
 #[derive(Debug, Clone)]
 pub struct Problem {
+    /// The HTTP status (the code's own unless overridden).
     pub status: StatusCode,
-    pub code: &'static str,
-    pub title: &'static str,
+    /// The stable code; its title is the problem's `title`.
+    pub code: ErrorCode,
+    /// What happened this time (the code's default message unless given).
     pub detail: String,
+    /// Further members of the document (`errors`, `required`, `limit`, …).
     pub extra: Map<String, Value>,
     /// Seconds for a `Retry-After` header.
     pub retry_after: Option<u32>,
 }
 
+/// The problem document as sent.
+#[derive(Serialize)]
+struct Document<'a> {
+    r#type: &'static str,
+    title: &'static str,
+    status: u16,
+    code: ErrorCode,
+    detail: &'a str,
+    #[serde(flatten)]
+    extra: &'a Map<String, Value>,
+}
+
+/// The HTTP status a code answers with.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    use ErrorCode as C;
+    match code {
+        C::ValidationFailed | C::MalformedJson | C::MalformedRequest => StatusCode::BAD_REQUEST,
+        C::Unauthenticated | C::InvalidSignature => StatusCode::UNAUTHORIZED,
+        C::InsufficientCredits => StatusCode::PAYMENT_REQUIRED,
+        C::NotFound
+        | C::GenerationNotFound
+        | C::ImageNotFound
+        | C::ModelNotFound
+        | C::UploadNotFound
+        | C::BatchNotFound
+        | C::ExportNotFound
+        | C::PackNotFound
+        | C::PurchaseNotFound => StatusCode::NOT_FOUND,
+        C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        C::UploadNotReady
+        | C::GenerationNotCancellable
+        | C::IdempotencyInProgress
+        | C::IdempotencyKeyReused
+        | C::PurchaseNotAvailable => StatusCode::CONFLICT,
+        C::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        C::ContentRefused | C::ProviderRejectedInput => StatusCode::UNPROCESSABLE_ENTITY,
+        C::TooManyInFlight | C::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        C::ProviderError | C::RelayFailed => StatusCode::BAD_GATEWAY,
+        C::RateLimitUnavailable
+        | C::ModerationUnavailable
+        | C::ProviderBusy
+        | C::PaymentProviderUnavailable
+        | C::CreditServiceUnavailable
+        | C::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        C::Internal | C::GenerationFailed | C::NoOutput | C::Timeout | C::OutputCopyFailed => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
 impl Problem {
-    pub fn new(
-        status: StatusCode,
-        code: &'static str,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
+    /// The answer for `code`: its status, title and default message.
+    pub fn of(code: ErrorCode) -> Self {
         Problem {
-            status,
+            status: status_of(code),
             code,
-            title,
-            detail: detail.into(),
+            detail: code.message().to_string(),
             extra: Map::new(),
             retry_after: None,
         }
     }
 
+    /// Says what happened this time instead of the code's default message.
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+
+    /// Answers with another status than the code's own.
+    pub fn status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
     /// Adds a member to the problem document.
     pub fn with(mut self, key: &str, value: impl Serialize) -> Self {
-        self.extra.insert(key.to_string(), json!(value));
+        let value = serde_json::to_value(value).unwrap_or(Value::Null);
+        self.extra.insert(key.to_string(), value);
         self
     }
 
@@ -68,129 +136,60 @@ impl Problem {
         self
     }
 
+    /// 400 `VALIDATION_FAILED` listing the invalid fields.
     pub fn validation(errors: Vec<FieldError>) -> Self {
         let detail = match errors.len() {
             1 => "1 field is invalid.".to_string(),
             n => format!("{n} fields are invalid."),
         };
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_FAILED",
-            "Validation failed",
-            detail,
-        )
-        .with("errors", errors)
+        Problem::of(ErrorCode::ValidationFailed)
+            .detail(detail)
+            .with("errors", errors)
     }
 
+    /// 400 `MALFORMED_JSON`.
     pub fn malformed_json(detail: impl Into<String>) -> Self {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "MALFORMED_JSON",
-            "Malformed JSON",
-            detail,
-        )
+        Problem::of(ErrorCode::MalformedJson).detail(detail)
     }
 
-    pub fn unauthenticated() -> Self {
-        Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHENTICATED",
-            "Unauthenticated",
-            "A valid bearer token is required.",
-        )
+    /// 404 with the resource's own code.
+    pub fn not_found(what: Resource) -> Self {
+        Problem::of(what.code())
     }
 
-    pub fn invalid_signature() -> Self {
-        Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "INVALID_SIGNATURE",
-            "Invalid signature",
-            "The webhook signature is missing or invalid.",
-        )
-    }
-
-    pub fn not_found(code: &'static str, what: &str) -> Self {
-        Problem::new(
-            StatusCode::NOT_FOUND,
-            code,
-            "Not found",
-            format!("{what} not found."),
-        )
-    }
-
-    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
-        Problem::new(StatusCode::CONFLICT, code, "Conflict", detail)
-    }
-
+    /// 413 `PAYLOAD_TOO_LARGE`.
     pub fn payload_too_large(limit: usize) -> Self {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
-            "Payload too large",
-            format!("The request body exceeds {limit} bytes."),
-        )
+        Problem::of(ErrorCode::PayloadTooLarge)
+            .detail(format!("The request body exceeds {limit} bytes."))
     }
 
+    /// 402 `INSUFFICIENT_CREDITS` with what is required and what is there.
     pub fn insufficient_credits(required: i64, balance: i64, free_remaining: i32) -> Self {
-        Problem::new(
-            StatusCode::PAYMENT_REQUIRED,
-            "INSUFFICIENT_CREDITS",
-            "Insufficient credits",
-            format!("This generation needs {required} credits; your balance is {balance}."),
-        )
-        .with("required", required)
-        .with("balance", balance)
-        .with("freeGenerationsRemaining", free_remaining)
+        Problem::of(ErrorCode::InsufficientCredits)
+            .detail(format!(
+                "This generation needs {required} credits; your balance is {balance}."
+            ))
+            .with("required", required)
+            .with("balance", balance)
+            .with("freeGenerationsRemaining", free_remaining)
     }
 
-    pub fn provider_error(detail: impl Into<String>) -> Self {
-        Problem::new(
-            StatusCode::BAD_GATEWAY,
-            "PROVIDER_ERROR",
-            "Image provider error",
-            detail,
-        )
-    }
-
-    pub fn credit_service_unavailable() -> Self {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "CREDIT_SERVICE_UNAVAILABLE",
-            "Credit service unavailable",
-            "Your credit balance cannot be checked right now; please retry shortly.",
-        )
-    }
-
-    /// A dependency did not answer in time or failed on its side: retry shortly.
+    /// 503 `SERVICE_UNAVAILABLE`: a dependency did not answer in time or failed on its side.
     pub fn unavailable() -> Self {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "SERVICE_UNAVAILABLE",
-            "Service unavailable",
-            "A service this request depends on is not answering; retry shortly.",
-        )
-        .retry_after(2)
-    }
-
-    pub fn internal() -> Self {
-        Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            "Internal error",
-            "Something went wrong on our side.",
-        )
+        Problem::of(ErrorCode::ServiceUnavailable).retry_after(2)
     }
 
     /// The problem document as JSON.
     pub fn body(&self) -> Value {
-        let mut doc = Map::new();
-        doc.insert("type".into(), json!("about:blank"));
-        doc.insert("title".into(), json!(self.title));
-        doc.insert("status".into(), json!(self.status.as_u16()));
-        doc.insert("code".into(), json!(self.code));
-        doc.insert("detail".into(), json!(self.detail));
-        doc.extend(self.extra.clone());
-        Value::Object(doc)
+        serde_json::to_value(Document {
+            r#type: "about:blank",
+            title: self.code.title(),
+            status: self.status.as_u16(),
+            code: self.code,
+            detail: &self.detail,
+            extra: &self.extra,
+        })
+        .unwrap_or(Value::Null)
     }
 }
 
@@ -213,6 +212,7 @@ impl From<crate::Error> for Problem {
     /// The HTTP answer to a domain error.
     fn from(err: crate::Error) -> Self {
         use crate::Error as E;
+        use ErrorCode as C;
         match err {
             E::InsufficientCredits {
                 required,
@@ -224,64 +224,37 @@ impl From<crate::Error> for Problem {
             }
             E::TooManyInFlight { open, retry_after } => {
                 telemetry::count(metric::TOO_MANY_IN_FLIGHT, 1);
-                Problem::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "TOO_MANY_IN_FLIGHT",
-                    "Too many generations in flight",
-                    format!("You have {open} generations running; retry when one has finished."),
-                )
-                .retry_after(retry_after)
+                Problem::of(C::TooManyInFlight)
+                    .detail(format!(
+                        "You have {open} generations running; retry when one has finished."
+                    ))
+                    .retry_after(retry_after)
             }
             E::TooManyQueued { queued, limit } => {
                 telemetry::count(metric::TOO_MANY_IN_FLIGHT, 1);
-                Problem::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "TOO_MANY_IN_FLIGHT",
-                    "Too many generations queued",
-                    format!(
+                Problem::of(C::TooManyInFlight)
+                    .detail(format!(
                         "At most {limit} batch items may wait at once; you have {queued} waiting. Retry when some have run."
-                    ),
-                )
-                .with("limit", limit)
+                    ))
+                    .with("limit", limit)
             }
-            E::BatchNotFound => Problem::not_found("BATCH_NOT_FOUND", "Batch"),
-            E::InputRefused => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "PROVIDER_REJECTED_INPUT",
-                "Input refused",
-                "The image provider refused this model version or input.",
-            ),
-            E::ProviderBusy => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "PROVIDER_BUSY",
-                "Image provider busy",
-                "The image provider is busy; nothing was charged. Please retry shortly.",
-            )
-            .retry_after(5),
-            E::IdempotencyKeyTaken => Problem::conflict(
-                "IDEMPOTENCY_IN_PROGRESS",
-                "A request with this Idempotency-Key is still running; retry shortly.",
-            ),
+            E::NotFound(what) => Problem::not_found(what),
+            E::InputRefused => Problem::of(C::ProviderRejectedInput),
+            E::ProviderBusy => Problem::of(C::ProviderBusy).retry_after(5),
+            E::IdempotencyKeyTaken => Problem::of(C::IdempotencyInProgress),
             E::ProviderRefused(e) => {
                 tracing::error!(error = %e, "provider refused to start a generation");
-                Problem::provider_error("The image provider could not start this generation.")
+                Problem::of(C::ProviderError)
             }
-            E::GenerationNotFound => Problem::not_found("GENERATION_NOT_FOUND", "Generation"),
-            E::UploadNotFound => Problem::not_found("UPLOAD_NOT_FOUND", "Upload"),
-            E::UploadNotReady => Problem::conflict(
-                "UPLOAD_NOT_READY",
-                "Nothing was uploaded with this id yet: PUT the image to its upload URL first.",
-            ),
+            E::UploadNotReady => Problem::of(C::UploadNotReady),
             E::UploadUnusable(message) => {
                 Problem::validation(vec![FieldError::new("sourceImageId", message)])
             }
-            E::NotCancellable(status) => Problem::conflict(
-                "GENERATION_NOT_CANCELLABLE",
-                format!("The generation is already {}.", status.as_str()),
-            ),
+            E::NotCancellable(status) => Problem::of(C::GenerationNotCancellable)
+                .detail(format!("The generation is already {}.", status.as_str())),
             E::Credits(e) => {
                 tracing::error!(error = %e, "credit service failed");
-                Problem::credit_service_unavailable()
+                Problem::of(C::CreditServiceUnavailable)
             }
             E::ContentRefused { categories, term } => {
                 let detail = match &term {
@@ -292,53 +265,24 @@ impl From<crate::Error> for Problem {
                         "The request was refused by content moderation; please rephrase.".into()
                     }
                 };
-                let problem = Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "CONTENT_REFUSED",
-                    "Content refused",
-                    detail,
-                )
-                .with("categories", categories);
+                let problem = Problem::of(C::ContentRefused)
+                    .detail(detail)
+                    .with("categories", categories);
                 match term {
                     Some(t) => problem.with("term", t),
                     None => problem,
                 }
             }
-            E::ModerationUnavailable => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "MODERATION_UNAVAILABLE",
-                "Moderation unavailable",
-                "Requests cannot be checked right now; nothing was charged. Please retry shortly.",
-            )
-            .retry_after(5),
-            E::PurchaseNotAvailable => Problem::conflict(
-                "PURCHASE_NOT_AVAILABLE",
-                "Credits are not sold here: they come from the account service.",
-            ),
-            E::PackNotFound => Problem::not_found("PACK_NOT_FOUND", "Credit pack"),
-            E::PurchaseNotFound => Problem::not_found("PURCHASE_NOT_FOUND", "Purchase"),
-            E::IdempotencyKeyReused => Problem::conflict(
-                "IDEMPOTENCY_KEY_REUSED",
-                "This Idempotency-Key was used with another request body.",
-            ),
+            E::ModerationUnavailable => Problem::of(C::ModerationUnavailable).retry_after(5),
+            E::PurchaseNotAvailable => Problem::of(C::PurchaseNotAvailable),
+            E::IdempotencyKeyReused => Problem::of(C::IdempotencyKeyReused),
             E::Stripe(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "payment provider unavailable: answered 503");
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "PAYMENT_PROVIDER_UNAVAILABLE",
-                    "Payment provider unavailable",
-                    "The payment provider did not answer; nothing was charged. Please retry shortly.",
-                )
-                .retry_after(5)
+                Problem::of(C::PaymentProviderUnavailable).retry_after(5)
             }
             E::Stripe(e) => {
                 tracing::error!(error = %e, "payment provider refused");
-                Problem::new(
-                    StatusCode::BAD_GATEWAY,
-                    "PROVIDER_ERROR",
-                    "Payment provider error",
-                    "The payment provider refused this request.",
-                )
+                Problem::of(C::ProviderError).detail("The payment provider refused this request.")
             }
             e if e.is_transient() => {
                 tracing::warn!(error = %e, "transient failure: answered 503");
@@ -346,7 +290,7 @@ impl From<crate::Error> for Problem {
             }
             e => {
                 tracing::error!(error = %e, "internal error");
-                Problem::internal()
+                Problem::of(C::Internal)
             }
         }
     }
@@ -379,7 +323,7 @@ mod tests {
     fn transient_faults_answer_503_with_retry_after() {
         let p: Problem = crate::Error::TimedOut("copy").into();
         assert_eq!(p.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(p.code, "SERVICE_UNAVAILABLE");
+        assert_eq!(p.code, ErrorCode::ServiceUnavailable);
         let res = p.into_response();
         assert_eq!(res.headers()[header::RETRY_AFTER], "2");
     }

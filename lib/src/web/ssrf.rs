@@ -1,16 +1,14 @@
 //! Guard against server-side request forgery through `sourceImageUrl`, which
-//! the provider fetches: it must be https, and its host must not be, or
-//! resolve to, a loopback, private, link-local, CGNAT, multicast, reserved or
-//! cloud-metadata address (IPv4-mapped and other IPv6 forms of those too).
-//! [`check`] covers the URL as written (the handler's validation);
-//! [`guard_source_image`] resolves host names before `POST /generate` runs.
-//! The provider resolves the name again when it fetches; this check keeps
-//! clients from pointing it at internal addresses by name or by number.
+//! the provider fetches: the edge's side of [`UrlPolicy::source_image`] (https,
+//! and a host that is not, and does not resolve to, a loopback, private,
+//! link-local, CGNAT, multicast, reserved or cloud-metadata address), its
+//! refusals worded for the field. [`check`] covers the URL as written (the
+//! handler's validation); [`guard_source_image`] resolves host names before
+//! `POST /generate` runs. The provider resolves the name again when it
+//! fetches; this check keeps clients from pointing it at internal addresses by
+//! name or by number.
 
-use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    time::Duration,
-};
+use std::sync::LazyLock;
 
 use axum::{
     body::Body,
@@ -19,8 +17,9 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde_json::Value;
-use url::{Host, Url};
+use url::Url;
 
+use crate::url_policy::{Refused, UrlPolicy};
 use crate::web::Problem;
 use crate::web::problem::FieldError;
 
@@ -30,75 +29,21 @@ const NOT_HTTPS: &str = "must be an https URL";
 const PRIVATE: &str =
     "must not point at a loopback, private, link-local, multicast or metadata address";
 const UNRESOLVABLE: &str = "must have a host name that resolves";
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
-/// Azure's WireServer/metadata address: public, so no range below covers it.
-const AZURE_WIRESERVER: Ipv4Addr = Ipv4Addr::new(168, 63, 129, 16);
 
-/// Whether a fetch from `ip` must be refused.
-pub fn forbidden(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => forbidden_v4(v4),
-        IpAddr::V6(v6) => forbidden_v6(v6),
-    }
-}
+static POLICY: LazyLock<UrlPolicy> = LazyLock::new(UrlPolicy::source_image);
 
-fn forbidden_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, c, _] = ip.octets();
-    a == 0 // "this network", 0.0.0.0/8
-        || ip.is_loopback() // 127/8
-        || ip.is_private() // 10/8, 172.16/12, 192.168/16
-        || ip.is_link_local() // 169.254/16, with the metadata service 169.254.169.254
-        || (a == 100 && (64..128).contains(&b)) // CGNAT 100.64/10 (Alibaba metadata 100.100.100.200)
-        || (a, b, c) == (192, 0, 0) // IETF protocol assignments (Oracle metadata 192.0.0.192)
-        || matches!((a, b, c), (192, 0, 2) | (198, 51, 100) | (203, 0, 113)) // documentation
-        || (a == 198 && (b == 18 || b == 19)) // benchmarking 198.18/15
-        || ip.is_multicast() // 224/4
-        || a >= 240 // reserved 240/4 and broadcast
-        || ip == AZURE_WIRESERVER
-}
-
-fn forbidden_v6(ip: Ipv6Addr) -> bool {
-    if let Some(v4) = embedded_v4(ip) {
-        return forbidden_v4(v4);
-    }
-    let seg = ip.segments();
-    ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_multicast() // ff00::/8
-        || (seg[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
-        || (seg[0] & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated)
-        || (seg[0] & 0xfe00) == 0xfc00 // unique local fc00::/7 (AWS metadata fd00:ec2::254)
-        || (seg[0], seg[1]) == (0x2001, 0x0db8) // documentation 2001:db8::/32
-        || (seg[0], seg[1]) == (0x2001, 0) // Teredo 2001::/32, a tunnel to any IPv4 address
-        || seg[..4] == [0x0100, 0, 0, 0] // discard-only 100::/64
-}
-
-/// The IPv4 address inside an IPv4-mapped (`::ffff:0:0/96`), IPv4-compatible
-/// (`::/96`, with `::` and `::1`), NAT64 (`64:ff9b::/96`) or 6to4 (`2002::/16`) address.
-fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
-    let seg = ip.segments();
-    let pair = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
-    match seg {
-        [0, 0, 0, 0, 0, 0 | 0xffff, hi, lo] | [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => {
-            Some(pair(hi, lo))
-        }
-        [0x2002, hi, lo, ..] => Some(pair(hi, lo)),
-        _ => None,
+/// The field's wording of a refusal.
+fn reason(refused: Refused) -> &'static str {
+    match refused {
+        Refused::Unparseable | Refused::NotAllowed(_) => NOT_HTTPS,
+        Refused::Private => PRIVATE,
+        Refused::Unresolvable | Refused::LookupFailed => UNRESOLVABLE,
     }
 }
 
 /// Checks a URL as written: https, with a host that is not a forbidden address.
 pub fn check(raw: &str) -> Result<Url, &'static str> {
-    let url = Url::parse(raw).map_err(|_| NOT_HTTPS)?;
-    if url.scheme() != "https" {
-        return Err(NOT_HTTPS);
-    }
-    match url.host() {
-        None => Err(NOT_HTTPS),
-        Some(Host::Ipv4(ip)) if forbidden_v4(ip) => Err(PRIVATE),
-        Some(Host::Ipv6(ip)) if forbidden_v6(ip) => Err(PRIVATE),
-        Some(_) => Ok(url),
-    }
+    POLICY.check(raw).map_err(reason)
 }
 
 /// Why a resolved `sourceImageUrl` is not accepted now.
@@ -113,33 +58,10 @@ pub enum Refusal {
 
 /// Resolves the URL's host name (if it has one) and checks every address it resolves to.
 pub async fn check_resolved(url: &Url) -> Result<(), Refusal> {
-    let Some(Host::Domain(name)) = url.host() else {
-        return Ok(());
-    };
-    let port = url.port_or_known_default().unwrap_or(443);
-    let addrs: Vec<_> =
-        tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((name, port)))
-            .await
-            .map_err(|_| Refusal::Unavailable)?
-            .map_err(|e| match lookup_is_temporary(&e) {
-                true => Refusal::Unavailable,
-                false => Refusal::Invalid(UNRESOLVABLE),
-            })?
-            .collect();
-    if addrs.is_empty() {
-        Err(Refusal::Invalid(UNRESOLVABLE))
-    } else if addrs.iter().any(|a| forbidden(a.ip())) {
-        Err(Refusal::Invalid(PRIVATE))
-    } else {
-        Ok(())
-    }
-}
-
-/// Whether a failed lookup may succeed when tried again (`EAI_AGAIN`, a
-/// failing resolver) rather than the name not existing (`EAI_NONAME`).
-fn lookup_is_temporary(e: &std::io::Error) -> bool {
-    let text = e.to_string().to_ascii_lowercase();
-    text.contains("temporary failure") || text.contains("try again") || text.contains("timed out")
+    POLICY.check_resolved(url).await.map_err(|r| match r {
+        Refused::LookupFailed => Refusal::Unavailable,
+        r => Refusal::Invalid(reason(r)),
+    })
 }
 
 /// Middleware for `POST /generate`: a well-formed https `sourceImageUrl` whose
@@ -266,18 +188,6 @@ mod tests {
         }
         assert!(check("https://[::ffff:8.8.8.8]/").is_ok());
         assert!(check("https://[2002:808:808::]/").is_ok());
-    }
-
-    #[test]
-    fn a_failing_resolver_is_not_the_callers_error() {
-        let again = std::io::Error::other(
-            "failed to lookup address information: Temporary failure in name resolution",
-        );
-        let nxdomain = std::io::Error::other(
-            "failed to lookup address information: Name or service not known",
-        );
-        assert!(lookup_is_temporary(&again));
-        assert!(!lookup_is_temporary(&nxdomain));
     }
 
     #[tokio::test]

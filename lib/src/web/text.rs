@@ -78,6 +78,8 @@ pub fn int_param(
 /// Collects every problem of a body at once.
 pub struct Checker<'a> {
     body: &'a Map<String, Value>,
+    /// The fields looked at: the request's known fields ([`Checker::unknown_fields`]).
+    known: Vec<&'a str>,
     /// What was found so far.
     pub errors: Vec<FieldError>,
 }
@@ -87,8 +89,27 @@ impl<'a> Checker<'a> {
     pub fn new(body: &'a Map<String, Value>) -> Self {
         Checker {
             body,
+            known: Vec::new(),
             errors: Vec::new(),
         }
+    }
+
+    /// The value of `field` (absent and `null` alike are `None`), which is now a known field.
+    pub fn field(&mut self, field: &'a str) -> Option<&'a Value> {
+        self.known.push(field);
+        self.body.get(field).filter(|v| !v.is_null())
+    }
+
+    /// Fails, first, every field of the body that no check looked at: the
+    /// request's fields are those its parser reads, never a list beside it.
+    pub fn unknown_fields(&mut self) {
+        let unknown: Vec<FieldError> = self
+            .body
+            .keys()
+            .filter(|k| !self.known.contains(&k.as_str()))
+            .map(|k| FieldError::new(k.clone(), "is not a known field"))
+            .collect();
+        self.errors.splice(0..0, unknown);
     }
 
     /// Records a problem of `field`.
@@ -97,9 +118,8 @@ impl<'a> Checker<'a> {
     }
 
     /// A string of `min` to `max` characters with no control character `kind` forbids.
-    pub fn string(&mut self, field: &str, kind: Text, min: usize, max: usize) -> Option<String> {
-        match self.body.get(field)? {
-            Value::Null => None,
+    pub fn string(&mut self, field: &'a str, kind: Text, min: usize, max: usize) -> Option<String> {
+        match self.field(field)? {
             Value::String(s) if !kind.allows(s) => {
                 self.fail(field, CONTROL);
                 None
@@ -117,9 +137,8 @@ impl<'a> Checker<'a> {
     }
 
     /// An integer from `min` to `max`.
-    pub fn int(&mut self, field: &str, min: i64, max: i64) -> Option<i64> {
-        match self.body.get(field)? {
-            Value::Null => None,
+    pub fn int(&mut self, field: &'a str, min: i64, max: i64) -> Option<i64> {
+        match self.field(field)? {
             Value::Number(n) => match n.as_i64().filter(|v| (min..=max).contains(v)) {
                 Some(v) => Some(v),
                 None => {
@@ -135,9 +154,8 @@ impl<'a> Checker<'a> {
     }
 
     /// A number from `min` to `max`.
-    pub fn number(&mut self, field: &str, min: f64, max: f64) -> Option<f64> {
-        match self.body.get(field)? {
-            Value::Null => None,
+    pub fn number(&mut self, field: &'a str, min: f64, max: f64) -> Option<f64> {
+        match self.field(field)? {
             Value::Number(n) => match n.as_f64().filter(|v| (min..=max).contains(v)) {
                 Some(v) => Some(v),
                 None => {

@@ -38,7 +38,7 @@ async fn audit(s: &Stack, user: Uuid) -> Vec<&'static str> {
         since: None,
         user: Some(user),
     };
-    let report = picture::audit::run(&s.state, &filter).await.unwrap();
+    let report = picture::audit::inspect(&s.state, &filter).await.unwrap();
     report.violations.iter().map(|v| v.kind).collect()
 }
 
@@ -165,12 +165,12 @@ async fn an_interrupted_deletion_is_finished_by_the_reconciler_and_the_audit_see
     assert!(!objects(&s, user).await.is_empty());
     assert_eq!(audit(&s, user).await, Vec::<&str>::new());
 
-    let report = picture::reconcile::run(&s.state).await.unwrap();
+    let report = picture::reconcile::sweep(&s.state).await.unwrap();
     assert_eq!(report.deletions_finished, 1, "{report:?}");
     assert_eq!(objects(&s, user).await, Vec::<String>::new());
     assert_eq!(texts_left(&s, user).await, 0);
     assert_eq!(audit(&s, user).await, Vec::<&str>::new());
-    let report = picture::reconcile::run(&s.state).await.unwrap();
+    let report = picture::reconcile::sweep(&s.state).await.unwrap();
     assert_eq!(report.deletions_finished, 0, "{report:?}");
     drop((conn, s));
     server

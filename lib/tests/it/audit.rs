@@ -1,4 +1,4 @@
-//! `audit::run` and `picture-dev audit` against the real stores, each scoped
+//! `audit::inspect` and `picture-dev audit` against the real stores, each scoped
 //! to a fresh user (the test database and bucket are shared with other tests).
 
 use std::{path::PathBuf, process::Command};
@@ -53,7 +53,7 @@ async fn audit_is_clean_until_an_image_object_disappears() {
     );
 
     s.thumbnails_tried(user).await;
-    let report = audit::run(&s.state, &for_user(user)).await.unwrap();
+    let report = audit::inspect(&s.state, &for_user(user)).await.unwrap();
     assert_eq!(report.violations, [], "a healthy user has no violations");
     assert_eq!(
         (
@@ -78,7 +78,7 @@ async fn audit_is_clean_until_an_image_object_disappears() {
     assert!(s.object_exists(&key).await, "{key}");
     s.state.storage.delete(&key).await.unwrap();
 
-    let report = audit::run(&s.state, &for_user(user)).await.unwrap();
+    let report = audit::inspect(&s.state, &for_user(user)).await.unwrap();
     assert_eq!(report.violations.len(), 1, "{:?}", report.violations);
     let v = &report.violations[0];
     assert_eq!(
@@ -118,7 +118,7 @@ async fn a_missing_thumbnail_object_is_reported_like_a_missing_image_object() {
         .get(0);
     s.state.storage.delete(&thumb).await.unwrap();
 
-    let report = audit::run(&s.state, &for_user(user)).await.unwrap();
+    let report = audit::inspect(&s.state, &for_user(user)).await.unwrap();
     let found: Vec<_> = report
         .violations
         .iter()
@@ -138,7 +138,7 @@ async fn audit_finds_a_ledger_balance_its_transactions_do_not_explain() {
     picture::db::ledger::grant(&**db, user, 30, "audit test")
         .await
         .unwrap();
-    let report = audit::run(&s.state, &for_user(user)).await.unwrap();
+    let report = audit::inspect(&s.state, &for_user(user)).await.unwrap();
     assert_eq!((report.checked.accounts, report.violations.len()), (1, 0));
 
     db.execute(
@@ -147,7 +147,7 @@ async fn audit_finds_a_ledger_balance_its_transactions_do_not_explain() {
     )
     .await
     .unwrap();
-    let report = audit::run(&s.state, &for_user(user)).await.unwrap();
+    let report = audit::inspect(&s.state, &for_user(user)).await.unwrap();
     let found: Vec<_> = report
         .violations
         .iter()
@@ -181,7 +181,7 @@ async fn objects_of_open_generations_are_not_orphans_but_others_are() {
     let stray = format!("users/{user}/images/{}.png", Uuid::new_v4());
     put(stray.clone()).await.unwrap();
 
-    let report = audit::run(&s.state, &for_user(user)).await.unwrap();
+    let report = audit::inspect(&s.state, &for_user(user)).await.unwrap();
     let found: Vec<_> = report
         .violations
         .iter()
@@ -190,7 +190,7 @@ async fn objects_of_open_generations_are_not_orphans_but_others_are() {
     assert_eq!(found, [("orphan_object", Some(stray))]);
 
     s.cancel_all(user, &[open]).await;
-    let report = audit::run(&s.state, &for_user(user)).await.unwrap();
+    let report = audit::inspect(&s.state, &for_user(user)).await.unwrap();
     let kinds: Vec<_> = report.violations.iter().map(|v| v.kind).collect();
     assert_eq!(
         kinds,

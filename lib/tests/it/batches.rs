@@ -537,10 +537,10 @@ async fn the_reconciler_finishes_an_interrupted_cancel_and_starts_what_was_left_
         since: None,
         user: Some(user),
     };
-    let found = picture::audit::run(&s.state, &filter).await.unwrap();
+    let found = picture::audit::inspect(&s.state, &filter).await.unwrap();
     let kinds: Vec<_> = found.violations.iter().map(|v| v.kind).collect();
     assert_eq!(kinds, ["open_in_cancelled_batch"; 3], "{kinds:?}");
-    let report = picture::reconcile::run(&s.state).await.unwrap();
+    let report = picture::reconcile::sweep(&s.state).await.unwrap();
     assert_eq!(report.batch_items_cancelled, 3, "{report:?}");
     let b = get(&s, user, &id).await;
     assert_eq!(
@@ -566,7 +566,7 @@ async fn the_reconciler_finishes_an_interrupted_cancel_and_starts_what_was_left_
         (&json!(1), &json!(1)),
         "nothing heard yet: {b}"
     );
-    let report = picture::reconcile::run(&s.state).await.unwrap();
+    let report = picture::reconcile::sweep(&s.state).await.unwrap();
     assert_eq!(report.queued_started, 1, "{report:?}");
     let b = ended(&s, user, &id).await;
     assert_eq!(b["status"], "completed", "{b}");

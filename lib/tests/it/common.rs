@@ -187,7 +187,7 @@ impl Stack {
             since: None,
             user: Some(user),
         };
-        let report = picture::audit::run(&self.state, &filter).await.unwrap();
+        let report = picture::audit::inspect(&self.state, &filter).await.unwrap();
         let lines: Vec<String> = report.violations.iter().map(ToString::to_string).collect();
         assert!(lines.is_empty(), "audit violations:\n{}", lines.join("\n"));
         assert!(report.checked.generations > 0);

@@ -701,7 +701,7 @@ async fn a_hanging_credit_service_leaves_the_reconciler_time_for_lost_webhooks()
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     fake.set("use-slow");
-    let report = picture::reconcile::run(&s.state).await.unwrap();
+    let report = picture::reconcile::sweep(&s.state).await.unwrap();
     assert_eq!((report.checked, report.settled), (1, 1), "{report:?}");
     s.assert_completed_once(&lost).await;
     drop(s);

@@ -45,7 +45,7 @@ async fn every_sample_event_gives_its_expected_status() {
         if e.function == "reconcile" {
             // A scheduled event, not HTTP: the run itself must succeed.
             serde_json::from_str::<serde_json::Value>(&raw).unwrap();
-            let report = picture::reconcile::run(&s.state).await;
+            let report = picture::reconcile::sweep(&s.state).await;
             assert!(report.is_ok(), "{}: {:?}", e.file, report.err());
             continue;
         }

@@ -294,7 +294,7 @@ async fn postgresql_restarted_under_traffic_answers_no_5xx_once_back() {
             .await
             .unwrap();
         drop(db);
-        picture::reconcile::run(&s.state).await.unwrap();
+        picture::reconcile::sweep(&s.state).await.unwrap();
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     for user in &users {
@@ -394,7 +394,7 @@ async fn replicate_errors_and_throttling_end_correctly_and_charge_only_completio
     sim.clear().await;
 
     tokio::time::sleep(Duration::from_millis(300)).await;
-    picture::reconcile::run(&s.state).await.unwrap();
+    picture::reconcile::sweep(&s.state).await.unwrap();
     let lost_row = s.row(&id_of(&lost)).await;
     assert_eq!(
         (lost_row.status.as_str(), lost_row.error_code.as_deref()),

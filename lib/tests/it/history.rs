@@ -69,7 +69,7 @@ async fn generation_count_findings(s: &Stack, user: Uuid) -> Vec<picture::audit:
         since: None,
         user: Some(user),
     };
-    let report = picture::audit::run(&s.state, &filter).await.unwrap();
+    let report = picture::audit::inspect(&s.state, &filter).await.unwrap();
     report
         .violations
         .into_iter()

@@ -122,7 +122,7 @@ async fn assert_audit_clean(s: &Stack, user: Uuid) {
         since: None,
         user: Some(user),
     };
-    let report = picture::audit::run(&s.state, &filter).await.unwrap();
+    let report = picture::audit::inspect(&s.state, &filter).await.unwrap();
     assert!(report.violations.is_empty(), "{:?}", report.violations);
     assert!(report.checked.purchases > 0);
 }
@@ -343,9 +343,9 @@ async fn a_lost_webhook_is_granted_by_the_success_page_or_the_reconciler_once() 
     // Nobody asks: the reconciler finds the paid session at Stripe.
     let second = checkout(&s, user, "credits-500").await;
     pay(&stripe, &second, "paid", false).await;
-    let report = picture::reconcile::run(&s.state).await.unwrap();
+    let report = picture::reconcile::sweep(&s.state).await.unwrap();
     assert_eq!(report.purchases.granted, 1, "{report:?}");
-    let report = picture::reconcile::run(&s.state).await.unwrap();
+    let report = picture::reconcile::sweep(&s.state).await.unwrap();
     assert_eq!(report.purchases.granted, 0, "{report:?}");
     assert_eq!(balance(&s, user).await, 600);
 
@@ -546,7 +546,7 @@ async fn bad_requests_and_the_audit_of_a_deleted_grant() {
         since: None,
         user: Some(user),
     };
-    let report = picture::audit::run(&s.state, &filter).await.unwrap();
+    let report = picture::audit::inspect(&s.state, &filter).await.unwrap();
     let kinds: Vec<_> = report.violations.iter().map(|v| v.kind).collect();
     assert!(
         kinds.contains(&"purchase_grant") && kinds.contains(&"ledger"),

@@ -79,7 +79,7 @@ async fn sync_generation_is_stored_listed_and_deleted() {
 
     let url = image["url"].as_str().unwrap();
     let bytes = s.http.get(url).send().await.unwrap().bytes().await.unwrap();
-    assert_eq!(picture::storage::sniff(&bytes).map(|f| f.0), Some("webp"));
+    assert_eq!(picture::media::sniff(&bytes).map(|f| f.0), Some("webp"));
     assert_eq!(bytes.len() as i64, image["fileSize"].as_i64().unwrap());
     let key = format!("users/{user}/images/{id}.webp");
     assert!(s.object_exists(&key).await);

@@ -51,7 +51,7 @@ async fn the_reconciler_finishes_lost_orphaned_and_stuck_generations_once() {
         .await
         .unwrap();
     }
-    let report = picture::reconcile::run(&s.state).await.unwrap();
+    let report = picture::reconcile::sweep(&s.state).await.unwrap();
     assert_eq!((report.checked, report.settled), (1, 1));
     s.assert_completed_once(&lost).await;
     assert_eq!(report.uploads_forgotten, 1);
@@ -80,7 +80,7 @@ async fn the_reconciler_finishes_lost_orphaned_and_stuck_generations_once() {
     let orphan = id_of(&g);
     assert!(s.row(&orphan).await.prediction_id.is_none());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    picture::reconcile::run(&s.state).await.unwrap();
+    picture::reconcile::sweep(&s.state).await.unwrap();
     assert!(s.row(&orphan).await.prediction_id.is_some());
     s.assert_completed_once(&orphan).await;
 
@@ -97,8 +97,8 @@ async fn the_reconciler_finishes_lost_orphaned_and_stuck_generations_once() {
     }
     let other = Stack::with(&settings).await;
     let (a, b) = tokio::join!(
-        picture::reconcile::run(&s.state),
-        picture::reconcile::run(&other.state)
+        picture::reconcile::sweep(&s.state),
+        picture::reconcile::sweep(&other.state)
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(
@@ -125,7 +125,7 @@ async fn the_reconciler_finishes_lost_orphaned_and_stuck_generations_once() {
         .free_remaining(&**strict.state.db.get().await.unwrap(), user)
         .await
         .unwrap();
-    let report = picture::reconcile::run(&strict.state).await.unwrap();
+    let report = picture::reconcile::sweep(&strict.state).await.unwrap();
     assert_eq!(report.timed_out, 1);
     let row = strict.row(&stuck).await;
     assert_eq!(
@@ -227,7 +227,7 @@ async fn the_orphan_search_reaches_past_three_pages() {
         .await;
         assert!(made.iter().all(|id| !id.is_empty()));
     }
-    let report = picture::reconcile::run(&s.state).await.unwrap();
+    let report = picture::reconcile::sweep(&s.state).await.unwrap();
     assert_eq!((report.checked, report.settled, report.errors), (1, 1, 0));
     assert!(s.row(&orphan).await.prediction_id.is_some());
     s.assert_completed_once(&orphan).await;
@@ -250,7 +250,7 @@ async fn without_a_webhook_url_an_orphan_is_never_matched_by_its_prompt() {
     let orphan = id_of(&g);
     foreign_prediction(&s, &sim.url, prompt).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let report = picture::reconcile::run(&s.state).await.unwrap();
+    let report = picture::reconcile::sweep(&s.state).await.unwrap();
     assert_eq!((report.checked, report.settled), (1, 0), "{report:?}");
     let row = s.row(&orphan).await;
     assert!(
@@ -272,7 +272,7 @@ async fn without_a_webhook_url_an_orphan_is_never_matched_by_its_prompt() {
         .execute("UPDATE generations SET reconciled_at = NULL", &[])
         .await
         .unwrap();
-    let report = picture::reconcile::run(&late.state).await.unwrap();
+    let report = picture::reconcile::sweep(&late.state).await.unwrap();
     assert_eq!(report.timed_out, 1, "{report:?}");
     let row = s.row(&orphan).await;
     assert_eq!(
@@ -327,7 +327,7 @@ async fn a_prediction_recorded_for_another_generation_is_not_taken() {
         )
         .await
         .unwrap();
-    let report = picture::reconcile::run(&s.state).await.unwrap();
+    let report = picture::reconcile::sweep(&s.state).await.unwrap();
     assert_eq!((report.settled, report.errors), (1, 0), "{report:?}");
     let row = s.row(&orphan).await;
     assert_eq!(
@@ -355,7 +355,7 @@ async fn an_orphan_whose_search_fails_is_failed_past_its_deadline() {
         .await;
     let orphan = id_of(&g);
     sim.inject(&["list"], 500, 1000).await;
-    let report = picture::reconcile::run(&s.state).await.unwrap();
+    let report = picture::reconcile::sweep(&s.state).await.unwrap();
     assert_eq!((report.checked, report.errors), (1, 1), "{report:?}");
     assert!(!s.row(&orphan).await.status.is_terminal());
 
@@ -368,7 +368,7 @@ async fn an_orphan_whose_search_fails_is_failed_past_its_deadline() {
         .execute("UPDATE generations SET reconciled_at = NULL", &[])
         .await
         .unwrap();
-    let report = picture::reconcile::run(&late.state).await.unwrap();
+    let report = picture::reconcile::sweep(&late.state).await.unwrap();
     assert_eq!((report.timed_out, report.errors), (1, 0), "{report:?}");
     let row = s.row(&orphan).await;
     assert_eq!(
@@ -414,18 +414,18 @@ async fn a_prediction_the_provider_no_longer_knows_fails_after_two_runs() {
         (StatusCode::OK, Some("processing")),
         "{v}"
     );
-    let report = picture::reconcile::run(&refused.state).await.unwrap();
+    let report = picture::reconcile::sweep(&refused.state).await.unwrap();
     assert_eq!(report.settled, 0, "{report:?}");
     assert_eq!(s.row(&id).await.status.as_str(), "processing");
 
     let unclaim = "UPDATE generations SET reconciled_at = NULL";
     let db_conn = s.state.db.get().await.unwrap();
     db_conn.execute(unclaim, &[]).await.unwrap();
-    let report = picture::reconcile::run(&s.state).await.unwrap();
+    let report = picture::reconcile::sweep(&s.state).await.unwrap();
     assert_eq!(report.settled, 0, "one run is not proof: {report:?}");
     assert_eq!(s.row(&id).await.status.as_str(), "processing");
     db_conn.execute(unclaim, &[]).await.unwrap();
-    let report = picture::reconcile::run(&s.state).await.unwrap();
+    let report = picture::reconcile::sweep(&s.state).await.unwrap();
     assert_eq!(report.settled, 1, "{report:?}");
     let row = s.row(&id).await;
     assert_eq!(
@@ -439,7 +439,7 @@ async fn a_prediction_the_provider_no_longer_knows_fails_after_two_runs() {
         since: None,
         user: Some(user),
     };
-    let audit = picture::audit::run(&s.state, &mine).await.unwrap();
+    let audit = picture::audit::inspect(&s.state, &mine).await.unwrap();
     assert!(audit.violations.is_empty(), "{:?}", audit.violations);
     drop((db_conn, s, refused));
     drop_database(&server, &name).await;
@@ -477,7 +477,7 @@ async fn one_generation_that_cannot_be_finished_does_not_stop_the_run() {
         .await
         .unwrap()
     );
-    let report = picture::reconcile::run(&s.state).await.unwrap();
+    let report = picture::reconcile::sweep(&s.state).await.unwrap();
     assert_eq!(
         (report.checked, report.settled, report.errors),
         (2, 1, 1),
@@ -496,7 +496,7 @@ async fn one_generation_that_cannot_be_finished_does_not_stop_the_run() {
         )
         .await
         .unwrap();
-    let report = picture::reconcile::run(&s.state).await.unwrap();
+    let report = picture::reconcile::sweep(&s.state).await.unwrap();
     assert_eq!((report.checked, report.settled), (1, 1));
     s.assert_completed_once(&ids[0]).await;
     drop((db_conn, s));

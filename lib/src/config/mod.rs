@@ -1,9 +1,14 @@
 //! Settings from the environment, read and validated once per cold start.
 //!
 //! Every other module takes what it needs from [`Config`]; nothing else reads
-//! environment variables (the AWS SDK reads its own standard ones).
+//! environment variables (the AWS SDK reads its own standard ones). Each
+//! variable is declared once, in [`settings`].
+
+pub mod settings;
 
 use std::{collections::HashMap, time::Duration};
+
+use settings::Vars;
 
 /// Where the service runs; decides whether credits are enforced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +41,7 @@ pub enum CreditsProvider {
 /// A setting that is missing or malformed.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration: {0}")]
-pub struct ConfigError(String);
+pub struct ConfigError(pub(crate) String);
 
 /// All settings of the service.
 #[derive(Debug, Clone)]
@@ -128,231 +133,115 @@ pub struct ModerationProvider {
 impl Config {
     /// Reads settings from a map of variables (the environment, or a test's own).
     pub fn from_map(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| {
-            vars.get(k)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
-        let required = |k: &str| get(k).ok_or_else(|| ConfigError(format!("{k} is required")));
-        let list = |k: &str| -> Vec<String> {
-            get(k)
-                .map(|v| {
-                    v.split(',')
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        fn number<T: std::str::FromStr>(
-            k: &str,
-            v: Option<String>,
-            default: T,
-        ) -> Result<T, ConfigError> {
-            match v {
-                None => Ok(default),
-                Some(v) => v
-                    .parse()
-                    .map_err(|_| ConfigError(format!("{k} must be a number, got {v:?}"))),
-            }
-        }
+        Config::read(&Vars::new(vars))
+    }
 
-        let app_env = match get("APP_ENV").as_deref().unwrap_or("development") {
-            "development" => AppEnv::Development,
-            "staging" => AppEnv::Staging,
-            "production" => AppEnv::Production,
-            other => {
-                return Err(ConfigError(format!(
-                    "APP_ENV must be development, staging or production, got {other:?}"
-                )));
-            }
+    /// Reads every `Config` row of [`settings::ALL`].
+    fn read(v: &Vars) -> Result<Self, ConfigError> {
+        use settings::*;
+        let secs = |s| v.number(s).map(Duration::from_secs);
+        let open_or_closed = |s, default: bool| {
+            Ok::<_, ConfigError>(match v.choice(s, &["closed", "open"])? {
+                None => default,
+                Some(i) => i == 1,
+            })
         };
-        let auth_url = get("MANA_CORE_AUTH_URL").map(|u| u.trim_end_matches('/').to_string());
-        let jwks_url = get("JWKS_URL")
+
+        let app_env = match v.choice(APP_ENV, &["development", "staging", "production"])? {
+            Some(1) => AppEnv::Staging,
+            Some(2) => AppEnv::Production,
+            _ => AppEnv::Development,
+        };
+        let auth_url = v.url(MANA_CORE_AUTH_URL);
+        let jwks_url = v
+            .get(JWKS_URL)
             .or_else(|| auth_url.as_ref().map(|u| format!("{u}/api/v1/auth/jwks")))
             .ok_or_else(|| ConfigError("JWKS_URL or MANA_CORE_AUTH_URL is required".into()))?;
-        let mut jwt_issuers = list("JWT_ISSUER");
+        let mut jwt_issuers = v.list(JWT_ISSUER);
         jwt_issuers.extend(auth_url);
         if jwt_issuers.is_empty() {
             return Err(ConfigError(
                 "JWT_ISSUER or MANA_CORE_AUTH_URL is required".into(),
             ));
         }
-        let webhook_base_url = get("WEBHOOK_BASE_URL").map(|u| u.trim_end_matches('/').to_string());
-        let webhook_secret = get("REPLICATE_WEBHOOK_SECRET");
-        if let Some(s) = &webhook_secret
-            && !s.starts_with("whsec_")
+        let replicate_webhook_secret = v.get(REPLICATE_WEBHOOK_SECRET);
+        if replicate_webhook_secret
+            .as_ref()
+            .is_some_and(|s| !s.starts_with("whsec_"))
         {
             return Err(ConfigError(
                 "REPLICATE_WEBHOOK_SECRET must start with whsec_".into(),
             ));
         }
-
-        let credits_provider = match get("CREDITS_PROVIDER").as_deref().unwrap_or("ledger") {
-            "ledger" => CreditsProvider::Ledger,
-            "manacore" => CreditsProvider::Manacore {
-                url: required("MANA_CREDITS_URL")?
-                    .trim_end_matches('/')
-                    .to_string(),
-                service_key: required("MANA_CORE_SERVICE_KEY")?,
-                app_id: get("APP_ID").unwrap_or_else(|| "picture".into()),
+        let credits_provider = match v.choice(CREDITS_PROVIDER, &["ledger", "manacore"])? {
+            Some(1) => CreditsProvider::Manacore {
+                url: v
+                    .url(MANA_CREDITS_URL)
+                    .ok_or_else(|| ConfigError("MANA_CREDITS_URL is required".into()))?,
+                service_key: v.required(MANA_CORE_SERVICE_KEY)?,
+                app_id: v.required(APP_ID)?,
             },
-            other => {
-                return Err(ConfigError(format!(
-                    "CREDITS_PROVIDER must be ledger or manacore, got {other:?}"
-                )));
-            }
+            _ => CreditsProvider::Ledger,
         };
-        let credit_check_fail_open =
-            match get("CREDIT_CHECK_FAILURE").as_deref().unwrap_or("closed") {
-                "closed" => false,
-                "open" => true,
-                other => {
-                    return Err(ConfigError(format!(
-                        "CREDIT_CHECK_FAILURE must be open or closed, got {other:?}"
-                    )));
-                }
-            };
-
-        let moderation_provider = match get("MODERATION_PROVIDER").as_deref().unwrap_or("none") {
-            "none" => None,
-            "openai" => Some(ModerationProvider {
-                base_url: get("MODERATION_API_BASE_URL")
-                    .unwrap_or_else(|| "https://api.openai.com".into()),
-                api_key: required("OPENAI_API_KEY")?,
-                model: get("MODERATION_MODEL").unwrap_or_else(|| "omni-moderation-latest".into()),
+        let moderation_provider = match v.choice(MODERATION_PROVIDER, &["none", "openai"])? {
+            Some(1) => Some(ModerationProvider {
+                base_url: v.required(MODERATION_API_BASE_URL)?,
+                api_key: v.required(OPENAI_API_KEY)?,
+                model: v.required(MODERATION_MODEL)?,
             }),
-            other => {
-                return Err(ConfigError(format!(
-                    "MODERATION_PROVIDER must be none or openai, got {other:?}"
-                )));
-            }
-        };
-        let moderation_fail_open = match get("MODERATION_FAILURE").as_deref() {
-            None => app_env == AppEnv::Development,
-            Some("open") => true,
-            Some("closed") => false,
-            Some(other) => {
-                return Err(ConfigError(format!(
-                    "MODERATION_FAILURE must be open or closed, got {other:?}"
-                )));
-            }
+            _ => None,
         };
 
         Ok(Config {
             app_env,
-            database_url: required("DATABASE_URL")?,
-            database_ca_file: get("DATABASE_CA_FILE"),
-            database_pool_size: number("DATABASE_POOL_SIZE", get("DATABASE_POOL_SIZE"), 4)?,
-            images_bucket: required("IMAGES_BUCKET")?,
-            s3_force_path_style: get("S3_FORCE_PATH_STYLE")
-                .is_some_and(|v| v == "true" || v == "1"),
-            images_public_base_url: get("IMAGES_PUBLIC_BASE_URL")
-                .map(|u| u.trim_end_matches('/').to_string()),
-            presign_ttl: Duration::from_secs(number(
-                "IMAGE_URL_TTL_SECONDS",
-                get("IMAGE_URL_TTL_SECONDS"),
-                3600,
-            )?),
-            replicate_api_base_url: get("REPLICATE_API_BASE_URL")
-                .unwrap_or_else(|| "https://api.replicate.com".into())
-                .trim_end_matches('/')
-                .to_string(),
-            replicate_api_token: required("REPLICATE_API_TOKEN")?,
-            replicate_webhook_secret: webhook_secret,
-            webhook_base_url,
-            output_allowed_hosts: list("OUTPUT_ALLOWED_HOSTS"),
-            max_output_bytes: number(
-                "MAX_OUTPUT_BYTES",
-                get("MAX_OUTPUT_BYTES"),
-                25 * 1024 * 1024,
-            )?,
-            max_upload_bytes: number(
-                "MAX_UPLOAD_BYTES",
-                get("MAX_UPLOAD_BYTES"),
-                10 * 1024 * 1024,
-            )?,
-            sync_wait: Duration::from_secs(number(
-                "SYNC_WAIT_SECONDS",
-                get("SYNC_WAIT_SECONDS"),
-                25,
-            )?),
-            function_timeout: Duration::from_secs(number(
-                "FUNCTION_TIMEOUT_SECONDS",
-                get("FUNCTION_TIMEOUT_SECONDS"),
-                30,
-            )?),
-            reconcile_grace: Duration::from_secs(number(
-                "RECONCILE_GRACE_SECONDS",
-                get("RECONCILE_GRACE_SECONDS"),
-                120,
-            )?),
-            generation_deadline: Duration::from_secs(number(
-                "GENERATION_DEADLINE_SECONDS",
-                get("GENERATION_DEADLINE_SECONDS"),
-                1800,
-            )?),
-            reconcile_interval: Duration::from_secs(number(
-                "RECONCILE_INTERVAL_SECONDS",
-                get("RECONCILE_INTERVAL_SECONDS"),
-                300,
-            )?),
-            free_generations: number("FREE_GENERATIONS", get("FREE_GENERATIONS"), 3)?,
-            max_in_flight_per_user: number(
-                "MAX_IN_FLIGHT_PER_USER",
-                get("MAX_IN_FLIGHT_PER_USER"),
-                4,
-            )?,
-            max_queued_per_user: number("MAX_QUEUED_PER_USER", get("MAX_QUEUED_PER_USER"), 20)?,
-            credits_per_generation: number(
-                "CREDITS_PER_GENERATION",
-                get("CREDITS_PER_GENERATION"),
-                10,
-            )?,
+            database_url: v.required(DATABASE_URL)?,
+            database_ca_file: v.get(DATABASE_CA_FILE),
+            database_pool_size: v.number(DATABASE_POOL_SIZE)?,
+            images_bucket: v.required(IMAGES_BUCKET)?,
+            s3_force_path_style: v
+                .get(S3_FORCE_PATH_STYLE)
+                .is_some_and(|f| f == "true" || f == "1"),
+            images_public_base_url: v.url(IMAGES_PUBLIC_BASE_URL),
+            presign_ttl: secs(IMAGE_URL_TTL_SECONDS)?,
+            replicate_api_base_url: v.url(REPLICATE_API_BASE_URL).unwrap_or_default(),
+            replicate_api_token: v.required(REPLICATE_API_TOKEN)?,
+            replicate_webhook_secret,
+            webhook_base_url: v.url(WEBHOOK_BASE_URL),
+            output_allowed_hosts: v.list(OUTPUT_ALLOWED_HOSTS),
+            max_output_bytes: v.number(MAX_OUTPUT_BYTES)?,
+            max_upload_bytes: v.number(MAX_UPLOAD_BYTES)?,
+            thumbnails_by_event: v.choice(THUMBNAILS, &["background", "event"])? == Some(1),
+            thumbnail_decodes: v.number::<usize>(THUMBNAIL_DECODES)?.max(1),
+            sync_wait: secs(SYNC_WAIT_SECONDS)?,
+            function_timeout: secs(FUNCTION_TIMEOUT_SECONDS)?,
+            reconcile_grace: secs(RECONCILE_GRACE_SECONDS)?,
+            generation_deadline: secs(GENERATION_DEADLINE_SECONDS)?,
+            reconcile_interval: secs(RECONCILE_INTERVAL_SECONDS)?,
+            free_generations: v.number(FREE_GENERATIONS)?,
+            credits_per_generation: v.number(CREDITS_PER_GENERATION)?,
+            max_in_flight_per_user: v.number(MAX_IN_FLIGHT_PER_USER)?,
+            max_queued_per_user: v.number(MAX_QUEUED_PER_USER)?,
             credits_provider,
-            credit_check_fail_open,
-            jwks_url,
-            jwt_audience: get("JWT_AUDIENCE").unwrap_or_else(|| "manacore".into()),
-            jwt_issuers,
-            cors_origins: list("CORS_ORIGINS"),
-            jwks_refetch_gap: Duration::from_secs(number(
-                "JWKS_REFETCH_SECONDS",
-                get("JWKS_REFETCH_SECONDS"),
-                60,
-            )?),
-            runtime_table: get("RUNTIME_TABLE").unwrap_or_else(|| "picture-runtime".into()),
-            rate_limit_generate_per_minute: number(
-                "RATE_LIMIT_GENERATE_PER_MINUTE",
-                get("RATE_LIMIT_GENERATE_PER_MINUTE"),
-                10,
-            )?,
-            stripe_api_base_url: get("STRIPE_API_BASE_URL")
-                .unwrap_or_else(|| "https://api.stripe.com".into())
-                .trim_end_matches('/')
-                .to_string(),
-            stripe_secret_key: get("STRIPE_SECRET_KEY"),
-            stripe_webhook_secret: get("STRIPE_WEBHOOK_SECRET"),
-            thumbnail_decodes: number("THUMBNAIL_DECODES", get("THUMBNAIL_DECODES"), 1usize)?
-                .max(1),
-            thumbnails_by_event: match get("THUMBNAILS").as_deref() {
-                None | Some("background") => false,
-                Some("event") => true,
-                Some(other) => {
-                    return Err(ConfigError(format!(
-                        "THUMBNAILS={other:?}: expected background or event"
-                    )));
-                }
-            },
-            moderation_blocklist: get("MODERATION_BLOCKLIST").as_deref() != Some("off"),
+            credit_check_fail_open: open_or_closed(CREDIT_CHECK_FAILURE, false)?,
+            stripe_api_base_url: v.url(STRIPE_API_BASE_URL).unwrap_or_default(),
+            stripe_secret_key: v.get(STRIPE_SECRET_KEY),
             moderation_provider,
-            moderation_fail_open,
-            checkout_success_url: get("CHECKOUT_SUCCESS_URL"),
-            checkout_cancel_url: get("CHECKOUT_CANCEL_URL"),
-            rate_limit_reads_per_minute: number(
-                "RATE_LIMIT_READS_PER_MINUTE",
-                get("RATE_LIMIT_READS_PER_MINUTE"),
-                120,
+            moderation_fail_open: open_or_closed(
+                MODERATION_FAILURE,
+                app_env == AppEnv::Development,
             )?,
+            moderation_blocklist: v.get(MODERATION_BLOCKLIST).as_deref() != Some("off"),
+            stripe_webhook_secret: v.get(STRIPE_WEBHOOK_SECRET),
+            checkout_success_url: v.get(CHECKOUT_SUCCESS_URL),
+            checkout_cancel_url: v.get(CHECKOUT_CANCEL_URL),
+            jwks_url,
+            jwt_issuers,
+            jwt_audience: v.required(JWT_AUDIENCE)?,
+            jwks_refetch_gap: secs(JWKS_REFETCH_SECONDS)?,
+            cors_origins: v.list(CORS_ORIGINS),
+            runtime_table: v.required(RUNTIME_TABLE)?,
+            rate_limit_generate_per_minute: v.number(RATE_LIMIT_GENERATE_PER_MINUTE)?,
+            rate_limit_reads_per_minute: v.number(RATE_LIMIT_READS_PER_MINUTE)?,
         })
     }
 
@@ -454,6 +343,68 @@ mod tests {
                 .to_string()
                 .contains("DATABASE_URL")
         );
+    }
+
+    /// Every setting asked for by any path of `from_map` (each provider's too).
+    fn read_by_config() -> std::collections::BTreeSet<&'static str> {
+        let mut all = base();
+        all.extend(
+            [
+                ("CREDITS_PROVIDER", "manacore"),
+                ("MANA_CREDITS_URL", "http://c"),
+                ("MANA_CORE_SERVICE_KEY", "k"),
+                ("MODERATION_PROVIDER", "openai"),
+                ("OPENAI_API_KEY", "sk"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let mut read = std::collections::BTreeSet::new();
+        for map in [base(), all] {
+            let vars = Vars::new(&map);
+            Config::read(&vars).unwrap();
+            read.extend(vars.read());
+        }
+        read
+    }
+
+    #[test]
+    fn the_settings_table_is_what_the_code_reads() {
+        let declared: std::collections::BTreeSet<_> = settings::ALL
+            .iter()
+            .filter(|s| s.reader == settings::Reader::Config)
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(read_by_config(), declared);
+    }
+
+    #[test]
+    fn the_docs_show_the_settings_table() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let start = doc.find("<!-- settings:begin -->\n").expect("begin marker") + 24;
+        let end = doc.find("<!-- settings:end -->").expect("end marker");
+        let table = settings::table();
+        if doc[start..end] != table {
+            eprintln!("The table for docs/configuration.md:\n{table}");
+            panic!(
+                "docs/configuration.md's settings table differs from lib/src/config/settings.rs"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_of_numbers_parse() {
+        let c = Config::from_map(&base()).unwrap();
+        assert_eq!(c.max_output_bytes, 25 * 1024 * 1024);
+        assert_eq!(c.max_upload_bytes, 10 * 1024 * 1024);
+        assert_eq!(c.database_pool_size, 4);
+        assert_eq!(c.replicate_api_base_url, "https://api.replicate.com");
+        assert!(!c.thumbnails_by_event && c.moderation_blocklist);
+        assert!(c.moderation_fail_open, "open in development");
+        assert_eq!(
+            (c.checkout_success_url, c.checkout_cancel_url),
+            (None, None)
+        );
+        assert!(c.webhook_base_url.is_none() && c.database_ca_file.is_none());
     }
 
     #[test]
