@@ -97,6 +97,10 @@ client:
 
 # The Lambda functions: one crate and binary per directory of functions/.
 FUNCTIONS := $(notdir $(wildcard functions/*))
+# The functions that make thumbnails link the decoders (picture's `thumbnails` feature). Cargo
+# unifies a crate's features over the packages one invocation builds, so they are built apart.
+DECODING := thumbnails reconcile
+STORING := $(filter-out $(DECODING),$(FUNCTIONS))
 
 .PHONY: build bench bench-history sam-invoke sam-test
 
@@ -104,12 +108,14 @@ FUNCTIONS := $(notdir $(wildcard functions/*))
 build:
 	bash infra/scripts/tools.sh
 	@rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
-	PATH=$(VENV)/bin:$$PATH cargo lambda build --release --arm64 --output-format zip $(addprefix -p ,$(FUNCTIONS))
+	PATH=$(VENV)/bin:$$PATH cargo lambda build --release --arm64 --output-format zip $(addprefix -p ,$(STORING))
+	PATH=$(VENV)/bin:$$PATH cargo lambda build --release --arm64 --output-format zip $(addprefix -p ,$(DECODING))
 	@for f in $(FUNCTIONS); do stat -c %s target/lambda/$$f/bootstrap.zip | awk -v f=$$f '{printf "%-10s %5.2f MB  target/lambda/%s/bootstrap.zip\n", f, $$1 / 1048576, f}'; done
 
 ## bench: cold-start benchmark of x86_64 release builds against the local stack (docs/performance.md); BENCH_ARGS="--warm N --cold N --sync-runs N --only f1,f2"
 bench: build-dev
-	cargo build --release $(addprefix -p ,$(FUNCTIONS)) -p bench-hello -p bench-thumbnail -p picture-bench
+	cargo build --release $(addprefix -p ,$(STORING)) -p bench-hello -p picture-bench
+	cargo build --release $(addprefix -p ,$(DECODING)) -p bench-thumbnail
 	target/release/picture-bench $(BENCH_ARGS)
 
 ## bench-history [PROFILE=release|debug] [RUNS=30]: history at 50,000 generations against 20, in a database of its own (docs/performance.md)

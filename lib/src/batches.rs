@@ -43,11 +43,17 @@ pub enum BatchStatus {
 /// How many items are in which state (pending ones count as processing).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Counts {
+    /// Items in the batch.
     pub total: usize,
+    /// Items waiting for a slot.
     pub queued: usize,
+    /// Items pending or processing.
     pub processing: usize,
+    /// Items whose current run completed.
     pub completed: usize,
+    /// Items whose current run failed.
     pub failed: usize,
+    /// Items whose current run was cancelled.
     pub cancelled: usize,
 }
 

@@ -42,9 +42,13 @@ pub const JPEG_HEADER_MAX: u64 = 4 * 1024 * 1024;
 /// An upload URL handed out, with the headers the client must send with its PUT.
 #[derive(Debug)]
 pub struct Ticket {
+    /// The upload's id (`sourceImageId`).
     pub id: Uuid,
+    /// The presigned PUT URL.
     pub url: String,
+    /// Headers the PUT must carry exactly (they are signed).
     pub headers: Vec<(String, String)>,
+    /// When the URL stops working ([`URL_TTL`] after it was made).
     pub expires_at: DateTime<Utc>,
 }
 

@@ -64,7 +64,9 @@ pub async fn record(st: &AppState, generation_id: Uuid, p: &Prediction) -> Resul
 /// The report's time window, `[since, until)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Window {
+    /// Its start, included.
     pub since: DateTime<Utc>,
+    /// Its end, excluded.
     pub until: DateTime<Utc>,
 }
 
@@ -103,6 +105,7 @@ pub fn parse_time(s: &str, date_offset: TimeDelta) -> Result<DateTime<Utc>, Stri
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Usage {
+    /// The sums, seconds to the millisecond and dollars to the millionth.
     #[serde(flatten)]
     pub sums: Sums,
     /// `null` without a completed generation.
@@ -112,7 +115,9 @@ pub struct Usage {
 /// A model's usage.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelUsage {
+    /// The model's name.
     pub model: String,
+    /// Its usage.
     #[serde(flatten)]
     pub usage: Usage,
     /// Its gross margin ([`Revenue`]), US dollars; `null` without sales.
@@ -123,10 +128,14 @@ pub struct ModelUsage {
 /// The usage report: `{"since", "until", "models": [...], "totals": {...}, "revenue": {...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
+    /// The window (`since`, `until`).
     #[serde(flatten)]
     pub window: Window,
+    /// Each model with generations in the window, by name.
     pub models: Vec<ModelUsage>,
+    /// All models together.
     pub totals: Usage,
+    /// What credit sales brought in, and the margin.
     pub revenue: Revenue,
 }
 

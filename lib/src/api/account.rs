@@ -74,13 +74,21 @@ struct Deletion {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ExportView {
+    /// The export's id (`GET /me/export/{id}`).
     id: Uuid,
+    /// `pending`, `ready`, `failed` or `expired`.
     status: ExportStatus,
+    /// When it was asked for.
     created_at: DateTime<Utc>,
+    /// When it became ready or failed; `null` while pending.
     finished_at: Option<DateTime<Utc>>,
+    /// Until when `url` works (a day after it was ready); `null` until ready.
     expires_at: Option<DateTime<Utc>>,
+    /// Images in the zip; `null` until ready.
     images: Option<i32>,
+    /// The zip's size in bytes; `null` until ready.
     size_bytes: Option<i64>,
+    /// A presigned GET of the zip, valid until `expiresAt`; `null` unless ready.
     url: Option<String>,
 }
 

@@ -190,9 +190,13 @@ fn parse_item(
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ItemView {
+    /// The prompt's place in `prompts` (0 to 9).
     index: i32,
+    /// The item's current run (a retry makes a new one).
     generation_id: Uuid,
+    /// Its current run's status.
     status: Status,
+    /// Its current run, as `GET /generate/{id}/status` shows it.
     generation: GenerationView,
 }
 
@@ -200,14 +204,22 @@ struct ItemView {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct BatchView {
+    /// The batch's id (`/batches/{id}`).
     id: Uuid,
+    /// The caller's name for it; `null` when none.
     name: Option<String>,
+    /// Where it is, from its items' current runs.
     status: BatchStatus,
+    /// The shared settings as given (`{}` when none).
     settings: Value,
+    /// How many items are in which state.
     counts: Counts,
+    /// The items in prompt order, each with its current run.
     #[serde(skip_serializing_if = "Option::is_none")]
     items: Option<Vec<ItemView>>,
+    /// When it was admitted.
     created_at: DateTime<Utc>,
+    /// When its user cancelled it; `null` if never.
     cancelled_at: Option<DateTime<Utc>>,
 }
 

@@ -51,15 +51,16 @@ pub fn routes() -> Routes {
         )
 }
 
-/// `GET /credits`: the caller's balance and the freemium rules.
+/// `GET /credits/balance`: the caller's balance and the freemium rules.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct BalanceView {
-    /// Credits available now (holds deducted).
+    /// The provider's balance (credits held for open generations not deducted); negative
+    /// after a refund or dispute took back credits already spent.
     balance: i64,
-    /// Credits ever granted or bought.
+    /// Credits ever granted, bought or reinstated, less those taken back.
     total_earned: i64,
-    /// Credits ever charged.
+    /// Credits ever charged for generations, less refunds.
     total_spent: i64,
     /// What one output costs once the free generations are used.
     credits_per_generation: i32,
@@ -67,7 +68,7 @@ struct BalanceView {
     free_generations_limit: i32,
     /// Free generations the caller has left.
     free_generations_remaining: i32,
-    /// Whether credits are charged at all (`CREDITS_ENFORCED`).
+    /// Whether credits are charged at all (`APP_ENV` staging or production).
     enforced: bool,
 }
 
@@ -100,12 +101,17 @@ async fn packs(State(st): State<AppState>, AuthUser(_): AuthUser) -> Result<Resp
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct CheckoutView {
+    /// The Checkout Session's id (`GET /credits/checkout/{sessionId}`).
     session_id: String,
+    /// Stripe's payment page for the session.
     checkout_url: String,
+    /// When the session closes unpaid.
     expires_at: chrono::DateTime<chrono::Utc>,
+    /// The pack bought.
     pack_id: String,
     /// `open`, `paid`, `granted`, `expired` or `failed`.
     status: &'static str,
+    /// Credits the pack grants.
     credits: i32,
 }
 

@@ -39,21 +39,35 @@ pub fn routes() -> Routes {
 /// A request that passed the checks that do not need the model.
 #[derive(Debug, Default)]
 pub(super) struct Request {
+    /// `prompt`: 1 to 10,000 characters, not blank.
     pub(super) prompt: String,
+    /// `modelId`; `None`: the default model.
     pub(super) model_id: Option<Uuid>,
+    /// `modelVersion`: checked against the model's versions later.
     model_version: Option<String>,
+    /// `negativePrompt`, up to 10,000 characters.
     pub(super) negative_prompt: Option<String>,
+    /// `width`, 256 to 2048 pixels (the model's limits are checked later).
     width: Option<i32>,
+    /// `height`, 256 to 2048 pixels (the model's limits are checked later).
     height: Option<i32>,
+    /// `steps`, 1 to 150 (the model's `max_steps` is checked later).
     steps: Option<i32>,
+    /// `guidanceScale`, 0 to 30.
     guidance_scale: Option<f64>,
+    /// `seed`, 0 to 2³²−1.
     seed: Option<i64>,
+    /// `sourceImageUrl`: https, to a host that passed the SSRF check.
     source_image_url: Option<String>,
     /// The caller's upload as the source image (exclusive with `source_image_url`).
     source_image_id: Option<Uuid>,
+    /// `generationStrength`, 0 to 1.
     generation_strength: Option<f64>,
+    /// `style`, up to 200 characters (appended to the prompt).
     pub(super) style: Option<String>,
+    /// `numOutputs`, 1 to 4 (the model's `max_outputs` is checked later).
     num_outputs: Option<i32>,
+    /// `waitForResult`: answer once done, up to `SYNC_WAIT_SECONDS`, rather than at once.
     wait_for_result: bool,
 }
 
@@ -347,18 +361,28 @@ async fn earlier(
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Answer {
+    /// The generation's id (`GET /generate/{id}/status`).
     generation_id: Uuid,
     /// `processing` while open (also while the row is still `pending`).
     status: Status,
+    /// Images asked for.
     num_outputs: i32,
+    /// `free`: all outputs free; `credits`: some cost credits; `waived`: credits not enforced.
     charge: Charge,
+    /// Credits charged: for the outputs delivered only (0 while open).
     credits_used: i32,
+    /// Free generations left: as this request's hold left them, else (a replay, a failure) now.
     free_generations_remaining: i32,
+    /// 0 to 1, `null` until anything is known, 1 once completed.
     progress: Option<f32>,
+    /// When the provider began running it (`null` while queued or booting).
     started_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The first of `images` (absent while there is none).
     #[serde(skip_serializing_if = "Option::is_none")]
     image: Option<ImageView>,
+    /// The images delivered and kept, in output order (empty until completed).
     images: Vec<ImageView>,
+    /// Why it failed; absent unless it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<ErrorView>,
 }

@@ -158,26 +158,42 @@ impl From<&Model> for ModelView {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageView {
+    /// The image's id (`/images/{id}`).
     pub id: Uuid,
+    /// The generation it is an output of.
     pub generation_id: Uuid,
+    /// Its generation's prompt (with `, {style}` appended if a style was given).
     pub prompt: String,
+    /// Its generation's negative prompt; `null` when none.
     pub negative_prompt: Option<String>,
+    /// The model's short name (`flux-schnell`).
     pub model: String,
+    /// Width in pixels, as stored.
     pub width: i32,
+    /// Height in pixels, as stored.
     pub height: i32,
+    /// The file format: `png`, `jpg`, `webp`, `gif` or `svg`.
     pub format: String,
+    /// The file's size in bytes.
     pub file_size: i64,
+    /// Where to download it: presigned (valid `IMAGE_URL_TTL_SECONDS`) or on the CDN.
     pub url: String,
+    /// A WebP at most 384 px on its longer side, served like `url`; `null` when none.
     pub thumbnail_url: Option<String>,
+    /// A BlurHash (4×3 components) for a placeholder; `null` when `thumbnailUrl` is.
     pub blurhash: Option<String>,
+    /// Whether its user marked it as a favourite.
     pub is_favorite: bool,
+    /// When it was stored.
     pub created_at: DateTime<Utc>,
 }
 
 /// Why a generation failed.
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorView {
+    /// A stable code (`TIMEOUT`, `CONTENT_REFUSED`, `PROVIDER_ERROR`, …).
     pub code: String,
+    /// What happened, in words.
     pub message: String,
 }
 
@@ -186,31 +202,44 @@ pub struct ErrorView {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GenerationView {
+    /// The generation's id (`GET /generate/{id}/status`).
     pub generation_id: Uuid,
+    /// Where it is in its life.
     pub status: Status,
+    /// The prompt as sent (with `, {style}` appended if a style was given).
     pub prompt: String,
+    /// The negative prompt; `null` when none was given.
     pub negative_prompt: Option<String>,
+    /// The model that runs it.
     pub model_id: Uuid,
+    /// Width asked for, in pixels (the model's default when none was).
     pub width: i32,
+    /// Height asked for, in pixels (the model's default when none was).
     pub height: i32,
     /// Outputs asked for; `images` holds those delivered and kept.
     pub num_outputs: i32,
     /// The batch it is an item (or a retried item) of.
     pub batch_id: Option<Uuid>,
+    /// `free`: all outputs free; `credits`: some cost credits; `waived`: credits not enforced.
     pub charge: Charge,
     /// Credits really charged: for the outputs delivered only.
     pub credits_used: i32,
+    /// Free generations the user has left now.
     pub free_generations_remaining: i32,
     /// 0 to 1, `null` until anything is known, 1 once completed.
     pub progress: Option<f32>,
     /// When the provider began running it (`null` while queued or booting).
     pub started_at: Option<DateTime<Utc>>,
+    /// When it was asked for (a batch item: when it started).
     pub created_at: DateTime<Utc>,
+    /// When it completed, failed or was cancelled; `null` while open.
     pub completed_at: Option<DateTime<Utc>>,
     /// The first of `images` (for clients that show one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageView>,
+    /// The images delivered and kept, in output order (empty until completed).
     pub images: Vec<ImageView>,
+    /// Why it failed; absent unless it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorView>,
 }

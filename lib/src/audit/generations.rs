@@ -183,9 +183,11 @@ pub(super) async fn recheck_objects(
 /// Image objects in the bucket, by the generation id in their key.
 #[derive(Debug, Default)]
 pub(super) struct Objects {
+    /// Image and thumbnail keys, by the generation id their name starts with.
     pub(super) by_generation: HashMap<Uuid, Vec<String>>,
     /// Keys under `users/*/images/` that are not `{userId}/images/{generationId}.{ext}`.
     pub(super) unparsed: Vec<String>,
+    /// Objects listed, of any kind (uploads and exports too).
     pub(super) count: usize,
 }
 

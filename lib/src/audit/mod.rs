@@ -51,17 +51,24 @@ pub fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
 /// How much was looked at.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Checked {
+    /// Generation rows checked.
     pub generations: usize,
+    /// Objects listed under the audited prefix (of any kind).
     pub objects: usize,
+    /// Ledger accounts checked.
     pub accounts: usize,
+    /// Free-generation quotas checked.
     pub quotas: usize,
+    /// Purchases checked.
     pub purchases: usize,
 }
 
 /// The outcome of a run.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Report {
+    /// How much was looked at.
     pub checked: Checked,
+    /// Every broken invariant found (objects checked once more first).
     pub violations: Vec<Violation>,
 }
 
@@ -69,11 +76,17 @@ pub struct Report {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Violation {
+    /// Which invariant (`orphan_object`, `hold_not_captured`, `overdue`, …).
     pub kind: &'static str,
+    /// The user it concerns, if known.
     pub user_id: Option<Uuid>,
+    /// The generation it concerns, if any.
     pub generation_id: Option<Uuid>,
+    /// The image row it concerns, if any.
     pub image_id: Option<Uuid>,
+    /// The object key it concerns, if any.
     pub key: Option<String>,
+    /// What is wrong, for a person.
     pub message: String,
 }
 

@@ -13,13 +13,16 @@ use settings::Vars;
 /// Where the service runs; decides whether credits are enforced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppEnv {
+    /// Local stacks: credits not enforced; moderation fails open by default.
     Development,
+    /// Credits enforced, as in production.
     Staging,
+    /// Credits enforced.
     Production,
 }
 
 impl AppEnv {
-    /// Staging and production enforce credits; development fails open.
+    /// Staging and production enforce credits; development waives what free ones do not cover.
     pub fn enforces_credits(self) -> bool {
         !matches!(self, AppEnv::Development)
     }
@@ -46,18 +49,25 @@ pub struct ConfigError(pub(crate) String);
 /// All settings of the service.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `APP_ENV`: where the service runs.
     pub app_env: AppEnv,
+    /// `DATABASE_URL`: PostgreSQL connection string (`sslmode=require` for TLS).
     pub database_url: String,
+    /// `DATABASE_POOL_SIZE`: connections per instance.
     pub database_pool_size: usize,
     /// Extra CA certificates (PEM) for `sslmode=require` connections, e.g. the RDS bundle.
     pub database_ca_file: Option<String>,
+    /// `IMAGES_BUCKET`: the bucket of images, thumbnails, uploads and exports.
     pub images_bucket: String,
     /// Path-style S3 addressing (`S3_FORCE_PATH_STYLE=true`), for S3-compatible endpoints by host name.
     pub s3_force_path_style: bool,
     /// CDN base for image URLs; presigned S3 URLs when unset.
     pub images_public_base_url: Option<String>,
+    /// `IMAGE_URL_TTL_SECONDS`: how long a presigned image URL is valid.
     pub presign_ttl: Duration,
+    /// `REPLICATE_API_BASE_URL`: Replicate's API, or the simulator.
     pub replicate_api_base_url: String,
+    /// `REPLICATE_API_TOKEN`: Replicate's API token.
     pub replicate_api_token: String,
     /// `whsec_…`; fetched from Replicate's default-secret endpoint when unset.
     pub replicate_webhook_secret: Option<String>,
@@ -65,9 +75,11 @@ pub struct Config {
     pub webhook_base_url: Option<String>,
     /// Hosts (with optional `:port`) outputs may be downloaded from, besides `replicate.delivery`.
     pub output_allowed_hosts: Vec<String>,
+    /// `MAX_OUTPUT_BYTES`: largest output copied (and most bytes an object read takes).
     pub max_output_bytes: usize,
     /// Largest image a client may upload (`POST /uploads`).
     pub max_upload_bytes: usize,
+    /// `SYNC_WAIT_SECONDS`: how long `waitForResult` waits before answering 202.
     pub sync_wait: Duration,
     /// The function's own timeout (`FUNCTION_TIMEOUT_SECONDS`, the template's `Timeout`):
     /// every time budget, and so every completion lease, is sized from it.
@@ -78,38 +90,50 @@ pub struct Config {
     pub generation_deadline: Duration,
     /// How often the reconciler runs (the template's schedule); the audit allows one run of slack.
     pub reconcile_interval: Duration,
+    /// `FREE_GENERATIONS`: free generations (outputs) per user.
     pub free_generations: i32,
     /// Most generations a user may have pending or processing at once.
     pub max_in_flight_per_user: i64,
     /// Most batch items a user may have waiting for a slot (`queued`).
     pub max_queued_per_user: i64,
+    /// `CREDITS_PER_GENERATION`: credits one paid output costs.
     pub credits_per_generation: i32,
+    /// `CREDITS_PROVIDER`: where balances live.
     pub credits_provider: CreditsProvider,
     /// Allow generations when an enforced balance check cannot reach the provider.
     pub credit_check_fail_open: bool,
+    /// `JWKS_URL`, else `{MANA_CORE_AUTH_URL}/api/v1/auth/jwks`: the tokens' keys.
     pub jwks_url: String,
+    /// `JWT_AUDIENCE`: the `aud` a token must carry.
     pub jwt_audience: String,
+    /// `JWT_ISSUER` (a list) and `MANA_CORE_AUTH_URL`: the accepted `iss` values.
     pub jwt_issuers: Vec<String>,
+    /// `CORS_ORIGINS`: origins allowed by CORS; empty, no CORS headers.
     pub cors_origins: Vec<String>,
     /// Shortest time between two fetches of the key set (an unknown `kid` triggers one).
     pub jwks_refetch_gap: Duration,
     /// DynamoDB table for rate-limit windows, idempotency records and seen webhook ids.
     pub runtime_table: String,
+    /// Requests per user and minute to `POST /generate` and the other writes on its budget.
     pub rate_limit_generate_per_minute: u32,
+    /// Requests per user and minute to each other authenticated route.
     pub rate_limit_reads_per_minute: u32,
     /// Stripe's API (or the simulator); purchases need `stripe_secret_key` too.
     pub stripe_api_base_url: String,
+    /// `STRIPE_SECRET_KEY` (`sk_…`); unset, credits are not sold.
     pub stripe_secret_key: Option<String>,
     /// `whsec_…`: the payments webhook's signing secret.
     pub stripe_webhook_secret: Option<String>,
     /// Where Stripe sends the customer after paying (`{CHECKOUT_SESSION_ID}` is filled in)
     /// or cancelling; by default the API's own page.
     pub checkout_success_url: Option<String>,
+    /// Where Stripe sends the customer after cancelling (`CHECKOUT_CANCEL_URL`).
     pub checkout_cancel_url: Option<String>,
     /// Thumbnail decodes at once per process (`THUMBNAIL_DECODES`, default 1: a Lambda
     /// instance serves one request at a time; the dev gateway serves every user).
     pub thumbnail_decodes: usize,
-    /// Who makes a stored output's thumbnail (`THUMBNAILS`): `background` (default), a task
+    /// Who makes a stored output's thumbnail (`THUMBNAILS`): `background` (the default where the
+    /// build has the decoders, [`crate::thumbnail::DECODERS`]), a task
     /// of the process that stored it, started after the answer's commit; `event`, the
     /// `thumbnails` function on the bucket's `ObjectCreated` notification (the template).
     pub thumbnails_by_event: bool,
@@ -125,8 +149,11 @@ pub struct Config {
 /// Where prompts are sent for moderation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModerationProvider {
+    /// `MODERATION_API_BASE_URL`: the endpoint's base URL (OpenAI's, or the simulator).
     pub base_url: String,
+    /// `OPENAI_API_KEY`: the provider's key.
     pub api_key: String,
+    /// `MODERATION_MODEL`: the moderation model asked.
     pub model: String,
 }
 
@@ -210,7 +237,15 @@ impl Config {
             output_allowed_hosts: v.list(OUTPUT_ALLOWED_HOSTS),
             max_output_bytes: v.number(MAX_OUTPUT_BYTES)?,
             max_upload_bytes: v.number(MAX_UPLOAD_BYTES)?,
-            thumbnails_by_event: v.choice(THUMBNAILS, &["background", "event"])? == Some(1),
+            thumbnails_by_event: match v.choice(THUMBNAILS, &["background", "event"])? {
+                None => !crate::thumbnail::DECODERS,
+                Some(0) if !crate::thumbnail::DECODERS => {
+                    return Err(ConfigError(
+                        "THUMBNAILS=background needs a build with the thumbnail decoders (feature `thumbnails`)".into(),
+                    ));
+                }
+                Some(i) => i == 1,
+            },
             thumbnail_decodes: v.number::<usize>(THUMBNAIL_DECODES)?.max(1),
             sync_wait: secs(SYNC_WAIT_SECONDS)?,
             function_timeout: secs(FUNCTION_TIMEOUT_SECONDS)?,

@@ -87,8 +87,8 @@ settings! {
         "largest output copied (25 MiB)";
     MAX_UPLOAD_BYTES: Config, "10485760", "",
         "largest image a client may upload (`POST /uploads`, 10 MiB)";
-    THUMBNAILS: Config, "background", "",
-        "who makes a stored output's thumbnail: `background`, a task of the process that stored it; `event`, the `thumbnails` function on the bucket's `Object Created` event (the template sets it)";
+    THUMBNAILS: Config, "", "`background` (`event` where the build has no decoders)",
+        "who makes a stored output's thumbnail: `background`, a task of the process that stored it (only a build with the `thumbnails` feature: the dev gateway, tests); `event`, the `thumbnails` function on the bucket's `Object Created` event (the template sets it)";
     THUMBNAIL_DECODES: Config, "1", "",
         "thumbnail decodes at once per process (`make dev`: 2)";
     SYNC_WAIT_SECONDS: Config, "25", "",

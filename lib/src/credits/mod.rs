@@ -32,12 +32,15 @@ pub use ledger::Balance;
 /// A hold just taken, for `units` outputs.
 #[derive(Debug, Clone, Copy)]
 pub struct Hold {
+    /// How the generation is paid for.
     pub charge: Charge,
     /// Outputs asked for, and how many of them use free slots.
     pub units: i32,
+    /// How many of `units` use free slots.
     pub free_units: i32,
     /// Credits held for the others (0 when free or waived).
     pub amount: i32,
+    /// Free generations the user has left once this hold is taken.
     pub free_remaining: i32,
 }
 
@@ -62,15 +65,20 @@ impl ProviderError {
 /// Where balances live.
 #[derive(Debug)]
 pub enum Provider {
+    /// The built-in ledger ([`crate::db::ledger`]).
     Ledger,
+    /// The external credit service, through its client.
     Manacore(manacore::Client),
 }
 
 /// The freemium rules and the balance provider.
 #[derive(Debug)]
 pub struct Credits {
+    /// Free generations (outputs) every user gets (`FREE_GENERATIONS`).
     pub free_generations: i32,
+    /// Credits one paid output costs (`CREDITS_PER_GENERATION`).
     pub cost: i32,
+    /// Whether paid outputs are charged (staging, production); else they are waived.
     pub enforced: bool,
     fail_open: bool,
     provider: Provider,

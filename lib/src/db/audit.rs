@@ -16,13 +16,17 @@ use crate::Result;
 /// A generation with its image rows, hold and ledger capture.
 #[derive(Debug, Clone)]
 pub struct GenRow {
+    /// The generation's id.
     pub id: Uuid,
+    /// Its owner.
     pub user_id: Uuid,
+    /// Its status as stored (`queued` … `cancelled`).
     pub status: String,
     /// Its image rows, in output order.
     pub images: Vec<ImageRow>,
     /// The user deleted an image of it (`DELETE /images/{id}`).
     pub image_deleted: bool,
+    /// Its credit hold; `None` when it has none.
     pub hold: Option<Hold>,
     /// The amount of its `capture` transaction on the ledger.
     pub ledger_capture: Option<i64>,
@@ -35,7 +39,9 @@ pub struct GenRow {
 /// An image row of a generation.
 #[derive(Debug, Clone)]
 pub struct ImageRow {
+    /// The image row's id.
     pub id: Uuid,
+    /// The image's object key.
     pub key: String,
     /// The thumbnail key the row names.
     pub thumbnail: Option<String>,
@@ -47,9 +53,13 @@ pub struct ImageRow {
 /// A generation's credit hold.
 #[derive(Debug, Clone)]
 pub struct Hold {
+    /// `free`, `credits` or `waived`.
     pub kind: String,
+    /// `held`, `captured` or `released`.
     pub state: String,
+    /// Credits held, or once captured the credits charged.
     pub amount: i32,
+    /// A captured `credits` hold's charge: `pending`, `in_flight`, `done`, `failed`, `rejected`.
     pub capture_state: Option<String>,
     /// Outputs charged, once captured.
     pub delivered: Option<i32>,
@@ -64,13 +74,19 @@ impl GenRow {
 
 /// A ledger account with the sums of its transactions.
 pub struct Account {
+    /// The account's user.
     pub user_id: Uuid,
+    /// The balance as stored.
     pub balance: i64,
+    /// The total earned as stored.
     pub total_earned: i64,
+    /// The total spent as stored.
     pub total_spent: i64,
     /// Grants and purchases, plus reinstatements, less take-backs.
     pub earned: i64,
+    /// Credits of its `capture` entries.
     pub captures: i64,
+    /// Credits of its `refund` entries.
     pub refunds: i64,
     /// Credits taken back after refunds and disputes (a balance may then go below zero).
     pub takebacks: i64,
@@ -78,8 +94,11 @@ pub struct Account {
 
 /// A user's free-generation counter and the free holds that use it.
 pub struct Quota {
+    /// The user.
     pub user_id: Uuid,
+    /// The stored count of free generations used; `None` without a quota row.
     pub free_used: Option<i32>,
+    /// Free slots used by the user's held and captured holds.
     pub free_holds: i64,
 }
 
@@ -247,14 +266,21 @@ pub async fn quotas(db: &impl Sql, user: Option<Uuid>, each: impl FnMut(Quota)) 
 
 /// A purchase with what its ledger entries add up to.
 pub struct PurchaseRow {
+    /// The purchase's Checkout Session.
     pub session_id: String,
+    /// The buyer.
     pub user_id: Uuid,
+    /// Its status as stored.
     pub status: String,
+    /// Credits its pack grants.
     pub credits: i64,
     /// Purchase entries (grants) and the credits they grant.
     pub grants: i64,
+    /// Credits those entries grant.
     pub granted: i64,
+    /// Credits taken back from it (refunds and disputes).
     pub takebacks: i64,
+    /// Credits given back by won disputes.
     pub reinstated: i64,
 }
 
@@ -352,8 +378,11 @@ pub async fn users_being_deleted(db: &impl Sql, user: Option<Uuid>) -> Result<Ve
 /// A user's generation counters (`generation_counts`) and their rows counted,
 /// by status in the order of [`COUNTED_STATUSES`].
 pub struct Counts {
+    /// The user.
     pub user_id: Uuid,
+    /// The counters as kept in `generation_counts` (zeros without a row).
     pub kept: Vec<i64>,
+    /// The user's generation rows, counted.
     pub counted: Vec<i64>,
 }
 

@@ -15,13 +15,19 @@ use crate::Result;
 /// A batch row (not deleted).
 #[derive(Debug, Clone)]
 pub struct Batch {
+    /// The batch's id.
     pub id: Uuid,
+    /// Its owner.
     pub user_id: Uuid,
+    /// The caller's name for it, if given (emptied once the account is deleted).
     pub name: Option<String>,
     /// The shared settings as asked.
     pub settings: serde_json::Value,
+    /// The SHA-256 (hex) of the body sent with its `Idempotency-Key`, if one was.
     pub request_hash: Option<String>,
+    /// When its user cancelled it; `None` if never.
     pub cancelled_at: Option<DateTime<Utc>>,
+    /// When it was admitted.
     pub created_at: DateTime<Utc>,
 }
 
@@ -42,12 +48,17 @@ impl From<&Row> for Batch {
 /// A batch about to be recorded.
 #[derive(Debug, Clone)]
 pub struct NewBatch {
+    /// The id to record it under (new).
     pub id: Uuid,
+    /// Its owner.
     pub user_id: Uuid,
+    /// The caller's name for it, if given.
     pub name: Option<String>,
+    /// The shared settings as asked (`{}` when none).
     pub settings: serde_json::Value,
     /// The API's own URL as the request reached it (the items' webhooks).
     pub api_base: Option<String>,
+    /// The request's `Idempotency-Key` and body hash: a retry with the key finds this batch.
     pub idempotency: Option<RequestKey>,
 }
 

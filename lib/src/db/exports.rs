@@ -13,15 +13,25 @@ use crate::Result;
 /// An export row.
 #[derive(Debug, Clone)]
 pub struct Export {
+    /// The export's id (also its zip's file name).
     pub id: Uuid,
+    /// Whose data it copies.
     pub user_id: Uuid,
+    /// Where it is.
     pub status: ExportStatus,
+    /// The zip's object key (`users/{userId}/exports/{id}.zip`), once ready.
     pub storage_key: Option<String>,
+    /// Images in the zip, once ready.
     pub images: Option<i32>,
+    /// The zip's size in bytes, once ready.
     pub size_bytes: Option<i64>,
+    /// Runs that took its lease so far (one running out of time on the fifth gives it up).
     pub attempts: i32,
+    /// When it was asked for.
     pub created_at: DateTime<Utc>,
+    /// When it became ready or failed.
     pub finished_at: Option<DateTime<Utc>>,
+    /// Until when a ready export's zip is kept (a day after it was made).
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -29,9 +39,13 @@ pub struct Export {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExportStatus {
+    /// Being built, or left for the reconciler to finish.
     Pending,
+    /// Its zip is in the bucket until `expires_at`.
     Ready,
+    /// Given up: too large for a run, a permanent error, or the account deleted meanwhile.
     Failed,
+    /// Its day passed (its zip is deleted), or the account was deleted.
     Expired,
 }
 

@@ -17,10 +17,15 @@ use crate::{Error, Result};
 pub enum Status {
     /// A batch item waiting for a slot: held, not sent to the provider yet.
     Queued,
+    /// Held; its prediction not created (or its create not answered) yet.
     Pending,
+    /// Its prediction is recorded (`prediction_id`): the provider runs it; outputs not stored yet.
     Processing,
+    /// Its outputs are stored (an image row each) and its hold captured for those delivered.
     Completed,
+    /// Ended without a stored output (`error_code` says why); its hold released.
     Failed,
+    /// Cancelled by its user (itself, its batch or the account's deletion); its hold released.
     Cancelled,
 }
 
@@ -64,17 +69,27 @@ impl Status {
 /// stored with the generation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerationRequest {
+    /// The prompt sent: the caller's, `, {style}` appended if given; emptied on account deletion.
     pub prompt: String,
+    /// What the image should not show; `None` when not given (or empty).
     pub negative_prompt: Option<String>,
+    /// Width in pixels (else the model's default); aspect-ratio models render the nearest ratio.
     pub width: i32,
+    /// Height in pixels (else the model's default); aspect-ratio models render the nearest ratio.
     pub height: i32,
+    /// Inference steps (else the model's default), at most the model's `max_steps`.
     pub steps: i32,
+    /// How closely to follow the prompt, 0 to 30 (else the model's default).
     pub guidance_scale: f64,
+    /// The seed asked for (0 to 2³²−1); `None`: the provider picks one.
     pub seed: Option<i64>,
+    /// The caller's `sourceImageUrl` (https, SSRF-checked); `None` with an upload or no source.
     pub source_image_url: Option<String>,
     /// The caller's upload used as the source image (`sourceImageId`).
     pub source_upload_id: Option<Uuid>,
+    /// Image-to-image strength, 0 to 1, mapped per family (`replicate::inputs`); `None`: default.
     pub generation_strength: Option<f64>,
+    /// The caller's `style` as given (appended to `prompt` when not blank).
     pub style: Option<String>,
     /// Outputs asked for (1 to the model's `max_outputs`).
     pub num_outputs: i32,
@@ -102,27 +117,41 @@ impl GenerationRequest {
 /// A generation row.
 #[derive(Debug, Clone)]
 pub struct Generation {
+    /// The generation's id (`generationId`; also the stem of its images' object keys).
     pub id: Uuid,
+    /// Its owner.
     pub user_id: Uuid,
+    /// The catalog model it runs.
     pub model_id: Uuid,
+    /// What was asked for, the model's defaults applied.
     pub request: GenerationRequest,
+    /// Where it is in its life.
     pub status: Status,
+    /// Replicate's prediction id once its create answered (unique); `None` while queued or pending.
     pub prediction_id: Option<String>,
+    /// Why it failed, an [`crate::ErrorCode`] (`TIMEOUT`, `NO_OUTPUT`, …); `None` unless failed.
     pub error_code: Option<String>,
+    /// The message shown with `error_code`.
     pub error_message: Option<String>,
+    /// How it is paid for, decided when its hold was taken.
     pub charge: Charge,
+    /// Credits charged at completion, for the outputs delivered only; 0 otherwise.
     pub credits_used: i32,
     /// The batch it is an item (or a retry of an item) of.
     pub batch_id: Option<Uuid>,
     /// The caller's `Idempotency-Key` and the SHA-256 of the request body, if given.
     pub idempotency_key: Option<String>,
+    /// The SHA-256 (hex) of the body sent with `idempotency_key` (another body is refused).
     pub request_hash: Option<String>,
     /// The provider's progress, 0 to 1 (`None` until known; 1 once completed).
     pub progress: Option<f32>,
     /// When the provider began running it.
     pub started_at: Option<DateTime<Utc>>,
+    /// When a status poll last asked the provider (polls within a second after it do not).
     pub last_polled_at: Option<DateTime<Utc>>,
+    /// When it was recorded, or a batch item left `queued` (its deadline counts from it).
     pub created_at: DateTime<Utc>,
+    /// When it reached its terminal status (completed, failed or cancelled); `None` while open.
     pub completed_at: Option<DateTime<Utc>>,
 }
 
@@ -155,9 +184,13 @@ impl Generation {
 /// A generation about to be recorded.
 #[derive(Debug, Clone)]
 pub struct NewGeneration {
+    /// The id to record it under (new).
     pub id: Uuid,
+    /// Its owner.
     pub user_id: Uuid,
+    /// The catalog model to run.
     pub model_id: Uuid,
+    /// What was asked for, the model's defaults applied.
     pub request: GenerationRequest,
     /// The request's `Idempotency-Key` and body hash: a retry with the key finds this generation.
     pub idempotency: Option<RequestKey>,
@@ -168,7 +201,9 @@ pub struct NewGeneration {
 /// An `Idempotency-Key` and the SHA-256 (hex) of the body it came with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestKey {
+    /// The caller's `Idempotency-Key`.
     pub key: String,
+    /// The SHA-256 (hex) of the request body it came with.
     pub hash: String,
 }
 
@@ -569,8 +604,11 @@ pub async fn forget_key(db: &impl Sql, id: Uuid) -> Result<()> {
 /// (`crate::usage::billable`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProviderReport {
+    /// When the provider created the prediction.
     pub created_at: Option<DateTime<Utc>>,
+    /// When the model began running it.
     pub started_at: Option<DateTime<Utc>>,
+    /// When it reached its terminal status at the provider.
     pub completed_at: Option<DateTime<Utc>>,
     /// `metrics.predict_time`, seconds.
     pub predict_time: Option<f64>,
@@ -583,6 +621,7 @@ pub struct ProviderReport {
 /// The usage recorded for a generation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordedUsage {
+    /// The model's name (`flux-schnell`), for metrics.
     pub model: String,
     /// The estimated provider cost at the model's price.
     pub cost_usd: f64,

@@ -97,9 +97,13 @@ pub async fn balance_and_reserved(tx: &impl Sql, user_id: Uuid) -> Result<(Optio
 /// free slots, the rest for `amount` credits (or waived).
 #[derive(Debug, Clone, Copy)]
 pub struct NewHold {
+    /// `free` when every output has a free slot, else `credits` (`waived` if not enforced).
     pub charge: Charge,
+    /// Outputs held for (the generation's `num_outputs`).
     pub units: i32,
+    /// How many of them use free slots.
     pub free_units: i32,
+    /// Credits held for the others (0 when free or waived).
     pub amount: i32,
 }
 
@@ -121,14 +125,20 @@ pub async fn insert(tx: &impl Sql, generation_id: Uuid, user_id: Uuid, h: &NewHo
     Ok(())
 }
 
-/// A hold that just changed state: its charge and user, the credits and
-/// free slots it now charges (0 once released), and the free slots it gave back.
+/// A hold that just changed state: its charge and user, its credits (those
+/// captured, or those released), the free slots it now uses (0 once released),
+/// and the free slots it gave back.
 #[derive(Debug, Clone, Copy)]
 pub struct Settled {
+    /// The hold's kind.
     pub charge: Charge,
+    /// Captured: the credits the delivered outputs cost; released: the credits that were held.
     pub amount: i32,
+    /// Whose hold it is.
     pub user_id: Uuid,
+    /// Free slots it now uses (those of delivered outputs; 0 once released).
     pub free_units: i32,
+    /// Free slots it gave back (those of outputs not delivered; all once released).
     pub free_returned: i32,
 }
 
@@ -204,7 +214,9 @@ pub async fn set_capture_state(
 /// An external capture claimed for sending.
 #[derive(Debug, Clone, Copy)]
 pub struct CaptureClaim {
+    /// Whose credits are charged.
     pub user_id: Uuid,
+    /// Credits to charge at the provider.
     pub amount: i32,
     /// Which attempt this is (1 for the first).
     pub attempt: i32,

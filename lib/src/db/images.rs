@@ -11,19 +11,28 @@ use crate::Result;
 /// Where a thumbnail was stored, as the image row records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredThumbnail {
+    /// The thumbnail's object key (`{generationId}[.{index}].thumb.webp`, beside the image).
     pub key: String,
+    /// The BlurHash (4×3 components) of the thumbnail's pixels.
     pub blurhash: String,
 }
 
 /// An image with the generation facts clients show next to it.
 #[derive(Debug, Clone)]
 pub struct Image {
+    /// The image's own id (`/images/{id}`; names its file in an export).
     pub id: Uuid,
+    /// Its stored object, owner and output index.
     pub file: NewImage,
+    /// Whether its user marked it as a favourite (`PATCH /images/{id}`).
     pub is_favorite: bool,
+    /// When its row was recorded (as its generation completed).
     pub created_at: DateTime<Utc>,
+    /// Its generation's prompt (the style appended, if any).
     pub prompt: String,
+    /// Its generation's negative prompt, if any.
     pub negative_prompt: Option<String>,
+    /// Its generation's model, by name (`flux-schnell`).
     pub model: String,
 }
 
@@ -67,14 +76,21 @@ const SELECT: &str = "SELECT i.*, g.prompt, g.negative_prompt, m.name AS model
 /// An image's stored object and whose it is (what a new image row records).
 #[derive(Debug, Clone)]
 pub struct NewImage {
+    /// The generation it is an output of.
     pub generation_id: Uuid,
+    /// Its owner (the generation's).
     pub user_id: Uuid,
     /// Which of the generation's outputs it is (0 for the first).
     pub output_index: i32,
+    /// The object key (`users/{userId}/images/{generationId}[.{index}].{ext}`).
     pub storage_key: String,
+    /// Its format as an extension (`png`, `jpg`, `webp`, `gif`, `svg`), sniffed from its bytes.
     pub format: String,
+    /// The object's size in bytes.
     pub file_size: i64,
+    /// Width in pixels, read from the file.
     pub width: i32,
+    /// Height in pixels, read from the file.
     pub height: i32,
     /// `None`: not made yet (`thumbnail_state` 'pending') or the image cannot be
     /// decoded ('none').
@@ -113,9 +129,13 @@ pub async fn insert(db: &impl Sql, img: &NewImage) -> Result<()> {
 /// An image whose thumbnail has not been tried yet.
 #[derive(Debug, Clone)]
 pub struct Pending {
+    /// The image's id.
     pub id: Uuid,
+    /// The generation it is an output of.
     pub generation_id: Uuid,
+    /// Its owner.
     pub user_id: Uuid,
+    /// The image's object key, read to make the thumbnail.
     pub storage_key: String,
 }
 

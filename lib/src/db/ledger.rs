@@ -13,8 +13,11 @@ use crate::Result;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Balance {
+    /// Credits on the account (open holds not deducted); negative after a take-back of spent ones.
     pub balance: i64,
+    /// Credits granted, bought and reinstated, less those taken back (0 if the service omits it).
     pub total_earned: i64,
+    /// Credits charged for generations, less refunds (0 if the service omits it).
     pub total_spent: i64,
 }
 
@@ -247,18 +250,23 @@ pub async fn balance(db: &impl Sql, user_id: Uuid) -> Result<Balance> {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Transaction {
+    /// The entry's id.
     pub id: Uuid,
     /// `grant`, `purchase`, `capture`, `refund`, `takeback` or `reinstate`.
     pub kind: String,
     /// Credits, positive; `delta` says which way the balance moved.
     pub amount: i64,
+    /// The change to the balance: `-amount` for `capture` and `takeback`, else `amount`.
     pub delta: i64,
+    /// The generation of a `capture` or `refund`; `None` for the other kinds.
     pub generation_id: Option<Uuid>,
     /// The Stripe object (session, refund or dispute) of a purchase entry.
     pub reference: Option<String>,
     /// The purchase (Checkout Session) an entry belongs to.
     pub session_id: Option<String>,
+    /// Free text: `image generation`, `refund`, a grant's reason; empty for purchase entries.
     pub description: String,
+    /// When it was recorded.
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 

@@ -9,8 +9,11 @@ use crate::Result;
 /// A blocklist row.
 #[derive(Debug, Clone)]
 pub struct TermRow {
+    /// One or more words, lower case, matched on word boundaries after normalisation.
     pub term: String,
+    /// The OpenAI moderation category it stands for (`sexual/minors`, `hate`, …).
     pub category: String,
+    /// Refused whatever the settings (`MODERATION_BLOCKLIST=off` keeps only these).
     pub always: bool,
 }
 

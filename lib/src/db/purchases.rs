@@ -14,10 +14,15 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Pack {
+    /// The pack's id (`packId`, e.g. `credits-100`).
     pub id: String,
+    /// Name to show (also the Checkout line item's).
     pub name: String,
+    /// Credits it grants.
     pub credits: i32,
+    /// Its price in the currency's minor unit.
     pub price_cents: i32,
+    /// ISO 4217 code, lower case (`eur`).
     pub currency: String,
 }
 
@@ -63,7 +68,9 @@ pub enum PurchaseStatus {
     Open,
     /// Stripe says it is paid; its credits are not granted yet.
     Paid,
+    /// Paid, and its credits granted (once).
     Granted,
+    /// The session closed unpaid.
     Expired,
     /// The (async) payment failed, or the session disagreed with the pack.
     Failed,
@@ -99,18 +106,29 @@ impl PurchaseStatus {
 /// A Checkout Session we made, with what it sells.
 #[derive(Debug, Clone)]
 pub struct Purchase {
+    /// The Stripe Checkout Session's id (`cs_…`): the purchase's key.
     pub session_id: String,
+    /// The buyer.
     pub user_id: Uuid,
+    /// The pack bought.
     pub pack_id: String,
+    /// Credits it grants, as the pack had them when the session was made.
     pub credits: i32,
+    /// The price asked, in the currency's minor unit, as the pack had it then.
     pub amount_cents: i32,
+    /// ISO 4217 code, lower case.
     pub currency: String,
+    /// Where it stands.
     pub status: PurchaseStatus,
+    /// Stripe's PaymentIntent (`pi_…`) once known: refunds and disputes find the purchase by it.
     pub payment_intent: Option<String>,
     /// Stripe's hosted payment page for the session.
     pub checkout_url: String,
+    /// The SHA-256 (hex) of the body sent with its `Idempotency-Key`, if one was.
     pub request_hash: Option<String>,
+    /// When the session closes unpaid.
     pub expires_at: DateTime<Utc>,
+    /// When it was recorded (before the client saw the session).
     pub created_at: DateTime<Utc>,
 }
 
@@ -136,10 +154,15 @@ impl Purchase {
 /// A purchase about to be recorded.
 #[derive(Debug, Clone)]
 pub struct NewPurchase<'a> {
+    /// The new session's id.
     pub session_id: &'a str,
+    /// The buyer.
     pub user_id: Uuid,
+    /// The pack sold: its credits, price and currency are copied into the row.
     pub pack: &'a Pack,
+    /// Stripe's hosted payment page for the session.
     pub checkout_url: &'a str,
+    /// When the session closes unpaid (as Stripe reports it, else as asked).
     pub expires_at: DateTime<Utc>,
     /// The request's `Idempotency-Key` and body hash.
     pub key: Option<(&'a str, &'a str)>,

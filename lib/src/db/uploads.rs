@@ -11,10 +11,15 @@ use crate::Result;
 /// An upload URL handed out to a user, with what the user declared.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Upload {
+    /// The upload's id (`sourceImageId`; names its object key).
     pub id: Uuid,
+    /// Who asked for the URL.
     pub user_id: Uuid,
+    /// The declared type (`image/png`, `image/jpeg` or `image/webp`): the object must be one.
     pub content_type: String,
+    /// The declared size in bytes (signed into the PUT).
     pub content_length: i64,
+    /// When the URL was handed out: it works for 15 minutes, the object is kept a day.
     pub created_at: DateTime<Utc>,
 }
 

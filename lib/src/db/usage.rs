@@ -12,19 +12,30 @@ use crate::Result;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Sums {
+    /// Generations created in the window.
     pub generations: i64,
+    /// Of them, completed.
     pub completed: i64,
+    /// Of them, failed.
     pub failed: i64,
+    /// Of them, cancelled.
     pub cancelled: i64,
     /// Failed by the provider's safety checker (`CONTENT_REFUSED`; a prompt refused before
     /// the provider ran is no generation).
     pub refused: i64,
+    /// Of them, charged as free (every output on a free slot).
     pub free: i64,
+    /// Of them, charged in credits.
     pub credits: i64,
+    /// Of them, waived (credits not enforced).
     pub waived: i64,
+    /// Credits captured for them (their `credits_used`).
     pub credits_captured: i64,
+    /// Seconds the provider ran them (`metrics.predict_time`).
     pub predict_seconds: f64,
+    /// The median of their predict times, seconds; `null` when none was reported.
     pub predict_seconds_p50: Option<f64>,
+    /// Their estimated provider cost at each model's price, US dollars.
     pub estimated_cost_usd: f64,
     /// The part of `estimated_cost_usd` spent on `refused` generations.
     pub refused_cost_usd: f64,
@@ -91,9 +102,13 @@ pub async fn by_model(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Sales {
+    /// ISO 4217 code, lower case.
     pub currency: String,
+    /// Purchases granted.
     pub purchases: i64,
+    /// Credits they granted.
     pub credits_sold: i64,
+    /// What they were paid, in the currency's minor unit.
     pub gross_cents: i64,
     /// Gross less the share of refunds and lost disputes (their take-backs, net of reinstatements).
     pub net_cents: i64,

@@ -18,8 +18,11 @@ const IN_PROGRESS_SECS: i64 = 60;
 /// An answer as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
+    /// The HTTP status answered.
     pub status: u16,
+    /// The answer's `Content-Type`.
     pub content_type: String,
+    /// The answer's body, byte for byte.
     pub body: Vec<u8>,
 }
 

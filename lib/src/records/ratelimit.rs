@@ -14,8 +14,11 @@ pub const WINDOW_SECS: i64 = 60;
 /// The outcome of one request against its window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
+    /// Whether the request is admitted (false once `limit` were admitted this window).
     pub allowed: bool,
+    /// Requests admitted per window.
     pub limit: u32,
+    /// Requests still admitted in this window after this one.
     pub remaining: u32,
     /// Seconds until the window ends (1–60).
     pub reset_secs: i64,

@@ -18,10 +18,14 @@ use crate::{
 /// A prediction as Replicate reports it (the fields we use).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Prediction {
+    /// Replicate's id of the prediction (the generation's `prediction_id`).
     pub id: String,
+    /// `starting`, `processing`, `succeeded`, `failed`, `canceled` or `aborted`.
     pub status: String,
+    /// Its output as the model returns it (see [`Prediction::output_files`]).
     #[serde(default)]
     pub output: Option<Value>,
+    /// The provider's error, usually a string (see [`Prediction::error_message`]).
     #[serde(default)]
     pub error: Option<Value>,
     /// The webhook URL it was created with (it carries our generation id).
@@ -39,6 +43,7 @@ pub struct Prediction {
     /// The input it was created with.
     #[serde(default)]
     pub input: Option<Value>,
+    /// When Replicate created it.
     #[serde(default)]
     pub created_at: Option<chrono::DateTime<chrono::Utc>>,
     /// When it reached its terminal status.
@@ -60,6 +65,7 @@ pub struct Metrics {
 /// One page of the prediction list, newest first.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PredictionPage {
+    /// This page's predictions, newest first.
     pub results: Vec<Prediction>,
     /// The URL of the next (older) page.
     #[serde(default)]
@@ -367,8 +373,11 @@ pub fn redact_queries(text: &str) -> String {
 pub struct NewPrediction<'a> {
     /// `owner/name`.
     pub model: &'a str,
+    /// The version to run; `None`: the model's latest, through the official-model route.
     pub version: Option<&'a str>,
+    /// The model's `input` object (`inputs::build`).
     pub input: Value,
+    /// Where Replicate reports `start` and `completed`; `None`: polls and the reconciler only.
     pub webhook: Option<&'a str>,
     /// Ask Replicate to hold the answer until done (≤ 60 s).
     pub wait: Option<Duration>,

@@ -12,8 +12,11 @@ const THUMBNAIL_EXT: &str = "thumb.webp";
 /// What a key under `users/{userId}/images/` names: a generation's image or its thumbnail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageKey {
+    /// The user whose prefix it is under.
     pub user_id: Uuid,
+    /// The generation its file name starts with.
     pub generation_id: Uuid,
+    /// Whether it names the thumbnail (`….thumb.webp`) rather than the image.
     pub thumbnail: bool,
 }
 

@@ -27,16 +27,22 @@ pub use s3::Head;
 /// An output stored in the bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredObject {
+    /// Its object key.
     pub key: String,
+    /// Its format as an extension (`png`, `jpg`, `webp`, `gif`, `svg`), sniffed from its bytes.
     pub format: String,
+    /// Its size in bytes.
     pub size: i64,
+    /// Width in pixels, read from the file.
     pub width: i32,
+    /// Height in pixels, read from the file.
     pub height: i32,
 }
 
 /// Why an object could not be copied, signed or deleted.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
+    /// The output's URL is not one `url_policy` allows (its scheme, host or address).
     #[error("output host not allowed: {0}")]
     Disallowed(String),
     /// The output host answered 404 or 410: the provider deleted the output.
@@ -48,8 +54,10 @@ pub enum StorageError {
     /// No answer, a dropped connection, a timeout, a 5xx or throttling.
     #[error("output download failed: {0}")]
     Download(String),
+    /// Larger than `MAX_OUTPUT_BYTES` (the limit given).
     #[error("output exceeds {0} bytes")]
     TooLarge(usize),
+    /// Not a PNG, JPEG, WebP, GIF or SVG (or a malformed `data:` URI).
     #[error("output is not a supported image")]
     NotAnImage,
     /// An S3 call failed (a timeout, a 5xx, a refused connection, or a refusal).

@@ -316,8 +316,10 @@ async fn collect(obj: GetObjectOutput) -> Result<Bytes, StorageError> {
 /// The first bytes of an object, as [`Storage::read_head`] read them.
 #[derive(Debug, Clone)]
 pub struct Head {
+    /// The first bytes of the object (at most the `max` asked).
     pub bytes: Bytes,
     /// The whole object's length.
     pub total: u64,
+    /// The object's ETag, to copy it only if unchanged.
     pub etag: Option<String>,
 }

@@ -9,20 +9,28 @@ use serde_json::Value;
 /// A Checkout Session.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Session {
+    /// The session's id (`cs_…`).
     pub id: String,
     /// `open`, `complete` or `expired`.
     pub status: Option<String>,
     /// `paid`, `unpaid` or `no_payment_required`.
     pub payment_status: Option<String>,
+    /// What the customer pays, in the currency's minor unit.
     pub amount_total: Option<i64>,
+    /// ISO 4217 code, lower case.
     pub currency: Option<String>,
+    /// Our user id, as the session was created with.
     pub client_reference_id: Option<String>,
+    /// Our `user_id` and `pack_id`, as set at creation.
     #[serde(default)]
     pub metadata: HashMap<String, String>,
     /// Set once the customer paid (or started an async payment).
     pub payment_intent: Option<String>,
+    /// The hosted payment page; `None` once the session is closed.
     pub url: Option<String>,
+    /// When it closes unpaid, Unix seconds.
     pub expires_at: Option<i64>,
+    /// When it was created, Unix seconds.
     pub created: Option<i64>,
 }
 
@@ -39,7 +47,9 @@ impl Session {
 /// A page of a Stripe list.
 #[derive(Debug, Clone, Deserialize)]
 pub struct List<T> {
+    /// This page's objects.
     pub data: Vec<T>,
+    /// Whether more follow (asked for after the last one's id).
     #[serde(default)]
     pub has_more: bool,
 }
@@ -47,25 +57,35 @@ pub struct List<T> {
 /// A webhook event; `data.object` is read by type.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Event {
+    /// The event's id (`evt_…`): a redelivery has the same.
     pub id: String,
+    /// Its type (`checkout.session.completed`, `charge.refunded`, …).
     #[serde(rename = "type")]
     pub kind: String,
+    /// What it is about.
     pub data: EventData,
 }
 
+/// An event's payload.
 #[derive(Debug, Clone, Deserialize)]
 pub struct EventData {
+    /// The object the event is about, read as the event's type says.
     pub object: Value,
 }
 
 /// A charge, as `charge.refunded` carries it (with its refunds).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Charge {
+    /// The charge's id (`ch_…`).
     pub id: String,
+    /// Amount charged, in the currency's minor unit.
     pub amount: i64,
+    /// Amount refunded so far, in the currency's minor unit.
     #[serde(default)]
     pub amount_refunded: i64,
+    /// The PaymentIntent it belongs to: it finds the purchase.
     pub payment_intent: Option<String>,
+    /// Its refunds, as `charge.refunded` embeds them.
     #[serde(default)]
     pub refunds: Option<List<Refund>>,
 }
@@ -73,19 +93,27 @@ pub struct Charge {
 /// One refund of a charge.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Refund {
+    /// The refund's id (`re_…`): the key of its take-back.
     pub id: String,
+    /// Amount refunded, in the currency's minor unit.
     pub amount: i64,
+    /// When it was made, Unix seconds (orders the refunds' shares).
     #[serde(default)]
     pub created: i64,
+    /// `pending`, `succeeded`, `failed`, …: only pending and succeeded ones take back.
     pub status: Option<String>,
 }
 
 /// A dispute (chargeback).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Dispute {
+    /// The dispute's id (`dp_…`): the key of its take-back and reinstatement.
     pub id: String,
+    /// Amount disputed, in the currency's minor unit.
     pub amount: i64,
+    /// The PaymentIntent disputed: it finds the purchase.
     pub payment_intent: Option<String>,
+    /// The disputed charge's id.
     pub charge: Option<String>,
     /// `needs_response`, …, `won`, `lost`.
     pub status: Option<String>,
