@@ -4,8 +4,7 @@
 //! outcome to CloudFormation's pre-signed `ResponseURL`, so a failed migration
 //! fails (and rolls back) the deployment instead of hanging it.
 
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use crate::otel::http::SendTraced;
 
@@ -24,6 +23,34 @@ pub struct CustomResourceEvent {
 }
 
 /// Handles one request: migrate (unless deleting), then answer CloudFormation.
+/// The answer CloudFormation expects at the event's response URL.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Response<'a> {
+    /// `SUCCESS` or `FAILED`.
+    status: &'a str,
+    /// What happened, shown in the stack's events.
+    reason: &'a str,
+    /// The resource's id (kept across updates).
+    physical_resource_id: &'a str,
+    /// From the event.
+    stack_id: &'a str,
+    /// From the event.
+    request_id: &'a str,
+    /// From the event.
+    logical_resource_id: &'a str,
+    /// What `Fn::GetAtt` can read.
+    data: Applied<'a>,
+}
+
+/// The migrations applied by this event, comma-separated.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Applied<'a> {
+    /// e.g. `V17__exports,V18__output_moderation`.
+    applied: &'a str,
+}
+
 pub async fn handle(
     http: &reqwest::Client,
     database_url: &str,
@@ -52,19 +79,24 @@ pub async fn handle(
             tracing::error!(request_type = %event.request_type, %reason, "deploy-time migration")
         }
     }
-    let body = json!({
-        "Status": status,
-        "Reason": reason,
-        "PhysicalResourceId": event.physical_resource_id.clone().unwrap_or_else(|| "picture-schema".into()),
-        "StackId": event.stack_id,
-        "RequestId": event.request_id,
-        "LogicalResourceId": event.logical_resource_id,
-        "Data": {"Applied": applied},
-    });
+    let body = Response {
+        status,
+        reason: &reason,
+        physical_resource_id: event
+            .physical_resource_id
+            .as_deref()
+            .unwrap_or("picture-schema"),
+        stack_id: &event.stack_id,
+        request_id: &event.request_id,
+        logical_resource_id: &event.logical_resource_id,
+        data: Applied { applied: &applied },
+    };
+    // Strings and a string: serialising them cannot fail.
+    let body = serde_json::to_string(&body).unwrap_or_default();
     // The pre-signed URL is signed without a content type, so none is sent.
     http.put(&event.response_url)
         .timeout(std::time::Duration::from_secs(30))
-        .body(body.to_string())
+        .body(body)
         .send_traced("cloudformation")
         .await?
         .error_for_status()?;

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::{Value, json};
+use serde::Serialize;
 use uuid::Uuid;
 use zip::{CompressionMethod, ZipWriter, write::SimpleFileOptions};
 
@@ -121,16 +121,16 @@ async fn write_json<W: Write + Seek + Send>(
     zip.start_file("export.json", options)
         .map_err(|e| Error::Internal(format!("zip: {e}")))?;
     let db = st.db.get().await?;
-    let head = json!({
-        "exportId": export.id,
-        "userId": user,
-        "exportedAt": chrono::Utc::now(),
-        "credits": st.credits.balance(&**db, user).await?,
-        "freeGenerationsRemaining": st.credits.free_remaining(&**db, user).await?,
-    });
+    let head = Head {
+        export_id: export.id,
+        user_id: user,
+        exported_at: chrono::Utc::now(),
+        credits: st.credits.balance(&**db, user).await?,
+        free_generations_remaining: st.credits.free_remaining(&**db, user).await?,
+    };
     drop(db);
     // The head's fields, then the three lists, each streamed.
-    let head = head.to_string();
+    let head = serde_json::to_string(&head).map_err(|e| Error::Internal(format!("json: {e}")))?;
     put(zip, head.strip_suffix('}').unwrap_or(&head).as_bytes())?;
 
     put(zip, b",\"ledger\":[")?;
@@ -138,8 +138,7 @@ async fn write_json<W: Write + Seek + Send>(
     while let Some(after) = pages.next() {
         let page = ledger::page(&**st.db.get().await?, user, after, PAGE).await?;
         for t in &page {
-            let v = serde_json::to_value(t).unwrap_or(Value::Null);
-            item(zip, &mut first, &v)?;
+            item(zip, &mut first, t)?;
         }
         pages.read(&page, |t| (t.created_at, t.id));
     }
@@ -150,7 +149,7 @@ async fn write_json<W: Write + Seek + Send>(
         let db = st.db.get().await?;
         let page = generations::page(&**db, user, None, Start::After(after), PAGE).await?;
         for g in &page {
-            item(zip, &mut first, &generation(g))?;
+            item(zip, &mut first, &ExportedGeneration::from(g))?;
         }
         pages.read(&page, |g| (g.created_at, g.id));
     }
@@ -160,7 +159,7 @@ async fn write_json<W: Write + Seek + Send>(
     while let Some(after) = pages.next() {
         let page = images::list(&**st.db.get().await?, user, false, after, PAGE).await?;
         for img in &page {
-            item(zip, &mut first, &image(img))?;
+            item(zip, &mut first, &ExportedImage::from(img))?;
         }
         count += page.len() as i32;
         pages.read(&page, |i| (i.created_at, i.id));
@@ -220,11 +219,12 @@ fn put<W: Write>(zip: &mut W, bytes: &[u8]) -> Result<()> {
 }
 
 /// Writes one element of a JSON list.
-fn item<W: Write>(zip: &mut W, first: &mut bool, v: &Value) -> Result<()> {
+fn item<W: Write>(zip: &mut W, first: &mut bool, v: &impl Serialize) -> Result<()> {
     if !std::mem::take(first) {
         put(zip, b",")?;
     }
-    put(zip, v.to_string().as_bytes())
+    let json = serde_json::to_vec(v).map_err(|e| Error::Internal(format!("json: {e}")))?;
+    put(zip, &json)
 }
 
 /// An image's file in the zip.
@@ -232,25 +232,136 @@ fn file_name(img: &Image) -> String {
     format!("images/{}.{}", img.id, img.file.format)
 }
 
-fn generation(g: &Generation) -> Value {
-    let r = &g.request;
-    json!({
-        "id": g.id, "status": g.status, "modelId": g.model_id, "prompt": r.prompt,
-        "negativePrompt": r.negative_prompt, "style": r.style, "width": r.width, "height": r.height,
-        "steps": r.steps, "guidanceScale": r.guidance_scale, "seed": r.seed,
-        "numOutputs": r.num_outputs, "sourceImageUrl": r.source_image_url,
-        "charge": g.charge, "creditsUsed": g.credits_used, "batchId": g.batch_id,
-        "errorCode": g.error_code, "createdAt": g.created_at, "completedAt": g.completed_at,
-    })
+/// The head of `export.json`: whose data, when, and the credits then.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Head {
+    /// The export's id.
+    export_id: Uuid,
+    /// Whose data it is.
+    user_id: Uuid,
+    /// When the copy was made.
+    exported_at: chrono::DateTime<chrono::Utc>,
+    /// The balance then.
+    credits: crate::credits::Balance,
+    /// Free generations left then.
+    free_generations_remaining: i32,
 }
 
-fn image(img: &Image) -> Value {
-    json!({
-        "id": img.id, "generationId": img.file.generation_id, "file": file_name(img),
-        "format": img.file.format, "width": img.file.width, "height": img.file.height,
-        "fileSize": img.file.file_size, "isFavorite": img.is_favorite, "createdAt": img.created_at,
-        "prompt": img.prompt, "model": img.model,
-    })
+/// A generation as `export.json` lists it: what was asked, what it cost, how it ended.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExportedGeneration<'a> {
+    /// The generation's id.
+    id: Uuid,
+    /// Where it stands.
+    status: crate::db::generations::Status,
+    /// The model it ran on.
+    model_id: Uuid,
+    /// The prompt.
+    prompt: &'a str,
+    /// What the image should not show.
+    negative_prompt: Option<&'a str>,
+    /// The style asked for.
+    style: Option<&'a str>,
+    /// Width in pixels.
+    width: i32,
+    /// Height in pixels.
+    height: i32,
+    /// Inference steps.
+    steps: i32,
+    /// How closely the model follows the prompt.
+    guidance_scale: f64,
+    /// The seed, if one was given.
+    seed: Option<i64>,
+    /// Outputs asked for.
+    num_outputs: i32,
+    /// The source image's URL (image-to-image), if one was given.
+    source_image_url: Option<&'a str>,
+    /// What was held or charged for it.
+    charge: &'a crate::credits::Charge,
+    /// Credits charged for its delivered outputs.
+    credits_used: i32,
+    /// The batch it belongs to, if any.
+    batch_id: Option<Uuid>,
+    /// Why it failed, if it did.
+    error_code: Option<&'a str>,
+    /// When it was asked.
+    created_at: chrono::DateTime<chrono::Utc>,
+    /// When it ended.
+    completed_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl<'a> From<&'a Generation> for ExportedGeneration<'a> {
+    fn from(g: &'a Generation) -> Self {
+        ExportedGeneration {
+            id: g.id,
+            status: g.status,
+            model_id: g.model_id,
+            prompt: &g.request.prompt,
+            negative_prompt: g.request.negative_prompt.as_deref(),
+            style: g.request.style.as_deref(),
+            width: g.request.width,
+            height: g.request.height,
+            steps: g.request.steps,
+            guidance_scale: g.request.guidance_scale,
+            seed: g.request.seed,
+            num_outputs: g.request.num_outputs,
+            source_image_url: g.request.source_image_url.as_deref(),
+            charge: &g.charge,
+            credits_used: g.credits_used,
+            batch_id: g.batch_id,
+            error_code: g.error_code.as_deref(),
+            created_at: g.created_at,
+            completed_at: g.completed_at,
+        }
+    }
+}
+
+/// An image as `export.json` lists it, with its file in the zip.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExportedImage<'a> {
+    /// The image's id.
+    id: Uuid,
+    /// The generation that made it.
+    generation_id: Uuid,
+    /// Its file in the zip (`images/{id}.{format}`).
+    file: String,
+    /// `webp`, `png`, `jpg` or `svg`.
+    format: &'a str,
+    /// Width in pixels.
+    width: i32,
+    /// Height in pixels.
+    height: i32,
+    /// Size in bytes.
+    file_size: i64,
+    /// Whether the user marked it.
+    is_favorite: bool,
+    /// When it was stored.
+    created_at: chrono::DateTime<chrono::Utc>,
+    /// The prompt it was made from.
+    prompt: &'a str,
+    /// The model's name.
+    model: &'a str,
+}
+
+impl<'a> From<&'a Image> for ExportedImage<'a> {
+    fn from(img: &'a Image) -> Self {
+        ExportedImage {
+            id: img.id,
+            generation_id: img.file.generation_id,
+            file: file_name(img),
+            format: &img.file.format,
+            width: img.file.width,
+            height: img.file.height,
+            file_size: img.file.file_size,
+            is_favorite: img.is_favorite,
+            created_at: img.created_at,
+            prompt: &img.prompt,
+            model: &img.model,
+        }
+    }
 }
 
 /// What a reconciler run did with exports.

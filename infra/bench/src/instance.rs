@@ -6,7 +6,7 @@
 //! the features of the tokio the functions are built with in the same build.
 
 use std::{
-    os::{fd::AsRawFd, unix::process::CommandExt},
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     time::{Duration, Instant},
@@ -16,6 +16,7 @@ use anyhow::{Context, Result, bail};
 use axum::body::Bytes;
 
 use crate::{
+    quota,
     runtime_api::{Outcome, RuntimeApi, Signal},
     session::Target,
 };
@@ -68,16 +69,8 @@ impl Instance {
             ),
             None => None,
         };
-        if let Some(fd) = procs.as_ref().map(AsRawFd::as_raw_fd) {
-            // SAFETY: the hook runs in the child between fork and exec and makes a single
-            // write(2) of a static buffer to a descriptor that stays open until the spawn
-            // returns (`procs` lives until then): async-signal-safe, no allocation.
-            unsafe {
-                cmd.pre_exec(move || match libc::write(fd, b"0".as_ptr().cast(), 1) {
-                    1 => Ok(()),
-                    _ => Err(std::io::Error::last_os_error()),
-                });
-            }
+        if let Some(procs) = &procs {
+            quota::join_on_exec(&mut cmd, procs);
         }
         let spawned = Instant::now();
         let child = cmd

@@ -353,14 +353,31 @@ async fn run(opts: Options) -> Result<bool> {
         throttled.push(m);
     }
 
-    let mut thumbnails = None;
+    let (mut thumbnails, mut thumbnails_share) = (None, None);
     if ctx.opts.wants("thumbnail") {
         let binary = ctx.target("bench-thumbnail", None)?.binary;
-        match thumbs::measure(&sim, &binary, &ctx.opts.out, ctx.opts.thumbnail_runs).await {
+        let (out, runs) = (&ctx.opts.out, ctx.opts.thumbnail_runs);
+        match thumbs::measure(&sim, &binary, out, runs, None).await {
             Ok(figures) => thumbnails = Some(figures),
             Err(e) => {
                 eprintln!("bench: thumbnail: {e:#}");
                 failed.push(("thumbnail".into(), format!("{e:#}")));
+            }
+        }
+        // Again at the CPU share of the function that makes them.
+        if let Some(group) = ctx.share_group("thumbnails") {
+            let measured = match group {
+                Ok(g) => thumbs::measure(&sim, &binary, out, runs, Some(&g))
+                    .await
+                    .map(|f| (f, g.share)),
+                Err(e) => Err(e),
+            };
+            match measured {
+                Ok(figures) => thumbnails_share = Some(figures),
+                Err(e) => {
+                    eprintln!("bench: thumbnail at its share: {e:#}");
+                    failed.push(("thumbnail (share)".into(), format!("{e:#}")));
+                }
             }
         }
     }
@@ -396,7 +413,10 @@ async fn run(opts: Options) -> Result<bool> {
         );
     }
     if let Some(figures) = &thumbnails {
-        println!("{}", thumbs::lines(figures));
+        println!("{}", thumbs::lines(figures, None));
+    }
+    if let Some((figures, share)) = &thumbnails_share {
+        println!("{}", thumbs::lines(figures, Some(share)));
     }
     let cpus = measured
         .iter()
@@ -443,6 +463,7 @@ async fn run(opts: Options) -> Result<bool> {
             "sync_ratios_to_svg": sync_share.as_ref().map(|(run, _)| report::sync_ratios(run)),
         },
         "thumbnail": thumbnails,
+        "thumbnail_share": thumbnails_share,
     });
     std::fs::write(&results, serde_json::to_string_pretty(&doc)?)
         .with_context(|| format!("writing {}", results.display()))?;

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::{
+    quota::{self, Cgroup, Share},
     simulator::Simulator,
     stats::{Summary, summarize},
 };
@@ -33,12 +34,14 @@ pub struct Figure {
     pub thumbnail_bytes: u64,
 }
 
-/// Measures every format × content with `runs` timed runs each.
+/// Measures every format × content with `runs` timed runs each, in `group`
+/// (the `thumbnails` function's CPU share) when given.
 pub async fn measure(
     sim: &Simulator,
     binary: &Path,
     out: &Path,
     runs: usize,
+    group: Option<&Cgroup>,
 ) -> Result<Vec<Figure>> {
     let mut figures = Vec::new();
     for format in ["webp", "png", "jpg"] {
@@ -48,9 +51,22 @@ pub async fn measure(
             let input = out.join(format!("thumbnail-input-{content}.{format}"));
             std::fs::write(&input, &bytes)
                 .with_context(|| format!("writing {}", input.display()))?;
-            let run = Command::new(binary)
-                .arg(&input)
-                .arg(runs.to_string())
+            let mut cmd = Command::new(binary);
+            cmd.arg(&input).arg(runs.to_string());
+            // Opened here, kept open until the child has run: it joins the group before exec.
+            let procs = match group {
+                Some(g) => Some(
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(g.procs())
+                        .context("opening the cgroup's procs")?,
+                ),
+                None => None,
+            };
+            if let Some(procs) = &procs {
+                quota::join_on_exec(&mut cmd, procs);
+            }
+            let run = cmd
                 .output()
                 .with_context(|| format!("running {}", binary.display()))?;
             if !run.status.success() {
@@ -82,15 +98,27 @@ pub async fn measure(
     Ok(figures)
 }
 
-/// The report's lines: one per input, against the targets.
-pub fn lines(figures: &[Figure]) -> String {
-    let mut text = format!(
-        "Thumbnail + blurhash of a {SIDE}×{SIDE} output (targets: p50 ≤ {P50_MS} ms, peak RSS ≤ {PEAK_RSS_MB} MB):\n"
-    );
+/// The report's lines: one per input, against the targets when `share` is
+/// `None` (the targets are for a full core), else at that CPU share.
+pub fn lines(figures: &[Figure], share: Option<&Share>) -> String {
+    let mut text = match share {
+        None => format!(
+            "Thumbnail + blurhash of a {SIDE}×{SIDE} output (targets: p50 ≤ {P50_MS} ms, peak RSS ≤ {PEAK_RSS_MB} MB):\n"
+        ),
+        Some(s) => format!(
+            "The same at the thumbnails function's CPU share ({} MB: {:.4} core, quota {} µs; no target):\n",
+            s.memory_mb, s.cores, s.quota_us
+        ),
+    };
     for f in figures {
         let met = f.time.p50_ms <= P50_MS && f.peak_rss_mb <= PEAK_RSS_MB;
+        let verdict = match (share, met) {
+            (Some(_), _) => "",
+            (None, true) => ": met",
+            (None, false) => ": missed",
+        };
         text.push_str(&format!(
-            "- {} {} ({:.2} MB): p50 {:.1} ms, p99 {:.1} ms ({} runs), peak RSS {:.1} MB, thumbnail {:.1} KB: {}\n",
+            "- {} {} ({:.2} MB): p50 {:.1} ms, p99 {:.1} ms ({} runs), peak RSS {:.1} MB, thumbnail {:.1} KB{}\n",
             f.format,
             f.content,
             f.input_bytes as f64 / 1048576.0,
@@ -99,7 +127,7 @@ pub fn lines(figures: &[Figure]) -> String {
             f.time.count,
             f.peak_rss_mb,
             f.thumbnail_bytes as f64 / 1024.0,
-            if met { "met" } else { "missed" }
+            verdict
         ));
     }
     text

@@ -7,7 +7,7 @@ use aws_lc_rs::{
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 /// A PKCS#8 Ed25519 key with its key id.
@@ -46,15 +46,59 @@ impl DevKey {
     pub fn jwks(&self) -> Value {
         let pair = Ed25519KeyPair::from_pkcs8(&self.pkcs8).expect("validated at construction");
         let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
-        json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": self.kid, "x": x}]})
+        let key = Jwk {
+            kty: "OKP",
+            crv: "Ed25519",
+            alg: "EdDSA",
+            r#use: "sig",
+            kid: &self.kid,
+            x: &x,
+        };
+        serde_json::to_value(Jwks { keys: [key] }).unwrap_or(Value::Null)
     }
 
     /// A token for `user_id` valid for `ttl_secs`, with the given issuer and audience.
     pub fn token(&self, user_id: Uuid, issuer: &str, audience: &str, ttl_secs: i64) -> String {
         let now = chrono::Utc::now().timestamp();
-        let claims = json!({"sub": user_id, "iss": issuer, "aud": audience, "iat": now, "nbf": now, "exp": now + ttl_secs});
+        let claims = Claims {
+            sub: user_id,
+            iss: issuer,
+            aud: audience,
+            iat: now,
+            nbf: now,
+            exp: now + ttl_secs,
+        };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         encode(&header, &claims, &EncodingKey::from_ed_der(&self.pkcs8)).expect("Ed25519 signing")
     }
+}
+
+/// A JWKS document of one key.
+#[derive(serde::Serialize)]
+struct Jwks<'a> {
+    keys: [Jwk<'a>; 1],
+}
+
+/// An Ed25519 public key (RFC 8037).
+#[derive(serde::Serialize)]
+struct Jwk<'a> {
+    kty: &'static str,
+    crv: &'static str,
+    alg: &'static str,
+    r#use: &'static str,
+    kid: &'a str,
+    /// The public key, base64url.
+    x: &'a str,
+}
+
+/// A development token's claims.
+#[derive(serde::Serialize)]
+struct Claims<'a> {
+    sub: Uuid,
+    iss: &'a str,
+    aud: &'a str,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
 }
