@@ -1,5 +1,8 @@
 //! The HTTP API: one module per Lambda function, each with `routes()`: its
 //! routes, declared once with what each demands (`web::Routes`).
+//!
+//! The edge: may import the domain, `db` rows, `web` and the platform; only
+//! the functions (`functions/<name>`) import it.
 
 pub mod account;
 pub mod batches;

@@ -13,6 +13,9 @@
 //! an object left behind by such a delete is an orphan. The checks of
 //! generations and their objects are in [`generations`], those of money and
 //! counters (ledger accounts, purchases, quotas, history counts) in [`accounts`].
+//!
+//! Domain: may import the adapters (`db`, `storage`) and the platform; never
+//! the edge (`api`, `web`).
 
 mod accounts;
 mod generations;

@@ -3,12 +3,19 @@
 //! Every other module takes what it needs from [`Config`]; nothing else reads
 //! environment variables (the AWS SDK reads its own standard ones). Each
 //! variable is declared once, in [`settings`].
+//!
+//! Platform: imports nothing of the crate (`secrets` reads its rows).
 
 pub mod settings;
 
 use std::{collections::HashMap, time::Duration};
 
 use settings::Vars;
+
+/// Whether this build can make thumbnails (picture's `thumbnails` feature: the
+/// decoders and the encoder). Functions that only store outputs leave them
+/// out, and their thumbnails to the `thumbnails` function.
+pub const THUMBNAIL_DECODERS: bool = cfg!(feature = "thumbnails");
 
 /// Where the service runs; decides whether credits are enforced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +140,7 @@ pub struct Config {
     /// instance serves one request at a time; the dev gateway serves every user).
     pub thumbnail_decodes: usize,
     /// Who makes a stored output's thumbnail (`THUMBNAILS`): `background` (the default where the
-    /// build has the decoders, [`crate::thumbnail::DECODERS`]), a task
+    /// build has the decoders, [`THUMBNAIL_DECODERS`]), a task
     /// of the process that stored it, started after the answer's commit; `event`, the
     /// `thumbnails` function on the bucket's `ObjectCreated` notification (the template).
     pub thumbnails_by_event: bool,
@@ -238,8 +245,8 @@ impl Config {
             max_output_bytes: v.number(MAX_OUTPUT_BYTES)?,
             max_upload_bytes: v.number(MAX_UPLOAD_BYTES)?,
             thumbnails_by_event: match v.choice(THUMBNAILS, &["background", "event"])? {
-                None => !crate::thumbnail::DECODERS,
-                Some(0) if !crate::thumbnail::DECODERS => {
+                None => !THUMBNAIL_DECODERS,
+                Some(0) if !THUMBNAIL_DECODERS => {
                     return Err(ConfigError(
                         "THUMBNAILS=background needs a build with the thumbnail decoders (feature `thumbnails`)".into(),
                     ));

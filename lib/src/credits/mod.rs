@@ -14,6 +14,9 @@
 //! after the commit, and retried until it went through exactly once). The
 //! rows are read and written by `db::holds` and `db::ledger`; this module
 //! holds the rules.
+//!
+//! Domain: may import `db`, `http_client`, `telemetry`, `otel` and `config`;
+//! never the edge.
 
 pub mod manacore;
 

@@ -1,6 +1,9 @@
 //! PostgreSQL: the connection pool, versioned migrations, and one module per
 //! table. Queries live next to the row type they produce, and run through
 //! [`Sql`] (each statement a client span of the trace).
+//!
+//! An adapter: may import only the platform (`error`, `error_code`, `otel`,
+//! `tls`, `config`); nothing of the domain or the edge.
 
 pub mod accounts;
 pub mod audit;

@@ -14,6 +14,10 @@
 //! releases the lease and leaves the generation open for the next webhook
 //! retry, status poll or reconciler run; only a permanent cause (the provider
 //! failed, the output is gone or invalid) or the generation deadline ends it.
+//!
+//! Domain: may import the other domain modules it drives (`credits`,
+//! `moderation`, `uploads`, `thumbnail`, `usage`), the adapters and the
+//! platform; never the edge (`api`, `web`).
 
 pub mod queue;
 

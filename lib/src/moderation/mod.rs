@@ -7,6 +7,9 @@
 //! blocklist term that matched, so the user can rephrase); a provider that
 //! cannot answer is [`Error::ModerationUnavailable`] unless the settings
 //! fail open.
+//!
+//! Domain: may import `db`, `http_client`, `telemetry`, `otel` and `config`;
+//! never the edge.
 
 pub mod blocklist;
 pub mod openai;

@@ -13,6 +13,8 @@
 //! - A background thread exports the spans in batches; [`flush`] waits for
 //!   the export after every invocation, before Lambda may freeze the process,
 //!   for [`FLUSH_LIMIT`] at most.
+//!
+//! Platform: imports nothing of the crate.
 
 pub mod aws;
 pub mod http;

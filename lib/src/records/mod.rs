@@ -4,6 +4,9 @@
 //! ([`replay`]). Every item has a
 //! string key `pk` + `sk` and an `expiresAt` TTL (epoch seconds), so DynamoDB
 //! deletes old items by itself; readers still treat expired items as absent.
+//!
+//! An adapter: may import `aws`, `otel`, `config` and `error`; nothing of the
+//! domain or the edge.
 
 pub mod answers;
 pub mod ratelimit;

@@ -2,6 +2,9 @@
 //! read from it and from its events ([`objects`]) and webhook signatures
 //! ([`signature`]). A small typed client over our `reqwest` client rather than
 //! `async-stripe` (docs/architecture.md, "Purchases").
+//!
+//! An adapter: may import `http_client`, `signing` and `otel`; nothing of the
+//! domain or the edge.
 
 pub mod client;
 pub mod objects;

@@ -7,6 +7,8 @@
 //! the process that stored it ([`for_object`]), and by the [`backfill`] (which the
 //! reconciler runs for images whose notification was lost). Decoding is CPU work,
 //! run on a blocking thread ([`store`]).
+//!
+//! Domain: may import `db`, `storage`, `media` and the platform; never the edge.
 
 use std::time::{Duration, Instant};
 
@@ -68,15 +70,10 @@ pub enum ThumbnailError {
     /// The blurhash could not be computed.
     #[error("blurhash: {0}")]
     Blurhash(String),
-    /// This build has no decoders ([`DECODERS`]).
+    /// This build has no decoders ([`crate::config::THUMBNAIL_DECODERS`]).
     #[error("built without the thumbnail decoders (feature `thumbnails`)")]
     NotBuilt,
 }
-
-/// Whether this build can make thumbnails (the `thumbnails` feature: the
-/// decoders and the encoder). Functions that only store outputs leave them
-/// out, and their thumbnails to the `thumbnails` function.
-pub const DECODERS: bool = cfg!(feature = "thumbnails");
 
 #[cfg(feature = "thumbnails")]
 mod encode;

@@ -2,6 +2,9 @@
 //! with a size limit, path ids, request ids, CORS, security headers and the
 //! common layers, including each route's [`policy`] (token, rate limit,
 //! idempotency) and the [`ssrf`] guard.
+//!
+//! The edge's machinery: may import `auth`, `records`, `db`, `url_policy` and
+//! the platform (`error`, `error_code`, `state`, `telemetry`, `otel`); never `api`.
 
 pub mod cursor;
 pub mod idempotency;
