@@ -12,12 +12,18 @@ use crate::otel::http::SendTraced;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct CustomResourceEvent {
+    /// `Create`, `Update` or `Delete`.
     pub request_type: String,
+    /// The pre-signed URL to PUT the answer to.
     #[serde(rename = "ResponseURL")]
     pub response_url: String,
+    /// The stack's ARN, echoed in the answer.
     pub stack_id: String,
+    /// This request's id, echoed in the answer.
     pub request_id: String,
+    /// The resource's name in the template, echoed in the answer.
     pub logical_resource_id: String,
+    /// The id answered before (absent on `Create`); kept across updates.
     #[serde(default)]
     pub physical_resource_id: Option<String>,
 }

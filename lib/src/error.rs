@@ -73,14 +73,19 @@ pub enum Error {
     /// Another process is completing this generation right now.
     #[error("the generation is being completed elsewhere")]
     CompletionInProgress,
+    /// The database (PostgreSQL) failed.
     #[error("database: {0}")]
     Db(#[from] tokio_postgres::Error),
+    /// No database connection could be had from the pool.
     #[error("database pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
+    /// The credit provider failed.
     #[error(transparent)]
     Credits(#[from] ProviderError),
+    /// Image storage (S3) failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Replicate (the image provider) failed.
     #[error(transparent)]
     Replicate(#[from] ReplicateError),
     /// The records table (DynamoDB) failed.
@@ -97,13 +102,21 @@ pub enum Error {
 /// What a [`Error::NotFound`] did not find; each has its own code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resource {
+    /// A generation.
     Generation,
+    /// An image of a generation.
     Image,
+    /// A model of the catalog.
     Model,
+    /// An upload (a source image).
     Upload,
+    /// A batch of generations.
     Batch,
+    /// An account export.
     Export,
+    /// A credit pack.
     Pack,
+    /// A credit purchase.
     Purchase,
     /// A path no route serves.
     Route,

@@ -87,6 +87,7 @@ pub struct Report {
     pub errors: usize,
     /// External credit captures sent now, and still open.
     pub captures_settled: usize,
+    /// External credit captures still open after this run (retried next run).
     pub captures_open: usize,
     /// Purchases granted (lost webhooks) and expired now.
     pub purchases: purchases::Reconciled,

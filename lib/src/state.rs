@@ -24,7 +24,9 @@ const MODELS_TTL: Duration = Duration::from_secs(60);
 /// one service at a dead endpoint while the other keeps working).
 #[derive(Debug, Clone, Default)]
 pub struct AwsOverrides {
+    /// The settings for S3 (image storage); `None`: the environment's.
     pub s3: Option<aws_config::SdkConfig>,
+    /// The settings for DynamoDB (the records table); `None`: the environment's.
     pub dynamodb: Option<aws_config::SdkConfig>,
 }
 
@@ -49,18 +51,26 @@ pub struct AppState(Arc<Inner>);
 /// The parts of [`AppState`].
 #[derive(Debug)]
 pub struct Inner {
+    /// The configuration read at start.
     pub cfg: Config,
+    /// The database pool.
     pub db: db::Db,
+    /// Image storage (S3).
     pub storage: Storage,
+    /// The Replicate client.
     pub replicate: Replicate,
+    /// The Stripe client (purchases).
     pub stripe: crate::stripe::Stripe,
     /// Thumbnail decodes running at once in this process (`THUMBNAIL_DECODES`): each
     /// holds its image's pixels (memory), and a Lambda has a share of one core.
     pub decodes: tokio::sync::Semaphore,
     /// The moderation provider, when `MODERATION_PROVIDER` names one.
     pub moderation: Option<crate::moderation::openai::OpenAiModeration>,
+    /// Verifies users' bearer tokens.
     pub auth: Verifier,
+    /// The freemium rules and the balance provider.
     pub credits: Credits,
+    /// The records table (rate limits, idempotency, webhook replays).
     pub records: RecordsTable,
     webhook_secret: OnceCell<String>,
     models: Cached<Vec<db::models::Model>>,

@@ -94,8 +94,11 @@ pub fn generation_time(model: &str, seconds: f64) {
 /// What the provider used for one finished prediction of `model`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProviderUsage {
+    /// Seconds the prediction ran, when the provider reports it.
     pub predict_seconds: Option<f64>,
+    /// Estimated cost in US dollars, from the model's price.
     pub cost_usd: f64,
+    /// Seconds between creating the prediction and its start, when both are known.
     pub queue_seconds: Option<f64>,
 }
 

@@ -46,6 +46,7 @@ enum Hosts {
 /// Why a URL is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
+    /// It is not a URL.
     #[error("unparseable URL")]
     Unparseable,
     /// No rule admits its scheme and host (shown as its host, empty if none).

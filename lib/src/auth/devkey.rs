@@ -14,6 +14,7 @@ use uuid::Uuid;
 #[derive(Clone)]
 pub struct DevKey {
     pkcs8: Vec<u8>,
+    /// The key id (`kid`) in the JWKS and in the tokens' headers.
     pub kid: String,
 }
 

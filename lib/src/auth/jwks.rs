@@ -21,12 +21,16 @@ const ALLOWED: [Algorithm; 3] = [Algorithm::EdDSA, Algorithm::RS256, Algorithm::
 /// Why a token was refused (all answer 401 `UNAUTHENTICATED`; the reason is logged).
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
+    /// The request has no `Authorization: Bearer` token.
     #[error("no bearer token")]
     Missing,
+    /// The token fails a check (format, algorithm, signature, expiry, audience, issuer, `sub`).
     #[error("token rejected: {0}")]
     Invalid(String),
+    /// No key in the key set has the token's `kid` (`None`: the token has none).
     #[error("no key for kid {0:?}")]
     UnknownKey(Option<String>),
+    /// The key set could not be fetched or read (answered 503, not 401).
     #[error("key set unavailable: {0}")]
     KeySet(String),
 }

@@ -58,7 +58,9 @@ fn is_safety_refusal(message: &str) -> bool {
 /// A generation that has just been started, with the hold it took.
 #[derive(Debug)]
 pub struct Started {
+    /// The generation as recorded.
     pub generation: Generation,
+    /// The credit hold taken for its outputs.
     pub hold: Hold,
 }
 

@@ -9,8 +9,10 @@
 /// A blocked term as matched: its words, normalised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Term {
+    /// The term as configured.
     pub term: String,
     words: Vec<String>,
+    /// Its category, reported when it matches.
     pub category: String,
     /// Refused whatever the settings (terms about minors in a sexual context).
     pub always: bool,

@@ -16,8 +16,10 @@ const MAX_ATTEMPTS: u32 = 2;
 /// The provider could not give a verdict.
 #[derive(Debug, thiserror::Error)]
 pub enum ModerationError {
+    /// It answered this HTTP status instead of a verdict.
     #[error("moderation provider answered {0}")]
     Status(u16),
+    /// It could not be reached or its answer could not be read.
     #[error("moderation provider unreachable: {0}")]
     Unreachable(String),
 }

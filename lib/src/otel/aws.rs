@@ -20,7 +20,9 @@ use tracing::Span;
 /// What a client works on: its bucket or its table.
 #[derive(Debug, Clone)]
 pub enum Resource {
+    /// An S3 bucket, by name.
     Bucket(String),
+    /// A DynamoDB table, by name.
     Table(String),
 }
 

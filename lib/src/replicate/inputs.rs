@@ -7,14 +7,23 @@ use serde_json::{Map, Value, json};
 /// What the user asked for, with the model's defaults applied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Params<'a> {
+    /// The prompt (with the style appended).
     pub prompt: &'a str,
+    /// What to keep out of the image, for models that take it.
     pub negative_prompt: Option<&'a str>,
+    /// Width in pixels; aspect-ratio models render the nearest ratio.
     pub width: i32,
+    /// Height in pixels; aspect-ratio models render the nearest ratio.
     pub height: i32,
+    /// Inference steps, for models that take them.
     pub steps: i32,
+    /// How closely to follow the prompt, for models that take it.
     pub guidance: f64,
+    /// The seed; `None`: the provider picks one.
     pub seed: Option<i64>,
+    /// The source image's URL, as the provider reads it; `None`: text-to-image.
     pub source_image: Option<&'a str>,
+    /// Image-to-image strength, 0 to 1; `None`: 0.8.
     pub strength: Option<f64>,
     /// Outputs asked for (models with `num_outputs`; others make one).
     pub num_outputs: i32,

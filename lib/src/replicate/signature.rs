@@ -14,12 +14,16 @@ pub const TOLERANCE_SECS: i64 = 300;
 /// Why a delivery was refused.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
+    /// The `webhook-id`, `webhook-timestamp` or `webhook-signature` header is absent.
     #[error("missing webhook header")]
     MissingHeader,
+    /// The secret is not `whsec_` and base64.
     #[error("malformed secret")]
     BadSecret,
+    /// The timestamp is unreadable or more than `TOLERANCE_SECS` from now.
     #[error("timestamp outside tolerance")]
     Stale,
+    /// No `v1` signature matches the body.
     #[error("no matching signature")]
     Mismatch,
 }

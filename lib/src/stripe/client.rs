@@ -45,13 +45,21 @@ impl StripeError {
 /// What a new Checkout Session sells, to whom, and where the customer goes after.
 #[derive(Debug, Clone)]
 pub struct NewSession<'a> {
+    /// The buyer, sent as `client_reference_id` and in the metadata.
     pub user_id: &'a str,
+    /// The pack sold, sent in the metadata.
     pub pack_id: &'a str,
+    /// The line item's name, shown at checkout.
     pub product_name: &'a str,
+    /// The price, in the currency's minor unit.
     pub amount_cents: i64,
+    /// ISO currency code, e.g. `eur`.
     pub currency: &'a str,
+    /// Where the customer goes after paying.
     pub success_url: &'a str,
+    /// Where the customer goes after cancelling.
     pub cancel_url: &'a str,
+    /// When the session expires (unix seconds).
     pub expires_at: i64,
     /// Sent as `Idempotency-Key`: a retried create answers the same session.
     pub idempotency_key: &'a str,

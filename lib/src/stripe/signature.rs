@@ -14,10 +14,13 @@ pub const TOLERANCE_SECS: i64 = 300;
 /// Why a delivery was refused.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
+    /// No `Stripe-Signature` header, or no `t=` and `v1=` in it.
     #[error("no Stripe-Signature header, or no t= and v1= in it")]
     Missing,
+    /// The timestamp is more than `TOLERANCE_SECS` from now.
     #[error("timestamp outside tolerance")]
     Stale,
+    /// No `v1` signature matches the body.
     #[error("no matching signature")]
     Mismatch,
 }

@@ -26,8 +26,11 @@ use crate::{
 pub struct Route {
     /// The function (binary) that serves it.
     pub function: &'static str,
+    /// The HTTP method.
     pub method: Method,
+    /// The path pattern, as axum takes it (e.g. `/v1/generations/{id}`).
     pub path: &'static str,
+    /// Who may call it.
     pub access: Access,
 }
 
