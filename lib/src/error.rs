@@ -21,7 +21,7 @@ pub enum Error {
         free_remaining: i32,
     },
     /// No such thing of the caller's (unknown, another user's, deleted or expired).
-    #[error("{} not found", .0.name())]
+    #[error("{}", .0.code().message())]
     NotFound(Resource),
     /// The user already has as many generations in flight as allowed.
     #[error("{open} generations in flight")]
@@ -135,21 +135,6 @@ impl Resource {
             Resource::Pack => ErrorCode::PackNotFound,
             Resource::Purchase => ErrorCode::PurchaseNotFound,
             Resource::Route => ErrorCode::NotFound,
-        }
-    }
-
-    /// Its name in logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            Resource::Generation => "generation",
-            Resource::Image => "image",
-            Resource::Model => "model",
-            Resource::Upload => "upload",
-            Resource::Batch => "batch",
-            Resource::Export => "export",
-            Resource::Pack => "pack",
-            Resource::Purchase => "purchase",
-            Resource::Route => "route",
         }
     }
 }

@@ -18,7 +18,8 @@ use crate::otel::http::SendTraced;
 const LEEWAY_SECS: u64 = 30;
 const ALLOWED: [Algorithm; 3] = [Algorithm::EdDSA, Algorithm::RS256, Algorithm::ES256];
 
-/// Why a token was refused (all answer 401 `UNAUTHENTICATED`; the reason is logged).
+/// Why a token was refused: 401 `UNAUTHENTICATED` (the reason is logged), but for
+/// [`AuthError::KeySet`], which answers 503: the key set may be back in a moment.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// The request has no `Authorization: Bearer` token.

@@ -174,18 +174,24 @@ impl Config {
     fn read(v: &Vars) -> Result<Self, ConfigError> {
         use settings::*;
         let secs = |s| v.number(s).map(Duration::from_secs);
+        // `open` (true) or `closed`; `default` when unset.
         let open_or_closed = |s, default: bool| {
-            Ok::<_, ConfigError>(match v.choice(s, &["closed", "open"])? {
-                None => default,
-                Some(i) => i == 1,
-            })
+            Ok::<_, ConfigError>(
+                v.choice(s, &[("closed", false), ("open", true)])?
+                    .unwrap_or(default),
+            )
         };
 
-        let app_env = match v.choice(APP_ENV, &["development", "staging", "production"])? {
-            Some(1) => AppEnv::Staging,
-            Some(2) => AppEnv::Production,
-            _ => AppEnv::Development,
-        };
+        let app_env = v
+            .choice(
+                APP_ENV,
+                &[
+                    ("development", AppEnv::Development),
+                    ("staging", AppEnv::Staging),
+                    ("production", AppEnv::Production),
+                ],
+            )?
+            .unwrap_or(AppEnv::Development);
         let auth_url = v.url(MANA_CORE_AUTH_URL);
         let jwks_url = v
             .get(JWKS_URL)
@@ -207,23 +213,25 @@ impl Config {
                 "REPLICATE_WEBHOOK_SECRET must start with whsec_".into(),
             ));
         }
-        let credits_provider = match v.choice(CREDITS_PROVIDER, &["ledger", "manacore"])? {
-            Some(1) => CreditsProvider::Manacore {
+        let manacore = v.choice(CREDITS_PROVIDER, &[("ledger", false), ("manacore", true)])?;
+        let credits_provider = match manacore.unwrap_or(false) {
+            true => CreditsProvider::Manacore {
                 url: v
                     .url(MANA_CREDITS_URL)
                     .ok_or_else(|| ConfigError("MANA_CREDITS_URL is required".into()))?,
                 service_key: v.required(MANA_CORE_SERVICE_KEY)?,
                 app_id: v.required(APP_ID)?,
             },
-            _ => CreditsProvider::Ledger,
+            false => CreditsProvider::Ledger,
         };
-        let moderation_provider = match v.choice(MODERATION_PROVIDER, &["none", "openai"])? {
-            Some(1) => Some(ModerationProvider {
+        let openai = v.choice(MODERATION_PROVIDER, &[("none", false), ("openai", true)])?;
+        let moderation_provider = match openai.unwrap_or(false) {
+            true => Some(ModerationProvider {
                 base_url: v.required(MODERATION_API_BASE_URL)?,
                 api_key: v.required(OPENAI_API_KEY)?,
                 model: v.required(MODERATION_MODEL)?,
             }),
-            _ => None,
+            false => None,
         };
 
         Ok(Config {
@@ -244,14 +252,16 @@ impl Config {
             output_allowed_hosts: v.list(OUTPUT_ALLOWED_HOSTS),
             max_output_bytes: v.number(MAX_OUTPUT_BYTES)?,
             max_upload_bytes: v.number(MAX_UPLOAD_BYTES)?,
-            thumbnails_by_event: match v.choice(THUMBNAILS, &["background", "event"])? {
+            thumbnails_by_event: match v
+                .choice(THUMBNAILS, &[("background", false), ("event", true)])?
+            {
                 None => !THUMBNAIL_DECODERS,
-                Some(0) if !THUMBNAIL_DECODERS => {
+                Some(false) if !THUMBNAIL_DECODERS => {
                     return Err(ConfigError(
                         "THUMBNAILS=background needs a build with the thumbnail decoders (feature `thumbnails`)".into(),
                     ));
                 }
-                Some(i) => i == 1,
+                Some(by_event) => by_event,
             },
             thumbnail_decodes: v.number::<usize>(THUMBNAIL_DECODES)?.max(1),
             sync_wait: secs(SYNC_WAIT_SECONDS)?,

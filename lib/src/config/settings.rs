@@ -4,7 +4,9 @@
 //! the `Config` rows through [`Vars`]; `docs/configuration.md`'s settings table
 //! is [`table`]'s output (a test keeps the two equal).
 
-use std::{cell::RefCell, collections::HashMap, str::FromStr};
+#[cfg(test)]
+use std::cell::RefCell;
+use std::{collections::HashMap, str::FromStr};
 
 use super::ConfigError;
 
@@ -211,6 +213,7 @@ pub fn table() -> String {
 pub struct Vars<'a> {
     map: &'a HashMap<String, String>,
     /// The settings asked for (the test that keeps the table honest reads it).
+    #[cfg(test)]
     read: RefCell<Vec<&'static str>>,
 }
 
@@ -219,17 +222,20 @@ impl<'a> Vars<'a> {
     pub fn new(map: &'a HashMap<String, String>) -> Self {
         Vars {
             map,
+            #[cfg(test)]
             read: RefCell::default(),
         }
     }
 
     /// The names asked for so far.
+    #[cfg(test)]
     pub fn read(&self) -> Vec<&'static str> {
         self.read.borrow().clone()
     }
 
     /// The value given, else the default; `None` when neither.
     pub fn get(&self, s: Setting) -> Option<String> {
+        #[cfg(test)]
         self.read.borrow_mut().push(s.name);
         self.map
             .get(s.name)
@@ -268,21 +274,26 @@ impl<'a> Vars<'a> {
             .map_err(|_| ConfigError(format!("{} must be a number, got {v:?}", s.name)))
     }
 
-    /// One of `choices` (the default when unset), as its index.
-    pub fn choice(&self, s: Setting, choices: &[&str]) -> Result<Option<usize>, ConfigError> {
-        match self.get(s) {
-            None => Ok(None),
-            Some(v) => choices
-                .iter()
-                .position(|c| *c == v)
-                .map(Some)
-                .ok_or_else(|| {
-                    ConfigError(format!(
-                        "{} must be one of {}, got {v:?}",
-                        s.name,
-                        choices.join(", ")
-                    ))
-                }),
+    /// The value named by one of `choices` (the default's when unset); `None`
+    /// when neither is set.
+    pub fn choice<T: Copy>(
+        &self,
+        s: Setting,
+        choices: &[(&str, T)],
+    ) -> Result<Option<T>, ConfigError> {
+        let Some(v) = self.get(s) else {
+            return Ok(None);
+        };
+        match choices.iter().find(|(name, _)| *name == v) {
+            Some((_, value)) => Ok(Some(*value)),
+            None => {
+                let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+                Err(ConfigError(format!(
+                    "{} must be one of {}, got {v:?}",
+                    s.name,
+                    names.join(", ")
+                )))
+            }
         }
     }
 }

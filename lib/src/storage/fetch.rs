@@ -79,7 +79,8 @@ impl Outputs {
     }
 }
 
-/// Decodes the part of a `data:` URI after the scheme.
+/// Decodes the part of a `data:` URI after the scheme, at most `max_bytes`
+/// (a payload that cannot fit is refused before it is decoded).
 fn decode_data_uri(data: &str, max_bytes: usize) -> Result<Vec<u8>, StorageError> {
     let (meta, payload) = data.split_once(',').ok_or(StorageError::NotAnImage)?;
     if payload.len() > max_bytes.div_ceil(3) * 4 + 4 {
@@ -88,9 +89,13 @@ fn decode_data_uri(data: &str, max_bytes: usize) -> Result<Vec<u8>, StorageError
     if !meta.ends_with(";base64") {
         return Err(StorageError::NotAnImage);
     }
-    STANDARD
+    let bytes = STANDARD
         .decode(payload.trim())
-        .map_err(|_| StorageError::NotAnImage)
+        .map_err(|_| StorageError::NotAnImage)?;
+    match bytes.len() > max_bytes {
+        true => Err(StorageError::TooLarge(max_bytes)),
+        false => Ok(bytes),
+    }
 }
 
 #[cfg(test)]
@@ -107,6 +112,11 @@ mod tests {
         assert!(matches!(
             decode_data_uri(&format!("image/png;base64,{png}"), 2),
             Err(StorageError::TooLarge(2))
+        ));
+        // 8 bytes pass the payload's length check for a limit of 7, not the decoded one.
+        assert!(matches!(
+            decode_data_uri(&format!("image/png;base64,{png}"), 7),
+            Err(StorageError::TooLarge(7))
         ));
         assert!(matches!(
             decode_data_uri("image/png,raw", 1024),

@@ -9,17 +9,6 @@ use uuid::Uuid;
 
 use crate::common::{Stack, own_database};
 
-/// The keys under the user's prefix in the bucket.
-async fn objects(s: &Stack, user: Uuid) -> Vec<String> {
-    let mut keys = Vec::new();
-    s.state
-        .storage
-        .list(&format!("users/{user}/"), |k, _| keys.push(k.to_string()))
-        .await
-        .unwrap();
-    keys
-}
-
 async fn texts_left(s: &Stack, user: Uuid) -> i64 {
     let db = s.state.db.get().await.unwrap();
     db.query_one(
@@ -65,7 +54,7 @@ async fn deleting_an_account_leaves_no_object_and_no_prompt() {
         .await;
     assert_eq!(status, StatusCode::CREATED);
     assert!(
-        objects(&s, user).await.len() >= 4,
+        s.objects(user).await.len() >= 4,
         "images and thumbnails stored"
     );
 
@@ -98,7 +87,7 @@ async fn deleting_an_account_leaves_no_object_and_no_prompt() {
         (StatusCode::ACCEPTED, Some("deleted")),
         "{v}"
     );
-    assert_eq!(objects(&s, user).await, Vec::<String>::new());
+    assert_eq!(s.objects(user).await, Vec::<String>::new());
     assert_eq!(texts_left(&s, user).await, 0);
     // The running one was cancelled and its free generation given back; the ledger stays.
     let row = s.row(running["generationId"].as_str().unwrap()).await;
@@ -162,12 +151,12 @@ async fn an_interrupted_deletion_is_finished_by_the_reconciler_and_the_audit_see
     // deletion under way, not orphans.
     picture::db::accounts::scrub(&**conn, user).await.unwrap();
     assert_eq!(texts_left(&s, user).await, 0);
-    assert!(!objects(&s, user).await.is_empty());
+    assert!(!s.objects(user).await.is_empty());
     assert_eq!(audit(&s, user).await, Vec::<&str>::new());
 
     let report = picture::reconcile::sweep(&s.state).await.unwrap();
     assert_eq!(report.deletions_finished, 1, "{report:?}");
-    assert_eq!(objects(&s, user).await, Vec::<String>::new());
+    assert_eq!(s.objects(user).await, Vec::<String>::new());
     assert_eq!(texts_left(&s, user).await, 0);
     assert_eq!(audit(&s, user).await, Vec::<&str>::new());
     let report = picture::reconcile::sweep(&s.state).await.unwrap();
@@ -206,6 +195,6 @@ async fn a_thumbnail_made_during_the_deletion_is_deleted_too() {
     assert_eq!(body["status"], "deleted");
     // A task that had not claimed its row by then finds none and stores nothing.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    assert_eq!(objects(&s, user).await, Vec::<String>::new());
+    assert_eq!(s.objects(user).await, Vec::<String>::new());
     assert_eq!(audit(&s, user).await, Vec::<&str>::new());
 }

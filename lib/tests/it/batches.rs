@@ -21,6 +21,13 @@ fn batch(prompts: &[&str]) -> Value {
     json!({"name": "a batch", "prompts": prompts, "settings": {"modelId": FLUX, "steps": 4}})
 }
 
+/// Posts a batch of `prompts`, which must be admitted (201): its id and view.
+async fn create(s: &Stack, user: Uuid, prompts: &[&str]) -> (String, Value) {
+    let (status, b) = post(s, user, "/api/v1/batches", Some(batch(prompts))).await;
+    assert_eq!(status, StatusCode::CREATED, "{b}");
+    (b["id"].as_str().unwrap().to_string(), b)
+}
+
 async fn get(s: &Stack, user: Uuid, id: &str) -> Value {
     let (status, b) = s
         .call(
@@ -79,9 +86,7 @@ async fn a_batch_runs_at_most_the_cap_at_once_and_charges_each_item_once() {
         .map(|i| format!("item {i} [sim:slow=400]"))
         .collect();
     let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
-    let (status, b) = post(&s, user, "/api/v1/batches", Some(batch(&prompts))).await;
-    assert_eq!(status, StatusCode::CREATED, "{b}");
-    let id = b["id"].as_str().unwrap().to_string();
+    let (id, b) = create(&s, user, &prompts).await;
     assert_eq!(b["counts"]["total"], 10, "{b}");
     let indexes: Vec<_> = b["items"]
         .as_array()
@@ -182,9 +187,7 @@ async fn failed_items_end_partial_with_holds_released_and_retry_runs_only_them()
         "fine 2 [sim:slow=50]",
         "broken 3 [sim:fail] [sim:slow=50]",
     ];
-    let (status, b) = post(&s, user, "/api/v1/batches", Some(batch(&prompts))).await;
-    assert_eq!(status, StatusCode::CREATED, "{b}");
-    let id = b["id"].as_str().unwrap().to_string();
+    let (id, _) = create(&s, user, &prompts).await;
     let b = ended(&s, user, &id).await;
     assert_eq!(b["status"], "partial", "{b}");
     assert_eq!(
@@ -257,9 +260,7 @@ async fn cancelling_mid_way_releases_every_unfinished_hold() {
         "endless 3 [sim:hang]",
         "endless 4 [sim:hang]",
     ];
-    let (status, b) = post(&s, user, "/api/v1/batches", Some(batch(&prompts))).await;
-    assert_eq!(status, StatusCode::CREATED, "{b}");
-    let id = b["id"].as_str().unwrap().to_string();
+    let (id, _) = create(&s, user, &prompts).await;
     // Wait for the quick one to complete and two hanging ones to run.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -650,9 +651,7 @@ async fn concurrent_retries_rerun_each_failed_item_once() {
         "broken 1 [sim:fail] [sim:slow=20]",
         "broken 2 [sim:fail] [sim:slow=20]",
     ];
-    let (status, b) = post(&s, user, "/api/v1/batches", Some(batch(&prompts))).await;
-    assert_eq!(status, StatusCode::CREATED, "{b}");
-    let id = b["id"].as_str().unwrap().to_string();
+    let (id, _) = create(&s, user, &prompts).await;
     assert_eq!(ended(&s, user, &id).await["status"], "partial");
     let path = format!("/api/v1/batches/{id}/retry");
     let answers = futures::future::join_all((0..5).map(|_| post(&s, user, &path, None))).await;

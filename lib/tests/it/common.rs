@@ -213,6 +213,36 @@ impl Stack {
         }
     }
 
+    /// Nothing was recorded for `user`: no generation, no hold, three free generations left.
+    pub async fn assert_nothing_held(&self, user: Uuid) {
+        let db = self.state.db.get().await.unwrap();
+        let held: i64 = db
+            .query_one(
+                "SELECT (SELECT count(*) FROM generations WHERE user_id = $1)
+                      + (SELECT count(*) FROM credit_holds WHERE user_id = $1)",
+                &[&user],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(held, 0);
+        let (_, credits) = self
+            .call(Method::GET, "/api/v1/credits/balance", Some(user), None)
+            .await;
+        assert_eq!(credits["freeGenerationsRemaining"], 3, "{credits}");
+    }
+
+    /// The keys under the user's prefix in the bucket.
+    pub async fn objects(&self, user: Uuid) -> Vec<String> {
+        let mut keys = Vec::new();
+        self.state
+            .storage
+            .list(&format!("users/{user}/"), |k, _| keys.push(k.to_string()))
+            .await
+            .unwrap();
+        keys
+    }
+
     /// Whether the images bucket holds `key`.
     pub async fn object_exists(&self, key: &str) -> bool {
         let s3 = self.state.storage.client().await;

@@ -13,36 +13,6 @@ async fn generate(s: &Stack, user: Uuid, body: Value) -> (StatusCode, Value) {
         .await
 }
 
-/// Nothing was recorded for `user`: no generation, no hold, three free generations left.
-async fn nothing_held(s: &Stack, user: Uuid) {
-    let db = s.state.db.get().await.unwrap();
-    let held: i64 = db
-        .query_one(
-            "SELECT (SELECT count(*) FROM generations WHERE user_id = $1)
-                  + (SELECT count(*) FROM credit_holds WHERE user_id = $1)",
-            &[&user],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(held, 0);
-    let (_, credits) = s
-        .call(Method::GET, "/api/v1/credits/balance", Some(user), None)
-        .await;
-    assert_eq!(credits["freeGenerationsRemaining"], 3, "{credits}");
-}
-
-/// The keys under the user's prefix in the bucket.
-async fn objects(s: &Stack, user: Uuid) -> Vec<String> {
-    let mut keys = Vec::new();
-    s.state
-        .storage
-        .list(&format!("users/{user}/"), |k, _| keys.push(k.to_string()))
-        .await
-        .unwrap();
-    keys
-}
-
 async fn refusals(s: &Stack, user: Uuid) -> i32 {
     let db = s.state.db.get().await.unwrap();
     db.query_opt(
@@ -80,7 +50,7 @@ async fn blocklisted_words_are_refused_however_written_and_hold_nothing() {
         (Some("child porn"), Some("sexual/minors")),
         "{p}"
     );
-    nothing_held(&s, user).await;
+    s.assert_nothing_held(user).await;
     assert_eq!(refusals(&s, user).await, 5);
 
     // A blocked word inside another word is no hit.
@@ -126,7 +96,7 @@ async fn the_moderation_provider_refuses_by_category_and_its_outage_is_closed_in
         "{p}"
     );
     assert!(p.get("term").is_none(), "{p}");
-    nothing_held(&s, user).await;
+    s.assert_nothing_held(user).await;
 
     // The provider does not answer: refused in staging (nothing held), allowed in development.
     let down = [("MODERATION_API_BASE_URL", "http://127.0.0.1:9")];
@@ -140,7 +110,7 @@ async fn the_moderation_provider_refuses_by_category_and_its_outage_is_closed_in
         ),
         "{p}"
     );
-    nothing_held(&s, user).await;
+    s.assert_nothing_held(user).await;
     let development = Stack::with(&down).await;
     let (status, g) = development.generate(user, "a quiet lake", false).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{g}");
@@ -217,7 +187,7 @@ async fn flagged_outputs_are_never_stored_nor_charged() {
         (&json!("failed"), &json!("CONTENT_REFUSED"), &json!(0)),
         "{g}"
     );
-    assert_eq!(objects(&s, user).await, Vec::<String>::new());
+    assert_eq!(s.objects(user).await, Vec::<String>::new());
     assert_eq!(g["freeGenerationsRemaining"], 3, "{g}");
 
     // Two asked, the first flagged: one stored, one free slot used.
@@ -230,7 +200,7 @@ async fn flagged_outputs_are_never_stored_nor_charged() {
     assert_eq!(status, StatusCode::CREATED, "{g}");
     assert_eq!(g["images"].as_array().map(Vec::len), Some(1), "{g}");
     assert_eq!(
-        objects(&s, user)
+        s.objects(user)
             .await
             .iter()
             .filter(|k| !k.contains(".thumb."))

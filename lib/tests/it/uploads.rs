@@ -318,21 +318,7 @@ async fn unusable_sources_are_refused_and_hold_nothing() {
     }
 
     // Nothing was held or recorded for any of them.
-    let db = stack.state.db.get().await.unwrap();
-    let held: i64 = db
-        .query_one(
-            "SELECT (SELECT count(*) FROM generations WHERE user_id = $1)
-                  + (SELECT count(*) FROM credit_holds WHERE user_id = $1)",
-            &[&user],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(held, 0);
-    let (_, credits) = stack
-        .call(Method::GET, "/api/v1/credits/balance", Some(user), None)
-        .await;
-    assert_eq!(credits["freeGenerationsRemaining"], 3, "{credits}");
+    stack.assert_nothing_held(user).await;
 }
 
 /// A JPEG whose metadata (here six 64 KiB APP1 segments) pushes its size marker
@@ -447,17 +433,7 @@ async fn a_flagged_source_image_is_refused_before_anything_is_held() {
         ),
         "{p}"
     );
-    let db = s.state.db.get().await.unwrap();
-    let held: i64 = db
-        .query_one(
-            "SELECT (SELECT count(*) FROM generations WHERE user_id = $1)
-                  + (SELECT count(*) FROM credit_holds WHERE user_id = $1)",
-            &[&user],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(held, 0);
+    s.assert_nothing_held(user).await;
     // The same picture without the mark is used.
     let id = uploaded(&s, user, "image/png", png()).await;
     let body = json!({"prompt": "a cat [sim:slow=20]", "modelId": IMG2IMG, "sourceImageId": id, "waitForResult": true});
