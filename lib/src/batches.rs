@@ -108,7 +108,7 @@ pub async fn admit(st: &AppState, batch: &NewBatch, items: &[NewGeneration]) -> 
     let indexed: Vec<_> = (0..).zip(items).collect();
     hold_all(st, &tx, user, free_used, &indexed).await?;
     for (index, item) in &indexed {
-        batches::insert_item(&*tx, batch.id, *index, item.id).await?;
+        batches::put_item(&*tx, batch.id, *index, item.id).await?;
     }
     tx.commit().await?;
     tracing::info!(batch_id = %batch.id, %user, items = items.len(), "batch admitted");
@@ -219,7 +219,7 @@ pub async fn retry(st: &AppState, batch: &Batch) -> Result<usize> {
     let indexed: Vec<_> = failed.iter().map(|(i, g)| (*i, g)).collect();
     hold_all(st, &tx, user, free_used, &indexed).await?;
     for (index, run) in &indexed {
-        batches::set_item(&*tx, batch.id, *index, run.id).await?;
+        batches::put_item(&*tx, batch.id, *index, run.id).await?;
     }
     batches::set_cancelled(&*tx, batch.id, false).await?;
     tx.commit().await?;

@@ -8,7 +8,6 @@
 use std::{collections::HashMap, time::Instant};
 
 use axum::{
-    Extension,
     extract::{Path, Query, State},
     response::Response,
 };
@@ -24,14 +23,14 @@ use crate::{
     AppState, Error,
     batches::{self, BatchStatus, Counts, MAX_ITEMS},
     db::{
-        batches::{self as rows, Batch, NewBatch},
+        batches::{self as rows, Batch, BatchRequest, NewBatch},
         generations::{Generation, NewGeneration, RequestKey, Status},
         images,
         models::Model,
     },
     lifecycle,
     web::{
-        self, ApiBase, AuthUser, JsonBody, Routes,
+        self, ApiBase, AuthUser, Idempotency, JsonBody, Routes,
         policy::{READ, WRITE, WRITE_ONCE},
         problem::FieldError,
         text::{Checker, Text},
@@ -79,11 +78,7 @@ struct Parsed {
 /// request it becomes (the shared settings with its own fields), errors named
 /// where they were written (`settings.width`, `prompts[2].prompt`).
 fn parse(body: &Value, models: &[Model], user: Uuid) -> Result<Parsed, Problem> {
-    let Value::Object(map) = body else {
-        let e = FieldError::new("body", "must be a JSON object");
-        return Err(Problem::validation(vec![e]));
-    };
-    let mut c = Checker::new(map);
+    let mut c = Checker::of(body).map_err(Problem::validation)?;
     let name = c.string("name", Text::Free, 0, 200);
     let settings = match c.field("settings") {
         None => Map::new(),
@@ -228,9 +223,9 @@ fn view(b: &Batch, runs: &[(i32, Generation)], items: Option<Vec<ItemView>>) -> 
     let counts = Counts::of(runs.iter().map(|(_, g)| g.status));
     BatchView {
         id: b.id,
-        name: b.name.clone(),
+        name: b.request.name.clone(),
         status: counts.status(b.cancelled_at.is_some()),
-        settings: b.settings.clone(),
+        settings: b.request.settings.clone(),
         counts,
         items,
         created_at: b.created_at,
@@ -282,12 +277,11 @@ async fn start_queued(st: &AppState, user: Uuid, began: Instant) {
 async fn create_batch(
     State(st): State<AppState>,
     AuthUser(user): AuthUser,
-    key: Option<Extension<RequestKey>>,
+    Idempotency(key): Idempotency,
     ApiBase(api_base): ApiBase,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
     let began = Instant::now();
-    let key = key.map(|Extension(k)| k);
     if let Some(k) = &key
         && let Some(b) = earlier(&st, user, k).await?
     {
@@ -305,8 +299,10 @@ async fn create_batch(
     let batch = NewBatch {
         id: Uuid::new_v4(),
         user_id: user,
-        name: parsed.name,
-        settings: Value::Object(parsed.settings),
+        request: BatchRequest {
+            name: parsed.name,
+            settings: Value::Object(parsed.settings),
+        },
         api_base,
         idempotency: key.clone(),
     };

@@ -5,23 +5,20 @@
 //! entries (`GET /credits/transactions`, newest first, cursor pages).
 
 use axum::{
-    Extension,
     extract::{Path, Query, State},
     response::Response,
 };
 use http::{Method, StatusCode};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::web::Problem;
 use crate::{
     AppState,
-    db::{generations::RequestKey, ledger, purchases::Purchase},
+    db::{ledger, purchases::Purchase},
     purchases,
     web::{
-        self, ApiBase, AuthUser, JsonBody, Routes,
+        self, ApiBase, AuthUser, Idempotency, JsonBody, Routes,
         policy::{READ, WRITE_ONCE},
-        problem::FieldError,
         text::{Checker, Text},
     },
 };
@@ -131,26 +128,16 @@ impl From<Purchase> for CheckoutView {
 async fn start_checkout(
     State(st): State<AppState>,
     AuthUser(user): AuthUser,
-    key: Option<Extension<RequestKey>>,
+    Idempotency(key): Idempotency,
     ApiBase(api_base): ApiBase,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
-    let Value::Object(map) = &body else {
-        return Err(Problem::validation(vec![FieldError::new(
-            "body",
-            "must be a JSON object",
-        )]));
-    };
-    let mut c = Checker::new(map);
-    let pack = c.string("packId", Text::Strict, 1, 100);
+    let mut c = Checker::of(&body).map_err(Problem::validation)?;
+    let pack = c.required("packId", |c| c.string("packId", Text::Strict, 1, 100));
     c.unknown_fields();
-    if pack.is_none() && c.errors.iter().all(|e| e.field != "packId") {
-        c.fail("packId", "is required");
-    }
     let (Some(pack), true) = (pack, c.errors.is_empty()) else {
         return Err(Problem::validation(c.errors));
     };
-    let key = key.map(|Extension(k)| k);
     let purchase = purchases::checkout(&st, user, &pack, key.as_ref(), api_base.as_deref()).await?;
     Ok(web::json(StatusCode::CREATED, CheckoutView::from(purchase)))
 }

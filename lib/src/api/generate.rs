@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use axum::{Extension, extract::State, response::Response};
+use axum::{extract::State, response::Response};
 use http::{Method, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
@@ -22,7 +22,7 @@ use crate::{
     },
     lifecycle, uploads,
     web::{
-        self, ApiBase, AuthUser, JsonBody, Routes,
+        self, ApiBase, AuthUser, Idempotency, JsonBody, Routes,
         policy::WRITE_ONCE,
         problem::FieldError,
         text::{Checker, Text},
@@ -78,10 +78,7 @@ fn parse(body: &Value) -> Result<Request, Problem> {
 
 /// [`parse`], with the fields that failed.
 pub(super) fn check(body: &Value) -> Result<Request, Vec<FieldError>> {
-    let Value::Object(map) = body else {
-        return Err(vec![FieldError::new("body", "must be a JSON object")]);
-    };
-    let mut c = Checker::new(map);
+    let mut c = Checker::of(body)?;
     let prompt = c.string("prompt", Text::Free, 1, 10_000);
     if c.field("prompt").is_none() {
         c.fail("prompt", "is required");
@@ -232,13 +229,12 @@ pub(super) fn apply_model(
 async fn generate(
     State(st): State<AppState>,
     AuthUser(user_id): AuthUser,
-    key: Option<Extension<RequestKey>>,
+    Idempotency(key): Idempotency,
     ApiBase(api_base): ApiBase,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
     let began = Instant::now();
     let req = parse(&body)?;
-    let key = key.map(|Extension(k)| k);
     if let Some(k) = &key
         && let Some(g) = earlier(&st, user_id, k).await?
     {
@@ -427,12 +423,7 @@ mod tests {
     use serde_json::json;
 
     fn fields(p: Problem) -> Vec<String> {
-        p.body()["errors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["field"].as_str().unwrap().to_string())
-            .collect()
+        p.error_fields()
     }
 
     #[test]

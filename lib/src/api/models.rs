@@ -7,7 +7,6 @@ use axum::{
 };
 use http::{HeaderValue, Method, StatusCode, header};
 
-use super::views::ModelView;
 use crate::web::Problem;
 use crate::{
     AppState,
@@ -33,8 +32,7 @@ fn cached(mut res: Response) -> Response {
 
 async fn list(State(st): State<AppState>) -> Result<Response, Problem> {
     let models = st.models().await?;
-    let views: Vec<ModelView> = models.iter().map(ModelView::from).collect();
-    Ok(cached(web::json(StatusCode::OK, views)))
+    Ok(cached(web::json(StatusCode::OK, &*models)))
 }
 
 async fn one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, Problem> {
@@ -44,5 +42,5 @@ async fn one(State(st): State<AppState>, Path(id): Path<String>) -> Result<Respo
         .iter()
         .find(|m| m.id == id)
         .ok_or_else(|| Problem::not_found(crate::Resource::Model))?;
-    Ok(cached(web::json(StatusCode::OK, ModelView::from(model))))
+    Ok(cached(web::json(StatusCode::OK, model)))
 }

@@ -15,7 +15,6 @@ use crate::{
     web::{
         self, AuthUser, JsonBody, Routes,
         policy::WRITE,
-        problem::FieldError,
         text::{Checker, Text},
     },
 };
@@ -27,14 +26,8 @@ pub fn routes() -> Routes {
 
 /// Checks the body (docs/openapi.yaml, `UploadRequest`): the content type and length.
 fn parse(body: &Value, max_bytes: usize) -> Result<(String, i64), Problem> {
-    let Value::Object(map) = body else {
-        return Err(Problem::validation(vec![FieldError::new(
-            "body",
-            "must be a JSON object",
-        )]));
-    };
-    let mut c = Checker::new(map);
-    let content_type = required(&mut c, "contentType", |c| {
+    let mut c = Checker::of(body).map_err(Problem::validation)?;
+    let content_type = c.required("contentType", |c| {
         c.string("contentType", Text::Strict, 1, 100)
     });
     if content_type
@@ -47,25 +40,12 @@ fn parse(body: &Value, max_bytes: usize) -> Result<(String, i64), Problem> {
         );
     }
     let max = i64::try_from(max_bytes).unwrap_or(i64::MAX);
-    let content_length = required(&mut c, "contentLength", |c| c.int("contentLength", 1, max));
+    let content_length = c.required("contentLength", |c| c.int("contentLength", 1, max));
     c.unknown_fields();
     match (content_type, content_length) {
         (Some(t), Some(n)) if c.errors.is_empty() => Ok((t, n)),
         _ => Err(Problem::validation(c.errors)),
     }
-}
-
-/// `check`'s value of `field`, or an error if the field is absent or null.
-fn required<'a, T>(
-    c: &mut Checker<'a>,
-    field: &'a str,
-    check: impl FnOnce(&mut Checker<'a>) -> Option<T>,
-) -> Option<T> {
-    if c.field(field).is_none() {
-        c.fail(field, "is required");
-        return None;
-    }
-    check(c)
 }
 
 /// `POST /uploads`: where and how to PUT the image.
@@ -111,12 +91,7 @@ mod tests {
     use serde_json::json;
 
     fn fields(body: Value) -> Vec<String> {
-        parse(&body, 100).unwrap_err().body()["errors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["field"].as_str().unwrap().to_string())
-            .collect()
+        parse(&body, 100).unwrap_err().error_fields()
     }
 
     #[test]

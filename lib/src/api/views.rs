@@ -12,7 +12,6 @@ use crate::{
     db::{
         generations::{Generation, Status},
         images::{self, Image},
-        models::Model,
     },
 };
 
@@ -65,92 +64,6 @@ impl Received {
         received: true,
         duplicate: true,
     };
-}
-
-/// A catalog model as clients see it (`GET /models`).
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ModelView {
-    /// The id to pass as `modelId`.
-    pub id: Uuid,
-    /// Short stable name (`flux-schnell`).
-    pub name: String,
-    /// Name to show.
-    pub display_name: String,
-    /// One line on what it is good at.
-    pub description: String,
-    /// The Replicate model (`owner/name`).
-    pub replicate_id: String,
-    /// The pinned version, if any.
-    pub version: Option<String>,
-    /// Other version ids a caller may ask for with `modelVersion`.
-    pub versions: Vec<String>,
-    /// Width used when none is asked.
-    pub default_width: i32,
-    /// Height used when none is asked.
-    pub default_height: i32,
-    /// Steps used when none are asked.
-    pub default_steps: i32,
-    /// Guidance scale used when none is asked.
-    pub default_guidance_scale: f64,
-    /// Smallest width accepted.
-    pub min_width: i32,
-    /// Smallest height accepted.
-    pub min_height: i32,
-    /// Largest width accepted.
-    pub max_width: i32,
-    /// Largest height accepted.
-    pub max_height: i32,
-    /// Most steps accepted.
-    pub max_steps: i32,
-    /// Whether `negativePrompt` is used.
-    pub supports_negative_prompt: bool,
-    /// Whether a source image may be given.
-    #[serde(rename = "supportsImg2Img")]
-    pub supports_img2img: bool,
-    /// Whether `seed` is used.
-    pub supports_seed: bool,
-    /// The most outputs one generation may ask for (`numOutputs`).
-    pub max_outputs: i32,
-    /// Whether its outputs are checked by moderation before they are stored.
-    pub moderate_outputs: bool,
-    /// Whether it runs when no `modelId` is given.
-    pub is_default: bool,
-    /// Its place in the list.
-    pub sort_order: i32,
-    /// Typical seconds a generation takes.
-    pub estimated_time_seconds: i32,
-}
-
-impl From<&Model> for ModelView {
-    fn from(m: &Model) -> Self {
-        ModelView {
-            id: m.id,
-            name: m.name.clone(),
-            display_name: m.display_name.clone(),
-            description: m.description.clone(),
-            replicate_id: m.replicate_id.clone(),
-            version: m.version.clone(),
-            versions: m.versions.clone(),
-            default_width: m.default_width,
-            default_height: m.default_height,
-            default_steps: m.default_steps,
-            default_guidance_scale: m.default_guidance_scale,
-            min_width: m.min_width,
-            min_height: m.min_height,
-            max_width: m.max_width,
-            max_height: m.max_height,
-            max_steps: m.max_steps,
-            supports_negative_prompt: m.supports_negative_prompt,
-            supports_img2img: m.supports_img2img,
-            supports_seed: m.supports_seed,
-            max_outputs: m.max_outputs,
-            moderate_outputs: m.moderate_outputs,
-            is_default: m.is_default,
-            sort_order: m.sort_order,
-            estimated_time_seconds: m.estimated_time_seconds,
-        }
-    }
 }
 
 /// An image with a URL it can be downloaded from, and its thumbnail's URL and

@@ -8,6 +8,7 @@ use std::{collections::HashMap, pin::pin};
 use super::Sql;
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
+use postgres_from_row::FromRow;
 use tokio_postgres::{Row, types::ToSql};
 use uuid::Uuid;
 
@@ -73,6 +74,7 @@ impl GenRow {
 }
 
 /// A ledger account with the sums of its transactions.
+#[derive(FromRow)]
 pub struct Account {
     /// The account's user.
     pub user_id: Uuid,
@@ -93,6 +95,7 @@ pub struct Account {
 }
 
 /// A user's free-generation counter and the free holds that use it.
+#[derive(FromRow)]
 pub struct Quota {
     /// The user.
     pub user_id: Uuid,
@@ -219,10 +222,10 @@ pub async fn generations_by_id(db: &impl Sql, ids: &[Uuid]) -> Result<HashMap<Uu
 const ACCOUNTS: &str = "
 SELECT a.user_id, a.balance, a.total_earned, a.total_spent,
        coalesce(sum(CASE WHEN t.kind IN ('grant', 'purchase', 'reinstate') THEN t.amount
-                         WHEN t.kind = 'takeback' THEN -t.amount END), 0)::bigint,
-       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'capture'), 0)::bigint,
-       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'refund'), 0)::bigint,
-       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'takeback'), 0)::bigint
+                         WHEN t.kind = 'takeback' THEN -t.amount END), 0)::bigint AS earned,
+       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'capture'), 0)::bigint AS captures,
+       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'refund'), 0)::bigint AS refunds,
+       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'takeback'), 0)::bigint AS takebacks
   FROM credit_accounts a
   LEFT JOIN credit_transactions t ON t.user_id = a.user_id
  WHERE $1::uuid IS NULL OR a.user_id = $1
@@ -234,21 +237,11 @@ pub async fn accounts(
     user: Option<Uuid>,
     each: impl FnMut(Account),
 ) -> Result<usize> {
-    let map = |r: &Row| Account {
-        user_id: r.get(0),
-        balance: r.get(1),
-        total_earned: r.get(2),
-        total_spent: r.get(3),
-        earned: r.get(4),
-        captures: r.get(5),
-        refunds: r.get(6),
-        takebacks: r.get(7),
-    };
-    stream(db, ACCOUNTS, &[&user], map, each).await
+    stream(db, ACCOUNTS, &[&user], Account::from_row, each).await
 }
 
 const QUOTAS: &str = "
-SELECT coalesce(q.user_id, h.user_id), q.free_used, coalesce(h.n, 0)
+SELECT coalesce(q.user_id, h.user_id) AS user_id, q.free_used, coalesce(h.n, 0) AS free_holds
   FROM (SELECT * FROM user_quotas WHERE $1::uuid IS NULL OR user_id = $1) q
   FULL JOIN (SELECT user_id, sum(free_units)::bigint AS n FROM credit_holds
               WHERE state IN ('held', 'captured') AND ($1::uuid IS NULL OR user_id = $1)
@@ -256,15 +249,11 @@ SELECT coalesce(q.user_id, h.user_id), q.free_used, coalesce(h.n, 0)
 
 /// Streams every user's (or `user`'s) free quota with the free slots their holds use.
 pub async fn quotas(db: &impl Sql, user: Option<Uuid>, each: impl FnMut(Quota)) -> Result<usize> {
-    let map = |r: &Row| Quota {
-        user_id: r.get(0),
-        free_used: r.get(1),
-        free_holds: r.get(2),
-    };
-    stream(db, QUOTAS, &[&user], map, each).await
+    stream(db, QUOTAS, &[&user], Quota::from_row, each).await
 }
 
 /// A purchase with what its ledger entries add up to.
+#[derive(FromRow)]
 pub struct PurchaseRow {
     /// The purchase's Checkout Session.
     pub session_id: String,
@@ -285,11 +274,11 @@ pub struct PurchaseRow {
 }
 
 const PURCHASES: &str = "
-SELECT p.session_id, p.user_id, p.status, p.credits::bigint,
-       count(t.id) FILTER (WHERE t.kind = 'purchase'),
-       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'purchase'), 0)::bigint,
-       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'takeback'), 0)::bigint,
-       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'reinstate'), 0)::bigint
+SELECT p.session_id, p.user_id, p.status, p.credits::bigint AS credits,
+       count(t.id) FILTER (WHERE t.kind = 'purchase') AS grants,
+       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'purchase'), 0)::bigint AS granted,
+       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'takeback'), 0)::bigint AS takebacks,
+       coalesce(sum(t.amount) FILTER (WHERE t.kind = 'reinstate'), 0)::bigint AS reinstated
   FROM purchases p
   LEFT JOIN credit_transactions t ON t.session_id = p.session_id
  WHERE ($1::uuid IS NULL OR p.user_id = $1) AND ($2::timestamptz IS NULL OR p.created_at >= $2)
@@ -302,17 +291,7 @@ pub async fn purchases(
     since: Option<DateTime<Utc>>,
     each: impl FnMut(PurchaseRow),
 ) -> Result<usize> {
-    let map = |r: &Row| PurchaseRow {
-        session_id: r.get(0),
-        user_id: r.get(1),
-        status: r.get(2),
-        credits: r.get(3),
-        grants: r.get(4),
-        granted: r.get(5),
-        takebacks: r.get(6),
-        reinstated: r.get(7),
-    };
-    stream(db, PURCHASES, &[&user, &since], map, each).await
+    stream(db, PURCHASES, &[&user, &since], PurchaseRow::from_row, each).await
 }
 
 /// Purchase entries whose session has no purchase row (of `user`): (entry id, user, session).

@@ -3,7 +3,7 @@
 //! points it at a new one). `crate::batches` decides what they mean.
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::Row;
+use postgres_from_row::FromRow;
 use uuid::Uuid;
 
 use super::{
@@ -12,17 +12,25 @@ use super::{
 };
 use crate::Result;
 
+/// What the caller asked of a batch, as stored with it.
+#[derive(Debug, Clone, FromRow)]
+pub struct BatchRequest {
+    /// The caller's name for it, if given (emptied once the account is deleted).
+    pub name: Option<String>,
+    /// The shared settings as asked (`{}` when none).
+    pub settings: serde_json::Value,
+}
+
 /// A batch row (not deleted).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, FromRow)]
 pub struct Batch {
     /// The batch's id.
     pub id: Uuid,
     /// Its owner.
     pub user_id: Uuid,
-    /// The caller's name for it, if given (emptied once the account is deleted).
-    pub name: Option<String>,
-    /// The shared settings as asked.
-    pub settings: serde_json::Value,
+    /// Its name and shared settings.
+    #[from_row(flatten)]
+    pub request: BatchRequest,
     /// The SHA-256 (hex) of the body sent with its `Idempotency-Key`, if one was.
     pub request_hash: Option<String>,
     /// When its user cancelled it; `None` if never.
@@ -31,31 +39,15 @@ pub struct Batch {
     pub created_at: DateTime<Utc>,
 }
 
-impl From<&Row> for Batch {
-    fn from(r: &Row) -> Self {
-        Batch {
-            id: r.get("id"),
-            user_id: r.get("user_id"),
-            name: r.get("name"),
-            settings: r.get("settings"),
-            request_hash: r.get("request_hash"),
-            cancelled_at: r.get("cancelled_at"),
-            created_at: r.get("created_at"),
-        }
-    }
-}
-
 /// A batch about to be recorded.
 #[derive(Debug, Clone)]
 pub struct NewBatch {
     /// The id to record it under (new).
     pub id: Uuid,
-    /// Its owner.
+    /// The user admitting it.
     pub user_id: Uuid,
-    /// The caller's name for it, if given.
-    pub name: Option<String>,
-    /// The shared settings as asked (`{}` when none).
-    pub settings: serde_json::Value,
+    /// What the caller asked.
+    pub request: BatchRequest,
     /// The API's own URL as the request reached it (the items' webhooks).
     pub api_base: Option<String>,
     /// The request's `Idempotency-Key` and body hash: a retry with the key finds this batch.
@@ -74,36 +66,31 @@ pub async fn insert(tx: &impl Sql, b: &NewBatch) -> Result<bool> {
             "INSERT INTO batches (id, user_id, name, settings, api_base, idempotency_key, request_hash)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
-            &[&b.id, &b.user_id, &b.name, &b.settings, &b.api_base, &key, &hash],
+            &[
+                &b.id,
+                &b.user_id,
+                &b.request.name,
+                &b.request.settings,
+                &b.api_base,
+                &key,
+                &hash,
+            ],
         )
         .await?;
     Ok(n == 1)
 }
 
-/// Records item `index` of a batch and its first run.
-pub async fn insert_item(
+/// Points item `index` of a batch at a run: its first when admitted, a new
+/// one when retried (the item is recorded on first use).
+pub async fn put_item(
     tx: &impl Sql,
     batch_id: Uuid,
     index: i32,
     generation_id: Uuid,
 ) -> Result<()> {
     tx.execute(
-        "INSERT INTO batch_items (batch_id, item_index, generation_id) VALUES ($1, $2, $3)",
-        &[&batch_id, &index, &generation_id],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Points item `index` at a new run.
-pub async fn set_item(
-    tx: &impl Sql,
-    batch_id: Uuid,
-    index: i32,
-    generation_id: Uuid,
-) -> Result<()> {
-    tx.execute(
-        "UPDATE batch_items SET generation_id = $3 WHERE batch_id = $1 AND item_index = $2",
+        "INSERT INTO batch_items (batch_id, item_index, generation_id) VALUES ($1, $2, $3)
+         ON CONFLICT (batch_id, item_index) DO UPDATE SET generation_id = EXCLUDED.generation_id",
         &[&batch_id, &index, &generation_id],
     )
     .await?;
@@ -118,7 +105,7 @@ pub async fn get_by_key(db: &impl Sql, user_id: Uuid, key: &str) -> Result<Optio
             &[&user_id, &key],
         )
         .await?;
-    Ok(row.as_ref().map(Batch::from))
+    Ok(row.as_ref().map(Batch::from_row))
 }
 
 /// The user's batch, if it exists and was not deleted; `lock`: for the rest of the transaction.
@@ -136,7 +123,7 @@ pub async fn get_owned(
         .query_opt(&sql, &[&id, &user_id])
         .await?
         .as_ref()
-        .map(Batch::from))
+        .map(Batch::from_row))
 }
 
 /// Up to `limit` of the user's batches, newest first, strictly after `cursor`.
@@ -156,7 +143,7 @@ pub async fn page(
             &[&user_id, &at, &id, &limit],
         )
         .await?;
-    Ok(rows.iter().map(Batch::from).collect())
+    Ok(rows.iter().map(Batch::from_row).collect())
 }
 
 /// The items of some batches with their current runs: (batch, index, run), in item order.

@@ -3,6 +3,7 @@
 
 use super::Sql;
 use chrono::{DateTime, Utc};
+use postgres_from_row::FromRow;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -127,7 +128,7 @@ pub async fn insert(db: &impl Sql, img: &NewImage) -> Result<()> {
 }
 
 /// An image whose thumbnail has not been tried yet.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, FromRow)]
 pub struct Pending {
     /// The image's id.
     pub id: Uuid,
@@ -137,17 +138,6 @@ pub struct Pending {
     pub user_id: Uuid,
     /// The image's object key, read to make the thumbnail.
     pub storage_key: String,
-}
-
-impl From<&Row> for Pending {
-    fn from(r: &Row) -> Self {
-        Pending {
-            id: r.get("id"),
-            generation_id: r.get("generation_id"),
-            user_id: r.get("user_id"),
-            storage_key: r.get("storage_key"),
-        }
-    }
 }
 
 /// Locks up to `limit` images (of `user`, stored before `stored_before`) without a
@@ -171,7 +161,7 @@ pub async fn claim_pending(
             &[&user, &stored_before, &after, &limit],
         )
         .await?;
-    Ok(rows.iter().map(Pending::from).collect())
+    Ok(rows.iter().map(Pending::from_row).collect())
 }
 
 /// Locks the image of `generation_id` stored at `key` if its thumbnail has not been
@@ -189,7 +179,7 @@ pub async fn claim_pending_at(
             &[&generation_id, &key],
         )
         .await?;
-    Ok(row.as_ref().map(Pending::from))
+    Ok(row.as_ref().map(Pending::from_row))
 }
 
 /// Records the outcome of a thumbnail try on an image that had none; false if

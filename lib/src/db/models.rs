@@ -1,13 +1,17 @@
 //! The model catalog (`models` table).
 
 use super::Sql;
-use tokio_postgres::Row;
+use postgres_from_row::FromRow;
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::Result;
 
-/// A Replicate model offered to users, with its limits and defaults.
-#[derive(Debug, Clone)]
+/// A Replicate model offered to users, with its limits and defaults: also its
+/// public view (`GET /models`), since the contract shows every column but
+/// `is_active` (docs/openapi.yaml `Model`; a test keeps the two equal).
+#[derive(Debug, Clone, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Model {
     /// The model's id (`modelId`).
     pub id: Uuid,
@@ -44,6 +48,7 @@ pub struct Model {
     /// Whether `negativePrompt` may be given.
     pub supports_negative_prompt: bool,
     /// Whether a source image may be given (`sourceImageUrl`, `sourceImageId`).
+    #[serde(rename = "supportsImg2Img")]
     pub supports_img2img: bool,
     /// Whether `seed` may be given.
     pub supports_seed: bool,
@@ -59,37 +64,6 @@ pub struct Model {
     pub estimated_time_seconds: i32,
 }
 
-impl From<&Row> for Model {
-    fn from(r: &Row) -> Self {
-        Model {
-            id: r.get("id"),
-            name: r.get("name"),
-            display_name: r.get("display_name"),
-            description: r.get("description"),
-            replicate_id: r.get("replicate_id"),
-            version: r.get("version"),
-            versions: r.get("versions"),
-            default_width: r.get("default_width"),
-            default_height: r.get("default_height"),
-            default_steps: r.get("default_steps"),
-            default_guidance_scale: r.get("default_guidance_scale"),
-            min_width: r.get("min_width"),
-            min_height: r.get("min_height"),
-            max_width: r.get("max_width"),
-            max_height: r.get("max_height"),
-            max_steps: r.get("max_steps"),
-            supports_negative_prompt: r.get("supports_negative_prompt"),
-            supports_img2img: r.get("supports_img2img"),
-            supports_seed: r.get("supports_seed"),
-            max_outputs: r.get("max_outputs"),
-            moderate_outputs: r.get("moderate_outputs"),
-            is_default: r.get("is_default"),
-            sort_order: r.get("sort_order"),
-            estimated_time_seconds: r.get("estimated_time_seconds"),
-        }
-    }
-}
-
 /// Active models, default first, then by sort order.
 pub async fn list_active(db: &impl Sql) -> Result<Vec<Model>> {
     let rows = db
@@ -98,7 +72,7 @@ pub async fn list_active(db: &impl Sql) -> Result<Vec<Model>> {
             &[],
         )
         .await?;
-    Ok(rows.iter().map(Model::from).collect())
+    Ok(rows.iter().map(Model::from_row).collect())
 }
 
 impl Model {

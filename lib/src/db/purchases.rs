@@ -3,6 +3,7 @@
 //! `credit_transactions` (`db::ledger`).
 
 use chrono::{DateTime, Utc};
+use postgres_from_row::FromRow;
 use serde::Serialize;
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -11,7 +12,7 @@ use super::Sql;
 use crate::{Error, Result};
 
 /// A pack of credits on sale.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct Pack {
     /// The pack's id (`packId`, e.g. `credits-100`).
@@ -26,18 +27,6 @@ pub struct Pack {
     pub currency: String,
 }
 
-impl From<&Row> for Pack {
-    fn from(r: &Row) -> Self {
-        Pack {
-            id: r.get("id"),
-            name: r.get("name"),
-            credits: r.get("credits"),
-            price_cents: r.get("price_cents"),
-            currency: r.get("currency"),
-        }
-    }
-}
-
 /// The packs on sale, in their order.
 pub async fn active_packs(db: &impl Sql) -> Result<Vec<Pack>> {
     let rows = db
@@ -46,7 +35,7 @@ pub async fn active_packs(db: &impl Sql) -> Result<Vec<Pack>> {
             &[],
         )
         .await?;
-    Ok(rows.iter().map(Pack::from).collect())
+    Ok(rows.iter().map(Pack::from_row).collect())
 }
 
 /// A pack on sale.
@@ -57,7 +46,7 @@ pub async fn active_pack(db: &impl Sql, id: &str) -> Result<Option<Pack>> {
             &[&id],
         )
         .await?;
-    Ok(row.as_ref().map(Pack::from))
+    Ok(row.as_ref().map(Pack::from_row))
 }
 
 /// Where a purchase stands.

@@ -2,14 +2,14 @@
 //! `sourceImageId` can be told apart as unknown, not PUT yet, or ready.
 
 use chrono::{DateTime, Utc};
-use tokio_postgres::Row;
+use postgres_from_row::FromRow;
 use uuid::Uuid;
 
 use super::Sql;
 use crate::Result;
 
 /// An upload URL handed out to a user, with what the user declared.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, FromRow)]
 pub struct Upload {
     /// The upload's id (`sourceImageId`; names its object key).
     pub id: Uuid,
@@ -21,18 +21,6 @@ pub struct Upload {
     pub content_length: i64,
     /// When the URL was handed out: it works for 15 minutes, the object is kept a day.
     pub created_at: DateTime<Utc>,
-}
-
-impl Upload {
-    fn from_row(r: &Row) -> Self {
-        Upload {
-            id: r.get("id"),
-            user_id: r.get("user_id"),
-            content_type: r.get("content_type"),
-            content_length: r.get("content_length"),
-            created_at: r.get("created_at"),
-        }
-    }
 }
 
 /// Records an upload URL handed out to `user_id`; returns the row.

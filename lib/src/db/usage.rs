@@ -3,13 +3,13 @@
 
 use super::Sql;
 use chrono::{DateTime, Utc};
+use postgres_from_row::FromRow;
 use serde::Serialize;
-use tokio_postgres::Row;
 
 use crate::Result;
 
 /// The sums over some generations (the report's names and units).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct Sums {
     /// Generations created in the window.
@@ -39,26 +39,6 @@ pub struct Sums {
     pub estimated_cost_usd: f64,
     /// The part of `estimated_cost_usd` spent on `refused` generations.
     pub refused_cost_usd: f64,
-}
-
-impl From<&Row> for Sums {
-    fn from(r: &Row) -> Self {
-        Sums {
-            generations: r.get("generations"),
-            completed: r.get("completed"),
-            failed: r.get("failed"),
-            cancelled: r.get("cancelled"),
-            refused: r.get("refused"),
-            free: r.get("free"),
-            credits: r.get("credits"),
-            waived: r.get("waived"),
-            credits_captured: r.get("credits_captured"),
-            predict_seconds: r.get("predict_seconds"),
-            predict_seconds_p50: r.get("predict_seconds_p50"),
-            estimated_cost_usd: r.get("estimated_cost_usd"),
-            refused_cost_usd: r.get("refused_cost_usd"),
-        }
-    }
 }
 
 /// Generations created in `[since, until)`: the sums of each model (by name)
@@ -94,7 +74,7 @@ pub async fn by_model(
         .await?;
     Ok(rows
         .iter()
-        .map(|r| (r.get("model"), Sums::from(r)))
+        .map(|r| (r.get("model"), Sums::from_row(r)))
         .collect())
 }
 

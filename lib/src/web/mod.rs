@@ -54,6 +54,19 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiBase {
     }
 }
 
+/// The request's `Idempotency-Key` with its body's hash, as `web::idempotency`
+/// checked it; `None` when the caller sent none.
+#[derive(Debug, Clone, Default)]
+pub struct Idempotency(pub Option<crate::db::generations::RequestKey>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Idempotency {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Idempotency(parts.extensions.get().cloned()))
+    }
+}
+
 /// The user a request is authenticated as (from the bearer token's `sub`).
 #[derive(Debug, Clone, Copy)]
 pub struct AuthUser(pub Uuid);

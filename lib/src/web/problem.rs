@@ -191,6 +191,17 @@ impl Problem {
         })
         .unwrap_or(Value::Null)
     }
+
+    /// The `field` of each entry of `errors`, in order (for tests of the parsers).
+    #[cfg(test)]
+    pub fn error_fields(&self) -> Vec<String> {
+        self.body()["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["field"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
 }
 
 impl IntoResponse for Problem {

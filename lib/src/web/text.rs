@@ -94,6 +94,27 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// A checker of a request body, which must be a JSON object.
+    pub fn of(body: &'a Value) -> Result<Self, Vec<FieldError>> {
+        match body {
+            Value::Object(map) => Ok(Checker::new(map)),
+            _ => Err(vec![FieldError::new("body", "must be a JSON object")]),
+        }
+    }
+
+    /// `check`'s value of `field`, or an error if the field is absent or null.
+    pub fn required<T>(
+        &mut self,
+        field: &'a str,
+        check: impl FnOnce(&mut Self) -> Option<T>,
+    ) -> Option<T> {
+        if self.field(field).is_none() {
+            self.fail(field, "is required");
+            return None;
+        }
+        check(self)
+    }
+
     /// The value of `field` (absent and `null` alike are `None`), which is now a known field.
     pub fn field(&mut self, field: &'a str) -> Option<&'a Value> {
         self.known.push(field);
