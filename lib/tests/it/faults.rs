@@ -94,7 +94,12 @@ async fn s3_frozen_while_a_webhook_completes_then_resumed_completes_once() {
     .await;
     let user = Uuid::new_v4();
     let (status, g) = s
-        .generate(user, "copied in bad weather [sim:slow=300]", false)
+        // A large output: its copy streams the download into the PUT, then falls back to a whole copy.
+        .generate(
+            user,
+            "copied in bad weather [sim:slow=300] [sim:noise]",
+            false,
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{g}");
     s3.process().freeze();
