@@ -1,9 +1,7 @@
 //! An output's bytes: a `data:` URI's payload, or downloaded from a URL that
 //! [`UrlPolicy::provider_outputs`] allows, at most `MAX_OUTPUT_BYTES` either
-//! way and within [`DOWNLOAD_TIMEOUT`]. A download of declared length is
-//! handed over once its first [`HEAD_BYTES`] are in, the rest still arriving
-//! ([`Arriving`]), so that storing it overlaps the download. Imports
-//! `url_policy` and the HTTP client; no S3 here.
+//! way and within [`DOWNLOAD_TIMEOUT`]. Imports `url_policy` and the HTTP
+//! client; no S3 here.
 
 use std::time::Duration;
 
@@ -13,61 +11,6 @@ use super::StorageError;
 use crate::{Config, http_client::HttpClient, otel::http::SendTraced, url_policy::UrlPolicy};
 
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// What is read of a download before it is handed over: enough for the
-/// format and the pixel size of every format `media` knows.
-pub(super) const HEAD_BYTES: usize = 64 * 1024;
-
-/// An output as [`Outputs::open`] hands it over.
-pub(super) enum Output {
-    /// All of it: a `data:` URI, a short download, or one of undeclared length.
-    Whole(Vec<u8>),
-    /// The first bytes of a download whose length is declared; the rest is still coming.
-    Arriving(Arriving),
-}
-
-/// A download under way: its first bytes, its declared length and the rest.
-pub(super) struct Arriving {
-    /// At least [`HEAD_BYTES`] of it.
-    pub head: Vec<u8>,
-    /// Its declared length, at most `MAX_OUTPUT_BYTES` (HTTP framing holds the body to it).
-    pub length: usize,
-    rest: reqwest::Response,
-}
-
-impl Arriving {
-    /// The next chunk of the rest; `None` at the end.
-    pub async fn next(&mut self, so_far: usize) -> Result<Option<bytes::Bytes>, StorageError> {
-        next_chunk(&mut self.rest, so_far, self.length).await
-    }
-
-    /// All of it, read to the end.
-    pub async fn finish(mut self) -> Result<Vec<u8>, StorageError> {
-        let mut bytes = std::mem::take(&mut self.head);
-        // Sized once: a growing buffer would briefly hold twice as much.
-        bytes.reserve_exact(self.length.saturating_sub(bytes.len()));
-        while let Some(chunk) = self.next(bytes.len()).await? {
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok(bytes)
-    }
-}
-
-/// The next chunk of `res`, refused when it would take the body past `max` bytes.
-async fn next_chunk(
-    res: &mut reqwest::Response,
-    so_far: usize,
-    max: usize,
-) -> Result<Option<bytes::Bytes>, StorageError> {
-    let chunk = res
-        .chunk()
-        .await
-        .map_err(|e| StorageError::Download(e.without_url().to_string()))?;
-    match chunk {
-        Some(c) if so_far + c.len() > max => Err(StorageError::TooLarge(max)),
-        chunk => Ok(chunk),
-    }
-}
 
 /// Where outputs may come from, and how large they may be.
 #[derive(Debug)]
@@ -87,23 +30,15 @@ impl Outputs {
         }
     }
 
-    /// `source` (an output's `data:` URI or URL): whole, or its head with the rest arriving.
-    pub(super) async fn open(&self, source: &str) -> Result<Output, StorageError> {
+    /// The bytes of `source`: an output's `data:` URI or URL.
+    pub(super) async fn fetch(&self, source: &str) -> Result<Vec<u8>, StorageError> {
         match source.strip_prefix("data:") {
-            Some(data) => Ok(Output::Whole(decode_data_uri(data, self.max_bytes)?)),
+            Some(data) => decode_data_uri(data, self.max_bytes),
             None => self.download(source).await,
         }
     }
 
-    /// The bytes of `source`, all of them.
-    pub(super) async fn fetch(&self, source: &str) -> Result<Vec<u8>, StorageError> {
-        match self.open(source).await? {
-            Output::Whole(bytes) => Ok(bytes),
-            Output::Arriving(a) => a.finish().await,
-        }
-    }
-
-    async fn download(&self, source: &str) -> Result<Output, StorageError> {
+    async fn download(&self, source: &str) -> Result<Vec<u8>, StorageError> {
         let url = self
             .policy
             .check(source)
@@ -128,19 +63,19 @@ impl Outputs {
         if declared.is_some_and(|n| n > self.max_bytes) {
             return Err(StorageError::TooLarge(self.max_bytes));
         }
-        let mut head = Vec::with_capacity(declared.map_or(0, |n| n.min(HEAD_BYTES)));
-        let enough = declared.map_or(usize::MAX, |_| HEAD_BYTES);
-        while head.len() < enough {
-            match next_chunk(&mut res, head.len(), self.max_bytes).await? {
-                Some(chunk) => head.extend_from_slice(&chunk),
-                None => return Ok(Output::Whole(head)),
+        // Sized once when the length is known: a growing buffer would briefly hold twice as much.
+        let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
+        while let Some(chunk) = res
+            .chunk()
+            .await
+            .map_err(|e| StorageError::Download(e.without_url().to_string()))?
+        {
+            if bytes.len() + chunk.len() > self.max_bytes {
+                return Err(StorageError::TooLarge(self.max_bytes));
             }
+            bytes.extend_from_slice(&chunk);
         }
-        Ok(Output::Arriving(Arriving {
-            head,
-            length: declared.unwrap_or(self.max_bytes),
-            rest: res,
-        }))
+        Ok(bytes)
     }
 }
 

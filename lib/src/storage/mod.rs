@@ -104,9 +104,7 @@ impl Storage {
     }
 
     /// Fetches `source` (an output's URL or `data:` URI) and stores it as the
-    /// generation's output `index`. A download whose length is declared and
-    /// whose head tells its format and size is stored while it arrives; after
-    /// a fault there it is copied again whole, with the SDK's retries.
+    /// generation's output `index`.
     pub async fn copy_output(
         &self,
         source: &str,
@@ -114,48 +112,7 @@ impl Storage {
         generation_id: Uuid,
         index: i32,
     ) -> Result<StoredObject, StorageError> {
-        let bytes = match self.outputs.open(source).await? {
-            fetch::Output::Whole(bytes) => bytes,
-            fetch::Output::Arriving(a) => {
-                let Some(((format, mime), (width, height))) =
-                    media::sniff(&a.head).zip(media::dimensions(&a.head))
-                else {
-                    return self
-                        .store_output(a.finish().await?, user_id, generation_id, index)
-                        .await;
-                };
-                let key = Self::key(user_id, generation_id, index, format);
-                let size = a.length as i64;
-                match self.put_arriving(&key, mime, a).await {
-                    Ok(()) => {
-                        return Ok(StoredObject {
-                            key,
-                            format: format.to_string(),
-                            size,
-                            width,
-                            height,
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, %generation_id, index, "streamed copy failed; copying whole");
-                        self.outputs.fetch(source).await?
-                    }
-                }
-            }
-        };
-        self.store_output(bytes, user_id, generation_id, index)
-            .await
-    }
-
-    /// Stores an output held whole as the generation's output `index`.
-    async fn store_output(
-        &self,
-        bytes: Vec<u8>,
-        user_id: Uuid,
-        generation_id: Uuid,
-        index: i32,
-    ) -> Result<StoredObject, StorageError> {
-        let bytes = Bytes::from(bytes);
+        let bytes = Bytes::from(self.outputs.fetch(source).await?);
         let (format, mime) = media::sniff(&bytes).ok_or(StorageError::NotAnImage)?;
         let (width, height) = media::dimensions(&bytes).ok_or(StorageError::NotAnImage)?;
         let key = Self::key(user_id, generation_id, index, format);

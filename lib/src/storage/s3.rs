@@ -10,7 +10,7 @@ use aws_sdk_s3::{
 };
 use bytes::Bytes;
 
-use super::{Storage, StorageError, fetch::Arriving};
+use super::{Storage, StorageError};
 use crate::{
     media::SVG_MIME,
     otel::aws::{AwsSpans, Resource},
@@ -32,30 +32,6 @@ fn s3_timeouts() -> aws_sdk_s3::config::timeout::TimeoutConfig {
         .operation_attempt_timeout(Duration::from_secs(10))
         .operation_timeout(Duration::from_secs(20))
         .build()
-}
-
-/// A PUT's body, fed chunk by chunk through a channel, of a known length.
-struct Fed {
-    rx: tokio::sync::mpsc::Receiver<Result<Bytes, StorageError>>,
-    length: u64,
-}
-
-impl http_body::Body for Fed {
-    type Data = Bytes;
-    type Error = StorageError;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, StorageError>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|c| c.map(http_body::Frame::data)))
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.length)
-    }
 }
 
 impl Storage {
@@ -94,37 +70,6 @@ impl Storage {
             .await
             .map_err(|e| StorageError::Upload(format!("read {key}: {e}")))?;
         self.put_body(key, mime, body).await
-    }
-
-    /// Stores a download at `key` while it arrives: the PUT's body is fed by
-    /// the download as chunks come in. The SDK cannot resend such a body, so a
-    /// fault fails the call (the caller copies the output again, whole).
-    pub(super) async fn put_arriving(
-        &self,
-        key: &str,
-        mime: &str,
-        mut arriving: Arriving,
-    ) -> Result<(), StorageError> {
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let length = arriving.length as u64;
-        let feed = async move {
-            let mut so_far = arriving.head.len();
-            let mut next = Ok(Some(Bytes::from(std::mem::take(&mut arriving.head))));
-            while let Some(chunk) = next.transpose() {
-                let failed = chunk.is_err();
-                // A closed channel: the PUT ended, and its error is the one reported.
-                if tx.send(chunk).await.is_err() || failed {
-                    return;
-                }
-                next = arriving.next(so_far).await;
-                if let Ok(Some(c)) = &next {
-                    so_far += c.len();
-                }
-            }
-        };
-        let body = ByteStream::from_body_1_x(Fed { rx, length });
-        let (put, ()) = tokio::join!(self.put_body(key, mime, body), feed);
-        put
     }
 
     /// Sends `body` to `key`. SVG is served as an attachment: opened from its

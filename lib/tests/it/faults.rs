@@ -94,12 +94,7 @@ async fn s3_frozen_while_a_webhook_completes_then_resumed_completes_once() {
     .await;
     let user = Uuid::new_v4();
     let (status, g) = s
-        // A large output: its copy streams the download into the PUT, then falls back to a whole copy.
-        .generate(
-            user,
-            "copied in bad weather [sim:slow=300] [sim:noise]",
-            false,
-        )
+        .generate(user, "copied in bad weather [sim:slow=300]", false)
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{g}");
     s3.process().freeze();
