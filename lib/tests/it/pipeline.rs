@@ -51,6 +51,65 @@ async fn models_are_public_default_first_and_404_when_unknown() {
     }
 }
 
+/// A large output (~0.5 MB of noise) is stored as the provider's file, byte
+/// for byte, with its size and pixel size.
+#[tokio::test]
+async fn a_large_output_is_stored_byte_for_byte() {
+    let s = Stack::start().await;
+    let user = Uuid::new_v4();
+    let body = json!({"prompt": "grain [sim:noise]", "modelId": FLUX, "width": 1024, "height": 1024, "waitForResult": true});
+    let (status, g) = s
+        .call(Method::POST, "/api/v1/generate", Some(user), Some(body))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{g}");
+    assert_eq!(g["status"], "completed", "{g}");
+    let id = id_of(&g);
+    let prediction = s.row(&id).await.prediction_id.unwrap();
+    let (_, p) = s
+        .sim(Method::GET, &format!("/v1/predictions/{prediction}"))
+        .await;
+    let source = p["output"][0].as_str().unwrap();
+    let original = s
+        .http
+        .get(source)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        original.len() > 256 * 1024,
+        "{} bytes: not a large output",
+        original.len()
+    );
+
+    let image = &g["image"];
+    let stored = s
+        .http
+        .get(image["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        stored == original,
+        "stored {} bytes, the provider's file {}",
+        stored.len(),
+        original.len()
+    );
+    assert_eq!(image["fileSize"].as_i64(), Some(original.len() as i64));
+    assert_eq!(
+        picture::media::dimensions(&original),
+        Some((
+            image["width"].as_i64().unwrap() as i32,
+            image["height"].as_i64().unwrap() as i32
+        ))
+    );
+}
+
 #[tokio::test]
 async fn sync_generation_is_stored_listed_and_deleted() {
     let s = Stack::start().await;
