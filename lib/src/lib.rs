@@ -22,7 +22,8 @@
 //! - **The platform:** settings ([`config`]), errors ([`error`] and their stable
 //!   [`error_code`]s; rendered for HTTP once, in [`web::problem`]), authentication ([`auth`]: JWTs and the
 //!   development key), the shared [`state`], the Lambda loop
-//!   ([`runtime`]), CloudFormation hooks ([`deploy`]), logs and metrics
+//!   ([`runtime`]) and the work it settles after an answer ([`deferred`]),
+//!   CloudFormation hooks ([`deploy`]), logs and metrics
 //!   ([`telemetry`]), traces ([`otel`]) and image formats ([`media`]).
 
 // The HTTP edge.
@@ -60,6 +61,7 @@ pub mod url_policy;
 // The platform.
 pub mod auth;
 pub mod config;
+pub mod deferred;
 pub mod deploy;
 pub mod error;
 pub mod error_code;

@@ -1,8 +1,9 @@
 //! Running a function on Lambda: JSON logs, traces and EMF metrics, state built
 //! once per cold start, then the router served by `lambda_http` (HTTP functions)
 //! or a handler run per event by `lambda_runtime` (scheduled, notified and
-//! deploy-time functions). Once an invocation has answered, its spans and metrics are
-//! flushed: Lambda may freeze the process before the next one.
+//! deploy-time functions). Once an invocation has answered, its [`deferred`] work is
+//! settled and its spans and metrics are flushed: Lambda may freeze the process
+//! before the next one.
 
 use std::{future::Future, pin::Pin, task};
 
@@ -10,7 +11,7 @@ use lambda_runtime::{Diagnostic, IntoFunctionResponse, LambdaEvent, LambdaInvoca
 use metrics_cloudwatch_embedded::{Collector, lambda::MetricsLayer};
 use tracing::Instrument;
 
-use crate::{AppState, otel, telemetry, web::Routes};
+use crate::{AppState, deferred, otel, telemetry, web::Routes};
 
 type BoxError = lambda_runtime::Error;
 
@@ -87,7 +88,8 @@ where
 }
 
 /// The Lambda runtime around `handler`: the runtime's invocation span (for logs), the
-/// traces' flush and, with a collector, the metrics' flush after each invocation.
+/// deferred work and the traces' flush and, with a collector, the metrics' flush after
+/// each invocation.
 async fn serve<A, F, R, B, S, D, E>(
     handler: F,
     metrics: Option<&'static Collector>,
@@ -103,18 +105,20 @@ where
     D: Into<bytes::Bytes> + Send,
     E: Into<BoxError> + Send + std::fmt::Debug,
 {
+    deferred::after_answers();
     lambda_runtime::Runtime::new(handler)
         .layer(lambda_runtime::layers::TracingLayer::new())
-        .layer(tower::layer::layer_fn(FlushTraces))
+        .layer(tower::layer::layer_fn(AfterAnswer))
         .layer(tower::util::option_layer(metrics.map(MetricsLayer::new)))
         .run()
         .await
 }
 
-/// Flushes the spans once an invocation has answered ([`otel::flush`]).
-struct FlushTraces<S>(S);
+/// Once an invocation has answered: settles its deferred work ([`deferred::settle`]),
+/// then flushes the spans ([`otel::flush`]).
+struct AfterAnswer<S>(S);
 
-impl<S> tower::Service<LambdaInvocation> for FlushTraces<S>
+impl<S> tower::Service<LambdaInvocation> for AfterAnswer<S>
 where
     S: tower::Service<LambdaInvocation, Response = (), Error = BoxError>,
 {
@@ -134,7 +138,7 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// An invocation being answered, then its spans being flushed.
+    /// An invocation being answered, then its deferred work settled and its spans flushed.
     #[project = State]
     enum Flushed<F> {
         Answering { #[pin] answer: F },
@@ -153,10 +157,16 @@ impl<F: Future<Output = Result<(), BoxError>>> Future for Flushed<F> {
             match self.as_mut().project() {
                 State::Answering { answer } => {
                     let outcome = std::task::ready!(answer.poll(cx));
-                    if !otel::enabled() {
+                    if deferred::is_idle() && !otel::enabled() {
                         return task::Poll::Ready(outcome);
                     }
-                    let (flush, outcome) = (Box::pin(otel::flush()), Some(outcome));
+                    let flush = Box::pin(async {
+                        deferred::settle().await;
+                        if otel::enabled() {
+                            otel::flush().await;
+                        }
+                    });
+                    let outcome = Some(outcome);
                     self.set(Flushed::Flushing { flush, outcome });
                 }
                 State::Flushing { flush, outcome } => {
@@ -166,5 +176,45 @@ impl<F: Future<Output = Result<(), BoxError>>> Future for Flushed<F> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+    use std::time::Duration;
+
+    use tower::Service;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn an_invocation_ends_once_its_deferred_work_has_settled() {
+        deferred::after_answers();
+        let counted = Arc::new(AtomicBool::new(false));
+        let seen = counted.clone();
+        let answer = tower::service_fn(move |_: LambdaInvocation| {
+            let seen = seen.clone();
+            async move {
+                deferred::defer(async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    seen.store(true, Ordering::SeqCst);
+                });
+                Ok::<(), BoxError>(())
+            }
+        });
+        let invocation = LambdaInvocation {
+            parts: http::Response::new(()).into_parts().0,
+            body: bytes::Bytes::new(),
+            context: lambda_runtime::Context::default(),
+        };
+        AfterAnswer(answer).call(invocation).await.unwrap();
+        assert!(
+            counted.load(Ordering::SeqCst),
+            "the next event came before the count"
+        );
     }
 }

@@ -72,6 +72,8 @@ pub struct Inner {
     pub credits: Credits,
     /// The records table (rate limits, idempotency, webhook replays).
     pub records: RecordsTable,
+    /// This instance's view of its users' read windows (reads never wait for the table).
+    pub reads: crate::records::ratelimit::ReadWindows,
     webhook_secret: OnceCell<String>,
     models: Cached<Vec<db::models::Model>>,
     moderation_terms: Cached<Vec<crate::moderation::blocklist::Term>>,
@@ -113,6 +115,7 @@ impl AppState {
             )?),
             storage: Storage::new(&cfg, http.clone(), shared_aws.or(aws.s3)),
             records: RecordsTable::new(&cfg, shared_aws.or(aws.dynamodb)),
+            reads: Default::default(),
             replicate: Replicate::new(
                 http.clone(),
                 &cfg.replicate_api_base_url,

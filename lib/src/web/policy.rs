@@ -137,21 +137,29 @@ async fn user_route(
     };
     let name = format!("{} {}", route.method, route.path);
     let now = chrono::Utc::now().timestamp();
-    let check = ratelimit::check(&st.records, user, &name, max, now);
 
-    // A GET has no side effects, so it runs while it is being counted (the
-    // answer takes the longer of the two, not their sum) and is dropped if
-    // it turns out to be over the limit. Anything else is counted first.
+    // A read (a GET on the reads budget) has no side effects: it is admitted by
+    // this instance's view of its window and counted in the table after its
+    // answer (`deferred`), so it never waits for DynamoDB (and fails open).
+    // Anything else is counted first.
     let over = |decision: Option<Decision>| decision.filter(|d| !d.allowed).map(|d| limited(&d));
-    let (decision, mut res) = if route.method == Method::GET && !idempotent {
-        let (checked, res) = tokio::join!(check, next.run(req));
-        let decision = decide(checked, limit, &name)?;
-        if let Some(refused) = over(decision) {
+    let read = route.method == Method::GET && limit == Limit::Reads && !idempotent;
+    let (decision, mut res) = if read {
+        let decision = st.reads.admit(user, &name, max, now);
+        if let Some(refused) = over(Some(decision)) {
             return Ok(refused);
         }
-        (decision, res)
+        let st = st.clone();
+        crate::deferred::defer(async move {
+            let checked = ratelimit::check(&st.records, user, &name, max, now).await;
+            if let Ok(Some(counted)) = decide(checked, limit, &name) {
+                st.reads.learn(user, &name, now, &counted);
+            }
+        });
+        (Some(decision), next.run(req).await)
     } else {
-        let decision = decide(check.await, limit, &name)?;
+        let checked = ratelimit::check(&st.records, user, &name, max, now).await;
+        let decision = decide(checked, limit, &name)?;
         if let Some(refused) = over(decision) {
             return Ok(refused);
         }

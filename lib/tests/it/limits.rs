@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use picture::records::ratelimit;
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde_json::{Value, json};
@@ -128,6 +129,65 @@ async fn reads_have_a_budget_per_route() {
         .call(Method::GET, "/api/v1/credits/balance", Some(user), None)
         .await;
     assert_eq!(status, StatusCode::OK, "another route has its own window");
+}
+
+/// Reads are counted in DynamoDB after their answer: an instance refuses once
+/// it admitted the limit itself, or once the table refused one of its counts
+/// (the window was filled elsewhere). So a second instance admits at most the
+/// reads it sent before it learnt, and the window's count is exact.
+#[tokio::test]
+async fn reads_counted_by_one_instance_limit_another_once_it_learns() {
+    let env = [("RATE_LIMIT_READS_PER_MINUTE", "2")];
+    let (a, b) = (Stack::with(&env).await, Stack::with(&env).await);
+    let user = Uuid::new_v4();
+    fresh_window().await;
+    async fn list(s: &Stack, user: Uuid) -> (StatusCode, serde_json::Value) {
+        s.call(Method::GET, "/api/v1/images", Some(user), None)
+            .await
+    }
+    assert_eq!(list(&a, user).await.0, StatusCode::OK);
+    assert_eq!(list(&a, user).await.0, StatusCode::OK);
+    assert_eq!(
+        list(&a, user).await.0,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the limit, in one instance"
+    );
+    picture::deferred::settle().await;
+    // b has not heard of a's reads: it admits one, whose count the table refuses.
+    assert_eq!(list(&b, user).await.0, StatusCode::OK);
+    picture::deferred::settle().await;
+    let (status, p) = list(&b, user).await;
+    assert_eq!(
+        (status, p["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("RATE_LIMITED"))
+    );
+    let now = chrono::Utc::now().timestamp();
+    let start = now - now.rem_euclid(60);
+    let counted = a
+        .state
+        .records
+        .client()
+        .await
+        .get_item()
+        .table_name(a.state.records.name())
+        .key(
+            "pk",
+            AttributeValue::S(format!("ratelimit#{user}#GET /api/v1/images")),
+        )
+        .key("sk", AttributeValue::S(start.to_string()))
+        .send()
+        .await
+        .unwrap();
+    let count = counted
+        .item()
+        .and_then(|i| i.get("count"))
+        .and_then(|c| c.as_n().ok())
+        .cloned();
+    assert_eq!(
+        count.as_deref(),
+        Some("2"),
+        "the table admitted exactly the limit"
+    );
 }
 
 #[tokio::test]
