@@ -34,6 +34,19 @@ pub struct Route {
     pub access: Access,
 }
 
+impl Route {
+    /// A read: a `GET` on the reads budget, admitted without waiting for the
+    /// records table and counted there after its answer.
+    pub fn is_read(&self) -> bool {
+        self.method == Method::GET
+            && self.access
+                == (Access::User {
+                    limit: Limit::Reads,
+                    idempotent: false,
+                })
+    }
+}
+
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -84,12 +97,15 @@ fn find<'a>(routes: &'a [Route], method: &Method, path: &str) -> Option<&'a Rout
 
 /// What the first request of a function with `routes` starts opening early
 /// ([`AppState::open_early`]): a database connection (every function's
-/// handlers use it) and, for routes that take a user's token or a signature,
-/// the records table's client (rate limits, idempotency, webhook replays).
+/// handlers use it) and, when a route waits for the records table (a write's
+/// rate limit or idempotency, a webhook's replay record), that table's client.
+/// Reads alone count after their answer, so they leave it for later.
 pub fn early(routes: &[Route]) -> Early {
     Early {
         db: true,
-        runtime_table: routes.iter().any(|r| r.access != Access::Public),
+        runtime_table: routes
+            .iter()
+            .any(|r| r.access != Access::Public && !r.is_read()),
     }
 }
 
@@ -143,8 +159,7 @@ async fn user_route(
     // answer (`deferred`), so it never waits for DynamoDB (and fails open).
     // Anything else is counted first.
     let over = |decision: Option<Decision>| decision.filter(|d| !d.allowed).map(|d| limited(&d));
-    let read = route.method == Method::GET && limit == Limit::Reads && !idempotent;
-    let (decision, mut res) = if read {
+    let (decision, mut res) = if route.is_read() {
         let decision = st.reads.admit(user, &name, max, now);
         if let Some(refused) = over(Some(decision)) {
             return Ok(refused);
