@@ -567,21 +567,24 @@ async fn a_capture_whose_answer_was_lost_is_resent_with_the_same_key() {
     assert_eq!(state, "failed", "timed out: unknown outcome");
     fake.set("ok");
     let db = s.state.db.get().await.unwrap();
-    assert!(
-        s.state
-            .credits
-            .settle_capture(&**db, Uuid::parse_str(&id).unwrap())
-            .await
-            .unwrap()
-    );
+    // The retry: ours, unless the late webhook's retry holds the hold's lease (then it is theirs).
+    let generation = Uuid::parse_str(&id).unwrap();
+    for _ in 0..50 {
+        if s.state.credits.settle_capture(&**db, generation).await.unwrap() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(capture_state(&s, &id).await.0, "done");
     let keys: Vec<String> = fake
         .calls("use")
         .into_iter()
         .filter(|(_, b)| b["metadata"]["generationId"] == g["generationId"])
         .map(|(h, _)| h["idempotency-key"].to_str().unwrap().to_string())
         .collect();
-    // The service saw the same key twice and must apply it once.
-    assert_eq!(keys, vec![format!("picture:use:{id}"); 2]);
+    // The service saw the lost attempt and its retry (or retries) with one key, to apply once.
+    assert!(keys.len() >= 2, "{keys:?}");
+    assert!(keys.iter().all(|k| *k == format!("picture:use:{id}")), "{keys:?}");
 }
 
 #[tokio::test]
