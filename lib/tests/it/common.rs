@@ -116,6 +116,13 @@ impl Stack {
         .await
     }
 
+    /// The body of a GET of `url` (an image, a zip, a provider's file).
+    pub async fn bytes(&self, url: &str) -> bytes::Bytes {
+        let res = self.http.get(url).send().await.unwrap();
+        assert!(res.status().is_success(), "GET {url}: {}", res.status());
+        res.bytes().await.unwrap()
+    }
+
     /// Cancels the generations that `answers` (generate responses of `user`) started, so that
     /// hanging ones do not stay open.
     pub async fn cancel_all(&self, user: Uuid, answers: &[Value]) {

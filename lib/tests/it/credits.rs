@@ -570,7 +570,12 @@ async fn a_capture_whose_answer_was_lost_is_resent_with_the_same_key() {
     // The retry: ours, unless the late webhook's retry holds the hold's lease (then it is theirs).
     let generation = Uuid::parse_str(&id).unwrap();
     for _ in 0..50 {
-        if s.state.credits.settle_capture(&**db, generation).await.unwrap() {
+        if s.state
+            .credits
+            .settle_capture(&**db, generation)
+            .await
+            .unwrap()
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -584,7 +589,10 @@ async fn a_capture_whose_answer_was_lost_is_resent_with_the_same_key() {
         .collect();
     // The service saw the lost attempt and its retry (or retries) with one key, to apply once.
     assert!(keys.len() >= 2, "{keys:?}");
-    assert!(keys.iter().all(|k| *k == format!("picture:use:{id}")), "{keys:?}");
+    assert!(
+        keys.iter().all(|k| *k == format!("picture:use:{id}")),
+        "{keys:?}"
+    );
 }
 
 #[tokio::test]

@@ -34,15 +34,7 @@ async fn exported(s: &Stack, user: Uuid) -> Value {
 
 /// The zip behind a ready export's URL: its files by name.
 async fn files(s: &Stack, e: &Value) -> HashMap<String, Vec<u8>> {
-    let bytes = s
-        .http
-        .get(e["url"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let bytes = s.bytes(e["url"].as_str().unwrap()).await;
     assert_eq!(bytes.len() as i64, e["sizeBytes"].as_i64().unwrap());
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
     let mut out = HashMap::new();

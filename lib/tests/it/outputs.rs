@@ -68,15 +68,7 @@ async fn assert_images(s: &Stack, g: &Value, n: usize) {
     assert_eq!(g["image"], images[0], "`image` is the first of `images`");
     let mut sizes = std::collections::HashSet::new();
     for img in images {
-        let bytes = s
-            .http
-            .get(img["url"].as_str().unwrap())
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
+        let bytes = s.bytes(img["url"].as_str().unwrap()).await;
         assert_eq!(bytes.len() as i64, img["fileSize"].as_i64().unwrap());
         sizes.insert(bytes);
     }

@@ -57,10 +57,7 @@ async fn models_are_public_default_first_and_404_when_unknown() {
 async fn a_large_output_is_stored_byte_for_byte() {
     let s = Stack::start().await;
     let user = Uuid::new_v4();
-    let body = json!({"prompt": "grain [sim:noise]", "modelId": FLUX, "width": 1024, "height": 1024, "waitForResult": true});
-    let (status, g) = s
-        .call(Method::POST, "/api/v1/generate", Some(user), Some(body))
-        .await;
+    let (status, g) = s.generate(user, "grain [sim:noise]", true).await;
     assert_eq!(status, StatusCode::CREATED, "{g}");
     assert_eq!(g["status"], "completed", "{g}");
     let id = id_of(&g);
@@ -69,15 +66,7 @@ async fn a_large_output_is_stored_byte_for_byte() {
         .sim(Method::GET, &format!("/v1/predictions/{prediction}"))
         .await;
     let source = p["output"][0].as_str().unwrap();
-    let original = s
-        .http
-        .get(source)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let original = s.bytes(source).await;
     assert!(
         original.len() > 256 * 1024,
         "{} bytes: not a large output",
@@ -85,15 +74,7 @@ async fn a_large_output_is_stored_byte_for_byte() {
     );
 
     let image = &g["image"];
-    let stored = s
-        .http
-        .get(image["url"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let stored = s.bytes(image["url"].as_str().unwrap()).await;
     assert!(
         stored == original,
         "stored {} bytes, the provider's file {}",
@@ -137,7 +118,7 @@ async fn sync_generation_is_stored_listed_and_deleted() {
     );
 
     let url = image["url"].as_str().unwrap();
-    let bytes = s.http.get(url).send().await.unwrap().bytes().await.unwrap();
+    let bytes = s.bytes(url).await;
     assert_eq!(picture::media::sniff(&bytes).map(|f| f.0), Some("webp"));
     assert_eq!(bytes.len() as i64, image["fileSize"].as_i64().unwrap());
     let key = format!("users/{user}/images/{id}.webp");

@@ -391,15 +391,7 @@ async fn what_the_provider_reads_is_what_was_checked() {
     assert_eq!(put(&stack, &upload, other, &[]).await, StatusCode::OK);
     let (input, _) = provider_input(&stack, g["generationId"].as_str().unwrap()).await;
     let url = input["image"].as_str().unwrap();
-    let read = stack
-        .http
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let read = stack.bytes(url).await;
     assert!(
         read.as_ref() == checked.as_slice(),
         "the provider would read other bytes"
