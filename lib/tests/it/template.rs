@@ -124,10 +124,11 @@ fn actions(st: &Value) -> Vec<String> {
 /// The functions that read objects which may be missing (generate: an upload
 /// not PUT yet; reconcile: the audit's recheck) can list the bucket, and no
 /// ListBucket has a prefix condition (a GET has no prefix: S3 would answer 403
-/// for a missing key, not 404); functions that only complete generations write
-/// images and read nothing.
+/// for a missing key, not 404). The functions that answer with images' presigned
+/// GET URLs may get those images (a URL signed by a role without GetObject
+/// answers 403); `status` and the webhook read nothing else.
 #[test]
-fn s3_answers_404_for_missing_keys_and_completions_read_nothing() {
+fn s3_answers_404_for_missing_keys_and_presigned_urls_can_be_read() {
     for (function, sts) in statements(&template()) {
         let all: Vec<String> = sts.iter().flat_map(actions).collect();
         let lists: Vec<&Value> = sts
@@ -140,8 +141,22 @@ fn s3_answers_404_for_missing_keys_and_completions_read_nothing() {
         for list in lists {
             assert!(list.get("Condition").is_none(), "{function}: {list:?}");
         }
+        let gets: Vec<String> = sts
+            .iter()
+            .filter(|st| actions(st).contains(&"s3:GetObject".to_string()))
+            .map(|st| format!("{:?}", st["Resource"]))
+            .collect();
+        if ["generate", "status", "images", "history", "batches"].contains(&function.as_str()) {
+            assert!(
+                gets.iter().any(|r| r.contains("/users/*")),
+                "{function} signs image URLs it may not GET"
+            );
+        }
         if ["webhook", "status"].contains(&function.as_str()) {
-            assert!(!all.contains(&"s3:GetObject".to_string()), "{function}");
+            assert!(
+                gets.iter().all(|r| r.contains("/users/*/images/*")),
+                "{function} reads more than images: {gets:?}"
+            );
             for st in sts
                 .iter()
                 .filter(|st| actions(st).contains(&"s3:PutObject".to_string()))
