@@ -28,7 +28,6 @@ pub struct CustomResourceEvent {
     pub physical_resource_id: Option<String>,
 }
 
-/// Handles one request: migrate (unless deleting), then answer CloudFormation.
 /// The answer CloudFormation expects at the event's response URL.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -57,6 +56,7 @@ struct Applied<'a> {
     applied: &'a str,
 }
 
+/// Handles one request: migrate (unless deleting), then answer CloudFormation.
 pub async fn handle(
     http: &reqwest::Client,
     database_url: &str,

@@ -59,19 +59,12 @@ impl Instance {
             .stderr(out)
             // Its own process group, so that stopping it also stops anything it started.
             .process_group(0);
-        // Opened here, closed on exec: the child joins the group before it runs anything.
-        let procs = match &target.cgroup {
-            Some(path) => Some(
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .with_context(|| format!("opening {}", path.display()))?,
-            ),
-            None => None,
-        };
-        if let Some(procs) = &procs {
-            quota::join_on_exec(&mut cmd, procs);
-        }
+        // Kept open until the spawn returns: the child joins the group before it runs anything.
+        let procs = target
+            .cgroup
+            .as_deref()
+            .map(|path| quota::join_on_exec(&mut cmd, path))
+            .transpose()?;
         let spawned = Instant::now();
         let child = cmd
             .spawn()

@@ -155,19 +155,25 @@ impl Cgroup {
 
 /// Makes the child of `cmd` join a group between fork and exec, so that none of
 /// its work runs outside the share: `procs` is the group's `cgroup.procs`
-/// ([`Cgroup::procs`]), opened by the caller and kept open until the spawn returns.
-pub fn join_on_exec(cmd: &mut std::process::Command, procs: &std::fs::File) {
+/// ([`Cgroup::procs`]). The caller keeps the returned file open until the spawn
+/// returns (the child writes to it).
+pub fn join_on_exec(cmd: &mut std::process::Command, procs: &Path) -> Result<std::fs::File> {
     use std::os::{fd::AsRawFd, unix::process::CommandExt};
-    let fd = procs.as_raw_fd();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(procs)
+        .with_context(|| format!("opening {}", procs.display()))?;
+    let fd = file.as_raw_fd();
     // SAFETY: the hook runs in the child between fork and exec and makes a single
     // write(2) of a static buffer to a descriptor that stays open until the spawn
-    // returns (the caller keeps `procs`): async-signal-safe, no allocation.
+    // returns (the caller keeps the file): async-signal-safe, no allocation.
     unsafe {
         cmd.pre_exec(move || match libc::write(fd, b"0".as_ptr().cast(), 1) {
             1 => Ok(()),
             _ => Err(std::io::Error::last_os_error()),
         });
     }
+    Ok(file)
 }
 
 impl Drop for Cgroup {

@@ -53,19 +53,10 @@ pub async fn measure(
                 .with_context(|| format!("writing {}", input.display()))?;
             let mut cmd = Command::new(binary);
             cmd.arg(&input).arg(runs.to_string());
-            // Opened here, kept open until the child has run: it joins the group before exec.
-            let procs = match group {
-                Some(g) => Some(
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .open(g.procs())
-                        .context("opening the cgroup's procs")?,
-                ),
-                None => None,
-            };
-            if let Some(procs) = &procs {
-                quota::join_on_exec(&mut cmd, procs);
-            }
+            // Kept open until the child has run: it joins the group before exec.
+            let _procs = group
+                .map(|g| quota::join_on_exec(&mut cmd, &g.procs()))
+                .transpose()?;
             let run = cmd
                 .output()
                 .with_context(|| format!("running {}", binary.display()))?;

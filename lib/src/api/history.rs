@@ -35,9 +35,9 @@ pub const MAX_OFFSET: i64 = 10_000;
 
 #[derive(Deserialize)]
 struct HistoryQuery {
-    cursor: Option<String>,
+    #[serde(flatten)]
+    list: web::cursor::PageQuery,
     page: Option<String>,
-    limit: Option<String>,
     status: Option<String>,
 }
 
@@ -47,19 +47,10 @@ async fn history(
     Query(q): Query<HistoryQuery>,
 ) -> Result<Response, Problem> {
     let mut errors = Vec::new();
-    let [cursor, page, limit, status] = text::query_params(
-        &mut errors,
-        [
-            ("cursor", q.cursor),
-            ("page", q.page),
-            ("limit", q.limit),
-            ("status", q.status),
-        ],
-    );
+    let (limit, cursor) = q.list.read_into(&mut errors);
+    let [page, status] = text::query_params(&mut errors, [("page", q.page), ("status", q.status)]);
     let by_page = page.as_deref().is_some_and(|p| !p.is_empty());
-    let cursor = web::cursor::param(&mut errors, cursor.as_deref());
     let page = text::int_param(&mut errors, "page", page.as_deref(), 1, 1_000_000);
-    let limit = text::int_param(&mut errors, "limit", limit.as_deref(), 20, 100);
     if by_page && cursor.is_some() {
         errors.push(FieldError::new(
             "cursor",

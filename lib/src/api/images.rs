@@ -30,8 +30,8 @@ pub fn routes() -> Routes {
 
 #[derive(Deserialize)]
 struct ListQuery {
-    limit: Option<String>,
-    cursor: Option<String>,
+    #[serde(flatten)]
+    page: web::cursor::PageQuery,
     favorites: Option<String>,
 }
 
@@ -41,16 +41,8 @@ async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Response, Problem> {
     let mut errors = Vec::new();
-    let [limit, cursor, favorites] = text::query_params(
-        &mut errors,
-        [
-            ("limit", q.limit),
-            ("cursor", q.cursor),
-            ("favorites", q.favorites),
-        ],
-    );
-    let limit = text::int_param(&mut errors, "limit", limit.as_deref(), 20, 100);
-    let cursor = web::cursor::param(&mut errors, cursor.as_deref());
+    let (limit, cursor) = q.page.read_into(&mut errors);
+    let [favorites] = text::query_params(&mut errors, [("favorites", q.favorites)]);
     let favorites = match favorites.as_deref() {
         None | Some("false") => false,
         Some("true") => true,

@@ -241,8 +241,11 @@ impl Config {
             database_pool_size: v.number(DATABASE_POOL_SIZE)?,
             images_bucket: v.required(IMAGES_BUCKET)?,
             s3_force_path_style: v
-                .get(S3_FORCE_PATH_STYLE)
-                .is_some_and(|f| f == "true" || f == "1"),
+                .choice(
+                    S3_FORCE_PATH_STYLE,
+                    &[("false", false), ("0", false), ("true", true), ("1", true)],
+                )?
+                .unwrap_or(false),
             images_public_base_url: v.url(IMAGES_PUBLIC_BASE_URL),
             presign_ttl: secs(IMAGE_URL_TTL_SECONDS)?,
             replicate_api_base_url: v.url(REPLICATE_API_BASE_URL).unwrap_or_default(),
@@ -282,7 +285,9 @@ impl Config {
                 MODERATION_FAILURE,
                 app_env == AppEnv::Development,
             )?,
-            moderation_blocklist: v.get(MODERATION_BLOCKLIST).as_deref() != Some("off"),
+            moderation_blocklist: v
+                .choice(MODERATION_BLOCKLIST, &[("on", true), ("off", false)])?
+                .unwrap_or(true),
             stripe_webhook_secret: v.get(STRIPE_WEBHOOK_SECRET),
             checkout_success_url: v.get(CHECKOUT_SUCCESS_URL),
             checkout_cancel_url: v.get(CHECKOUT_CANCEL_URL),

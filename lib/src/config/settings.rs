@@ -70,7 +70,7 @@ settings! {
     IMAGES_BUCKET: Config, "", "required",
         "S3 bucket for image objects";
     S3_FORCE_PATH_STYLE: Config, "false", "",
-        "`true`/`1`: path-style S3 addressing (S3-compatible endpoints by host name)";
+        "`true`/`1`: path-style S3 addressing (S3-compatible endpoints by host name); `false`/`0`: virtual-hosted";
     IMAGES_PUBLIC_BASE_URL: Config, "", "unset",
         "CDN base for image URLs (unset: presigned S3 GET URLs)";
     IMAGE_URL_TTL_SECONDS: Config, "3600", "",
@@ -136,7 +136,7 @@ settings! {
     MODERATION_FAILURE: Config, "", "`closed`, `open` in development",
         "what a request does when the moderation provider cannot answer (`closed`: 503 `MODERATION_UNAVAILABLE`)";
     MODERATION_BLOCKLIST: Config, "on", "",
-        "`off` keeps only the terms refused whatever the settings (minors in a sexual context)";
+        "`on`, or `off`: only the terms refused whatever the settings (minors in a sexual context)";
     STRIPE_WEBHOOK_SECRET: Config, "", "unset",
         "`whsec_…` of the Stripe webhook endpoint (`/api/v1/payments/webhook`); unset, deliveries answer 409";
     CHECKOUT_SUCCESS_URL: Config, "", "`{API URL}/?checkout={CHECKOUT_SESSION_ID}`",

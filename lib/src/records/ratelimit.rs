@@ -30,6 +30,11 @@ pub struct Decision {
     pub reset_secs: i64,
 }
 
+/// The start of the window holding `now` (epoch seconds).
+fn window_start(now: i64) -> i64 {
+    now - now.rem_euclid(WINDOW_SECS)
+}
+
 /// Counts a request of `user` on `route` at `now` (epoch seconds) against `max` per window.
 pub async fn check(
     table: &RecordsTable,
@@ -38,7 +43,7 @@ pub async fn check(
     max: u32,
     now: i64,
 ) -> Result<Decision, Unavailable> {
-    let start = now - now.rem_euclid(WINDOW_SECS);
+    let start = window_start(now);
     let mut decision = Decision {
         allowed: false,
         limit: max,
@@ -85,10 +90,10 @@ pub async fn check(
 }
 
 /// This instance's reads per user and route in the current window: how many
-/// it admitted, and whether the table has refused one of them (the window is
-/// full across instances). A read is refused when either says so; one that
-/// is admitted is then counted in the table ([`check`]) and its answer
-/// learnt ([`ReadWindows::learn`]). In one instance the limit is exact; with
+/// it admitted, and the least `remaining` the table answered for them (none
+/// left: the window is full across instances). A read is refused when either
+/// leaves nothing; one that is admitted is then counted in the table
+/// ([`check`]) and its answer learnt ([`ReadWindows::learn`]). In one instance the limit is exact; with
 /// several, each may admit a few more (those still being counted when the
 /// window filled) before it learns.
 #[derive(Debug, Default)]
@@ -113,7 +118,7 @@ impl ReadWindows {
     /// Admits (and counts here) a read of `user` on `route` at `now`, unless this
     /// instance admitted `max` in the window or the table said it is full.
     pub fn admit(&self, user: Uuid, route: &str, max: u32, now: i64) -> Decision {
-        let start = now - now.rem_euclid(WINDOW_SECS);
+        let start = window_start(now);
         let mut windows = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if windows.len() >= KEPT_WINDOWS {
             windows.retain(|_, seen| seen.start == start);
@@ -148,7 +153,7 @@ impl ReadWindows {
 
     /// Learns the table's count of a read admitted at `now`: a refusal fills the window here.
     pub fn learn(&self, user: Uuid, route: &str, now: i64, counted: &Decision) {
-        let start = now - now.rem_euclid(WINDOW_SECS);
+        let start = window_start(now);
         let mut windows = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(seen) = windows.get_mut(&(user, route.to_string()))
             && seen.start == start

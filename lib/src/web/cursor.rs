@@ -43,8 +43,8 @@ pub fn next_page<T>(rows: &mut Vec<T>, limit: i64, key: impl Fn(&T) -> Cursor) -
     rows.last().map(|r| encode(key(r)))
 }
 
-/// The query of a list walked by cursor alone: `?limit=` (1 to 100, 20 by
-/// default) and `?cursor=`.
+/// The query of a list walked by cursor: `?limit=` (1 to 100, 20 by default)
+/// and `?cursor=`; a list with parameters of its own flattens it into its query.
 #[derive(Debug, serde::Deserialize)]
 pub struct PageQuery {
     limit: Option<String>,
@@ -55,22 +55,26 @@ impl PageQuery {
     /// The limit and the cursor, or 400 `VALIDATION_FAILED` naming what is wrong.
     pub fn read(self) -> Result<(i64, Option<Cursor>), super::Problem> {
         let mut errors = Vec::new();
-        let [limit, cursor] = super::text::query_params(
-            &mut errors,
-            [("limit", self.limit), ("cursor", self.cursor)],
-        );
-        let limit = super::text::int_param(&mut errors, "limit", limit.as_deref(), 20, 100);
-        let cursor = param(&mut errors, cursor.as_deref());
+        let page = self.read_into(&mut errors);
         match errors.is_empty() {
-            true => Ok((limit, cursor)),
+            true => Ok(page),
             false => Err(super::Problem::validation(errors)),
         }
+    }
+
+    /// The limit and the cursor, each problem added to `errors` (for a list
+    /// with parameters of its own beside these).
+    pub fn read_into(self, errors: &mut Vec<FieldError>) -> (i64, Option<Cursor>) {
+        let [limit, cursor] =
+            super::text::query_params(errors, [("limit", self.limit), ("cursor", self.cursor)]);
+        let limit = super::text::int_param(errors, "limit", limit.as_deref(), 20, 100);
+        (limit, param(errors, cursor.as_deref()))
     }
 }
 
 /// The `cursor` query parameter: none (or empty) for the first page; a
 /// field error in `errors` when it is not a cursor from a previous page.
-pub fn param(errors: &mut Vec<FieldError>, raw: Option<&str>) -> Option<Cursor> {
+fn param(errors: &mut Vec<FieldError>, raw: Option<&str>) -> Option<Cursor> {
     let raw = raw.filter(|c| !c.is_empty())?;
     let cursor = decode(raw);
     if cursor.is_none() {

@@ -158,11 +158,10 @@ async fn user_route(
     // this instance's view of its window and counted in the table after its
     // answer (`deferred`), so it never waits for DynamoDB (and fails open).
     // Anything else is counted first.
-    let over = |decision: Option<Decision>| decision.filter(|d| !d.allowed).map(|d| limited(&d));
     let (decision, mut res) = if route.is_read() {
         let decision = st.reads.admit(user, &name, max, now);
-        if let Some(refused) = over(Some(decision)) {
-            return Ok(refused);
+        if !decision.allowed {
+            return Ok(limited(&decision));
         }
         let st = st.clone();
         crate::deferred::defer(async move {
@@ -175,8 +174,8 @@ async fn user_route(
     } else {
         let checked = ratelimit::check(&st.records, user, &name, max, now).await;
         let decision = decide(checked, limit, &name)?;
-        if let Some(refused) = over(decision) {
-            return Ok(refused);
+        if let Some(refused) = decision.filter(|d| !d.allowed) {
+            return Ok(limited(&refused));
         }
         let res = if idempotent {
             super::idempotency::once(st, user, req, next)

@@ -62,7 +62,7 @@ struct Document<'a> {
 }
 
 /// The HTTP status a code answers with.
-pub fn status_of(code: ErrorCode) -> StatusCode {
+fn status_of(code: ErrorCode) -> StatusCode {
     use ErrorCode as C;
     match code {
         C::ValidationFailed | C::MalformedJson | C::MalformedRequest => StatusCode::BAD_REQUEST,

@@ -85,19 +85,14 @@ pub struct Checker<'a> {
 }
 
 impl<'a> Checker<'a> {
-    /// A checker of `body`, with no problem found yet.
-    pub fn new(body: &'a Map<String, Value>) -> Self {
-        Checker {
-            body,
-            known: Vec::new(),
-            errors: Vec::new(),
-        }
-    }
-
-    /// A checker of a request body, which must be a JSON object.
+    /// A checker of a request body, which must be a JSON object; no problem found yet.
     pub fn of(body: &'a Value) -> Result<Self, Vec<FieldError>> {
         match body {
-            Value::Object(map) => Ok(Checker::new(map)),
+            Value::Object(body) => Ok(Checker {
+                body,
+                known: Vec::new(),
+                errors: Vec::new(),
+            }),
             _ => Err(vec![FieldError::new("body", "must be a JSON object")]),
         }
     }

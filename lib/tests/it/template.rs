@@ -130,7 +130,6 @@ fn actions(st: &Value) -> Vec<String> {
 #[test]
 fn s3_answers_404_for_missing_keys_and_presigned_urls_can_be_read() {
     for (function, sts) in statements(&template()) {
-        let all: Vec<String> = sts.iter().flat_map(actions).collect();
         let lists: Vec<&Value> = sts
             .iter()
             .filter(|st| actions(st).contains(&"s3:ListBucket".to_string()))
