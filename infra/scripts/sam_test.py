@@ -37,6 +37,9 @@ SIM = f"http://127.0.0.1:{ENV['SAM_SIM_PORT']}"
 CORS_ORIGIN = os.environ.get("SAM_CORS_ORIGIN", "http://localhost:5173")
 DB = ENV["TEST_DATABASE_URL"]  # sam.sh test points the functions at the tests' own store
 
+# Longer than any function's Timeout in template.yaml (120 s at most, but for migrate)
+# plus a container's start: the checker never gives up on an invocation SAM still runs.
+INVOKE_TIMEOUT = 180
 results = []
 
 
@@ -107,7 +110,8 @@ def invoke(entry, tok, running):
         event = f.read().replace("DEV_TOKEN", tok).replace("RUNNING_GENERATION_ID", running)
     logical = entry["function"].capitalize() + "Function"
     status, headers, body = http(
-        "POST", f"{LAMBDA}/2015-03-31/functions/{logical}/invocations", event.encode()
+        "POST", f"{LAMBDA}/2015-03-31/functions/{logical}/invocations", event.encode(),
+        timeout=INVOKE_TIMEOUT,
     )
     if status != 200 or headers.get("X-Amz-Function-Error"):
         return None, body[:300]
