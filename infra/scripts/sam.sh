@@ -98,7 +98,7 @@ PY
   if [ "$SAM_CONTAINER_HOST" != host.docker.internal ]; then
     local port
     for port in "${DATABASE_URL##*:}" "${AWS_ENDPOINT_URL##*:}" "${AWS_ENDPOINT_URL_S3##*:}" \
-      "${AWS_ENDPOINT_URL_DYNAMODB##*:}" "$SAM_SIM_PORT" "$SAM_KEYS_PORT"; do
+      "${AWS_ENDPOINT_URL_DYNAMODB##*:}" "${STRIPE_API_BASE_URL##*:}" "$SAM_SIM_PORT" "$SAM_KEYS_PORT"; do
       forward "$SAM_CONTAINER_HOST" "${port%%/*}"
     done
   fi
