@@ -118,8 +118,6 @@ pub enum Resource {
     Pack,
     /// A credit purchase.
     Purchase,
-    /// A path no route serves.
-    Route,
 }
 
 impl Resource {
@@ -134,7 +132,6 @@ impl Resource {
             Resource::Export => ErrorCode::ExportNotFound,
             Resource::Pack => ErrorCode::PackNotFound,
             Resource::Purchase => ErrorCode::PurchaseNotFound,
-            Resource::Route => ErrorCode::NotFound,
         }
     }
 }

@@ -116,12 +116,14 @@ async fn history(
     Ok(web::json(
         StatusCode::OK,
         super::views::HistoryPage {
-            data,
+            entries: super::views::Page {
+                data,
+                next_cursor: next,
+            },
             total,
             page,
             limit,
             total_pages,
-            next_cursor: next,
         },
     ))
 }

@@ -29,8 +29,9 @@ pub struct Page<T> {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryPage {
-    /// This page's generations, newest first.
-    pub data: Vec<GenerationView>,
+    /// This page's generations, newest first, and the cursor of the next.
+    #[serde(flatten)]
+    pub entries: Page<GenerationView>,
     /// How many generations match the filter.
     pub total: i64,
     /// The page number asked for; `null` for a page asked by cursor.
@@ -39,8 +40,6 @@ pub struct HistoryPage {
     pub limit: i64,
     /// Pages of `limit` in `total`.
     pub total_pages: i64,
-    /// Pass as `cursor` for the next page; `null` on the last.
-    pub next_cursor: Option<String>,
 }
 
 /// A webhook delivery taken (`{"received": true}`), marked when seen before.

@@ -30,8 +30,6 @@ pub struct Session {
     pub url: Option<String>,
     /// When it closes unpaid, Unix seconds.
     pub expires_at: Option<i64>,
-    /// When it was created, Unix seconds.
-    pub created: Option<i64>,
 }
 
 impl Session {
@@ -78,11 +76,6 @@ pub struct EventData {
 pub struct Charge {
     /// The charge's id (`ch_…`).
     pub id: String,
-    /// Amount charged, in the currency's minor unit.
-    pub amount: i64,
-    /// Amount refunded so far, in the currency's minor unit.
-    #[serde(default)]
-    pub amount_refunded: i64,
     /// The PaymentIntent it belongs to: it finds the purchase.
     pub payment_intent: Option<String>,
     /// Its refunds, as `charge.refunded` embeds them.
@@ -109,12 +102,8 @@ pub struct Refund {
 pub struct Dispute {
     /// The dispute's id (`dp_…`): the key of its take-back and reinstatement.
     pub id: String,
-    /// Amount disputed, in the currency's minor unit.
-    pub amount: i64,
     /// The PaymentIntent disputed: it finds the purchase.
     pub payment_intent: Option<String>,
-    /// The disputed charge's id.
-    pub charge: Option<String>,
     /// `needs_response`, …, `won`, `lost`.
     pub status: Option<String>,
 }

@@ -285,7 +285,7 @@ pub fn serve(routes: Router<AppState>, table: Arc<[policy::Route]>, state: AppSt
             (state.clone(), table),
             policy::enforce,
         ))
-        .fallback(|| async { Problem::not_found(crate::Resource::Route) })
+        .fallback(|| async { Problem::of(crate::ErrorCode::NotFound) })
         .method_not_allowed_fallback(|| async { Problem::of(crate::ErrorCode::MethodNotAllowed) })
         .with_state(state)
         .layer(axum::middleware::from_fn(plain_rejections));

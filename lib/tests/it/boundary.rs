@@ -3,7 +3,7 @@
 //! and problem documents for requests the framework itself refuses.
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::common::{IMG2IMG, Stack};
@@ -85,6 +85,22 @@ async fn every_response_carries_the_security_headers() {
         );
         assert!(h.contains_key("x-request-id"), "{path}");
     }
+}
+
+#[tokio::test]
+async fn a_path_no_route_serves_answers_a_not_found_problem() {
+    let s = Stack::start().await;
+    let res = s
+        .http
+        .get(format!("{}/api/v1/no-such-route", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "NOT_FOUND");
+    assert_eq!(body["status"], 404);
 }
 
 #[tokio::test]
