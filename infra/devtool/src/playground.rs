@@ -112,7 +112,7 @@ async fn page() -> Response {
 
 async fn asset(Path(file): Path<String>) -> Response {
     let Some((name, content_type)) = ASSETS.into_iter().find(|(name, _)| *name == file) else {
-        return Problem::not_found(picture::Resource::Route).into_response();
+        return Problem::of(picture::ErrorCode::NotFound).into_response();
     };
     let path = format!("{PAGE_DIR}/{name}");
     match tokio::fs::read(&path).await {
