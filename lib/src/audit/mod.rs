@@ -139,7 +139,11 @@ impl Violation {
     }
 }
 
-/// The scheduled audit: the users with generations since `since`, one at a
+/// Users audited at the same time by [`recent`]: their bucket listings overlap,
+/// and their queries share the instance's pool (`DATABASE_POOL_SIZE`, 4 by default).
+const RECENT_PARALLEL: usize = 4;
+
+/// The scheduled audit: the users with generations since `since`, a few at a
 /// time in random order (their records, and only their prefix of the bucket:
 /// never a listing of the whole bucket), until `until`. Returns what was
 /// found and whether every such user was audited; a partial run still
@@ -149,17 +153,25 @@ pub async fn recent(
     since: DateTime<Utc>,
     until: std::time::Instant,
 ) -> Result<(Report, bool), Error> {
+    use futures_util::StreamExt;
     let users = rows::recent_users(&**st.db.get().await?, since).await?;
-    let mut report = Report::default();
-    for user in users {
+    let audit = |user| async move {
         let filter = Filter {
             since: Some(since),
             user: Some(user),
         };
-        let Ok(found) = tokio::time::timeout_at(until.into(), inspect(st, &filter)).await else {
-            return Ok((report, false));
+        inspect(st, &filter).await
+    };
+    let mut audits = futures_util::stream::iter(users)
+        .map(audit)
+        .buffer_unordered(RECENT_PARALLEL);
+    let mut report = Report::default();
+    loop {
+        let found = match tokio::time::timeout_at(until.into(), audits.next()).await {
+            Err(_) => return Ok((report, false)),
+            Ok(None) => return Ok((report, true)),
+            Ok(Some(found)) => found?,
         };
-        let found = found?;
         let (c, f) = (&mut report.checked, found.checked);
         c.generations += f.generations;
         c.objects += f.objects;
@@ -168,7 +180,6 @@ pub async fn recent(
         c.purchases += f.purchases;
         report.violations.extend(found.violations);
     }
-    Ok((report, true))
 }
 
 /// One audit run over the stores, narrowed by `filter`.

@@ -200,6 +200,60 @@ async fn objects_of_open_generations_are_not_orphans_but_others_are() {
     );
 }
 
+/// The hourly audit works on several users at once: each active user's stray
+/// object is found once, and the counts add up over all of them.
+#[tokio::test]
+async fn the_hourly_audit_covers_every_active_user_when_run_in_parallel() {
+    let (db, name, server) = crate::common::own_database("auditpar").await;
+    let s = Stack::with(&[("DATABASE_URL", db.as_str())]).await;
+    let users: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
+    let s3 = s.state.storage.client().await;
+    let mut strays = Vec::new();
+    for &user in &users {
+        let (status, g) = s.generate(user, "one of several active users", true).await;
+        assert_eq!(status, StatusCode::CREATED, "{g}");
+        s.thumbnails_tried(user).await;
+        let key = format!("users/{user}/images/{}.png", Uuid::new_v4());
+        s3.put_object()
+            .bucket(&s.state.cfg.images_bucket)
+            .key(&key)
+            .body(b"\x89PNG\r\n\x1a\n".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+        strays.push(key);
+    }
+    let since = chrono::Utc::now() - chrono::TimeDelta::hours(25);
+    let later = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (report, complete) = audit::recent(&s.state, since, later).await.unwrap();
+    assert!(complete);
+    let mut found: Vec<_> = report
+        .violations
+        .iter()
+        .filter_map(|v| v.key.clone())
+        .collect();
+    found.sort();
+    strays.sort();
+    assert_eq!(found, strays, "{:?}", report.violations);
+    assert_eq!(report.violations.len(), users.len());
+    // Each user's image, thumbnail and stray.
+    assert_eq!(report.checked.objects, 3 * users.len());
+    assert_eq!(report.checked.generations, users.len());
+    for key in strays {
+        let _ = s3
+            .delete_object()
+            .bucket(&s.state.cfg.images_bucket)
+            .key(key)
+            .send()
+            .await;
+    }
+    drop(s);
+    server
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+}
+
 /// The hourly audit looks at the users active in its window, one bucket prefix
 /// each, never the whole bucket: an object under an inactive user's prefix is
 /// not listed; an orphan of an active user is found. Out of time, it reports
