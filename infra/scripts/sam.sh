@@ -13,7 +13,7 @@
 # pointing at them: no cargo-lambda, no zip, no copy).
 #
 # What containers reach, at SAM_CONTAINER_HOST (in .dev/local.env):
-# - PostgreSQL, moto, DynamoDB and S3 through socat forwarders listening on the
+# - PostgreSQL, moto, DynamoDB, S3 and the Stripe simulator through socat forwarders on the
 #   container bridge's gateway address (podman 10.88.0.1, Docker 172.17.0.1) on
 #   the same ports; the services themselves stay on 127.0.0.1. Presigned image
 #   URLs are signed for http://<gateway>:5002, which the host reaches too.

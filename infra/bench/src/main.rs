@@ -316,7 +316,7 @@ async fn run(opts: Options) -> Result<bool> {
         .filter(|f| ctx.opts.wants(f));
     for &function in std::iter::once(&FLOOR).chain(functions) {
         if function == "reconcile" {
-            make_thumbnails(&root, &stack_env);
+            make_thumbnails(&root, &stack_env).await;
         }
         let full = if function == FLOOR {
             Some(floor.clone())
@@ -508,9 +508,13 @@ fn function_env(
 /// Makes the thumbnails the stack's stored images lack, as their S3 events would have on AWS
 /// (no event fires here): the reconciler's runs then measure its usual work, not a backlog
 /// of the generate sessions' outputs (before, its first run spent ~3 s making them).
-fn make_thumbnails(root: &std::path::Path, stack_env: &stack::Env) {
+async fn make_thumbnails(root: &std::path::Path, stack_env: &stack::Env) {
     let started = std::time::Instant::now();
-    match stack::picture_dev(root, stack_env, &["backfill-thumbnails"]) {
+    let (root, env) = (root.to_path_buf(), stack_env.clone());
+    let made = tokio::task::spawn_blocking(move || {
+        stack::picture_dev(&root, &env, &["backfill-thumbnails"])
+    });
+    match made.await.map_err(anyhow::Error::from).and_then(|out| out) {
         Ok(out) => eprintln!(
             "bench: thumbnails of stored images made before reconcile ({:.1} s): {}",
             started.elapsed().as_secs_f64(),

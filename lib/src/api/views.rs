@@ -15,7 +15,8 @@ use crate::{
     },
 };
 
-/// A page of a list walked by cursor (`GET /images`, `/batches`, `/credits/transactions`).
+/// A page of a list walked by cursor (`GET /images`, `/batches`, `/credits/transactions`,
+/// and inside [`HistoryPage`]).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Page<T> {

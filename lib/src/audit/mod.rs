@@ -139,15 +139,16 @@ impl Violation {
     }
 }
 
-/// Users audited at the same time by [`recent`]: their bucket listings overlap,
-/// and their queries share the instance's pool (`DATABASE_POOL_SIZE`, 4 by default).
+/// Most users audited at the same time by [`recent`] (their bucket listings run
+/// side by side); never more than the instance's database pool holds.
 const RECENT_PARALLEL: usize = 4;
 
 /// The scheduled audit: the users with generations since `since`, a few at a
 /// time in random order (their records, and only their prefix of the bucket:
 /// never a listing of the whole bucket), until `until`. Returns what was
 /// found and whether every such user was audited; a partial run still
-/// reports, so the metric never goes silent.
+/// reports, so the metric never goes silent: a user whose audit fails is
+/// logged and left out (the run is then partial), the others still count.
 pub async fn recent(
     st: &AppState,
     since: DateTime<Utc>,
@@ -160,17 +161,23 @@ pub async fn recent(
             since: Some(since),
             user: Some(user),
         };
-        inspect(st, &filter).await
+        (user, inspect(st, &filter).await)
     };
+    let parallel = RECENT_PARALLEL.min(st.cfg.database_pool_size).max(1);
     let mut audits = futures_util::stream::iter(users)
         .map(audit)
-        .buffer_unordered(RECENT_PARALLEL);
-    let mut report = Report::default();
+        .buffer_unordered(parallel);
+    let (mut report, mut complete) = (Report::default(), true);
     loop {
         let found = match tokio::time::timeout_at(until.into(), audits.next()).await {
             Err(_) => return Ok((report, false)),
-            Ok(None) => return Ok((report, true)),
-            Ok(Some(found)) => found?,
+            Ok(None) => return Ok((report, complete)),
+            Ok(Some((_, Ok(found)))) => found,
+            Ok(Some((user, Err(e)))) => {
+                tracing::warn!(user_id = %user, error = %e, "user not audited; next hour");
+                complete = false;
+                continue;
+            }
         };
         let (c, f) = (&mut report.checked, found.checked);
         c.generations += f.generations;
