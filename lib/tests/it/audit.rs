@@ -254,6 +254,44 @@ async fn the_hourly_audit_covers_every_active_user_when_run_in_parallel() {
         .unwrap();
 }
 
+/// A user whose audit fails (here S3 is out of reach) is skipped: the hourly
+/// audit still answers, partial, instead of failing the run.
+#[tokio::test]
+async fn the_hourly_audit_skips_users_it_cannot_audit_and_reports_partial() {
+    let (db, name, server) = crate::common::own_database("auditerr").await;
+    let s = Stack::with(&[("DATABASE_URL", db.as_str())]).await;
+    for user in [Uuid::new_v4(), Uuid::new_v4()] {
+        let (status, g) = s.generate(user, "an active user", true).await;
+        assert_eq!(status, StatusCode::CREATED, "{g}");
+    }
+    let blind = Stack::with_aws(
+        &[("DATABASE_URL", db.as_str())],
+        picture::state::AwsOverrides {
+            s3: Some(crate::common::dead_aws().await),
+            ..Default::default()
+        },
+    )
+    .await;
+    let since = chrono::Utc::now() - chrono::TimeDelta::hours(25);
+    let later = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let (report, complete) = audit::recent(&blind.state, since, later).await.unwrap();
+    assert!(!complete);
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert_eq!(report.checked.generations, 0);
+    // With S3 back, the same users are audited in full.
+    let (report, complete) = audit::recent(&s.state, since, later).await.unwrap();
+    assert!(
+        complete && report.checked.generations == 2,
+        "{:?}",
+        report.checked
+    );
+    drop((s, blind));
+    server
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+}
+
 /// The hourly audit looks at the users active in its window, one bucket prefix
 /// each, never the whole bucket: an object under an inactive user's prefix is
 /// not listed; an orphan of an active user is found. Out of time, it reports
