@@ -162,10 +162,7 @@ async fn an_interrupted_deletion_is_finished_by_the_reconciler_and_the_audit_see
     let report = picture::reconcile::sweep(&s.state).await.unwrap();
     assert_eq!(report.deletions_finished, 0, "{report:?}");
     drop((conn, s));
-    server
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .unwrap();
+    crate::common::drop_database(&server, &name).await;
 }
 
 /// A thumbnail task holds its image row while it stores the thumbnail; the

@@ -7,7 +7,7 @@ use picture::audit::{self, Filter};
 use reqwest::StatusCode;
 use uuid::Uuid;
 
-use crate::common::{Stack, id_of};
+use crate::common::{Stack, drop_database, id_of};
 
 /// `picture-dev`, built by `make test` (`build-dev`) into the workspace's target dir.
 pub fn devtool() -> PathBuf {
@@ -167,19 +167,9 @@ async fn objects_of_open_generations_are_not_orphans_but_others_are() {
     let user = Uuid::new_v4();
     let (_, open) = s.generate(user, "never ends [sim:hang]", false).await;
     let open_id = id_of(&open);
-    let s3 = s.state.storage.client().await;
-    let put = |key: String| {
-        s3.put_object()
-            .bucket(&s.state.cfg.images_bucket)
-            .key(key)
-            .body(b"\x89PNG\r\n\x1a\n".to_vec().into())
-            .send()
-    };
-    put(format!("users/{user}/images/{open_id}.png"))
-        .await
-        .unwrap();
+    put_png(&s, &format!("users/{user}/images/{open_id}.png")).await;
     let stray = format!("users/{user}/images/{}.png", Uuid::new_v4());
-    put(stray.clone()).await.unwrap();
+    put_png(&s, &stray).await;
 
     let report = audit::inspect(&s.state, &for_user(user)).await.unwrap();
     let found: Vec<_> = report
@@ -207,20 +197,13 @@ async fn the_hourly_audit_covers_every_active_user_when_run_in_parallel() {
     let (db, name, server) = crate::common::own_database("auditpar").await;
     let s = Stack::with(&[("DATABASE_URL", db.as_str())]).await;
     let users: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
-    let s3 = s.state.storage.client().await;
     let mut strays = Vec::new();
     for &user in &users {
         let (status, g) = s.generate(user, "one of several active users", true).await;
         assert_eq!(status, StatusCode::CREATED, "{g}");
         s.thumbnails_tried(user).await;
         let key = format!("users/{user}/images/{}.png", Uuid::new_v4());
-        s3.put_object()
-            .bucket(&s.state.cfg.images_bucket)
-            .key(&key)
-            .body(b"\x89PNG\r\n\x1a\n".to_vec().into())
-            .send()
-            .await
-            .unwrap();
+        put_png(&s, &key).await;
         strays.push(key);
     }
     let since = chrono::Utc::now() - chrono::TimeDelta::hours(25);
@@ -240,18 +223,10 @@ async fn the_hourly_audit_covers_every_active_user_when_run_in_parallel() {
     assert_eq!(report.checked.objects, 3 * users.len());
     assert_eq!(report.checked.generations, users.len());
     for key in strays {
-        let _ = s3
-            .delete_object()
-            .bucket(&s.state.cfg.images_bucket)
-            .key(key)
-            .send()
-            .await;
+        let _ = s.state.storage.delete(&key).await;
     }
     drop(s);
-    server
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .unwrap();
+    drop_database(&server, &name).await;
 }
 
 /// A user whose audit fails (here S3 is out of reach) is skipped: the hourly
@@ -286,10 +261,7 @@ async fn the_hourly_audit_skips_users_it_cannot_audit_and_reports_partial() {
         report.checked
     );
     drop((s, blind));
-    server
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .unwrap();
+    drop_database(&server, &name).await;
 }
 
 /// The hourly audit looks at the users active in its window, one bucket prefix
@@ -304,17 +276,10 @@ async fn the_hourly_audit_lists_only_active_users_prefixes() {
     let (status, g) = s.generate(active, "an active user", true).await;
     assert_eq!(status, StatusCode::CREATED, "{g}");
     s.thumbnails_tried(active).await;
-    let s3 = s.state.storage.client().await;
     let stray = |user: Uuid| format!("users/{user}/images/{}.png", Uuid::new_v4());
     let (active_stray, idle_stray) = (stray(active), stray(idle));
     for key in [&active_stray, &idle_stray] {
-        s3.put_object()
-            .bucket(&s.state.cfg.images_bucket)
-            .key(key)
-            .body(b"\x89PNG\r\n\x1a\n".to_vec().into())
-            .send()
-            .await
-            .unwrap();
+        put_png(&s, key).await;
     }
     let since = chrono::Utc::now() - chrono::TimeDelta::hours(25);
     let later = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -334,16 +299,14 @@ async fn the_hourly_audit_lists_only_active_users_prefixes() {
         .unwrap();
     assert!(!complete && report.violations.is_empty());
     for key in [active_stray, idle_stray] {
-        let _ = s3
-            .delete_object()
-            .bucket(&s.state.cfg.images_bucket)
-            .key(key)
-            .send()
-            .await;
+        let _ = s.state.storage.delete(&key).await;
     }
     drop(s);
-    server
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .unwrap();
+    drop_database(&server, &name).await;
+}
+
+/// Stores a PNG signature at `key` in the images bucket: an object no generation made.
+async fn put_png(s: &Stack, key: &str) {
+    let png = bytes::Bytes::from_static(b"\x89PNG\r\n\x1a\n");
+    s.state.storage.put(key, "image/png", png).await.unwrap();
 }

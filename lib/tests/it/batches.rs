@@ -170,10 +170,7 @@ async fn a_batch_runs_at_most_the_cap_at_once_and_charges_each_item_once() {
 }
 
 async fn drop_database(server: &tokio_postgres::Client, name: &str) {
-    server
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .unwrap();
+    crate::common::drop_database(&server, &name).await;
 }
 
 #[tokio::test]

@@ -298,6 +298,14 @@ pub async fn own_database(prefix: &str) -> (String, String, tokio_postgres::Clie
     (url, name, client)
 }
 
+/// Drops a database made by [`own_database`] (its connections closed first).
+pub async fn drop_database(server: &tokio_postgres::Client, name: &str) {
+    server
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+}
+
 /// AWS settings pointing at a closed loopback port: that service is unavailable.
 pub async fn dead_aws() -> aws_config::SdkConfig {
     aws_config::from_env()

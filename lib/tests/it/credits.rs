@@ -716,8 +716,5 @@ async fn a_hanging_credit_service_leaves_the_reconciler_time_for_lost_webhooks()
     assert_eq!((report.checked, report.settled), (1, 1), "{report:?}");
     s.assert_completed_once(&lost).await;
     drop(s);
-    server
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .unwrap();
+    crate::common::drop_database(&server, &name).await;
 }

@@ -218,8 +218,5 @@ async fn flagged_outputs_are_never_stored_nor_charged() {
     s.thumbnails_tried(user).await;
     s.assert_audit_clean(user).await;
     drop(s);
-    server
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .unwrap();
+    crate::common::drop_database(&server, &name).await;
 }

@@ -384,10 +384,7 @@ async fn a_lost_webhook_is_granted_by_the_success_page_or_the_reconciler_once() 
     let json = serde_json::to_value(&report).unwrap();
     assert!(json["revenue"]["marginUsd"].is_number(), "{json}");
     drop(s);
-    server
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .unwrap();
+    crate::common::drop_database(&server, &name).await;
 }
 
 #[tokio::test]

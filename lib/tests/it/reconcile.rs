@@ -156,10 +156,7 @@ async fn the_reconciler_finishes_lost_orphaned_and_stuck_generations_once() {
         .unwrap();
     assert_eq!(free_after, free_before + 1);
     drop((s, other, strict));
-    server
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .unwrap();
+    crate::common::drop_database(&server, &name).await;
 }
 
 /// A database of the test's own, a simulator of its own and a stack on both; `extra` settings.
@@ -196,10 +193,7 @@ async fn foreign_prediction(s: &Stack, sim: &str, prompt: &str) -> String {
 }
 
 async fn drop_database(server: &tokio_postgres::Client, name: &str) {
-    server
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .unwrap();
+    crate::common::drop_database(&server, &name).await;
 }
 
 #[tokio::test]
@@ -500,8 +494,5 @@ async fn one_generation_that_cannot_be_finished_does_not_stop_the_run() {
     assert_eq!((report.checked, report.settled), (1, 1));
     s.assert_completed_once(&ids[0]).await;
     drop((db_conn, s));
-    server
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .unwrap();
+    crate::common::drop_database(&server, &name).await;
 }

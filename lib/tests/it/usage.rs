@@ -307,10 +307,7 @@ async fn usage_reports_outcomes_predict_time_and_cost_per_pricing_kind() {
     no_operator_data(&models);
 
     drop(s);
-    server
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .unwrap();
+    crate::common::drop_database(&server, &name).await;
 }
 
 /// Adds [`COMMUNITY`]: FLUX Schnell's version billed per second.
@@ -380,8 +377,5 @@ async fn refused_generations_and_their_cost_are_counted_apart() {
     assert!(t.estimated_cost_usd > t.refused_cost_usd, "{t:?}");
     drop(conn);
     drop(s);
-    server
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .unwrap();
+    crate::common::drop_database(&server, &name).await;
 }
