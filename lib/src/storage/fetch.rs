@@ -1,16 +1,32 @@
 //! An output's bytes: a `data:` URI's payload, or downloaded from a URL that
 //! [`UrlPolicy::provider_outputs`] allows, at most `MAX_OUTPUT_BYTES` either
-//! way and within [`DOWNLOAD_TIMEOUT`]. Imports `url_policy` and the HTTP
-//! client; no S3 here.
+//! way and within [`DOWNLOAD_TIMEOUT`]. A download of a known length can be
+//! [`Fetched::Streaming`]: read only as far as its format and pixel size
+//! (`media`), the rest passed on to S3 as it arrives, so that the download
+//! and the upload overlap. Imports `url_policy`, `media` and the HTTP client;
+//! no S3 call here.
 
-use std::time::Duration;
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
+use aws_sdk_s3::primitives::ByteStream;
 use base64::{Engine, engine::general_purpose::STANDARD};
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 
 use super::StorageError;
-use crate::{Config, http_client::HttpClient, otel::http::SendTraced, url_policy::UrlPolicy};
+use crate::{
+    Config, http_client::HttpClient, media, otel::http::SendTraced, url_policy::UrlPolicy,
+};
 
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most of a streamed download read before it is passed on: its format
+/// and pixel size are in its first bytes (a JPEG's behind its metadata).
+const HEAD_BYTES: usize = 256 * 1024;
 
 /// Where outputs may come from, and how large they may be.
 #[derive(Debug)]
@@ -19,6 +35,51 @@ pub(super) struct Outputs {
     policy: UrlPolicy,
     /// `MAX_OUTPUT_BYTES`: also the most [`super::Storage::read`] reads.
     pub(super) max_bytes: usize,
+}
+
+/// An output's bytes: all of them, or the head of a download with the rest
+/// still to come.
+#[derive(Debug)]
+pub(super) enum Fetched {
+    /// Every byte, in memory.
+    Whole(Bytes),
+    /// The first bytes, enough for `media::sniff` and `media::dimensions`,
+    /// and the download that carries the rest, `len` bytes in all.
+    Streaming {
+        head: Bytes,
+        rest: reqwest::Response,
+        len: u64,
+    },
+}
+
+impl Fetched {
+    /// The bytes at hand: the whole output, or its head.
+    pub(super) fn head(&self) -> &[u8] {
+        match self {
+            Fetched::Whole(bytes) | Fetched::Streaming { head: bytes, .. } => bytes,
+        }
+    }
+
+    /// The output's length in bytes.
+    pub(super) fn len(&self) -> u64 {
+        match self {
+            Fetched::Whole(bytes) => bytes.len() as u64,
+            Fetched::Streaming { len, .. } => *len,
+        }
+    }
+
+    /// The output as a request body of a known length. A streaming one can be
+    /// sent once: the SDK does not retry it.
+    pub(super) fn into_body(self) -> ByteStream {
+        match self {
+            Fetched::Whole(bytes) => ByteStream::from(bytes),
+            Fetched::Streaming { head, rest, len } => ByteStream::from_body_1_x(Prefixed {
+                head: Some(head),
+                rest: reqwest::Body::from(rest),
+                remaining: len,
+            }),
+        }
+    }
 }
 
 impl Outputs {
@@ -30,15 +91,16 @@ impl Outputs {
         }
     }
 
-    /// The bytes of `source`: an output's `data:` URI or URL.
-    pub(super) async fn fetch(&self, source: &str) -> Result<Vec<u8>, StorageError> {
+    /// The bytes of `source`, an output's `data:` URI or URL; with `stream`, a
+    /// download of a known length may come as [`Fetched::Streaming`].
+    pub(super) async fn fetch(&self, source: &str, stream: bool) -> Result<Fetched, StorageError> {
         match source.strip_prefix("data:") {
-            Some(data) => decode_data_uri(data, self.max_bytes),
-            None => self.download(source).await,
+            Some(data) => decode_data_uri(data, self.max_bytes).map(|b| Fetched::Whole(b.into())),
+            None => self.download(source, stream).await,
         }
     }
 
-    async fn download(&self, source: &str) -> Result<Vec<u8>, StorageError> {
+    async fn download(&self, source: &str, stream: bool) -> Result<Fetched, StorageError> {
         let url = self
             .policy
             .check(source)
@@ -63,8 +125,12 @@ impl Outputs {
         if declared.is_some_and(|n| n > self.max_bytes) {
             return Err(StorageError::TooLarge(self.max_bytes));
         }
+        let mut streamable = declared.filter(|_| stream);
         // Sized once when the length is known: a growing buffer would briefly hold twice as much.
-        let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
+        let mut bytes = Vec::with_capacity(match streamable {
+            Some(n) => n.min(HEAD_BYTES),
+            None => declared.unwrap_or(0),
+        });
         while let Some(chunk) = res
             .chunk()
             .await
@@ -74,8 +140,59 @@ impl Outputs {
                 return Err(StorageError::TooLarge(self.max_bytes));
             }
             bytes.extend_from_slice(&chunk);
+            if let Some(len) = streamable.filter(|&n| n > bytes.len()) {
+                if media::dimensions(&bytes).is_some() {
+                    let len = len as u64;
+                    return Ok(Fetched::Streaming {
+                        head: bytes.into(),
+                        rest: res,
+                        len,
+                    });
+                }
+                if bytes.len() >= HEAD_BYTES {
+                    // No format and size in its head: read whole, for `copy_output` to judge.
+                    bytes.reserve_exact(len - bytes.len());
+                    streamable = None;
+                }
+            }
         }
-        Ok(bytes)
+        Ok(Fetched::Whole(bytes.into()))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A download's body after its head was read: the head, then what is
+    /// left, with the exact length S3 needs to be told first.
+    struct Prefixed {
+        head: Option<Bytes>,
+        #[pin]
+        rest: reqwest::Body,
+        remaining: u64,
+    }
+}
+
+impl Body for Prefixed {
+    type Data = Bytes;
+    type Error = reqwest::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, reqwest::Error>>> {
+        let this = self.project();
+        let frame = match this.head.take() {
+            Some(head) => Poll::Ready(Some(Ok(Frame::data(head)))),
+            None => this.rest.poll_frame(cx),
+        };
+        if let Poll::Ready(Some(Ok(data))) = &frame {
+            let sent = data.data_ref().map_or(0, Bytes::len) as u64;
+            *this.remaining = this.remaining.saturating_sub(sent);
+        }
+        frame
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
     }
 }
 

@@ -15,7 +15,6 @@ mod s3;
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
-use bytes::Bytes;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
@@ -104,7 +103,9 @@ impl Storage {
     }
 
     /// Fetches `source` (an output's URL or `data:` URI) and stores it as the
-    /// generation's output `index`.
+    /// generation's output `index`. A download is passed on as it arrives;
+    /// should that upload fail, the output is fetched again, whole, and sent
+    /// with the SDK's retries.
     pub async fn copy_output(
         &self,
         source: &str,
@@ -112,18 +113,30 @@ impl Storage {
         generation_id: Uuid,
         index: i32,
     ) -> Result<StoredObject, StorageError> {
-        let bytes = Bytes::from(self.outputs.fetch(source).await?);
-        let (format, mime) = media::sniff(&bytes).ok_or(StorageError::NotAnImage)?;
-        let (width, height) = media::dimensions(&bytes).ok_or(StorageError::NotAnImage)?;
-        let key = Self::key(user_id, generation_id, index, format);
-        let size = bytes.len() as i64;
-        self.put(&key, mime, bytes).await?;
-        Ok(StoredObject {
-            key,
-            format: format.to_string(),
-            size,
-            width,
-            height,
-        })
+        let mut stream = true;
+        loop {
+            let fetched = self.outputs.fetch(source, stream).await?;
+            let head = fetched.head();
+            let (format, mime) = media::sniff(head).ok_or(StorageError::NotAnImage)?;
+            let (width, height) = media::dimensions(head).ok_or(StorageError::NotAnImage)?;
+            let key = Self::key(user_id, generation_id, index, format);
+            let size = fetched.len() as i64;
+            let streamed = matches!(fetched, fetch::Fetched::Streaming { .. });
+            match self.put_body(&key, mime, fetched.into_body()).await {
+                Err(e) if streamed => {
+                    tracing::warn!(%generation_id, index, error = %e, "streamed copy failed; copying whole");
+                    stream = false;
+                }
+                put => {
+                    return put.map(|()| StoredObject {
+                        key,
+                        format: format.to_string(),
+                        size,
+                        width,
+                        height,
+                    });
+                }
+            }
+        }
     }
 }

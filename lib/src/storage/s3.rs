@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use aws_sdk_s3::{
-    Client, operation::get_object::GetObjectOutput, presigning::PresigningConfig,
-    primitives::ByteStream,
+    Client, config::RequestChecksumCalculation, operation::get_object::GetObjectOutput,
+    presigning::PresigningConfig, primitives::ByteStream,
 };
 use bytes::Bytes;
 
@@ -75,9 +75,18 @@ impl Storage {
     /// Sends `body` to `key`. SVG is served as an attachment: opened from its
     /// URL, its scripts never run on the bucket's origin (an `<img>` still shows
     /// it). The payload is not signed (`UNSIGNED-PAYLOAD`, as AWS's own SDKs send
-    /// over HTTPS): hashing it would cost a pass over the body on each side, and
-    /// the body's CRC32 checksum, which S3 verifies, still covers it.
-    async fn put_body(&self, key: &str, mime: &str, body: ByteStream) -> Result<(), StorageError> {
+    /// over HTTPS): hashing it would cost a pass over the body on each side. An
+    /// in-memory body carries its CRC32 checksum, which S3 verifies; a streamed
+    /// one goes with its length alone (a checksum would have to trail it in
+    /// `aws-chunked` framing, which costs the local S3 a millisecond per MB),
+    /// guarded in transit by TLS.
+    pub(super) async fn put_body(
+        &self,
+        key: &str,
+        mime: &str,
+        body: ByteStream,
+    ) -> Result<(), StorageError> {
+        let streamed = body.bytes().is_none();
         let mut put = self
             .client()
             .await
@@ -88,12 +97,14 @@ impl Storage {
         if mime == SVG_MIME {
             put = put.content_disposition("attachment");
         }
-        put.body(body)
-            .customize()
-            .disable_payload_signing()
-            .send()
-            .await
-            .map_err(|e| StorageError::s3("put", e))?;
+        let mut put = put.body(body).customize().disable_payload_signing();
+        if streamed {
+            put = put.config_override(
+                aws_sdk_s3::Config::builder()
+                    .request_checksum_calculation(RequestChecksumCalculation::WhenRequired),
+            );
+        }
+        put.send().await.map_err(|e| StorageError::s3("put", e))?;
         Ok(())
     }
 

@@ -170,7 +170,7 @@ async fn a_batch_runs_at_most_the_cap_at_once_and_charges_each_item_once() {
 }
 
 async fn drop_database(server: &tokio_postgres::Client, name: &str) {
-    crate::common::drop_database(&server, &name).await;
+    crate::common::drop_database(server, name).await;
 }
 
 #[tokio::test]

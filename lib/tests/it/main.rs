@@ -10,6 +10,7 @@ mod boundary;
 mod coldstart;
 mod common;
 mod concurrency;
+mod copies;
 mod credits;
 mod deploy;
 mod errors;

@@ -193,7 +193,7 @@ async fn foreign_prediction(s: &Stack, sim: &str, prompt: &str) -> String {
 }
 
 async fn drop_database(server: &tokio_postgres::Client, name: &str) {
-    crate::common::drop_database(&server, &name).await;
+    crate::common::drop_database(server, name).await;
 }
 
 #[tokio::test]
