@@ -24,8 +24,8 @@ use crate::{
 
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The most of a streamed download read before it is passed on: its format
-/// and pixel size are in its first bytes (a JPEG's behind its metadata).
+/// How far a download is read for its format and pixel size before it is
+/// read whole instead of streamed (a JPEG's size lies behind its metadata).
 const HEAD_BYTES: usize = 256 * 1024;
 
 /// Where outputs may come from, and how large they may be.
@@ -189,6 +189,10 @@ impl Body for Prefixed {
             *this.remaining = this.remaining.saturating_sub(sent);
         }
         frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.head.is_none() && self.rest.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

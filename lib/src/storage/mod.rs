@@ -103,9 +103,9 @@ impl Storage {
     }
 
     /// Fetches `source` (an output's URL or `data:` URI) and stores it as the
-    /// generation's output `index`. A download is passed on as it arrives;
-    /// should that upload fail, the output is fetched again, whole, and sent
-    /// with the SDK's retries.
+    /// generation's output `index`. A download is passed on as it arrives
+    /// (within the S3 attempt's 10 s); should that upload fail, the output is
+    /// fetched again, whole (within 30 s), and sent with the SDK's retries.
     pub async fn copy_output(
         &self,
         source: &str,
@@ -122,7 +122,14 @@ impl Storage {
             let key = Self::key(user_id, generation_id, index, format);
             let size = fetched.len() as i64;
             let streamed = matches!(fetched, fetch::Fetched::Streaming { .. });
-            match self.put_body(&key, mime, fetched.into_body()).await {
+            let checksum = match streamed {
+                true => s3::Checksum::None,
+                false => s3::Checksum::Crc32,
+            };
+            match self
+                .put_body(&key, mime, fetched.into_body(), checksum)
+                .await
+            {
                 Err(e) if streamed => {
                     tracing::warn!(%generation_id, index, error = %e, "streamed copy failed; copying whole");
                     stream = false;

@@ -25,6 +25,17 @@ impl StorageError {
     }
 }
 
+/// What guards a body on its way to S3 besides TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Checksum {
+    /// Its CRC32, which S3 verifies: the SDK's default.
+    Crc32,
+    /// Its length alone: for a download passed on as it arrives, whose CRC32
+    /// would have to trail it in `aws-chunked` framing (locally that framing
+    /// cost a 1 MB output more than streaming saved).
+    None,
+}
+
 /// S3 calls: connect within 2 s, each attempt within 10 s, the whole call (with retries) within 20 s.
 fn s3_timeouts() -> aws_sdk_s3::config::timeout::TimeoutConfig {
     aws_sdk_s3::config::timeout::TimeoutConfig::builder()
@@ -53,7 +64,8 @@ impl Storage {
 
     /// Stores `bytes` at `key`.
     pub async fn put(&self, key: &str, mime: &str, bytes: Bytes) -> Result<(), StorageError> {
-        self.put_body(key, mime, ByteStream::from(bytes)).await
+        self.put_body(key, mime, ByteStream::from(bytes), Checksum::Crc32)
+            .await
     }
 
     /// Stores the contents of `file` at `key`, read from the file as it is
@@ -69,24 +81,20 @@ impl Storage {
             .build()
             .await
             .map_err(|e| StorageError::Upload(format!("read {key}: {e}")))?;
-        self.put_body(key, mime, body).await
+        self.put_body(key, mime, body, Checksum::Crc32).await
     }
 
     /// Sends `body` to `key`. SVG is served as an attachment: opened from its
     /// URL, its scripts never run on the bucket's origin (an `<img>` still shows
     /// it). The payload is not signed (`UNSIGNED-PAYLOAD`, as AWS's own SDKs send
-    /// over HTTPS): hashing it would cost a pass over the body on each side. An
-    /// in-memory body carries its CRC32 checksum, which S3 verifies; a streamed
-    /// one goes with its length alone (a checksum would have to trail it in
-    /// `aws-chunked` framing, which costs the local S3 a millisecond per MB),
-    /// guarded in transit by TLS.
+    /// over HTTPS): hashing it would cost a pass over the body on each side.
     pub(super) async fn put_body(
         &self,
         key: &str,
         mime: &str,
         body: ByteStream,
+        checksum: Checksum,
     ) -> Result<(), StorageError> {
-        let streamed = body.bytes().is_none();
         let mut put = self
             .client()
             .await
@@ -98,7 +106,7 @@ impl Storage {
             put = put.content_disposition("attachment");
         }
         let mut put = put.body(body).customize().disable_payload_signing();
-        if streamed {
+        if checksum == Checksum::None {
             put = put.config_override(
                 aws_sdk_s3::Config::builder()
                     .request_checksum_calculation(RequestChecksumCalculation::WhenRequired),

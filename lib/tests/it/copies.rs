@@ -166,7 +166,7 @@ async fn a_download_whose_size_is_not_in_its_head_is_read_whole() {
     // 300 KB of metadata before the frame header: past what is read before streaming.
     let jpeg = jpeg_behind_metadata(300_000);
     assert_eq!(picture::media::dimensions(&jpeg[..256 * 1024]), None);
-    let (host, _) = serve(jpeg.clone(), "image/jpeg", vec![Answer::Whole]).await;
+    let (host, seen) = serve(jpeg.clone(), "image/jpeg", vec![Answer::Whole]).await;
     let st = state(&host);
 
     let stored = st
@@ -190,6 +190,7 @@ async fn a_download_whose_size_is_not_in_its_head_is_read_whole() {
         ("jpg", jpeg.len() as i64, 40, 30)
     );
     assert_eq!(stored_bytes(&st, &stored.key).await, Some(jpeg));
+    assert_eq!(seen.load(Ordering::SeqCst), 1, "one download");
 }
 
 #[tokio::test]
