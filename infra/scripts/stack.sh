@@ -85,7 +85,9 @@ container_host() {
 }
 
 # A service left listening on one of our ports by a checkout since deleted (its
-# working directory is gone) serves that checkout's files, or fails: stop it.
+# working directory is gone) serves that checkout's files, or fails: stop it,
+# and wait until its port is free (else the checks below would find it still
+# answering and not start ours).
 stale_services() {
   local port pid
   for port in "$MOTO_PORT" "$S3_PORT" "$DYNAMODB_PORT" "$SIM_PORT" "$STRIPE_SIM_PORT" "$MODERATION_SIM_PORT" "$SAM_SIM_PORT" "$SAM_KEYS_PORT"; do
@@ -93,9 +95,20 @@ stale_services() {
     if [ -n "$pid" ] && readlink "/proc/$pid/cwd" | grep -q '(deleted)$'; then
       log "stopping the service on :$port of a checkout that is gone"
       kill "$pid" 2>/dev/null || true
-      sleep 0.5
+      listening "$port" 10 && kill -9 "$pid" 2>/dev/null && listening "$port" 5 \
+        && { log "the service on :$port does not stop"; exit 1; }
     fi
   done
+}
+
+# Whether something still listens on port $1 after waiting up to $2 seconds for it to stop.
+listening() {
+  local i
+  for i in $(seq 1 $(($2 * 5))); do
+    ss -ltnH "sport = :$1" 2>/dev/null | grep -q . || return 1
+    sleep 0.2
+  done
+  return 0
 }
 
 create_db() { # port, name
