@@ -95,8 +95,10 @@ stale_services() {
     if [ -n "$pid" ] && readlink "/proc/$pid/cwd" | grep -q '(deleted)$'; then
       log "stopping the service on :$port of a checkout that is gone"
       kill "$pid" 2>/dev/null || true
-      listening "$port" 10 && kill -9 "$pid" 2>/dev/null && listening "$port" 5 \
-        && { log "the service on :$port does not stop"; exit 1; }
+      if listening "$port" 10; then
+        kill -9 "$pid" 2>/dev/null || true
+        if listening "$port" 5; then log "the service on :$port does not stop"; exit 1; fi
+      fi
     fi
   done
 }
