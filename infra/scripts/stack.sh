@@ -86,28 +86,30 @@ container_host() {
 
 # A service left listening on one of our ports by a checkout since deleted (its
 # working directory is gone) serves that checkout's files, or fails: stop it,
-# and wait until its port is free (else the checks below would find it still
-# answering and not start ours).
+# and wait until it has exited (else the checks below could find it still
+# answering and not start ours). The port may have other listeners, e.g.
+# sam.sh's forwarders on the containers' address: only the stale ones go.
 stale_services() {
   local port pid
   for port in "$MOTO_PORT" "$S3_PORT" "$DYNAMODB_PORT" "$SIM_PORT" "$STRIPE_SIM_PORT" "$MODERATION_SIM_PORT" "$SAM_SIM_PORT" "$SAM_KEYS_PORT"; do
-    pid=$(ss -ltnpH "sport = :$port" 2>/dev/null | sed -nE 's/.*pid=([0-9]+).*/\1/p' | head -1)
-    if [ -n "$pid" ] && readlink "/proc/$pid/cwd" | grep -q '(deleted)$'; then
-      log "stopping the service on :$port of a checkout that is gone"
-      kill "$pid" 2>/dev/null || true
-      if listening "$port" 10; then
-        kill -9 "$pid" 2>/dev/null || true
-        if listening "$port" 5; then log "the service on :$port does not stop"; exit 1; fi
+    for pid in $(ss -ltnpH "sport = :$port" 2>/dev/null | grep -oE 'pid=[0-9]+' | cut -d= -f2 | sort -u); do
+      if readlink "/proc/$pid/cwd" | grep -q '(deleted)$'; then
+        log "stopping the service on :$port of a checkout that is gone"
+        kill "$pid" 2>/dev/null || true
+        if alive "$pid" 10; then
+          kill -9 "$pid" 2>/dev/null || true
+          if alive "$pid" 5; then log "the service on :$port does not stop"; exit 1; fi
+        fi
       fi
-    fi
+    done
   done
 }
 
-# Whether something still listens on port $1 after waiting up to $2 seconds for it to stop.
-listening() {
+# Whether process $1 is still there after waiting up to $2 seconds for it to exit.
+alive() {
   local i
   for i in $(seq 1 $(($2 * 5))); do
-    ss -ltnH "sport = :$1" 2>/dev/null | grep -q . || return 1
+    kill -0 "$1" 2>/dev/null || return 1
     sleep 0.2
   done
   return 0
