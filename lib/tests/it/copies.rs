@@ -12,14 +12,12 @@ use std::{
     },
 };
 
+use axum::{body::Body, http::header, response::Response};
+use bytes::Bytes;
 use picture::{
     AppState, Config,
     state::AwsOverrides,
     storage::{StorageError, StoredObject},
-};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
 };
 use uuid::Uuid;
 
@@ -30,7 +28,7 @@ use crate::common::env;
 enum Answer {
     /// Every byte, with its `Content-Length`.
     Whole,
-    /// The full `Content-Length`, then half the body, then the connection closed.
+    /// The full `Content-Length`, then half the body, then the connection dropped.
     CutShort,
 }
 
@@ -42,39 +40,29 @@ async fn serve(
     mime: &'static str,
     answers: Vec<Answer>,
 ) -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let seen = Arc::new(AtomicUsize::new(0));
-    let (body, counter) = (Arc::new(body), seen.clone());
-    tokio::spawn(async move {
-        loop {
-            let (mut conn, _) = listener.accept().await.unwrap();
-            let n = counter.fetch_add(1, Ordering::SeqCst);
-            let answer = answers[n.min(answers.len() - 1)];
-            let body = body.clone();
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.ends_with(b"\r\n\r\n") {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => request.extend_from_slice(&buf[..k]),
-                    }
-                }
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: {mime}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    body.len()
-                );
-                let sent = match answer {
-                    Answer::Whole => &body[..],
-                    Answer::CutShort => &body[..body.len() / 2],
-                };
-                let _ = conn.write_all(head.as_bytes()).await;
-                let _ = conn.write_all(sent).await;
-                let _ = conn.shutdown().await;
-            });
-        }
-    });
+    let (body, counter) = (Bytes::from(body), seen.clone());
+    let answer = move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        let sent = match answers[n.min(answers.len() - 1)] {
+            Answer::Whole => Body::from(body.clone()),
+            // hyper drops the connection when a body ends before its declared length.
+            Answer::CutShort => Body::from_stream(futures_util::stream::iter([
+                Ok(body.slice(..body.len() / 2)),
+                Err(std::io::Error::other("cut short")),
+            ])),
+        };
+        let response = Response::builder()
+            .header(header::CONTENT_TYPE, mime)
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(sent)
+            .unwrap();
+        async move { response }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let app = axum::Router::new().fallback(answer);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (addr, seen)
 }
 
